@@ -1,0 +1,41 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Python 3.11+ is the only prerequisite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/include
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: demo test install sandbox airflow demo-reset lint clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m backbone.devtools demo
+
+test: $(STAMP)  ## the whole test suite (starts and stops its own PostgreSQL and sandbox)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765
+	$(BIN)/python -m backbone.sandbox --state-file .demo/sandbox-state.pickle
+
+airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080) on the demo's database and sandbox
+	$(BIN)/python -m backbone.devtools pg-start
+	eval "$$($(BIN)/python -m backbone.devtools env)" && PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
+
+demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state
+	-$(BIN)/python -m backbone.devtools pg-stop
+	rm -rf .demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check include dags tests plugins
+
+clean: demo-reset
+	rm -rf $(VENV)

@@ -1,0 +1,103 @@
+"""
+### Closed-won deals → PSA projects
+
+Every 30 minutes, deals that reached a **won** stage in HubSpot (any pipeline; won stages are
+resolved through the pipelines endpoint) and were modified in the run's data interval (plus a
+lookback for HubSpot's search-index lag) become projects in the PSA:
+
+1. `extract_deals` — search, associations, companies and contacts → staging.
+2. `validate_deals` — Great Expectations suites generated from the data dictionary; failures go
+   to `ops.quarantine` with their rule and reason.
+3. `load_projects` — clients, contacts and projects upserted into the PSA warehouse in one
+   transaction.
+4. `write_back` — project created or updated in the PSA (idempotent on the deal id); its id and
+   link written to the deal's `psa_project_id` / `psa_project_url` properties.
+5. `record_run` — the run record in `ops.flow_run` (always runs; fails the DAG run if a step failed).
+
+Connections: `hubspot_default`, `psa_default`, `psa_warehouse`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from backbone.settings import load_settings
+
+FLOW = "crm_closed_won_to_psa"
+SETTINGS = load_settings()
+
+
+@dag(
+    dag_id=FLOW,
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("*/30 * * * *", timezone=SETTINGS.company_timezone),
+    start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crm", "psa", "hubspot"],
+    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True},
+)
+def crm_closed_won_to_psa() -> None:
+    @task
+    def extract_deals(**context) -> dict[str, int]:
+        from backbone.flows import closed_won
+        from backbone.flows.runtime import run_ref
+        from backbone.hooks.hubspot import HubSpotHook
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        run = run_ref(FLOW, context)
+        with engine_for(settings.psa_warehouse_conn_id).begin() as connection:
+            from backbone.warehouse.ops import record_run
+
+            record_run(connection, run, status="running", started_at=context["dag_run"].start_date)
+        return closed_won.extract_deals(HubSpotHook(settings.crm_conn_id), engine_for(settings.psa_warehouse_conn_id), run, lookback=settings.crm_lookback)
+
+    @task
+    def validate_deals(extracted: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import closed_won
+        from backbone.flows.runtime import run_ref
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return closed_won.validate_deals(engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size)
+
+    @task
+    def load_projects(validated: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import closed_won
+        from backbone.flows.runtime import run_ref
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return closed_won.load_projects(engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size)
+
+    @task
+    def write_back(loaded: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import closed_won
+        from backbone.flows.runtime import run_ref
+        from backbone.hooks.hubspot import HubSpotHook
+        from backbone.hooks.psa import PsaHook
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return closed_won.write_back(
+            HubSpotHook(settings.crm_conn_id),
+            PsaHook(settings.psa_conn_id),
+            engine_for(settings.psa_warehouse_conn_id),
+            run_ref(FLOW, context),
+            chunk_size=settings.chunk_size,
+        )
+
+    @task(trigger_rule="all_done", retries=0)
+    def record_run(**context) -> dict[str, object]:
+        from backbone.flows.runtime import finish_flow_run
+
+        return finish_flow_run(FLOW, load_settings().psa_warehouse_conn_id, last_task_id="write_back", context=context)
+
+    write_back(load_projects(validate_deals(extract_deals()))) >> record_run()
+
+
+crm_closed_won_to_psa()

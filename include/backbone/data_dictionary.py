@@ -1,0 +1,96 @@
+"""Load the data dictionary (``include/backbone/dictionary/*.yaml``) into typed objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DICTIONARY_DIR = Path(__file__).parent / "dictionary"
+
+# What each dictionary type means on the wire: vendors send values as strings, so a type is
+# checked as a pattern on the text before the value is cast for loading.
+TYPE_PATTERNS: dict[str, str] = {
+    "integer": r"^-?\d+$",
+    "decimal": r"^-?\d+(\.\d+)?$",
+    "date": r"^\d{4}-\d{2}-\d{2}$",
+    "datetime": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$",
+    "email": r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+    "url": r"^https?://\S+$",
+}
+NUMERIC_TYPES = frozenset({"integer", "decimal"})
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    required: bool = False
+    unique: bool = False
+    pattern: str | None = None
+    allowed_values: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = None
+    description: str = ""
+    sources: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def type_pattern(self) -> str | None:
+        return TYPE_PATTERNS.get(self.type)
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in NUMERIC_TYPES
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    name: str
+    key: str
+    description: str
+    fields: dict[str, FieldSpec]
+
+    @property
+    def field_names(self) -> list[str]:
+        return list(self.fields)
+
+    def source_field(self, field_name: str, system: str) -> str | None:
+        return self.fields[field_name].sources.get(system)
+
+
+def _field(name: str, raw: dict[str, Any]) -> FieldSpec:
+    allowed = raw.get("allowed_values")
+    return FieldSpec(
+        name=name,
+        type=raw["type"],
+        required=bool(raw.get("required", False)),
+        unique=bool(raw.get("unique", False)),
+        pattern=raw.get("pattern"),
+        allowed_values=tuple(str(v) for v in allowed) if allowed else None,
+        min=raw.get("min"),
+        max=raw.get("max"),
+        max_length=raw.get("max_length"),
+        description=str(raw.get("description", "")).strip(),
+        sources=dict(raw.get("sources") or {}),
+    )
+
+
+@cache
+def load_entity(name: str) -> EntitySpec:
+    """Return the dictionary entry of one canonical entity (``client``, ``project``, ...)."""
+    path = DICTIONARY_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise KeyError(f"no data dictionary entry for entity {name!r} (looked for {path})")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    fields = {fname: _field(fname, fraw) for fname, fraw in raw["fields"].items()}
+    if raw["key"] not in fields:
+        raise ValueError(f"{path}: key {raw['key']!r} is not one of its fields")
+    return EntitySpec(name=raw["entity"], key=raw["key"], description=raw.get("description", ""), fields=fields)
+
+
+def entity_names() -> list[str]:
+    return sorted(p.stem for p in DICTIONARY_DIR.glob("*.yaml") if p.stem != "glossary")

@@ -1,0 +1,1 @@
+"""Developer tooling behind the Makefile: embedded PostgreSQL, local Airflow environment, demo."""

@@ -1,0 +1,173 @@
+"""``python -m backbone.devtools <command>`` — what the Makefile runs.
+
+Commands:
+  demo      start PostgreSQL (embedded unless configured) and the sandbox, migrate, run every
+            flow through ``airflow dags test`` for the sandbox's recent interval, print the runs
+  migrate   bring both warehouses to the newest schema
+  env       print the environment for running Airflow by hand (``eval $(... env)``)
+  pg-start / pg-stop   the embedded PostgreSQL of the demo (``.demo/pgdata``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from backbone.devtools import pg
+from backbone.devtools.localenv import DEFAULT_PG_PORT, DEFAULT_SANDBOX_PORT, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
+
+DEMO_DIR = PROJECT_ROOT / ".demo"
+FLOWS = ["crm_closed_won_to_psa"]
+WAREHOUSE_OF_FLOW = {"crm_closed_won_to_psa": "psa_warehouse"}
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def _external_databases() -> bool:
+    return all(k in os.environ for k in ("AIRFLOW_CONN_PSA_WAREHOUSE", "AIRFLOW_CONN_ACCOUNTING_WAREHOUSE", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"))
+
+
+def _environment(port: int) -> dict[str, str]:
+    env = {**os.environ, **airflow_environment(airflow_home=DEMO_DIR / "airflow", pg_port=port, sandbox_url=f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")}
+    if _external_databases():
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    return env
+
+
+def _warehouse_url(env: dict[str, str], conn_id: str) -> str:
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
+    from backbone.warehouse.db import url_from_connection
+
+    return url_from_connection(conn_id)
+
+
+def migrate(env: dict[str, str]) -> None:
+    from backbone.warehouse.db import migrate as migrate_warehouse
+
+    for conn_id in WAREHOUSE_DATABASES:
+        migrate_warehouse(_warehouse_url(env, conn_id), conn_id.removesuffix("_warehouse"))
+
+
+def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = (DEMO_DIR / "sandbox.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backbone.sandbox", "--port", str(DEFAULT_SANDBOX_PORT), "--state-file", str(DEMO_DIR / "sandbox-state.pickle")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/info", timeout=2) as response:
+                json.load(response)
+                return process
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"the sandbox exited early; see {DEMO_DIR / 'sandbox.log'}") from None
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("the sandbox did not answer within 20 s")
+
+
+def _sandbox_info() -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/info", timeout=5) as response:
+        return json.load(response)
+
+
+def _print_runs(env: dict[str, str], interval_end: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    header = f"{'flow':<28} {'interval (company time)':<36} {'status':<8} {'extracted':>9} {'loaded':>7} {'quarantined':>11} {'written back':>12}"
+    print("\n" + header + "\n" + "-" * len(header))
+    tz = env.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam")
+    for flow in FLOWS:
+        engine = create_engine(_warehouse_url(env, WAREHOUSE_OF_FLOW[flow]))
+        with engine.connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT status, extracted, loaded, quarantined, written_back, "
+                    "to_char(interval_start AT TIME ZONE :tz, 'YYYY-MM-DD HH24:MI') || ' → ' || to_char(interval_end AT TIME ZONE :tz, 'HH24:MI') AS span "
+                    "FROM ops.flow_run WHERE flow = :flow AND interval_end = :end ORDER BY finished_at DESC NULLS LAST LIMIT 1"
+                ),
+                {"flow": flow, "end": interval_end, "tz": tz},
+            ).first()
+        engine.dispose()
+        if row is None:
+            print(f"{flow:<28} (no run record)")
+            continue
+        print(f"{flow:<28} {row.span:<36} {row.status:<8} {row.extracted:>9} {row.loaded:>7} {row.quarantined:>11} {row.written_back:>12}")
+    print()
+
+
+def demo() -> int:
+    DEMO_DIR.mkdir(exist_ok=True)
+    port = int(os.environ.get("BACKBONE_DEMO_PG_PORT", DEFAULT_PG_PORT))
+    env = _environment(port)
+    started_pg = False
+    sandbox = None
+    failures = 0
+    try:
+        if not _external_databases():
+            _say(f"embedded PostgreSQL on 127.0.0.1:{port} (data in .demo/pgdata)")
+            started_pg = pg.start(DEMO_DIR / "pgdata", port)
+            pg.ensure_databases(f"postgresql://postgres@127.0.0.1:{port}/postgres", [*WAREHOUSE_DATABASES.values(), "airflow"])
+        _say("migrating the warehouses")
+        migrate(env)
+        _say("migrating Airflow's metadata database")
+        subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+        _say(f"starting the vendor sandbox on http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")
+        sandbox = _start_sandbox(env)
+        anchor = str(_sandbox_info()["anchor"])
+        for flow in FLOWS:
+            _say(f"airflow dags test {flow} {anchor}   (log: .demo/logs/{flow}.log)")
+            (DEMO_DIR / "logs").mkdir(exist_ok=True)
+            with (DEMO_DIR / "logs" / f"{flow}.log").open("w") as log:
+                result = subprocess.run(["airflow", "dags", "test", flow, anchor], env=env, stdout=log, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                failures += 1
+                _say(f"{flow} FAILED (exit {result.returncode}); see .demo/logs/{flow}.log")
+        _print_runs(env, anchor)
+        info = _sandbox_info()
+        print(f"PSA projects in the sandbox: {info['psa_projects']}; quarantine: see ops.quarantine in psa_warehouse")
+        print("Run `make demo` again: nothing changes. `make demo-reset` starts over.")
+    finally:
+        if sandbox is not None:
+            sandbox.send_signal(signal.SIGINT)
+            sandbox.wait(timeout=30)
+        if started_pg:
+            pg.stop(DEMO_DIR / "pgdata")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backbone.devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop"])
+    args = parser.parse_args(argv)
+    port = int(os.environ.get("BACKBONE_DEMO_PG_PORT", DEFAULT_PG_PORT))
+    if args.command == "demo":
+        return demo()
+    if args.command == "migrate":
+        migrate(_environment(port))
+    elif args.command == "env":
+        for key, value in airflow_environment(airflow_home=DEMO_DIR / "airflow", pg_port=port).items():
+            print(f"export {key}='{value}'")
+    elif args.command == "pg-start":
+        pg.start(DEMO_DIR / "pgdata", port)
+        pg.ensure_databases(f"postgresql://postgres@127.0.0.1:{port}/postgres", [*WAREHOUSE_DATABASES.values(), "airflow"])
+        print(f"PostgreSQL on 127.0.0.1:{port}")
+    elif args.command == "pg-stop":
+        pg.stop(DEMO_DIR / "pgdata")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Glue between Airflow's task context and the flows: run references and hooks, built in tasks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from backbone.warehouse.ops import RunRef
+
+
+def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
+    """The run as the flows see it: its Airflow run id and data interval."""
+    start: datetime | None = context.get("data_interval_start")
+    end: datetime | None = context.get("data_interval_end")
+    if start is None or end is None or start >= end:
+        raise ValueError(
+            f"{flow} needs a non-empty data interval (got {start} → {end}); "
+            "schedule it with a data-interval timetable, not a plain cron trigger"
+        )
+    return RunRef(flow=flow, run_id=context["run_id"], interval_start=start, interval_end=end)
+
+
+def airflow_run_url(context: dict[str, Any]) -> str | None:
+    """Link to the run in the Airflow UI, when the API server's base URL is known."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="") or ""
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{context['run_id']}"
+
+
+def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Close the run record; raise after recording when an upstream step failed.
+
+    The flow succeeded when its last step left its result in XCom.
+    """
+    from airflow.sdk import timezone
+    from airflow.sdk.exceptions import AirflowFailException
+
+    succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
+
+    from backbone.warehouse.db import engine_for
+    from backbone.warehouse.ops import finish_run
+
+    record = finish_run(engine_for(warehouse_conn_id), run_ref(flow, context), succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context))
+    summary = {k: record.get(k) for k in ("status", "extracted", "valid", "quarantined", "loaded", "written_back")}
+    if not succeeded:
+        raise AirflowFailException(f"{flow} run {context['run_id']} failed upstream; run record: {summary}")
+    return summary

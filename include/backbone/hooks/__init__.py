@@ -1,0 +1,1 @@
+"""One stateless hook per external system; each reads its Airflow Connection in ``get_conn()``."""

@@ -1,0 +1,106 @@
+"""What the JSON-over-HTTP vendor hooks share: base URL and session from a Connection, retries."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from backbone.http import RateLimiter, RetryPolicy, check_response
+from backbone.settings import load_settings
+
+if TYPE_CHECKING:
+    import requests
+    from airflow.sdk import Connection
+
+
+def base_url_of(conn: Connection, default: str) -> str:
+    """The Connection's base URL: ``host`` may hold a full URL, or a host with ``schema``/``port``."""
+    host = (conn.host or "").strip()
+    if not host:
+        return default.rstrip("/")
+    if "://" in host:
+        return host.rstrip("/")
+    scheme = conn.schema or "https"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{host}{port}".rstrip("/")
+
+
+class JsonApiHook(BaseHook):
+    """A JSON REST API reached with a bearer token; subclasses name the system and its limits."""
+
+    system_name = "api"
+    default_base_url = ""
+
+    def __init__(self, conn_id: str, *, retry_policy: RetryPolicy | None = None, session: requests.Session | None = None):
+        super().__init__()
+        self.conn_id = conn_id
+        settings = load_settings()
+        self.timeout = settings.http_timeout_seconds
+        self.retry_policy = retry_policy or RetryPolicy(
+            max_attempts=settings.http_max_attempts, max_backoff_seconds=settings.http_max_backoff_seconds
+        )
+        self._session = session
+
+    @cached_property
+    def connection(self) -> Connection:
+        return self.get_connection(self.conn_id)
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        return dict(self.connection.extra_dejson or {})
+
+    @cached_property
+    def base_url(self) -> str:
+        return base_url_of(self.connection, self.default_base_url)
+
+    def auth_headers(self) -> dict[str, str]:
+        token = self.connection.password
+        if not token:
+            raise ValueError(f"Connection {self.conn_id!r} has no token: put the API token in its password field")
+        return {"Authorization": f"Bearer {token}"}
+
+    def get_conn(self) -> requests.Session:
+        """A session carrying the Connection's credentials (built once per hook instance)."""
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            session.headers.update({"Accept": "application/json", **self.auth_headers()})
+            self._session = session
+        return self._session
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        limiter: RateLimiter | None = None,
+        description: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Send one call with the retry policy; return decoded JSON (None for an empty body)."""
+        return self.request_with_status(method, path, limiter=limiter, description=description, **kwargs)[1]
+
+    def request_with_status(
+        self,
+        method: str,
+        path: str,
+        *,
+        limiter: RateLimiter | None = None,
+        description: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
+        """Like :meth:`request`, also returning the HTTP status (201 vs 200 matters to upserts)."""
+        session = self.get_conn()
+        url = f"{self.base_url}{path}"
+        kwargs.setdefault("timeout", self.timeout)
+
+        def attempt() -> tuple[int, Any]:
+            if limiter is not None:
+                limiter.acquire()
+            response = session.request(method, url, **kwargs)
+            return response.status_code, check_response(response, system=self.system_name)
+
+        return self.retry_policy.call(attempt, description=description or f"{self.system_name} {method} {path}")

@@ -1,0 +1,211 @@
+"""HubSpot CRM v3 (objects, search, pipelines) and v4 (associations), spoken on the wire."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from backbone.hooks.base import JsonApiHook
+from backbone.http import CursorGuard, RateLimiter
+from backbone.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+SEARCH_PAGE_SIZE = 100
+SEARCH_RESULT_CAP = 10_000
+BATCH_SIZE = 100
+OBJECT_TYPE_IDS = {"deals": "0-3", "companies": "0-2", "contacts": "0-1"}
+PRIMARY_COMPANY_TYPE_ID = 5  # HubSpot-defined deal→company "Primary" association
+
+
+@dataclass(frozen=True)
+class DealStage:
+    pipeline_id: str
+    stage_id: str
+    label: str
+    is_closed: bool
+    probability: float
+
+    @property
+    def is_won(self) -> bool:
+        return self.is_closed and self.probability >= 1.0
+
+
+def epoch_millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class HubSpotHook(JsonApiHook):
+    """HubSpot CRM through a private-app token.
+
+    Connection (``hubspot_default``): ``password`` = private-app token; ``host`` = base URL
+    (default ``https://api.hubapi.com``). Extras: ``search_requests_per_second`` (default 4),
+    ``requests_per_second`` (default 10, i.e. 100 per 10 s).
+    """
+
+    conn_name_attr = "hubspot_conn_id"
+    default_conn_name = "hubspot_default"
+    conn_type = "hubspot"
+    hook_name = "HubSpot CRM"
+    system_name = "HubSpot"
+    default_base_url = "https://api.hubapi.com"
+
+    def __init__(self, hubspot_conn_id: str = default_conn_name, **kwargs: Any):
+        super().__init__(hubspot_conn_id, **kwargs)
+
+    @cached_property
+    def search_limiter(self) -> RateLimiter:
+        default = load_settings().crm_search_requests_per_second
+        return RateLimiter(float(self.extras.get("search_requests_per_second", default)))
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        default = load_settings().crm_requests_per_second
+        return RateLimiter(float(self.extras.get("requests_per_second", default)))
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.deal_stages()
+        except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
+            return False, str(exc)
+        return True, "HubSpot answered the pipelines call"
+
+    # --- pipelines --------------------------------------------------------------------------
+    def deal_stages(self) -> dict[tuple[str, str], DealStage]:
+        """Every deal stage of every pipeline, keyed by (pipeline id, stage id)."""
+        body = self.request("GET", "/crm/v3/pipelines/deals", limiter=self.limiter)
+        stages: dict[tuple[str, str], DealStage] = {}
+        for pipeline in body.get("results", []):
+            for stage in pipeline.get("stages", []):
+                meta = stage.get("metadata") or {}
+                stages[(pipeline["id"], stage["id"])] = DealStage(
+                    pipeline_id=pipeline["id"],
+                    stage_id=stage["id"],
+                    label=stage.get("label", stage["id"]),
+                    is_closed=str(meta.get("isClosed", "false")).lower() == "true",
+                    probability=float(meta.get("probability") or 0),
+                )
+        return stages
+
+    # --- search -------------------------------------------------------------------------------
+    def search(
+        self,
+        object_type: str,
+        *,
+        filters: list[dict[str, Any]],
+        properties: list[str],
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of objects matching all ``filters``, in ``hs_object_id`` order.
+
+        Paging uses ``after``; since a search stops at 10,000 results, the loop opens a new
+        window (``hs_object_id`` greater than the last id seen) before reaching the cap.
+        """
+        last_id: int | None = None
+        while True:
+            window_filters = list(filters)
+            if last_id is not None:
+                window_filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)})
+            guard = CursorGuard(f"HubSpot {object_type} search")
+            after: str | None = None
+            in_window = 0
+            while True:
+                body = {
+                    "filterGroups": [{"filters": window_filters}],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": properties,
+                    "limit": SEARCH_PAGE_SIZE,
+                }
+                if after is not None:
+                    body["after"] = after
+                page = self.request(
+                    "POST",
+                    f"/crm/v3/objects/{OBJECT_TYPE_IDS.get(object_type, object_type)}/search",
+                    json=body,
+                    limiter=self.search_limiter,
+                )
+                results = page.get("results") or []
+                if results:
+                    yield results
+                    last_id = max(int(r["id"]) for r in results)
+                in_window += len(results)
+                after = guard.check(((page.get("paging") or {}).get("next") or {}).get("after"))
+                if after is None or not results:
+                    return
+                if in_window + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP:
+                    log.info("HubSpot %s search: %d results in this window; opening a new one after id %s", object_type, in_window, last_id)
+                    break
+
+    def search_modified(
+        self,
+        object_type: str,
+        *,
+        start: datetime,
+        end: datetime,
+        properties: list[str],
+        extra_filters: Iterable[dict[str, Any]] = (),
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of objects whose ``hs_lastmodifieddate`` lies in ``[start, end)``."""
+        filters = [
+            {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(epoch_millis(start))},
+            {"propertyName": "hs_lastmodifieddate", "operator": "LT", "value": str(epoch_millis(end))},
+            *extra_filters,
+        ]
+        return self.search(object_type, filters=filters, properties=properties)
+
+    # --- batch reads ----------------------------------------------------------------------------
+    def associations(self, from_type: str, to_type: str, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """v4 batch associations: object id → ``[{"toObjectId", "associationTypes"}, ...]``."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), BATCH_SIZE):
+            body = self.request(
+                "POST",
+                f"/crm/v4/associations/{from_type}/{to_type}/batch/read",
+                json={"inputs": [{"id": i} for i in chunk]},
+                limiter=self.limiter,
+            )
+            for result in body.get("results", []):
+                found.setdefault(str(result["from"]["id"]), []).extend(result.get("to", []))
+        return found
+
+    def batch_read(self, object_type: str, ids: Iterable[str], properties: list[str]) -> dict[str, dict[str, Any]]:
+        """Objects by id through ``batch/read`` (ids HubSpot does not know are simply absent)."""
+        objects: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), BATCH_SIZE):
+            body = self.request(
+                "POST",
+                f"/crm/v3/objects/{object_type}/batch/read",
+                json={"properties": properties, "inputs": [{"id": i} for i in chunk]},
+                limiter=self.limiter,
+            )
+            for obj in body.get("results", []):
+                objects[str(obj["id"])] = obj
+        return objects
+
+    # --- writes ---------------------------------------------------------------------------------
+    def update_object(self, object_type: str, object_id: str, properties: dict[str, str]) -> dict[str, Any]:
+        """PATCH properties of one object (idempotent: the same values give the same object)."""
+        return self.request(
+            "PATCH",
+            f"/crm/v3/objects/{OBJECT_TYPE_IDS.get(object_type, object_type)}/{object_id}",
+            json={"properties": properties},
+            limiter=self.limiter,
+        )
+
+
+def primary_association(targets: list[dict[str, Any]], primary_type_id: int = PRIMARY_COMPANY_TYPE_ID) -> str | None:
+    """The primary target of an association list, else the lowest id; None when there is none."""
+    if not targets:
+        return None
+    for target in targets:
+        if any(t.get("typeId") == primary_type_id for t in target.get("associationTypes", [])):
+            return str(target["toObjectId"])
+    return str(min(int(t["toObjectId"]) for t in targets))
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

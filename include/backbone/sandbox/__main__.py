@@ -1,0 +1,48 @@
+"""``python -m backbone.sandbox`` — serve the vendor sandbox on loopback and print its base URLs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import uvicorn
+
+from backbone.sandbox.app import SandboxConfig, SandboxState, build_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m backbone.sandbox", description=__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--deals", type=int, default=120, help="number of CRM deals to seed (tens to a million)")
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--anchor", help="ISO time the seeded deals were modified up to (default: last half hour boundary)")
+    parser.add_argument("--token", default="sandbox-token", help="bearer token every API expects")
+    parser.add_argument("--state-file", type=Path, help="keep state across restarts in this file (saved on shutdown)")
+    parser.add_argument("--search-rate", type=int, default=4, help="HubSpot search requests per second before 429")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(levelname)s %(message)s")
+    config = SandboxConfig(
+        deals=args.deals,
+        seed=args.seed,
+        anchor=datetime.fromisoformat(args.anchor.replace("Z", "+00:00")) if args.anchor else None,
+        token=args.token,
+        hubspot_search_per_second=args.search_rate,
+        state_file=args.state_file,
+    )
+    state = SandboxState.load_or_fresh(config)
+    app = build_app(state)
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"HubSpot CRM : {base}/hubspot", flush=True)
+    print(f"PSA API     : {base}/psa   (OpenAPI: {base}/psa/openapi.json)", flush=True)
+    print(f"Controls    : {base}/_sandbox/info", flush=True)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    finally:
+        state.save()
+
+
+if __name__ == "__main__":
+    main()

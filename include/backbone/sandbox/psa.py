@@ -1,0 +1,140 @@
+"""The PSA's REST API (our own definition; its OpenAPI document is served at ``/psa/openapi.json``).
+
+Projects are created and updated through one idempotent call keyed by the source system's id:
+``PUT /api/v1/projects/by-external-id/{source}/{external_id}`` answers 201 when it created the
+project, 200 when it found it (updating changed fields). Repeating the call never makes a second.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+
+class ClientIn(BaseModel):
+    external_id: str
+    name: str = Field(min_length=1, max_length=255)
+    website: str | None = None
+    country: str | None = None
+    industry: str | None = None
+
+
+class ContactIn(BaseModel):
+    external_id: str
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str
+    role: str | None = None
+
+
+class ProjectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    client: ClientIn
+    contacts: list[ContactIn] = []
+    description: str | None = None
+    estimated_hours: Decimal | None = None
+    budget: Decimal
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    billing_type: Literal["time_and_materials", "fixed_fee"]
+    start_date: date | None = None
+    end_date: date | None = None
+    payment_terms_days: int | None = None
+
+
+class ProjectOut(ProjectIn):
+    id: str
+    url: str
+    external_source: str
+    external_id: str
+    status: Literal["planned", "active", "closed"] = "planned"
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectOut]
+    page: int
+    page_size: int
+    total: int
+    next_page: int | None
+
+
+class PsaStore:
+    def __init__(self) -> None:
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.by_external: dict[tuple[str, str], str] = {}
+        self.writes = 0
+        self.creates = 0
+        self._lock = threading.Lock()
+
+    def upsert(self, source: str, external_id: str, project: ProjectIn, base_url: str) -> tuple[dict[str, Any], bool]:
+        with self._lock:
+            now = datetime.now(timezone.utc)
+            fields = project.model_dump(mode="json")
+            existing_id = self.by_external.get((source, external_id))
+            if existing_id is not None:
+                current = self.projects[existing_id]
+                if any(current.get(k) != v for k, v in fields.items()):
+                    current.update(fields, updated_at=now.isoformat())
+                    self.writes += 1
+                return current, False
+            project_id = f"PRJ-{len(self.projects) + 1:06d}"
+            record = {
+                **fields,
+                "id": project_id,
+                "url": f"{base_url}/projects/{project_id}",
+                "external_source": source,
+                "external_id": external_id,
+                "status": "planned",
+                "created_at": now.isoformat(),
+                "updated_at": now.isoformat(),
+            }
+            self.projects[project_id] = record
+            self.by_external[(source, external_id)] = project_id
+            self.writes += 1
+            self.creates += 1
+            return record, True
+
+
+def build_psa_app(state: Any) -> FastAPI:
+    app = FastAPI(
+        title="PSA API",
+        version="1.0.0",
+        description="Professional services automation: clients, projects and their contacts.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    def authorised(request: Request) -> None:
+        if request.headers.get("authorization") != f"Bearer {state.config.token}":
+            raise HTTPException(401, "missing or invalid bearer token")
+
+    @app.put(
+        "/api/v1/projects/by-external-id/{source}/{external_id}",
+        response_model=ProjectOut,
+        responses={201: {"model": ProjectOut, "description": "created"}, 200: {"description": "already existed; changed fields updated"}},
+    )
+    def upsert_project(source: str, external_id: str, project: ProjectIn, request: Request, response: Response, _: None = Depends(authorised)) -> dict[str, Any]:
+        base = str(request.base_url).rstrip("/")
+        record, created = state.psa.upsert(source, external_id, project, base)
+        response.status_code = 201 if created else 200
+        return record
+
+    @app.get("/api/v1/projects/{project_id}", response_model=ProjectOut)
+    def read_project(project_id: str, _: None = Depends(authorised)) -> dict[str, Any]:
+        if project_id not in state.psa.projects:
+            raise HTTPException(404, f"project {project_id} not found")
+        return state.psa.projects[project_id]
+
+    @app.get("/api/v1/projects", response_model=ProjectPage)
+    def list_projects(page: int = Query(1, ge=1), page_size: int = Query(100, ge=1, le=500), _: None = Depends(authorised)) -> dict[str, Any]:
+        items = list(state.psa.projects.values())
+        chunk = items[(page - 1) * page_size : page * page_size]
+        return {"items": chunk, "page": page, "page_size": page_size, "total": len(items), "next_page": page + 1 if page * page_size < len(items) else None}
+
+    return app

@@ -1,0 +1,53 @@
+"""Non-secret tunables, in one place, each with a default and an environment override.
+
+Secrets never live here: they come from Airflow Connections. Every setting reads an
+environment variable named ``BACKBONE_<NAME>``; the table in the README lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"BACKBONE_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of every flow. Build with :func:`load_settings` so the environment applies."""
+
+    company_timezone: str = field(default_factory=lambda: _env("COMPANY_TIMEZONE", "Europe/Amsterdam"))
+    """IANA zone in which schedules and intervals are shown and cut (e.g. 'Friday 17:00')."""
+
+    crm_conn_id: str = field(default_factory=lambda: _env("CRM_CONN_ID", "hubspot_default"))
+    psa_conn_id: str = field(default_factory=lambda: _env("PSA_CONN_ID", "psa_default"))
+    psa_warehouse_conn_id: str = field(default_factory=lambda: _env("PSA_WAREHOUSE_CONN_ID", "psa_warehouse"))
+    accounting_warehouse_conn_id: str = field(
+        default_factory=lambda: _env("ACCOUNTING_WAREHOUSE_CONN_ID", "accounting_warehouse")
+    )
+
+    crm_lookback_minutes: int = field(default_factory=lambda: int(_env("CRM_LOOKBACK_MINUTES", "15")))
+    """Extra minutes read before each interval: HubSpot's search index lags its writes."""
+
+    crm_search_requests_per_second: float = field(
+        default_factory=lambda: float(_env("CRM_SEARCH_REQUESTS_PER_SECOND", "4"))
+    )
+    crm_requests_per_second: float = field(default_factory=lambda: float(_env("CRM_REQUESTS_PER_SECOND", "10")))
+    http_max_attempts: int = field(default_factory=lambda: int(_env("HTTP_MAX_ATTEMPTS", "6")))
+    http_timeout_seconds: float = field(default_factory=lambda: float(_env("HTTP_TIMEOUT_SECONDS", "30")))
+    http_max_backoff_seconds: float = field(default_factory=lambda: float(_env("HTTP_MAX_BACKOFF_SECONDS", "30")))
+
+    chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))
+    """Rows handled per chunk when staging, validating and loading: bounds memory."""
+
+    @property
+    def crm_lookback(self) -> timedelta:
+        return timedelta(minutes=self.crm_lookback_minutes)
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment now (tests change the environment between runs)."""
+    return Settings()

@@ -1,0 +1,201 @@
+"""Great Expectations suites generated from the data dictionary, and row-level verdicts.
+
+Vendors send values as text, so a field's type is checked as a pattern on its text; numeric
+ranges are checked on a parsed shadow column (``<field>__number``). Each expectation carries
+``meta.rule`` (e.g. ``project.contract_value.type``) and ``meta.reason`` so a failed row can
+be quarantined with a sentence a person understands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from backbone.data_dictionary import EntitySpec, load_entity
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NUMBER_SUFFIX = "__number"
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    rule: str
+    reason: str
+
+
+@dataclass
+class ValidationOutcome:
+    """Verdict on one batch: which rows passed, and why each failed row failed."""
+
+    entity: str
+    row_count: int
+    failures: dict[int, list[RuleFailure]] = field(default_factory=dict)
+    failed_rules: dict[str, int] = field(default_factory=dict)
+    """Rule id → number of rows that broke it: the run's summary of failed expectations."""
+
+    @property
+    def valid_indexes(self) -> list[int]:
+        return [i for i in range(self.row_count) if i not in self.failures]
+
+    def is_valid(self, index: int) -> bool:
+        return index not in self.failures
+
+
+def _expectation_specs(entity: EntitySpec) -> list[tuple[str, dict[str, Any], str, str]]:
+    """(expectation class name, kwargs, rule id, reason) for every rule the dictionary states."""
+    specs: list[tuple[str, dict[str, Any], str, str]] = []
+    for f in entity.fields.values():
+        rule = f"{entity.name}.{f.name}"
+        if f.required:
+            specs.append(("ExpectColumnValuesToNotBeNull", {"column": f.name}, f"{rule}.required", f"{f.name} is missing"))
+        if f.type_pattern:
+            specs.append(
+                (
+                    "ExpectColumnValuesToMatchRegex",
+                    {"column": f.name, "regex": f.type_pattern},
+                    f"{rule}.type",
+                    f"{f.name} is not a valid {f.type}",
+                )
+            )
+        if f.pattern:
+            specs.append(
+                (
+                    "ExpectColumnValuesToMatchRegex",
+                    {"column": f.name, "regex": f.pattern},
+                    f"{rule}.pattern",
+                    f"{f.name} does not match {f.pattern}",
+                )
+            )
+        if f.allowed_values:
+            specs.append(
+                (
+                    "ExpectColumnValuesToBeInSet",
+                    {"column": f.name, "value_set": list(f.allowed_values)},
+                    f"{rule}.allowed_values",
+                    f"{f.name} is not one of {', '.join(f.allowed_values)}",
+                )
+            )
+        if f.is_numeric and (f.min is not None or f.max is not None):
+            specs.append(
+                (
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": f.name + NUMBER_SUFFIX, "min_value": f.min, "max_value": f.max},
+                    f"{rule}.range",
+                    f"{f.name} is outside [{f.min}, {f.max}]",
+                )
+            )
+        if f.max_length:
+            specs.append(
+                (
+                    "ExpectColumnValueLengthsToBeBetween",
+                    {"column": f.name, "max_value": f.max_length},
+                    f"{rule}.max_length",
+                    f"{f.name} is longer than {f.max_length} characters",
+                )
+            )
+        if f.unique:
+            specs.append(
+                ("ExpectColumnValuesToBeUnique", {"column": f.name}, f"{rule}.unique", f"{f.name} appears more than once")
+            )
+    return specs
+
+
+@cache
+def _context() -> gx.data_context.AbstractDataContext:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def build_suite(entity: EntitySpec) -> gx.ExpectationSuite:
+    """Generate the entity's expectation suite from its dictionary entry."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    suite = gx.ExpectationSuite(name=f"{entity.name}_suite")
+    for class_name, kwargs, rule, reason in _expectation_specs(entity):
+        suite.add_expectation(getattr(gxe, class_name)(**kwargs, meta={"rule": rule, "reason": reason}))
+    return suite
+
+
+@cache
+def _validation_definition(entity_name: str) -> gx.ValidationDefinition:
+    import great_expectations as gx
+
+    context = _context()
+    entity = load_entity(entity_name)
+    source = context.data_sources.add_or_update_pandas(f"{entity_name}_frames")
+    asset = source.add_dataframe_asset(entity_name)
+    batch = asset.add_batch_definition_whole_dataframe("batch")
+    suite = context.suites.add_or_update(build_suite(entity))
+    return context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{entity_name}_validation", data=batch, suite=suite)
+    )
+
+
+def to_frame(entity: EntitySpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of canonical text values → the frame the suite checks (with numeric shadows)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(
+        [{name: _as_text(row.get(name)) for name in entity.fields} for row in rows],
+        columns=entity.field_names,
+    ).astype(object)
+    frame = frame.where(frame.notna(), None)
+    for f in entity.fields.values():
+        if f.is_numeric:
+            frame[f.name + NUMBER_SUFFIX] = pd.to_numeric(frame[f.name], errors="coerce")
+    return frame
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def validate_rows(entity_name: str, rows: list[dict[str, Any]]) -> ValidationOutcome:
+    """Validate canonical rows of one entity against its generated suite."""
+    entity = load_entity(entity_name)
+    outcome = ValidationOutcome(entity=entity_name, row_count=len(rows))
+    if not rows:
+        return outcome
+    frame = to_frame(entity, rows)
+    result = _validation_definition(entity_name).run(
+        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
+    )
+    for expectation_result in result.results:
+        if expectation_result.success:
+            continue
+        meta = expectation_result.expectation_config.meta or {}
+        if expectation_result.exception_info and expectation_result.exception_info.get("raised_exception"):
+            raise RuntimeError(
+                f"expectation {meta.get('rule')} could not run: {expectation_result.exception_info.get('exception_message')}"
+            )
+        indexes = expectation_result.result.get("unexpected_index_list") or []
+        failure = RuleFailure(rule=meta["rule"], reason=meta["reason"])
+        outcome.failed_rules[failure.rule] = len(indexes)
+        for index in indexes:
+            outcome.failures.setdefault(int(index), []).append(failure)
+    if outcome.failures:
+        log.info(
+            "%s: %d of %d rows failed validation: %s",
+            entity_name,
+            len(outcome.failures),
+            len(rows),
+            ", ".join(f"{rule} ({n})" for rule, n in sorted(outcome.failed_rules.items())),
+        )
+    return outcome

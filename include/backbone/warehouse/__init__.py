@@ -1,0 +1,1 @@
+"""The PSA and accounting warehouses: PostgreSQL reached through Airflow Connections."""
