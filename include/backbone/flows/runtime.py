@@ -9,7 +9,7 @@ from backbone.warehouse.ops import RunRef
 
 
 def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
-    """The run as the flows see it: its Airflow run id and data interval."""
+    """The run as the flows see it: its data interval (the key of everything it writes)."""
     start: datetime | None = context.get("data_interval_start")
     end: datetime | None = context.get("data_interval_end")
     if start is None or end is None or start >= end:
@@ -17,7 +17,16 @@ def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
             f"{flow} needs a non-empty data interval (got {start} → {end}); "
             "schedule it with a data-interval timetable, not a plain cron trigger"
         )
-    return RunRef(flow=flow, run_id=context["run_id"], interval_start=start, interval_end=end)
+    return RunRef(flow=flow, run_id=interval_key(start, end), interval_start=start, interval_end=end)
+
+
+def interval_key(start: datetime, end: datetime) -> str:
+    """The identity of a run's work: its data interval in UTC. A rerun, a retry or a backfill of
+    the same interval gets the same key (and so the same run record and quarantine rows), whatever
+    Airflow run id carried it."""
+    from datetime import timezone
+
+    return f"{start.astimezone(timezone.utc).isoformat()}/{end.astimezone(timezone.utc).isoformat()}"
 
 
 def airflow_run_url(context: dict[str, Any]) -> str | None:

@@ -92,7 +92,7 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
     for n in range(company_count):
         cid = 1_000_000 + n
         name = name_pool[n % len(name_pool)] + ("" if n < len(name_pool) else f" {n // len(name_pool)}")
-        domain = "".join(ch for ch in name.lower() if ch.isalnum())[:40] + ".example"
+        domain = ("".join(ch for ch in name.lower() if ch.isascii() and ch.isalnum())[:40] or f"client{n}") + ".example"
         out.companies[str(cid)] = _object(
             cid,
             {"name": name, "domain": domain, "country": rng.choice(["Netherlands", "Germany", "United States", "United Kingdom"]), "industry": rng.choice(INDUSTRIES)},

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunRef:
-    """What identifies one run of one flow: travels between tasks instead of data."""
+    """What identifies one run of one flow: travels between tasks instead of data.
+
+    ``run_id`` is the interval key (see ``backbone.flows.runtime.interval_key``), not Airflow's
+    run id, so reruns and backfills of an interval land on the same records.
+    """
 
     flow: str
     run_id: str
@@ -100,10 +104,6 @@ def set_verdicts(connection: Connection, run: RunRef, entity: str, verdicts: Seq
             "entity": entity,
         },
     )
-
-
-def clear_quarantine(connection: Connection, run: RunRef) -> None:
-    connection.execute(quarantine.delete().where(quarantine.c.flow == run.flow, quarantine.c.run_id == run.run_id))
 
 
 def add_quarantine(connection: Connection, run: RunRef, rows: Sequence[QuarantineRow]) -> None:
