@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 NUMBER_SUFFIX = "__number"
 
@@ -119,15 +120,17 @@ def _context() -> gx.data_context.AbstractDataContext:
     return context
 
 
-def build_suite(entity: EntitySpec) -> gx.ExpectationSuite:
-    """Generate the entity's expectation suite from its dictionary entry."""
+@cache
+def build_suite(entity_name: str) -> gx.ExpectationSuite:
+    """The entity's expectation suite, generated from its dictionary entry (once per process)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    suite = gx.ExpectationSuite(name=f"{entity.name}_suite")
-    for class_name, kwargs, rule, reason in _expectation_specs(entity):
+    context = _context()
+    suite = gx.ExpectationSuite(name=f"{entity_name}_suite")
+    for class_name, kwargs, rule, reason in _expectation_specs(load_entity(entity_name)):
         suite.add_expectation(getattr(gxe, class_name)(**kwargs, meta={"rule": rule, "reason": reason}))
-    return suite
+    return context.suites.add_or_update(suite)
 
 
 @cache
@@ -135,13 +138,11 @@ def _validation_definition(entity_name: str) -> gx.ValidationDefinition:
     import great_expectations as gx
 
     context = _context()
-    entity = load_entity(entity_name)
     source = context.data_sources.add_or_update_pandas(f"{entity_name}_frames")
     asset = source.add_dataframe_asset(entity_name)
     batch = asset.add_batch_definition_whole_dataframe("batch")
-    suite = context.suites.add_or_update(build_suite(entity))
     return context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{entity_name}_validation", data=batch, suite=suite)
+        gx.ValidationDefinition(name=f"{entity_name}_validation", data=batch, suite=build_suite(entity_name))
     )
 
 

@@ -1,0 +1,67 @@
+"""Policy over every DAG: imports cleanly, retries, tags, owner, thin files, cheap to parse."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
+HEAVY = {"pandas", "great_expectations", "sqlalchemy", "psycopg2", "requests", "numpy", "faker"}
+
+
+def test_dagbag_has_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert {Path(f).stem for f in map(str, DAG_FILES)} <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
+def test_dag_id_is_the_file_name_and_policy_holds(dagbag, dag_file):
+    dag = dagbag.get_dag(dag_file.stem)
+    assert dag is not None, f"{dag_file.name} must define a DAG with dag_id {dag_file.stem!r}"
+    assert dag.tags, "every DAG has tags"
+    assert dag.doc_md, "every DAG documents itself (doc_md=__doc__)"
+    assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.owner == "data-engineering"
+        if task.task_id != "record_run":
+            assert task.retries >= 2, f"{task.task_id} needs retries >= 2"
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
+def test_no_heavy_import_at_dag_file_top_level(dag_file):
+    tree = ast.parse(dag_file.read_text())
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            assert name.split(".")[0] not in HEAVY, f"{dag_file.name} imports {name} at top level"
+
+
+def _heavy_modules_after(code: str, *args: str) -> set[str]:
+    probe = f"{code}; import sys; print(','.join(m for m in {sorted(HEAVY)!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True)
+    return set(filter(None, result.stdout.strip().split(",")))
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
+def test_parsing_a_dag_file_imports_nothing_heavy_beyond_airflow_itself(dag_file):
+    baseline = _heavy_modules_after("from airflow.sdk import dag, task, CronDataIntervalTimetable")
+    parsed = _heavy_modules_after("import runpy, sys; runpy.run_path(sys.argv[1])", str(dag_file))
+    assert parsed - baseline == set(), f"{dag_file.name} imported {parsed - baseline} while parsing"
+
+
+def test_intervals_are_real_data_intervals(dagbag):
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    dag = dagbag.get_dag("crm_closed_won_to_psa")
+    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=pendulum.datetime(2026, 11, 2, 12, 10, tz="UTC"))
+    assert (interval.end - interval.start).total_seconds() == 30 * 60

@@ -1,0 +1,108 @@
+"""Sandbox responses have the shapes of the vendors' published specs.
+
+HubSpot's spec files may not be copied; the schemas below restate the parts listed in
+``../shared/specs/README.md`` (SimplePublicObject, the search collection, batch and v4 shapes).
+The PSA responses are checked against the PSA's own OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import jsonschema
+import requests
+
+SIMPLE_PUBLIC_OBJECT = {
+    "type": "object",
+    "required": ["id", "properties", "createdAt", "updatedAt", "archived"],
+    "properties": {
+        "id": {"type": "string"},
+        "properties": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "archived": {"type": "boolean"},
+    },
+}
+SEARCH_RESPONSE = {  # CollectionResponseWithTotalSimplePublicObjectForwardPaging
+    "type": "object",
+    "required": ["total", "results"],
+    "properties": {
+        "total": {"type": "integer"},
+        "results": {"type": "array", "items": SIMPLE_PUBLIC_OBJECT},
+        "paging": {"type": "object", "required": ["next"], "properties": {"next": {"type": "object", "required": ["after"], "properties": {"after": {"type": "string"}}}}},
+    },
+}
+BATCH_RESPONSE = {
+    "type": "object",
+    "required": ["status", "results", "startedAt", "completedAt"],
+    "properties": {"status": {"enum": ["PENDING", "PROCESSING", "CANCELED", "COMPLETE"]}, "results": {"type": "array", "items": SIMPLE_PUBLIC_OBJECT}},
+}
+ASSOCIATIONS_V4 = {
+    "type": "object",
+    "required": ["status", "results", "startedAt", "completedAt"],
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["from", "to"],
+                "properties": {
+                    "from": {"type": "object", "required": ["id"]},
+                    "to": {"type": "array", "items": {"type": "object", "required": ["toObjectId", "associationTypes"], "properties": {"toObjectId": {"type": "integer"}, "associationTypes": {"type": "array", "items": {"type": "object", "required": ["category", "typeId"]}}}}},
+                },
+            },
+        }
+    },
+}
+PIPELINES = {
+    "type": "object",
+    "required": ["results"],
+    "properties": {"results": {"type": "array", "items": {"type": "object", "required": ["id", "label", "displayOrder", "stages", "createdAt", "updatedAt", "archived"], "properties": {"stages": {"type": "array", "items": {"type": "object", "required": ["id", "label", "displayOrder", "metadata", "createdAt", "updatedAt", "archived"]}}}}}},
+}
+ERROR = {"type": "object", "required": ["status", "message", "correlationId", "category"]}
+AUTH = {"Authorization": "Bearer sandbox-token"}
+
+
+def post(url, body):
+    return requests.post(url, json=body, headers=AUTH, timeout=10)
+
+
+def test_hubspot_responses_have_the_published_shapes(sandbox):
+    base = sandbox.hubspot_url
+    jsonschema.validate(requests.get(f"{base}/crm/v3/pipelines/deals", headers=AUTH, timeout=10).json(), PIPELINES)
+    for path in ("0-3", "deals"):
+        jsonschema.validate(post(f"{base}/crm/v3/objects/{path}/search", {"limit": 100, "filterGroups": []}).json(), SEARCH_RESPONSE)
+    jsonschema.validate(post(f"{base}/crm/v3/objects/companies/batch/read", {"properties": ["name"], "inputs": [{"id": "1000000"}]}).json(), BATCH_RESPONSE)
+    jsonschema.validate(post(f"{base}/crm/v4/associations/deals/companies/batch/read", {"inputs": [{"id": "3000000"}]}).json(), ASSOCIATIONS_V4)
+    jsonschema.validate(requests.get(f"{base}/crm/v3/objects/0-3/3000000", headers=AUTH, timeout=10).json(), SIMPLE_PUBLIC_OBJECT)
+
+
+def test_hubspot_errors_have_the_published_shape(sandbox):
+    base = sandbox.hubspot_url
+    unauthorised = requests.get(f"{base}/crm/v3/pipelines/deals", timeout=10)
+    assert unauthorised.status_code == 401
+    jsonschema.validate(unauthorised.json(), ERROR)
+    capped = post(f"{base}/crm/v3/objects/deals/search", {"limit": 100, "after": "9950"})
+    assert capped.status_code == 400
+    jsonschema.validate(capped.json(), ERROR)
+
+
+def test_hubspot_search_rate_limit_answers_429_with_retry_after(sandbox):
+    answers = [post(f"{sandbox.hubspot_url}/crm/v3/objects/deals/search", {"limit": 1}) for _ in range(6)]
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited and all(int(a.headers["Retry-After"]) >= 1 for a in limited)
+
+
+def test_psa_answers_match_its_openapi_document(sandbox):
+    from backbone.hooks.psa import PsaHook
+
+    spec = requests.get(f"{sandbox.psa_url}/openapi.json", timeout=10).json()
+    assert "/api/v1/projects/by-external-id/{source}/{external_id}" in spec["paths"]
+    body = {"name": "P", "client": {"external_id": "1", "name": "C"}, "budget": "10.00", "currency": "EUR", "billing_type": "fixed_fee"}
+    hook = PsaHook()
+    first = hook.upsert_project("hubspot", "42", body)
+    again = hook.upsert_project("hubspot", "42", body)
+    assert first.created and not again.created and first.project_id == again.project_id
+    project = requests.get(f"{sandbox.psa_url}/api/v1/projects/{first.project_id}", headers=AUTH, timeout=10).json()
+    schema = {**spec["components"]["schemas"]["ProjectOut"], "components": spec["components"]}
+    resolver_root = {"components": spec["components"], **spec["components"]["schemas"]["ProjectOut"]}
+    jsonschema.validate(project, resolver_root)
+    assert schema["required"]
