@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ PG_PORT = int(os.environ.get("BACKBONE_TEST_PG_PORT", "54339"))
 SANDBOX_PORT = int(os.environ.get("BACKBONE_TEST_SANDBOX_PORT", "8766"))
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 ADMIN_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
-ANCHOR = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+ANCHOR = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 """End of the interval in which the sandbox's seeded deals were modified."""
 
 for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:

@@ -106,3 +106,19 @@ def test_psa_answers_match_its_openapi_document(sandbox):
     resolver_root = {"components": spec["components"], **spec["components"]["schemas"]["ProjectOut"]}
     jsonschema.validate(project, resolver_root)
     assert schema["required"]
+
+
+def test_sandbox_state_survives_a_restart(tmp_path):
+    import pickle
+
+    from backbone.sandbox.app import SandboxConfig, SandboxState
+    from tests.conftest import ANCHOR
+
+    config = SandboxConfig(deals=30, anchor=ANCHOR, state_file=tmp_path / "state.pickle")
+    state = SandboxState.fresh(config)
+    state.psa.by_external[("hubspot", "1")] = "PRJ-000001"
+    state.save()
+    resumed = SandboxState.load_or_fresh(config)
+    assert resumed.psa.by_external == {("hubspot", "1"): "PRJ-000001"}
+    assert resumed.crm.search("deals", {"limit": 5})["total"] == 30
+    assert pickle.loads(pickle.dumps(resumed.crm)).objects.keys() == state.crm.objects.keys()

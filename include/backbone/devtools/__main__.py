@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from backbone.devtools import pg
 from backbone.devtools.localenv import DEFAULT_PG_PORT, DEFAULT_SANDBOX_PORT, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment

@@ -180,7 +180,7 @@ def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[s
 def _judge_chunk(chunk: list[dict[str, Any]]) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow], dict[str, int]]:
     mapped = [map_bundle(row["payload"]) for row in chunk]
     clients = {c["crm_company_id"]: c for c, _, _, _ in mapped if c is not None}
-    contacts = {ct["crm_contact_id"]: (ct, raw) for (_, cts, _, _), row in zip(mapped, chunk) for ct, raw in zip(cts, row["payload"].get("contacts") or [])}
+    contacts = {ct["crm_contact_id"]: (ct, raw) for (_, cts, _, _), row in zip(mapped, chunk, strict=True) for ct, raw in zip(cts, row["payload"].get("contacts") or [], strict=True)}
     client_ids, contact_ids = list(clients), list(contacts)
     client_verdict = validate_rows("client", [clients[i] for i in client_ids])
     contact_verdict = validate_rows("contact", [contacts[i][0] for i in contact_ids])
@@ -191,7 +191,7 @@ def _judge_chunk(chunk: list[dict[str, Any]]) -> tuple[list[tuple[str, str, dict
     verdicts: list[tuple[str, str, dict[str, Any] | None]] = []
     quarantine_rows: list[QuarantineRow] = []
     stats = {"valid": 0, "quarantined": 0, "contacts_quarantined": len(bad_contacts)}
-    for index, ((client, deal_contacts, project, issues), row) in enumerate(zip(mapped, chunk)):
+    for index, ((client, deal_contacts, project, issues), row) in enumerate(zip(mapped, chunk, strict=True)):
         failures = [*issues, *project_verdict.failures.get(index, [])]
         if client is not None:
             failures += bad_clients.get(client["crm_company_id"], [])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from backbone.warehouse.ops import RunRef
@@ -24,9 +24,8 @@ def interval_key(start: datetime, end: datetime) -> str:
     """The identity of a run's work: its data interval in UTC. A rerun, a retry or a backfill of
     the same interval gets the same key (and so the same run record and quarantine rows), whatever
     Airflow run id carried it."""
-    from datetime import timezone
 
-    return f"{start.astimezone(timezone.utc).isoformat()}/{end.astimezone(timezone.utc).isoformat()}"
+    return f"{start.astimezone(UTC).isoformat()}/{end.astimezone(UTC).isoformat()}"
 
 
 def airflow_run_url(context: dict[str, Any]) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +113,9 @@ def build_app(state: SandboxState) -> FastAPI:
     @app.patch("/_sandbox/crm/{object_type}/{object_id}")
     def edit_crm_object(object_type: str, object_id: str, properties: dict[str, Any], request: Request) -> JSONResponse:
         """Edit a record as a salesperson would in the CRM UI (moves hs_lastmodifieddate)."""
-        from datetime import timezone
 
         at = request.query_params.get("at")
-        when = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else datetime.now(timezone.utc)
+        when = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else datetime.now(UTC)
         return JSONResponse(state.crm.update(object_type, object_id, properties, when))
 
     app.mount("/hubspot", build_hubspot_app(state))

@@ -6,10 +6,10 @@ import bisect
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from backbone.sandbox.limits import SlidingWindowLimit, retry_after_header
@@ -105,6 +105,14 @@ class CrmStore:
         self._match_cache: dict[tuple[str, str, int], list[int]] = {}
         self._lock = threading.RLock()
 
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_match_cache")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._match_cache = {}
     def search(self, object_type: str, body: dict[str, Any]) -> dict[str, Any]:
         limit = int(body.get("limit") or 10)
         if limit > MAX_PAGE or limit < 1:
@@ -231,7 +239,7 @@ def build_hubspot_app(state: Any) -> FastAPI:
     def read(object_type_name: str, object_id: str, properties: str | None = None, associations: str | None = None, _: str = Depends(authorised)) -> dict[str, Any]:
         kind = object_type(object_type_name)
         if object_id not in state.crm.objects[kind]:
-            raise HubSpotError(404, f"Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
+            raise HubSpotError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
         obj = state.crm.render(kind, object_id, properties.split(",") if properties else None)
         if associations and kind == "deals":
             obj["associations"] = {
@@ -247,7 +255,7 @@ def build_hubspot_app(state: Any) -> FastAPI:
         if not isinstance(properties, dict):
             raise HubSpotError(400, "properties is required", "VALIDATION_ERROR")
         state.crm_writes += 1
-        return state.crm.update(object_type(object_type_name), object_id, properties, datetime.now(timezone.utc))
+        return state.crm.update(object_type(object_type_name), object_id, properties, datetime.now(UTC))
 
     @app.post("/crm/v3/objects/{object_type_name}/batch/read")
     def batch_read(object_type_name: str, body: dict[str, Any] = Body(...), _: str = Depends(authorised)) -> JSONResponse:
@@ -255,7 +263,7 @@ def build_hubspot_app(state: Any) -> FastAPI:
         inputs = body.get("inputs") or []
         if len(inputs) > MAX_PAGE:
             raise HubSpotError(400, f"at most {MAX_PAGE} inputs per batch", "VALIDATION_ERROR")
-        started = iso_millis(datetime.now(timezone.utc))
+        started = iso_millis(datetime.now(UTC))
         found, missing = [], []
         for item in inputs:
             oid = str(item.get("id"))
@@ -264,7 +272,7 @@ def build_hubspot_app(state: Any) -> FastAPI:
             "status": "COMPLETE",
             "results": [state.crm.render(kind, oid, body.get("properties")) for oid in found],
             "startedAt": started,
-            "completedAt": iso_millis(datetime.now(timezone.utc)),
+            "completedAt": iso_millis(datetime.now(UTC)),
         }
         if missing:
             payload["numErrors"] = 1
@@ -296,7 +304,7 @@ def build_hubspot_app(state: Any) -> FastAPI:
                     ],
                 }
             )
-        now = iso_millis(datetime.now(timezone.utc))
+        now = iso_millis(datetime.now(UTC))
         return {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
 
     return app

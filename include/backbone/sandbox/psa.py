@@ -8,7 +8,7 @@ project, 200 when it found it (updating changed fields). Repeating the call neve
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -72,9 +72,16 @@ class PsaStore:
         self.creates = 0
         self._lock = threading.Lock()
 
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
     def upsert(self, source: str, external_id: str, project: ProjectIn, base_url: str) -> tuple[dict[str, Any], bool]:
         with self._lock:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             fields = project.model_dump(mode="json")
             existing_id = self.by_external.get((source, external_id))
             if existing_id is not None:

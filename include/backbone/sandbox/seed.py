@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faker import Faker
@@ -47,12 +47,12 @@ CURRENCIES = ["EUR", "EUR", "EUR", "USD", "GBP"]
 INDUSTRIES = ["COMPUTER_SOFTWARE", "FINANCIAL_SERVICES", "HOSPITAL_HEALTH_CARE", "RETAIL", "LOGISTICS_AND_SUPPLY_CHAIN"]
 
 def iso_millis(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def default_anchor(now: datetime | None = None) -> datetime:
     """The last half-hour boundary before ``now``: the end of the most recent 30-minute interval."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     return now.replace(minute=(now.minute // 30) * 30, second=0, microsecond=0)
 
 
@@ -174,7 +174,7 @@ def _plant_bad_records(out: CrmSeed) -> None:
     out.bad_deals[won[2]] = "project.crm_company_id.required"
 
     nameless = "1999999"
-    out.companies[nameless] = _object(1999999, {"name": "", "domain": None, "country": None, "industry": None}, datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc))
+    out.companies[nameless] = _object(1999999, {"name": "", "domain": None, "country": None, "industry": None}, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
     out.deal_companies[won[3]] = [nameless]
     out.bad_deals[won[3]] = "client.client_name.required"
 
