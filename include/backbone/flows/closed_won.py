@@ -63,9 +63,10 @@ def extract_deals(crm: HubSpotHook, warehouse: Engine, run: RunRef, *, lookback:
             ops.stage(connection, run, ENTITY, [(b["deal"]["id"], b) for b in bundles])
         extracted += len(bundles)
         log.info("extracted %d won deals so far (modified %s → %s)", extracted, start.isoformat(), run.interval_end.isoformat())
+    staged = _count_staged(warehouse, run)  # distinct deals: a deal repeated across pages counts once
     with warehouse.begin() as connection:
-        ops.record_run(connection, run, extracted=_count_staged(warehouse, run))
-    return {"extracted": _count_staged(warehouse, run)}
+        ops.record_run(connection, run, extracted=staged)
+    return {"extracted": staged}
 
 
 def _bundle_page(crm: HubSpotHook, deals: list[dict[str, Any]], stages: dict[tuple[str, str], DealStage]) -> list[dict[str, Any]]:
