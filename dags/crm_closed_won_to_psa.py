@@ -44,17 +44,12 @@ def crm_closed_won_to_psa() -> None:
     @task
     def extract_deals(**context) -> dict[str, int]:
         from backbone.flows import closed_won
-        from backbone.flows.runtime import run_ref
+        from backbone.flows.runtime import open_flow_run
         from backbone.hooks.hubspot import HubSpotHook
-        from backbone.warehouse.db import engine_for
 
         settings = load_settings()
-        run = run_ref(FLOW, context)
-        with engine_for(settings.psa_warehouse_conn_id).begin() as connection:
-            from backbone.warehouse.ops import record_run
-
-            record_run(connection, run, status="running", started_at=context["dag_run"].start_date, details={"airflow_run_id": context["run_id"]})
-        return closed_won.extract_deals(HubSpotHook(settings.crm_conn_id), engine_for(settings.psa_warehouse_conn_id), run, lookback=settings.crm_lookback)
+        run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
+        return closed_won.extract_deals(HubSpotHook(settings.crm_conn_id), warehouse, run, lookback=settings.crm_lookback)
 
     @task
     def validate_deals(extracted: dict[str, int], **context) -> dict[str, int]:

@@ -40,6 +40,8 @@ os.environ.update(
 )
 os.environ["BACKBONE_HTTP_MAX_BACKOFF_SECONDS"] = "2"
 os.environ["BACKBONE_CRM_LOOKBACK_MINUTES"] = "0"
+os.environ["BACKBONE_QBO_REQUESTS_PER_MINUTE"] = "60000"
+os.environ["BACKBONE_QBO_MAX_CONCURRENCY"] = "4"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -92,12 +94,17 @@ class RunningSandbox:
     def psa_url(self) -> str:
         return f"{self.url}/psa"
 
+    @property
+    def quickbooks_url(self) -> str:
+        return f"{self.url}/quickbooks"
+
 
 def start_sandbox(port: int, **config: object) -> tuple[RunningSandbox, object, threading.Thread]:
     import uvicorn
 
     from backbone.sandbox.app import SandboxConfig, SandboxState, build_app
 
+    config = {"people": 12, "qbo_requests_per_minute": 0, **config}
     state = SandboxState.fresh(SandboxConfig(anchor=ANCHOR, **config))
     server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -128,6 +135,28 @@ def psa_warehouse() -> Iterator[object]:
         connection.execute(text("TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, ops.flow_run, ops.staged_record, ops.quarantine"))
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def accounting_warehouse() -> Iterator[object]:
+    """The accounting warehouse engine, emptied before the test; the stored QuickBooks refresh token forgotten."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(warehouse_url("accounting_warehouse"))
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE acct.reference, acct.time_export, ops.flow_run, ops.staged_record, ops.quarantine"))
+    with create_engine(warehouse_url("psa_warehouse")).begin() as connection:
+        connection.execute(text("TRUNCATE psa.time_entry"))
+    forget_rotated_tokens()
+    yield engine
+    engine.dispose()
+
+
+def forget_rotated_tokens() -> None:
+    """A fresh sandbox only knows its first refresh token: drop the one a previous test stored."""
+    from airflow.models import Variable
+
+    Variable.delete("quickbooks_default_refresh_token")
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ class FieldSpec:
     allowed_values: tuple[str, ...] | None = None
     min: float | None = None
     max: float | None = None
+    exclusive_min: bool = False
+    """``min`` itself is not allowed (e.g. hours must be more than 0)."""
     max_length: int | None = None
     description: str = ""
     sources: dict[str, str | None] = field(default_factory=dict)
@@ -73,6 +75,7 @@ def _field(name: str, raw: dict[str, Any]) -> FieldSpec:
         allowed_values=tuple(str(v) for v in allowed) if allowed else None,
         min=raw.get("min"),
         max=raw.get("max"),
+        exclusive_min=bool(raw.get("exclusive_min", False)),
         max_length=raw.get("max_length"),
         description=str(raw.get("description", "")).strip(),
         sources=dict(raw.get("sources") or {}),
@@ -92,5 +95,8 @@ def load_entity(name: str) -> EntitySpec:
     return EntitySpec(name=raw["entity"], key=raw["key"], description=raw.get("description", ""), fields=fields)
 
 
+NOT_ENTITIES = frozenset({"glossary", "accounting_mapping"})
+
+
 def entity_names() -> list[str]:
-    return sorted(p.stem for p in DICTIONARY_DIR.glob("*.yaml") if p.stem != "glossary")
+    return sorted(p.stem for p in DICTIONARY_DIR.glob("*.yaml") if p.stem not in NOT_ENTITIES)

@@ -24,6 +24,7 @@ class Settings:
 
     crm_conn_id: str = field(default_factory=lambda: _env("CRM_CONN_ID", "hubspot_default"))
     psa_conn_id: str = field(default_factory=lambda: _env("PSA_CONN_ID", "psa_default"))
+    accounting_conn_id: str = field(default_factory=lambda: _env("ACCOUNTING_CONN_ID", "quickbooks_default"))
     psa_warehouse_conn_id: str = field(default_factory=lambda: _env("PSA_WAREHOUSE_CONN_ID", "psa_warehouse"))
     accounting_warehouse_conn_id: str = field(
         default_factory=lambda: _env("ACCOUNTING_WAREHOUSE_CONN_ID", "accounting_warehouse")
@@ -39,6 +40,12 @@ class Settings:
     http_max_attempts: int = field(default_factory=lambda: int(_env("HTTP_MAX_ATTEMPTS", "6")))
     http_timeout_seconds: float = field(default_factory=lambda: float(_env("HTTP_TIMEOUT_SECONDS", "30")))
     http_max_backoff_seconds: float = field(default_factory=lambda: float(_env("HTTP_MAX_BACKOFF_SECONDS", "30")))
+
+    qbo_requests_per_minute: float = field(default_factory=lambda: float(_env("QBO_REQUESTS_PER_MINUTE", "480")))
+    """Client-side budget for QuickBooks (its limit is 500 a minute per company; a little headroom)."""
+    qbo_max_concurrency: int = field(default_factory=lambda: int(_env("QBO_MAX_CONCURRENCY", "4")))
+    """Parallel QuickBooks calls while posting (QuickBooks allows 10 per company)."""
+    psa_page_size: int = field(default_factory=lambda: int(_env("PSA_PAGE_SIZE", "500")))
 
     chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))
     """Rows handled per chunk when staging, validating and loading: bounds memory."""

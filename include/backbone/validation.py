@@ -88,9 +88,9 @@ def _expectation_specs(entity: EntitySpec) -> list[tuple[str, dict[str, Any], st
             specs.append(
                 (
                     "ExpectColumnValuesToBeBetween",
-                    {"column": f.name + NUMBER_SUFFIX, "min_value": f.min, "max_value": f.max},
+                    {"column": f.name + NUMBER_SUFFIX, "min_value": f.min, "max_value": f.max, "strict_min": f.exclusive_min},
                     f"{rule}.range",
-                    f"{f.name} is outside [{f.min}, {f.max}]",
+                    f"{f.name} is outside {'(' if f.exclusive_min else '['}{f.min}, {f.max}]",
                 )
             )
         if f.max_length:

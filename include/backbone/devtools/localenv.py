@@ -10,6 +10,12 @@ import json
 import os
 from pathlib import Path
 
+# The sandbox's own fake QuickBooks app credentials (see backbone.sandbox.quickbooks).
+QBO_CLIENT_ID = "sandbox-qbo-client"
+QBO_CLIENT_SECRET = "sandbox-qbo-secret"  # noqa: S105
+QBO_REALM_ID = "9341455000000001"
+QBO_INITIAL_REFRESH_TOKEN = "sandbox-qbo-refresh-0"  # noqa: S105
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PG_PORT = 54329
 DEFAULT_SANDBOX_PORT = 8765
@@ -42,6 +48,13 @@ def airflow_environment(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH")])),
         "AIRFLOW_CONN_HUBSPOT_DEFAULT": connection_json(conn_type="hubspot", host=f"{sandbox_url}/hubspot", password=sandbox_token),
         "AIRFLOW_CONN_PSA_DEFAULT": connection_json(conn_type="psa", host=f"{sandbox_url}/psa", password=sandbox_token),
+        "AIRFLOW_CONN_QUICKBOOKS_DEFAULT": connection_json(
+            conn_type="quickbooks",
+            host=f"{sandbox_url}/quickbooks",
+            login=QBO_CLIENT_ID,
+            password=QBO_CLIENT_SECRET,
+            extra={"realm_id": QBO_REALM_ID, "refresh_token": QBO_INITIAL_REFRESH_TOKEN, "token_url": f"{sandbox_url}/quickbooks/oauth2/v1/tokens/bearer"},
+        ),
     }
     for conn_id, database in WAREHOUSE_DATABASES.items():
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(conn_type="postgres", host=pg_host, port=pg_port, login="postgres", schema=database)

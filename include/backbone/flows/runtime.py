@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backbone.warehouse.ops import RunRef
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
@@ -18,6 +21,18 @@ def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
             "schedule it with a data-interval timetable, not a plain cron trigger"
         )
     return RunRef(flow=flow, run_id=interval_key(start, end), interval_start=start, interval_end=end)
+
+
+def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) -> tuple[RunRef, Engine]:
+    """Mark the run as running in its warehouse (first task of every flow); return it and the engine."""
+    from backbone.warehouse.db import engine_for
+    from backbone.warehouse.ops import record_run
+
+    run = run_ref(flow, context)
+    engine = engine_for(warehouse_conn_id)
+    with engine.begin() as connection:
+        record_run(connection, run, status="running", started_at=context["dag_run"].start_date, details={"airflow_run_id": context["run_id"]})
+    return run, engine
 
 
 def interval_key(start: datetime, end: datetime) -> str:

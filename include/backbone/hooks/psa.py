@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from backbone.hooks.base import JsonApiHook
+from backbone.http import CursorGuard
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,12 @@ class PsaClient(Protocol):
     """What the flows need from a PSA; a vendor adapter implements this."""
 
     def upsert_project(self, source: str, external_id: str, project: dict[str, Any]) -> PsaProjectRef: ...
+
+
+class PsaTimeSource(Protocol):
+    """Approved time, read by approval time."""
+
+    def iter_approved_time_entries(self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500) -> Iterator[list[dict[str, Any]]]: ...
 
 
 class PsaHook(JsonApiHook):
@@ -50,3 +59,24 @@ class PsaHook(JsonApiHook):
         path = f"/api/v1/projects/by-external-id/{quote(source, safe='')}/{quote(external_id, safe='')}"
         status, body = self.request_with_status("PUT", path, json=project)
         return PsaProjectRef(project_id=body["id"], url=body["url"], created=status == 201)
+
+    def iter_approved_time_entries(self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Time entries approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
+        if approved_from.tzinfo is None or approved_to.tzinfo is None:
+            raise ValueError("approval window bounds need a time zone")
+        guard = CursorGuard("PSA time entries")
+        params: dict[str, Any] = {
+            "approved_from": approved_from.isoformat(),
+            "approved_to": approved_to.isoformat(),
+            "approval_status": "approved",
+            "page_size": page_size,
+        }
+        while True:
+            body = self.request("GET", "/api/v1/time-entries", params=params, description="PSA list time entries")
+            items = (body or {}).get("items") or []
+            if items:
+                yield items
+            cursor = guard.check((body or {}).get("next_cursor"))
+            if cursor is None:
+                return
+            params["cursor"] = cursor

@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deals", type=int, default=120, help="number of CRM deals to seed (tens to a million)")
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--anchor", help="ISO time the seeded deals were modified up to (default: last half hour boundary)")
+    parser.add_argument("--people", type=int, default=25, help="PSA people with time entries")
+    parser.add_argument("--weeks", type=int, default=3, help="weeks of approved time, up to the last Friday 17:00")
+    parser.add_argument("--qbo-rate", type=int, default=500, help="QuickBooks requests per minute before 429")
     parser.add_argument("--token", default="sandbox-token", help="bearer token every API expects")
     parser.add_argument("--state-file", type=Path, help="keep state across restarts in this file (saved on shutdown)")
     parser.add_argument("--search-rate", type=int, default=4, help="HubSpot search requests per second before 429")
@@ -30,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         anchor=datetime.fromisoformat(args.anchor.replace("Z", "+00:00")) if args.anchor else None,
         token=args.token,
         hubspot_search_per_second=args.search_rate,
+        people=args.people,
+        weeks=args.weeks,
+        qbo_requests_per_minute=args.qbo_rate,
         state_file=args.state_file,
     )
     state = SandboxState.load_or_fresh(config)
@@ -37,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     base = f"http://127.0.0.1:{args.port}"
     print(f"HubSpot CRM : {base}/hubspot", flush=True)
     print(f"PSA API     : {base}/psa   (OpenAPI: {base}/psa/openapi.json)", flush=True)
+    print(f"QuickBooks  : {base}/quickbooks   (OAuth: {base}/quickbooks/oauth2/v1/tokens/bearer)", flush=True)
     print(f"Controls    : {base}/_sandbox/info", flush=True)
     try:
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import pickle
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ from backbone.sandbox.crm import CrmStore, build_hubspot_app
 from backbone.sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
 from backbone.sandbox.limits import SlidingWindowLimit
 from backbone.sandbox.psa import PsaStore, build_psa_app
+from backbone.sandbox.psa_time import TimeStore, seed_time
+from backbone.sandbox.quickbooks import REALM_ID as QBO_REALM_ID
+from backbone.sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
 from backbone.sandbox.seed import default_anchor, iso_millis, seed_crm
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,11 @@ class SandboxConfig:
     token: str = "sandbox-token"
     hubspot_search_per_second: int = 4
     hubspot_calls_per_ten_seconds: int = 150
+    people: int = 25
+    weeks: int = 3
+    timezone: str = field(default_factory=lambda: os.environ.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
+    qbo_requests_per_minute: int = 500
+    qbo_max_concurrent: int = 10
     state_file: Path | None = None
 
 
@@ -38,14 +48,30 @@ class SandboxState:
     anchor: datetime
     crm: CrmStore
     psa: PsaStore
+    psa_time: TimeStore
+    qbo: QuickBooksStore
+    qbo_in_flight: dict[str, int] = field(default_factory=lambda: {"count": 0, "rejected": 0})
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
     crm_writes: int = 0
 
     @classmethod
     def fresh(cls, config: SandboxConfig) -> SandboxState:
+        from backbone.accounting_mapping import load_mapping
+
         anchor = config.anchor or default_anchor()
-        return cls(config=config, anchor=anchor, crm=CrmStore(seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)), psa=PsaStore())
+        time_seed = seed_time(people=config.people, weeks=config.weeks, anchor=anchor, timezone=config.timezone, seed=config.seed)
+        qbo = QuickBooksStore()
+        items = {code: {"item": m.item, "gl_account": m.gl_account} for code, m in load_mapping().billing_codes.items()}
+        seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60))
+        return cls(
+            config=config,
+            anchor=anchor,
+            crm=CrmStore(seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)),
+            psa=PsaStore(),
+            psa_time=TimeStore(time_seed),
+            qbo=qbo,
+        )
 
     @classmethod
     def load_or_fresh(cls, config: SandboxConfig) -> SandboxState:
@@ -54,7 +80,9 @@ class SandboxState:
             with path.open("rb") as fh:
                 saved = pickle.load(fh)
             log.info("sandbox: resumed state from %s (anchor %s)", path, saved["anchor"])
-            return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], crm_writes=saved.get("crm_writes", 0))
+            if "psa_time" in saved:
+                return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], crm_writes=saved.get("crm_writes", 0))
+            log.warning("sandbox: %s predates the time and accounting APIs; starting fresh", path)
         return cls.fresh(config)
 
     def save(self) -> None:
@@ -64,7 +92,7 @@ class SandboxState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "crm_writes": self.crm_writes}, fh)
+            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "crm_writes": self.crm_writes}, fh)
         tmp.replace(path)
 
     def info(self) -> dict[str, Any]:
@@ -79,8 +107,16 @@ class SandboxState:
             "psa_creates": self.psa.creates,
             "psa_writes": self.psa.writes,
             "crm_writes": self.crm_writes,
+            "time_entries": len(self.psa_time.entries),
+            "time_week_end": iso_millis(self.psa_time.week_end),
+            "bad_time_entries": self.psa_time.bad_entries,
+            "qbo_realm_id": QBO_REALM_ID,
+            "qbo_creates": dict(self.qbo.creates),
+            "qbo_updates": dict(self.qbo.updates),
+            "qbo_requestid_replays": self.qbo.replays,
+            "qbo_token_refreshes": self.qbo.token_refreshes,
             "faults_fired": dict(self.faults.fired),
-            "rate_limited": {name: limit.rejected for name, limit in self.limits.items()},
+            "rate_limited": {**{name: limit.rejected for name, limit in self.limits.items()}, "quickbooks_concurrency": self.qbo_in_flight["rejected"]},
         }
 
 
@@ -90,11 +126,16 @@ def build_app(state: SandboxState) -> FastAPI:
 
     @app.middleware("http")
     async def inject_faults(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
-        if not request.url.path.startswith("/_sandbox"):
-            fault = await apply_transport_fault(state.faults, request)
-            if fault is not None:
-                return fault
-        return await call_next(request)
+        if request.url.path.startswith("/_sandbox"):
+            return await call_next(request)
+        fault = await apply_transport_fault(state.faults, request)
+        if fault is not None:
+            return fault
+        late = state.faults.take(request.method, request.url.path, kinds=("slow_response",))
+        response = await call_next(request)
+        if late is not None:
+            await asyncio.sleep(late.delay_seconds)
+        return response
 
     @app.get("/_sandbox/info")
     def info() -> dict[str, Any]:
@@ -120,4 +161,5 @@ def build_app(state: SandboxState) -> FastAPI:
 
     app.mount("/hubspot", build_hubspot_app(state))
     app.mount("/psa", build_psa_app(state))
+    app.mount("/quickbooks", build_quickbooks_app(state))
     return app

@@ -11,7 +11,9 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-FaultKind = Literal["status", "slow", "malformed", "truncated", "reset", "empty_page", "repeat_cursor"]
+FaultKind = Literal["status", "slow", "slow_response", "malformed", "truncated", "reset", "empty_page", "repeat_cursor"]
+"""``slow`` delays before the endpoint runs; ``slow_response`` lets it run (the write happens) and
+then delays the answer, like a vendor that commits and times out on the way back."""
 
 
 class FaultRule(BaseModel):

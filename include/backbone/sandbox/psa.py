@@ -3,10 +3,13 @@
 Projects are created and updated through one idempotent call keyed by the source system's id:
 ``PUT /api/v1/projects/by-external-id/{source}/{external_id}`` answers 201 when it created the
 project, 200 when it found it (updating changed fields). Repeating the call never makes a second.
+
+Time entries are listed by approval time, cursor-paged: ``GET /api/v1/time-entries``.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -54,6 +57,45 @@ class ProjectOut(ProjectIn):
     status: Literal["planned", "active", "closed"] = "planned"
     created_at: datetime
     updated_at: datetime
+
+
+class PersonRef(BaseModel):
+    id: str
+    name: str | None = None
+    email: str | None = None
+    type: str | None = Field(None, description="employee or contractor")
+
+
+class NamedRef(BaseModel):
+    id: str
+    name: str | None = None
+
+
+class TaskRef(NamedRef):
+    billing_code: str | None = None
+
+
+class TimeEntryOut(BaseModel):
+    id: str
+    version: int = Field(description="Grows by one with every edit; an edited entry must be approved again.")
+    spent_date: str
+    hours: str = Field(description="Decimal hours as a string, e.g. '3.25'.")
+    billable: bool
+    billable_rate: str = Field(description="Decimal rate per hour as a string.")
+    currency: str
+    approval_status: str = Field(description="submitted, approved or rejected")
+    approved_at: str | None
+    updated_at: str
+    notes: str | None = None
+    user: PersonRef
+    client: NamedRef
+    project: NamedRef
+    task: TaskRef
+
+
+class TimeEntryPage(BaseModel):
+    items: list[TimeEntryOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
 
 
 class ProjectPage(BaseModel):
@@ -143,5 +185,23 @@ def build_psa_app(state: Any) -> FastAPI:
         items = list(state.psa.projects.values())
         chunk = items[(page - 1) * page_size : page * page_size]
         return {"items": chunk, "page": page, "page_size": page_size, "total": len(items), "next_page": page + 1 if page * page_size < len(items) else None}
+
+    @app.get("/api/v1/time-entries", response_model=TimeEntryPage)
+    def list_time_entries(
+        approved_from: datetime = Query(..., description="Approval time, inclusive (ISO 8601 with zone)."),
+        approved_to: datetime = Query(..., description="Approval time, exclusive."),
+        approval_status: str | None = Query(None),
+        cursor: str | None = Query(None),
+        page_size: int = Query(200, ge=1, le=1000),
+        _: None = Depends(authorised),
+    ) -> Response:
+        if approved_from.tzinfo is None or approved_to.tzinfo is None:
+            raise HTTPException(422, "approved_from and approved_to need a time zone")
+        try:
+            items, next_cursor = state.psa_time.page(approved_from=approved_from, approved_to=approved_to, status=approval_status, cursor=cursor, page_size=page_size)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        # Served as stored (no response-model round trip): large pages stay cheap.
+        return Response(json.dumps({"items": items, "next_cursor": next_cursor}), media_type="application/json")
 
     return app

@@ -57,6 +57,42 @@ def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tu
     )
 
 
+def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    """Keep raw records whose key must not repeat with different content (returns conflicts found).
+
+    A key seen again with the same payload is a harmless repeat. A key seen again with a different
+    payload is marked ``conflict`` (the first copy stays as ``payload``, the other in ``canonical``),
+    so validation can make it an exception instead of silently keeping one of the two.
+    """
+    from sqlalchemy import case, func, literal
+    from sqlalchemy.dialects.postgresql import insert
+
+    conflicts = 0
+    pending = list(records)
+    while pending:
+        batch: dict[str, dict[str, Any]] = {}
+        repeats: list[tuple[str, dict[str, Any]]] = []
+        for key, payload in pending:
+            if key in batch:
+                repeats.append((key, payload))
+            else:
+                batch[key] = {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload}
+        statement = insert(staged_record).values(list(batch.values()))
+        differs = staged_record.c.payload != statement.excluded.payload
+        result = connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["flow", "run_id", "entity", "source_key"],
+                set_={
+                    "status": case((differs, literal("conflict")), else_=staged_record.c.status),
+                    "canonical": case((differs, func.jsonb_build_object("conflicting_payload", statement.excluded.payload)), else_=staged_record.c.canonical),
+                },
+            ).returning(staged_record.c.status)
+        )
+        conflicts += sum(1 for (status,) in result if status == "conflict")
+        pending = repeats
+    return conflicts
+
+
 def iter_staged(engine: Engine, run: RunRef, entity: str, *, status: str | None = None, chunk_size: int = 5000) -> Iterator[list[dict[str, Any]]]:
     """Staged rows of the run in key order, ``chunk_size`` at a time (keyset paging: flat memory)."""
     from sqlalchemy import select

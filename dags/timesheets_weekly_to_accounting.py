@@ -1,0 +1,104 @@
+"""
+### Friday timesheet export: approved PSA time → accounting
+
+Every Friday at 17:00 company time. Each run covers exactly **[previous Friday 17:00, this Friday
+17:00)** in the company's zone (a data-interval timetable, so weeks neither gap nor overlap across
+daylight-saving changes), and exports the time entries **approved** in that window:
+
+1. `extract_time_entries` — accounting reference lists (customers, employees, vendors, items)
+   refreshed; approved entries staged (an id and version sent twice with different content is kept
+   as a conflict).
+2. `validate_time_entries` — the dictionary's `time_entry` suite plus flow rules: hours in (0, 24]
+   and ≤ 24 per person-day, work date not after the week, billing code / client / person mapped
+   through `accounting_mapping.yaml`. Failures are exceptions for finance (`ops.quarantine`).
+3. `load_time_entries` — the PSA warehouse mirrors the entries; the accounting warehouse's outbox
+   `acct.time_export` gets one line per entry version (customer, item, GL code, hours, rate,
+   amount, requestid), written before anything is posted and never rewritten.
+4. `post_time_activities` — pending lines become QuickBooks `TimeActivity` objects with their
+   requestid (a retry returns the original, never a second); a new version updates the object its
+   earlier version created.
+5. `record_run` — the run record in the accounting warehouse: entries, hours, amount per currency,
+   exceptions, posted (always runs; fails the DAG run if a step failed).
+
+Connections: `psa_default`, `quickbooks_default`, `psa_warehouse`, `accounting_warehouse`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from backbone.settings import load_settings
+
+FLOW = "timesheets_weekly_to_accounting"
+SETTINGS = load_settings()
+
+
+@dag(
+    dag_id=FLOW,
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 17 * * FRI", timezone=SETTINGS.company_timezone),
+    start_date=pendulum.datetime(2026, 1, 2, 17, tz=SETTINGS.company_timezone),
+    catchup=False,
+    max_active_runs=1,
+    tags=["psa", "accounting", "quickbooks", "finance"],
+    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+)
+def timesheets_weekly_to_accounting() -> None:
+    @task
+    def extract_time_entries(**context) -> dict[str, int]:
+        from backbone.flows import timesheets
+        from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.psa import PsaHook
+        from backbone.hooks.quickbooks import QuickBooksHook
+
+        settings = load_settings()
+        run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
+        return timesheets.extract_time_entries(PsaHook(settings.psa_conn_id), QuickBooksHook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size)
+
+    @task
+    def validate_time_entries(extracted: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import timesheets
+        from backbone.flows.runtime import run_ref
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return timesheets.validate_time_entries(
+            engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), company_timezone=settings.company_timezone, chunk_size=settings.chunk_size
+        )
+
+    @task
+    def load_time_entries(validated: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import timesheets
+        from backbone.flows.runtime import run_ref
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return timesheets.load_time_entries(
+            engine_for(settings.psa_warehouse_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size
+        )
+
+    @task
+    def post_time_activities(loaded: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import timesheets
+        from backbone.flows.runtime import run_ref
+        from backbone.hooks.quickbooks import QuickBooksHook
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return timesheets.post_time_activities(
+            QuickBooksHook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), concurrency=settings.qbo_max_concurrency
+        )
+
+    @task(trigger_rule="all_done", retries=0)
+    def record_run(**context) -> dict[str, object]:
+        from backbone.flows.runtime import finish_flow_run
+
+        return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="post_time_activities", context=context)
+
+    post_time_activities(load_time_entries(validate_time_entries(extract_time_entries()))) >> record_run()
+
+
+timesheets_weekly_to_accounting()

@@ -1,0 +1,612 @@
+"""Approved PSA time → accounting TimeActivity, exactly once per entry version.
+
+extract → validate → load → post. What a week covers is decided by **approval time**: an entry
+approved in ``[interval_start, interval_end)`` goes out with that run, whatever day it was worked.
+Each approved version of an entry is one line of the outbox ``acct.time_export``, written before
+anything is posted and never rewritten; posting uses a ``requestid`` derived from the entry and
+version, so a retry, a crash after the accounting system answered, or a rerun of the interval
+cannot create a second object. An entry edited after export comes back as a new version and is
+posted as an update of the object its earlier version created (a correction, never a duplicate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
+from backbone.hooks.quickbooks import request_id_for
+from backbone.http import FatalApiError
+from backbone.validation import RuleFailure, validate_rows
+from backbone.warehouse import ops
+from backbone.warehouse.ops import QuarantineRow, RunRef
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from backbone.hooks.psa import PsaTimeSource
+    from backbone.hooks.quickbooks import AccountingClient
+
+log = logging.getLogger(__name__)
+
+FLOW = "timesheets_weekly_to_accounting"
+ENTITY = "time_entry"
+MAX_HOURS_PER_PERSON_DAY = Decimal("24")
+CENT = Decimal("0.01")
+REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "Item")
+RESULT_BATCH = 50
+
+
+def entry_key(entry_id: str, version: Any) -> str:
+    return f"{entry_id}:v{version}"
+
+
+# --- extract -------------------------------------------------------------------------------------
+def extract_time_entries(psa: PsaTimeSource, accounting: AccountingClient, warehouse: Engine, run: RunRef, *, page_size: int) -> dict[str, int]:
+    """Refresh the accounting reference lists, then stage every entry approved in the interval."""
+    references = refresh_references(accounting, warehouse, run)
+    with warehouse.begin() as connection:
+        ops.clear_staging(connection, run)
+    extracted = conflicts = 0
+    for page in psa.iter_approved_time_entries(run.interval_start, run.interval_end, page_size=page_size):
+        records = [(entry_key(str(e.get("id")), e.get("version")), e) for e in page]
+        with warehouse.begin() as connection:
+            conflicts += ops.stage_unique(connection, run, ENTITY, records)
+        extracted += len(records)
+        log.info("extracted %d time entries approved %s → %s", extracted, run.interval_start.isoformat(), run.interval_end.isoformat())
+    staged = count_staged(warehouse, run)
+    with warehouse.begin() as connection:
+        ops.record_run(connection, run, extracted=staged, details={"entries_received": extracted, "conflicting_repeats": conflicts, "accounting_references": references})
+    return {"extracted": staged, "conflicts": conflicts}
+
+
+def refresh_references(accounting: AccountingClient, warehouse: Engine, run: RunRef) -> dict[str, int]:
+    """Mirror the accounting system's active customers, employees, vendors and items, keyed for matching."""
+    from sqlalchemy import tuple_
+
+    from backbone.warehouse.db import upsert
+    from backbone.warehouse.tables import reference
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for entity in REFERENCE_ENTITIES:
+        for page in accounting.query_all(entity, "Active = true"):
+            for record in page:
+                key = _reference_key(entity, record)
+                if key:
+                    rows.setdefault((entity, key), _reference_row(entity, key, record, run.run_id))
+    with warehouse.begin() as connection:
+        upsert(connection, reference, sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])), key=["entity", "match_key"])
+        if rows:  # whatever the accounting system no longer lists stops matching
+            connection.execute(reference.delete().where(tuple_(reference.c.entity, reference.c.match_key).not_in(list(rows))))
+    counts = {entity: sum(1 for e, _ in rows if e == entity) for entity in REFERENCE_ENTITIES}
+    log.info("accounting references: %s", counts)
+    return counts
+
+
+def _reference_key(entity: str, record: dict[str, Any]) -> str:
+    if entity in ("Employee", "Vendor"):
+        return normalise(((record.get("PrimaryEmailAddr") or {}).get("Address")) or "")
+    return normalise(record.get("DisplayName") or record.get("Name") or "")
+
+
+def _reference_row(entity: str, key: str, record: dict[str, Any], run_id: str) -> dict[str, Any]:
+    extra = {}
+    if entity == "Item":
+        extra["income_account"] = (record.get("IncomeAccountRef") or {}).get("name")
+    if entity == "Customer":
+        extra["currency"] = (record.get("CurrencyRef") or {}).get("value")
+    name = record.get("DisplayName") or record.get("Name") or ""
+    return {"entity": entity, "match_key": key[:300], "ref_id": str(record["Id"]), "name": str(name)[:300], "extra": extra, "last_run_id": run_id}
+
+
+def count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> int:
+    from sqlalchemy import func, select
+
+    from backbone.warehouse.tables import staged_record
+
+    query = select(func.count()).where(staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id)
+    if status:
+        query = query.where(staged_record.c.status == status)
+    with warehouse.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+# --- map + validate ------------------------------------------------------------------------------
+def map_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A PSA time entry → the dictionary's ``time_entry`` row (text values, as validated)."""
+    user, client, project, task = (entry.get(k) or {} for k in ("user", "client", "project", "task"))
+    billable = entry.get("billable")
+    return {
+        "entry_key": entry_key(str(entry.get("id")), entry.get("version")),
+        "entry_id": entry.get("id"),
+        "entry_version": entry.get("version"),
+        "person_id": user.get("id"),
+        "person_name": user.get("name"),
+        "person_email": user.get("email"),
+        "person_type": user.get("type"),
+        "project_id": project.get("id"),
+        "project_name": project.get("name"),
+        "client_id": client.get("id"),
+        "client_name": client.get("name"),
+        "billing_code": task.get("billing_code"),
+        "work_date": entry.get("spent_date"),
+        "hours": entry.get("hours"),
+        "billable": str(billable).lower() if isinstance(billable, bool) else billable,
+        "hourly_rate": entry.get("billable_rate"),
+        "currency": entry.get("currency"),
+        "approval_status": entry.get("approval_status"),
+        "approved_at": entry.get("approved_at"),
+        "notes": entry.get("notes"),
+    }
+
+
+def content_hash(row: dict[str, Any]) -> str:
+    """What must not change within one entry version (approval time and notes aside)."""
+    fields = ("person_id", "person_email", "person_type", "project_id", "client_id", "client_name", "billing_code", "work_date", "hours", "billable", "hourly_rate", "currency")
+    return hashlib.sha256(json.dumps([str(row.get(f)) for f in fields]).encode()).hexdigest()
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: str, chunk_size: int) -> dict[str, Any]:
+    """Dictionary suite plus the flow's rules; failures become exceptions with their reasons."""
+    from sqlalchemy import select
+
+    from backbone.warehouse.tables import reference
+
+    with warehouse.connect() as connection:
+        references = AccountingReferences.from_rows([dict(r._mapping) for r in connection.execute(select(reference))])
+    overfull_days = _overfull_person_days(warehouse, run)
+    last_work_date = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
+    valid = quarantined = 0
+    failed_rules: dict[str, int] = defaultdict(int)
+    for chunk in ops.iter_staged(warehouse, run, ENTITY, chunk_size=chunk_size):
+        exported = _exported_hashes(warehouse, [row["source_key"] for row in chunk])
+        verdicts, quarantine_rows = judge_chunk(chunk, references, overfull_days=overfull_days, last_work_date=last_work_date, exported_hashes=exported)
+        with warehouse.begin() as connection:
+            ops.set_verdicts(connection, run, ENTITY, verdicts)
+            ops.add_quarantine(connection, run, quarantine_rows)
+        valid += sum(1 for _, status, _ in verdicts if status == "valid")
+        quarantined += sum(1 for _, status, _ in verdicts if status == "quarantined")
+        for row in quarantine_rows:
+            failed_rules[row.rule] += 1
+    counts = {"valid": valid, "quarantined": quarantined}
+    with warehouse.begin() as connection:
+        ops.record_run(connection, run, **counts, details={"failed_rules": dict(failed_rules)})
+    if failed_rules:
+        log.warning("%d time entries are exceptions for finance: %s", quarantined, dict(failed_rules))
+    return counts
+
+
+def _overfull_person_days(warehouse: Engine, run: RunRef) -> set[tuple[str, str]]:
+    """(person, work date) pairs whose plausible hours (this run's entries plus the latest exported
+    version of every other entry) add up to more than 24."""
+    query = """
+        WITH staged AS (
+            SELECT payload->>'id' AS entry_id, payload->'user'->>'id' AS person_id, payload->>'spent_date' AS work_date,
+                   CASE WHEN payload->>'hours' ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN (payload->>'hours')::numeric END AS hours
+            FROM ops.staged_record WHERE flow = %(flow)s AND run_id = %(run_id)s AND entity = %(entity)s AND status <> 'conflict'
+        ), latest_exported AS (
+            SELECT DISTINCT ON (entry_id) entry_id, person_id, work_date::text AS work_date, hours
+            FROM acct.time_export ORDER BY entry_id, entry_version DESC
+        ), day_hours AS (
+            SELECT person_id, work_date, hours FROM staged WHERE hours > 0 AND hours <= 24
+            UNION ALL
+            SELECT e.person_id, e.work_date, e.hours FROM latest_exported e
+            WHERE NOT EXISTS (SELECT 1 FROM staged s WHERE s.entry_id = e.entry_id)
+              AND EXISTS (SELECT 1 FROM staged s WHERE s.person_id = e.person_id AND s.work_date = e.work_date)
+        )
+        SELECT person_id, work_date FROM day_hours GROUP BY person_id, work_date HAVING sum(hours) > %(limit)s
+    """
+    with warehouse.connect() as connection:
+        rows = connection.exec_driver_sql(query, {"flow": run.flow, "run_id": run.run_id, "entity": ENTITY, "limit": MAX_HOURS_PER_PERSON_DAY}).all()
+    return {(r[0], r[1]) for r in rows}
+
+
+def _exported_hashes(warehouse: Engine, keys: list[str]) -> dict[str, str]:
+    from sqlalchemy import select, tuple_
+
+    from backbone.warehouse.tables import time_export
+
+    pairs = []
+    for key in keys:
+        entry_id, _, version = key.rpartition(":v")
+        if version.isdigit():
+            pairs.append((entry_id, int(version)))
+    if not pairs:
+        return {}
+    query = select(time_export.c.entry_id, time_export.c.entry_version, time_export.c.content_hash).where(
+        tuple_(time_export.c.entry_id, time_export.c.entry_version).in_(pairs)
+    )
+    with warehouse.connect() as connection:
+        return {entry_key(r.entry_id, r.entry_version): r.content_hash for r in connection.execute(query)}
+
+
+def judge_chunk(
+    chunk: list[dict[str, Any]],
+    references: AccountingReferences,
+    *,
+    overfull_days: set[tuple[str, str]],
+    last_work_date: date,
+    exported_hashes: dict[str, str],
+) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow]]:
+    """Verdicts (key, status, line for the outbox) and exception rows for one chunk of staged entries."""
+    mapping = load_mapping()
+    rows = [map_entry(r["payload"]) for r in chunk]
+    outcome = validate_rows(ENTITY, rows)
+    verdicts: list[tuple[str, str, dict[str, Any] | None]] = []
+    quarantine_rows: list[QuarantineRow] = []
+    for index, (staged, row) in enumerate(zip(chunk, rows, strict=True)):
+        failures = list(outcome.failures.get(index, []))
+        key = staged["source_key"]
+        if staged["status"] == "conflict":
+            failures.append(RuleFailure("time_entry.entry_key.conflict", f"entry {row['entry_id']} version {row['entry_version']} was sent twice with different content"))
+        line: dict[str, Any] = {}
+        if not failures:
+            failures += _flow_rules(row, references, mapping, overfull_days=overfull_days, last_work_date=last_work_date, line=line)
+        if not failures and key in exported_hashes and exported_hashes[key] != line["content_hash"]:
+            failures.append(RuleFailure("time_entry.entry_key.exported_differently", f"entry {row['entry_id']} version {row['entry_version']} was already exported with different content; the PSA must issue a new version"))
+        if failures:
+            verdicts.append((key, "quarantined", None))
+            raw = staged["payload"] if staged["status"] != "conflict" else {"first": staged["payload"], **(staged["canonical"] or {})}
+            quarantine_rows += [QuarantineRow(ENTITY, key, f.rule, f.reason, raw) for f in dict.fromkeys(failures)]
+        else:
+            verdicts.append((key, "valid", line))
+    return verdicts, quarantine_rows
+
+
+def _flow_rules(
+    row: dict[str, Any],
+    references: AccountingReferences,
+    mapping: Any,
+    *,
+    overfull_days: set[tuple[str, str]],
+    last_work_date: date,
+    line: dict[str, Any],
+) -> list[RuleFailure]:
+    """Rules beyond single fields: dates, person-day totals, and every mapping to accounting."""
+    failures = []
+    work_date = date.fromisoformat(row["work_date"])
+    if work_date > last_work_date:
+        failures.append(RuleFailure("time_entry.work_date.not_future", f"work date {work_date} is after the end of the export week ({last_work_date})"))
+    if (row["person_id"], row["work_date"]) in overfull_days:
+        failures.append(RuleFailure("time_entry.person_day_hours.max", f"{row['person_id']} has more than {MAX_HOURS_PER_PERSON_DAY} hours on {row['work_date']}"))
+    code = mapping.billing_codes.get(row["billing_code"])
+    item = references.items.get(normalise(code.item)) if code else None
+    if code is None:
+        failures.append(RuleFailure("time_entry.billing_code.mapped", f"billing code {row['billing_code']} has no accounting item in accounting_mapping.yaml"))
+    elif item is None:
+        failures.append(RuleFailure("time_entry.billing_code.item_exists", f"billing code {row['billing_code']} maps to item {code.item!r}, which the accounting system does not have"))
+    elif normalise(item.extra.get("income_account") or "") != normalise(code.gl_account):
+        failures.append(RuleFailure("time_entry.billing_code.gl_account", f"item {code.item!r} posts to {item.extra.get('income_account')!r} in accounting, but the mapping says {code.gl_account!r}"))
+    customer = references.customers.get(mapping.customer_key(row["client_id"], row["client_name"]))
+    if customer is None:
+        failures.append(RuleFailure("time_entry.client.mapped", f"client {row['client_id']} ({row['client_name']}) has no accounting customer with that name"))
+    person = references.people.get(mapping.person_key(row["person_id"], row["person_email"]))
+    wanted_entity = "Vendor" if row["person_type"] == "contractor" else "Employee"
+    if person is None:
+        failures.append(RuleFailure("time_entry.person.mapped", f"{row['person_id']} ({row['person_email']}) is not an accounting employee or vendor"))
+    elif person.entity != wanted_entity:
+        failures.append(RuleFailure("time_entry.person.mapped", f"{row['person_id']} is a PSA {row['person_type']} but an accounting {person.entity}"))
+    if failures:
+        return failures
+    assert code is not None and item is not None and customer is not None and person is not None
+    hours = Decimal(row["hours"])
+    rate = Decimal(row["hourly_rate"])
+    line.update(
+        entry_id=row["entry_id"],
+        entry_version=int(row["entry_version"]),
+        content_hash=content_hash(row),
+        person_id=row["person_id"],
+        person_name=row["person_name"],
+        name_of=person.entity,
+        person_ref_id=person.ref_id,
+        client_id=row["client_id"],
+        client_name=row["client_name"],
+        customer_ref_id=customer.ref_id,
+        project_id=row["project_id"],
+        project_name=row["project_name"],
+        billing_code=code.code,
+        item_ref_id=item.ref_id,
+        item_name=item.name,
+        gl_account=code.gl_account,
+        work_date=row["work_date"],
+        hours=str(hours),
+        minutes=int((hours * 60).quantize(Decimal(1), rounding=ROUND_HALF_UP)),
+        hourly_rate=str(rate.quantize(CENT, rounding=ROUND_HALF_UP)),
+        amount=str((hours * rate).quantize(CENT, rounding=ROUND_HALF_UP)),
+        currency=row["currency"],
+        billable_status=mapping.billable_status_of(row["billable"] == "true", code),
+        approved_at=row["approved_at"],
+        person_email=row["person_email"],
+        billable=row["billable"] == "true",
+    )
+    return []
+
+
+# --- load ----------------------------------------------------------------------------------------
+MIRROR_FIELDS = ("entry_id", "entry_version", "person_id", "person_email", "project_id", "client_id", "billing_code", "work_date", "hours", "billable", "hourly_rate", "currency", "approved_at")
+OUTBOX_FIELDS = (
+    "entry_id", "entry_version", "content_hash", "person_id", "person_name", "name_of", "person_ref_id", "client_id", "client_name",
+    "customer_ref_id", "project_id", "project_name", "billing_code", "item_ref_id", "item_name", "gl_account", "work_date", "hours",
+    "minutes", "hourly_rate", "amount", "currency", "billable_status",
+)  # fmt: skip
+
+
+def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:
+    """Mirror valid entries in the PSA warehouse, then write the outbox lines: each in one transaction."""
+    from sqlalchemy import text
+
+    from backbone.warehouse.tables import time_entry
+
+    mirrored = 0
+    with psa_warehouse.begin() as connection:
+        for chunk in ops.iter_staged(accounting_warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
+            rows = [_mirror_row(r["canonical"], run.run_id) for r in chunk]
+            mirrored += _upsert_newer_versions(connection, time_entry, rows)
+    written = 0
+    with accounting_warehouse.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": f"{run.flow}:outbox"})
+        for chunk in ops.iter_staged(accounting_warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
+            written += _write_outbox(connection, run, [r["canonical"] for r in chunk])
+        totals = outbox_totals(connection, run)
+        ops.record_run(connection, run, loaded=totals["lines"], details={"outbox_lines_written": written, "psa_mirror_rows_changed": mirrored, **totals})
+    log.info("outbox: %d new lines (%d in this run), %s hours, amounts %s", written, totals["lines"], totals["hours"], totals["amount_by_currency"])
+    return {"loaded": totals["lines"], "outbox_lines_written": written}
+
+
+def _mirror_row(line: dict[str, Any], run_id: str) -> dict[str, Any]:
+    row = {f: line[f] for f in MIRROR_FIELDS}
+    row["work_date"] = date.fromisoformat(row["work_date"])
+    row["approved_at"] = datetime.fromisoformat(row["approved_at"].replace("Z", "+00:00"))
+    return {**row, "last_run_id": run_id}
+
+
+def _upsert_newer_versions(connection: Connection, table: Any, rows: list[dict[str, Any]]) -> int:
+    """Upsert keyed by entry id; an older version never overwrites a newer one (backfills run out of order)."""
+    from sqlalchemy import tuple_
+    from sqlalchemy.dialects.postgresql import insert
+
+    if not rows:
+        return 0
+    statement = insert(table).values(rows)
+    compared = [c for c in rows[0] if c not in ("entry_id", "last_run_id")]
+    changed = tuple_(*(table.c[c] for c in compared)).is_distinct_from(tuple_(*(statement.excluded[c] for c in compared)))
+    statement = statement.on_conflict_do_update(
+        index_elements=["entry_id"],
+        set_={c: statement.excluded[c] for c in rows[0] if c != "entry_id"},
+        where=changed & (statement.excluded.entry_version >= table.c.entry_version),
+    )
+    return connection.execute(statement).rowcount
+
+
+def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any]]) -> int:
+    """Insert lines not yet in the outbox. A line, once written, is never rewritten by a later run."""
+    from sqlalchemy import select
+    from sqlalchemy.dialects.postgresql import insert
+
+    from backbone.warehouse.tables import time_export
+
+    if not lines:
+        return 0
+    entry_ids = sorted({line["entry_id"] for line in lines})
+    earlier = {
+        (r.entry_id, r.entry_version)
+        for r in connection.execute(select(time_export.c.entry_id, time_export.c.entry_version).where(time_export.c.entry_id.in_(entry_ids)))
+    }
+    rows = []
+    for line in lines:
+        has_earlier = any(e == line["entry_id"] and v < line["entry_version"] for e, v in earlier)
+        row = {f: line[f] for f in OUTBOX_FIELDS}
+        row.update(
+            work_date=date.fromisoformat(line["work_date"]),
+            run_id=run.run_id,
+            interval_end=run.interval_end,
+            action="update" if has_earlier else "create",
+            request_id=request_id_for("TimeActivity", line["entry_id"], str(line["entry_version"])),
+        )
+        rows.append(row)
+    result = connection.execute(insert(time_export).values(rows).on_conflict_do_nothing(index_elements=["entry_id", "entry_version"]))
+    return result.rowcount
+
+
+def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
+    """Lines, hours and amount per currency that this run's interval exports (what finance reconciles)."""
+    query = """
+        SELECT count(*) AS lines, coalesce(sum(hours), 0) AS hours, currency, coalesce(sum(amount), 0) AS amount,
+               count(*) FILTER (WHERE action = 'update') AS corrections
+        FROM acct.time_export WHERE run_id = %(run_id)s GROUP BY ROLLUP (currency)
+    """
+    totals: dict[str, Any] = {"lines": 0, "hours": "0", "amount_by_currency": {}, "corrections": 0}
+    for lines, hours, currency, amount, corrections in connection.exec_driver_sql(query, {"run_id": run.run_id}).all():
+        if currency is None:
+            totals.update(lines=int(lines), hours=str(hours), corrections=int(corrections))
+        else:
+            totals["amount_by_currency"][currency] = str(amount)
+    return totals
+
+
+# --- post ----------------------------------------------------------------------------------------
+def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
+    """An outbox line → QuickBooks ``TimeActivity`` (element names from Finance.xsd)."""
+    ref_field = "EmployeeRef" if line["name_of"] == "Employee" else "VendorRef"
+    minutes = int(line["minutes"])
+    description = f"PSA {line['entry_id']} v{line['entry_version']} · {line['billing_code']} · {line['project_name'] or line['project_id']}"
+    return {
+        "TxnDate": line["work_date"].isoformat() if isinstance(line["work_date"], date) else str(line["work_date"]),
+        "NameOf": line["name_of"],
+        ref_field: {"value": line["person_ref_id"], "name": line["person_name"]},
+        "CustomerRef": {"value": line["customer_ref_id"], "name": line["client_name"]},
+        "ItemRef": {"value": line["item_ref_id"], "name": line["item_name"]},
+        "BillableStatus": line["billable_status"],
+        "HourlyRate": float(line["hourly_rate"]),
+        "Hours": minutes // 60,
+        "Minutes": minutes % 60,
+        "Description": description[:4000],
+    }
+
+
+def post_time_activities(accounting: AccountingClient, warehouse: Engine, run: RunRef, *, concurrency: int) -> dict[str, Any]:
+    """Post every pending outbox line up to this interval (older leftovers first), entries in parallel.
+
+    Versions of one entry go in order, so a correction always follows the object it corrects.
+    A line the accounting system rejects (4xx) is marked failed and becomes an exception; a line
+    that could not be sent (throttling or outages beyond the retries) stays pending and fails
+    the task, so Airflow's retry sends it, with the same requestid.
+    """
+    from sqlalchemy import and_, or_, select
+
+    from backbone.warehouse.tables import time_export
+
+    with posting_lock(warehouse, run):
+        query = (
+            select(time_export)
+            .where(
+                or_(
+                    and_(time_export.c.posting_status == "pending", time_export.c.interval_end <= run.interval_end),
+                    and_(time_export.c.posting_status == "failed", time_export.c.run_id == run.run_id),
+                )
+            )
+            .order_by(time_export.c.entry_id, time_export.c.entry_version)
+        )
+        with warehouse.connect() as connection:
+            lines = [dict(r._mapping) for r in connection.execute(query)]
+        by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for line in lines:
+            by_entry[line["entry_id"]].append(line)
+        log.info("posting %d outbox lines for %d entries with %d workers", len(lines), len(by_entry), concurrency)
+        outcome = _post_entries(accounting, warehouse, run, list(by_entry.values()), concurrency=concurrency)
+    with warehouse.begin() as connection:
+        posted_in_run = connection.exec_driver_sql(
+            "SELECT count(*) FILTER (WHERE posting_status = 'posted'), count(*) FILTER (WHERE posting_status = 'failed') FROM acct.time_export WHERE run_id = %(r)s",
+            {"r": run.run_id},
+        ).one()
+        ops.record_run(connection, run, written_back=int(posted_in_run[0]), details={"posted_now": outcome["posted"], "rejected_by_accounting": int(posted_in_run[1])})
+    if outcome["error"] is not None:
+        raise outcome["error"]
+    return {"posted": outcome["posted"], "rejected": outcome["rejected"], "posted_in_run": int(posted_in_run[0])}
+
+
+@contextmanager
+def posting_lock(warehouse: Engine, run: RunRef) -> Iterator[None]:
+    """One poster per flow at a time, across processes and hosts (a session advisory lock held on
+    a dedicated connection); a second poster fails at once instead of racing the first."""
+    from sqlalchemy import text
+
+    with warehouse.connect() as connection:
+        got = connection.execute(text("SELECT pg_try_advisory_lock(hashtext(:lock))"), {"lock": f"{run.flow}:post"}).scalar_one()
+        connection.commit()
+        if not got:
+            raise RuntimeError(f"another {run.flow} run is posting to accounting right now; this run will retry after it")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:lock))"), {"lock": f"{run.flow}:post"})
+            connection.commit()
+
+
+def _post_entries(accounting: AccountingClient, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int) -> dict[str, Any]:
+    results: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
+
+    def flush() -> None:
+        if results:
+            _record_results(warehouse, run, results)
+            outcome["posted"] += sum(1 for r in results if r["posting_status"] == "posted")
+            outcome["rejected"] += sum(1 for r in results if r["posting_status"] == "failed")
+            results.clear()
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="post") as pool:
+        futures = [pool.submit(_post_entry_versions, accounting, warehouse, versions) for versions in entries]
+        for done, future in enumerate(futures, start=1):
+            try:
+                results.extend(future.result())
+            except Exception as exc:  # noqa: BLE001 - kept, recorded and re-raised after the batch is saved
+                outcome["error"] = outcome["error"] or exc
+            if len(results) >= RESULT_BATCH:
+                flush()
+            if done % 500 == 0:
+                log.info("posted %d of %d entries", done, len(futures))
+    flush()
+    return outcome
+
+
+def _post_entry_versions(accounting: AccountingClient, warehouse: Engine, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Post one entry's pending versions in order; an update targets the newest posted earlier version."""
+    from sqlalchemy import select
+
+    from backbone.warehouse.tables import time_export
+
+    with warehouse.connect() as connection:
+        posted = connection.execute(
+            select(time_export.c.entry_version, time_export.c.accounting_id)
+            .where(time_export.c.entry_id == versions[0]["entry_id"], time_export.c.posting_status == "posted")
+            .order_by(time_export.c.entry_version.desc())
+        ).first()
+    target = posted.accounting_id if posted is not None and posted.entry_version < versions[0]["entry_version"] else None
+    results = []
+    for line in versions:
+        body = time_activity_body(line)
+        try:
+            if target is not None:
+                answer = accounting.update("TimeActivity", target, body, request_id=line["request_id"])
+            else:
+                answer = accounting.create("TimeActivity", body, request_id=line["request_id"])
+        except FatalApiError as exc:
+            results.append(_result(line, "failed", error=str(exc)))
+            break  # later versions of this entry wait until this one is fixed
+        results.append(_result(line, "posted", accounting_id=answer.object_id, sync_token=answer.sync_token, target=target))
+        target = answer.object_id
+    return results
+
+
+def _result(line: dict[str, Any], status: str, *, accounting_id: str | None = None, sync_token: str | None = None, target: str | None = None, error: str | None = None) -> dict[str, Any]:
+    return {
+        "entry_id": line["entry_id"],
+        "entry_version": line["entry_version"],
+        "posting_status": status,
+        "accounting_id": accounting_id,
+        "accounting_sync_token": sync_token,
+        "target_ref_id": target,
+        "last_error": error,
+        "raw": {k: (str(v) if v is not None else None) for k, v in line.items()},
+    }
+
+
+def _record_results(warehouse: Engine, run: RunRef, results: Iterable[dict[str, Any]]) -> None:
+    results = list(results)
+    with warehouse.begin() as connection:
+        connection.exec_driver_sql(
+            """
+            UPDATE acct.time_export SET posting_status = %(posting_status)s, accounting_id = coalesce(%(accounting_id)s, accounting_id),
+                   accounting_sync_token = coalesce(%(accounting_sync_token)s, accounting_sync_token),
+                   target_ref_id = coalesce(%(target_ref_id)s, target_ref_id), last_error = %(last_error)s,
+                   attempts = attempts + 1, posted_at = CASE WHEN %(posting_status)s = 'posted' THEN now() ELSE posted_at END
+            WHERE entry_id = %(entry_id)s AND entry_version = %(entry_version)s
+            """,
+            [{k: v for k, v in r.items() if k != "raw"} for r in results],
+        )
+        ops.add_quarantine(
+            connection,
+            run,
+            [
+                QuarantineRow("time_activity", entry_key(r["entry_id"], r["entry_version"]), "accounting.rejected", r["last_error"] or "rejected", r["raw"])
+                for r in results
+                if r["posting_status"] == "failed"
+            ],
+        )

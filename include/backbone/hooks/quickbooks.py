@@ -1,0 +1,240 @@
+"""QuickBooks Online Accounting API v3: OAuth2 with rotating refresh tokens, idempotent writes, query paging.
+
+Everything QuickBooks-specific lives here: the ``/v3/company/{realmId}/...`` paths, ``minorversion``,
+``?requestid=`` on writes (a repeated id returns the original answer, never a second object),
+``STARTPOSITION``/``MAXRESULTS`` paging, ``Fault`` bodies, 500 requests a minute and 10 at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from backbone.hooks.base import JsonApiHook
+from backbone.http import CursorGuard, FatalApiError, RateLimiter, check_response
+from backbone.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+QUERY_PAGE_MAX = 1000
+REQUEST_ID_MAX = 50
+
+
+class TokenStore(Protocol):
+    """Where the newest OAuth refresh token is kept between runs (it rotates about daily)."""
+
+    def load(self, key: str) -> str | None: ...
+
+    def save(self, key: str, token: str) -> None: ...
+
+
+class AirflowVariableTokenStore:
+    """Keeps the rotated refresh token in an Airflow Variable named ``<conn_id>_refresh_token``.
+
+    Workers cannot write Connections in Airflow 3 (the Task SDK offers no such call), but they can
+    write Variables through the execution API; Variables are Fernet-encrypted at rest and a key
+    containing "token" is masked in logs and the UI. The Connection keeps the first refresh token.
+    """
+
+    def load(self, key: str) -> str | None:
+        from airflow.sdk import Variable
+
+        try:
+            return Variable.get(key, default=None)
+        except Exception:  # noqa: BLE001 - no Variable backend outside a task: fall back to the Connection
+            log.debug("no Variable backend reachable for %s", key, exc_info=True)
+            return None
+
+    def save(self, key: str, token: str) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(key, token, description="Newest QuickBooks OAuth refresh token (rotated by the API; written by QuickBooksHook)")
+
+
+class MemoryTokenStore:
+    """Tokens kept in memory: for tests and one-off scripts."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+
+    def load(self, key: str) -> str | None:
+        return self.tokens.get(key)
+
+    def save(self, key: str, token: str) -> None:
+        self.tokens[key] = token
+
+
+@dataclass(frozen=True)
+class PostedObject:
+    entity: str
+    object_id: str
+    sync_token: str
+    body: dict[str, Any]
+
+
+def request_id_for(*parts: str) -> str:
+    """A deterministic QuickBooks ``requestid`` (≤ 50 characters) for one logical write."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+    return f"bb-{digest}"
+
+
+class AccountingClient(Protocol):
+    """What the flows need from an accounting system; a vendor adapter implements this."""
+
+    def query_all(self, entity: str, where: str | None = None, *, page_size: int = QUERY_PAGE_MAX) -> Iterator[list[dict[str, Any]]]: ...
+
+    def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> PostedObject: ...
+
+    def update(self, entity: str, object_id: str, body: dict[str, Any], *, request_id: str) -> PostedObject: ...
+
+
+class QuickBooksHook(JsonApiHook):
+    """QuickBooks Online with OAuth2 (authorization-code app, refreshed with a refresh token).
+
+    Connection (``quickbooks_default``): ``host`` = API base URL (``https://quickbooks.api.intuit.com``
+    or ``https://sandbox-quickbooks.api.intuit.com``), ``login`` = OAuth client id, ``password`` =
+    client secret. Extras: ``realm_id`` (company id, required), ``refresh_token`` (the first one;
+    rotated tokens are kept by the token store), ``token_url`` (default Intuit's),
+    ``minor_version`` (default 75).
+    """
+
+    conn_name_attr = "quickbooks_conn_id"
+    default_conn_name = "quickbooks_default"
+    conn_type = "quickbooks"
+    hook_name = "QuickBooks Online"
+    system_name = "QuickBooks"
+    default_base_url = "https://quickbooks.api.intuit.com"
+
+    def __init__(self, quickbooks_conn_id: str = default_conn_name, *, token_store: TokenStore | None = None, **kwargs: Any):
+        super().__init__(quickbooks_conn_id, **kwargs)
+        settings = load_settings()
+        self.token_store = token_store or AirflowVariableTokenStore()
+        self.limiter = RateLimiter(settings.qbo_requests_per_minute / 60.0)
+        self.concurrency = threading.BoundedSemaphore(max(1, min(settings.qbo_max_concurrency, 10)))
+        self._token_lock = threading.Lock()
+        self._access_token: str | None = None
+        self._access_expires = 0.0
+
+    # --- connection and tokens ------------------------------------------------------------------
+    @cached_property
+    def realm_id(self) -> str:
+        realm = str(self.extras.get("realm_id") or "")
+        if not realm:
+            raise ValueError(f"Connection {self.conn_id!r} has no realm_id extra: set it to the QuickBooks company id")
+        return realm
+
+    @property
+    def token_key(self) -> str:
+        return f"{self.conn_id}_refresh_token"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}  # the bearer token is added per request: it expires and is refreshed
+
+    def access_token(self, *, force_refresh: bool = False) -> str:
+        with self._token_lock:
+            if force_refresh or self._access_token is None or time.monotonic() >= self._access_expires:
+                self._refresh_access_token()
+            assert self._access_token is not None
+            return self._access_token
+
+    def _refresh_access_token(self) -> None:
+        import requests
+        from airflow.sdk.log import mask_secret
+
+        conn = self.connection
+        refresh_token = self.token_store.load(self.token_key) or self.extras.get("refresh_token")
+        if not (conn.login and conn.password and refresh_token):
+            raise FatalApiError(f"Connection {self.conn_id!r} needs login (client id), password (client secret) and a refresh_token extra")
+        url = self.extras.get("token_url") or INTUIT_TOKEN_URL
+
+        def attempt() -> Any:
+            response = requests.post(
+                url,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                auth=(conn.login, conn.password),
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+            )
+            if response.status_code == 400:
+                raise FatalApiError(
+                    f"QuickBooks refused the refresh token of {self.conn_id!r} ({response.text[:200]}). It may have been rotated "
+                    f"and not stored, or revoked: reconnect the app and put a new refresh_token in the Connection."
+                )
+            return check_response(response, system="QuickBooks OAuth")
+
+        body = self.retry_policy.call(attempt, description="QuickBooks OAuth token refresh")
+        mask_secret(body["access_token"])
+        self._access_token = body["access_token"]
+        self._access_expires = time.monotonic() + max(60, int(body.get("expires_in", 3600)) - 300)
+        new_refresh = body.get("refresh_token")
+        if new_refresh and new_refresh != refresh_token:
+            mask_secret(new_refresh)
+            self.token_store.save(self.token_key, new_refresh)
+            log.info("QuickBooks rotated the refresh token of %s; stored the new one", self.conn_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.call("GET", "/companyinfo/" + quote(self.realm_id))
+        except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
+            return False, str(exc)
+        return True, "QuickBooks answered"
+
+    # --- calls ----------------------------------------------------------------------------------
+    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None) -> Any:
+        """One company-scoped call with budget, concurrency cap, retries and one token refresh on 401."""
+        session = self.get_conn()
+        url = f"{self.base_url}/v3/company/{quote(self.realm_id)}{path}"
+        query = {"minorversion": self.extras.get("minor_version", 75), **(params or {})}
+
+        def attempt() -> Any:
+            self.limiter.acquire()
+            with self.concurrency:
+                response = session.request(method, url, params=query, json=json, headers={"Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout)
+                if response.status_code == 401:  # expired early or revoked: refresh once, then judge
+                    response = session.request(method, url, params=query, json=json, headers={"Authorization": f"Bearer {self.access_token(force_refresh=True)}"}, timeout=self.timeout)
+            return check_response(response, system=self.system_name)
+
+        return self.retry_policy.call(attempt, description=description or f"QuickBooks {method} {path}")
+
+    def query_all(self, entity: str, where: str | None = None, *, page_size: int = QUERY_PAGE_MAX) -> Iterator[list[dict[str, Any]]]:
+        """Every ``entity`` row matching ``where`` (a QuickBooks query condition), page by page."""
+        page_size = min(page_size, QUERY_PAGE_MAX)
+        guard = CursorGuard(f"QuickBooks query {entity}")
+        start = 1
+        while True:
+            guard.check(str(start))
+            statement = f"SELECT * FROM {entity}{f' WHERE {where}' if where else ''} ORDERBY Id STARTPOSITION {start} MAXRESULTS {page_size}"
+            body = self.call("GET", "/query", params={"query": statement}, description=f"QuickBooks query {entity} from {start}")
+            rows = ((body or {}).get("QueryResponse") or {}).get(entity) or []
+            if rows:
+                yield rows
+            if len(rows) < page_size:
+                return
+            start += len(rows)
+
+    def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> PostedObject:
+        return self._write(entity, body, request_id)
+
+    def update(self, entity: str, object_id: str, body: dict[str, Any], *, request_id: str) -> PostedObject:
+        """Full update with the object's current ``SyncToken`` (read first: someone may have edited it)."""
+        current = self.read(entity, object_id)
+        return self._write(entity, {**body, "Id": object_id, "SyncToken": current["SyncToken"]}, request_id)
+
+    def read(self, entity: str, object_id: str) -> dict[str, Any]:
+        body = self.call("GET", f"/{entity.lower()}/{quote(object_id)}")
+        return body[entity]
+
+    def _write(self, entity: str, body: dict[str, Any], request_id: str) -> PostedObject:
+        if len(request_id) > REQUEST_ID_MAX:
+            raise ValueError(f"requestid {request_id!r} is longer than {REQUEST_ID_MAX} characters")
+        answer = self.call("POST", f"/{entity.lower()}", params={"requestid": request_id}, json=body, description=f"QuickBooks {entity} write {request_id}")
+        record = answer[entity]
+        return PostedObject(entity=entity, object_id=str(record["Id"]), sync_token=str(record.get("SyncToken", "0")), body=record)

@@ -1,0 +1,334 @@
+"""QuickBooks Online Accounting API (v3) as the hooks meet it: OAuth2, entities, query, limits.
+
+Wire format follows Intuit's XSDs (``../shared/specs/quickbooks``): entity element names as JSON
+keys, attributes as plain keys (``QueryResponse.startPosition``), references as
+``{"value": id, "name": ...}``, errors as ``{"Fault": {"Error": [{"Message", "Detail", "code"}],
+"type"}}``. Behaviour from Intuit's docs: ``?requestid=`` makes a repeated write return the
+original response without a second object; 500 requests a minute and 10 concurrent requests per
+company, else 429; query pages of at most 1000 with ``STARTPOSITION``/``MAXRESULTS``; OAuth
+refresh tokens rotate (here on every refresh, and the old one stops working).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import JSONResponse
+
+from backbone.devtools.localenv import QBO_CLIENT_ID as CLIENT_ID
+from backbone.devtools.localenv import QBO_CLIENT_SECRET as CLIENT_SECRET
+from backbone.devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFRESH_TOKEN
+from backbone.devtools.localenv import QBO_REALM_ID as REALM_ID
+from backbone.sandbox.limits import SlidingWindowLimit
+
+ENTITIES = {"timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account"}
+MAX_RESULTS = 1000
+QUERY = re.compile(
+    r"^\s*select\s+(?P<what>\*|count\(\*\))\s+from\s+(?P<entity>\w+)"
+    r"(?:\s+where\s+(?P<where>.+?))?"
+    r"(?:\s+orderby\s+(?P<order>[\w.]+)(?:\s+(?P<direction>asc|desc))?)?"
+    r"(?:\s+startposition\s+(?P<start>\d+))?"
+    r"(?:\s+maxresults\s+(?P<max>\d+))?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+CONDITION = re.compile(r"^\s*(?P<field>[\w.]+)\s*(?P<op><=|>=|<>|=|<|>|\bin\b|\blike\b)\s*(?P<value>'(?:[^'\\]|\\.)*'|\(.*\)|\S+)\s*$", re.IGNORECASE)
+
+
+class QboFault(Exception):
+    def __init__(self, status: int, code: str, message: str, detail: str, fault_type: str = "ValidationFault"):
+        self.status, self.code, self.message, self.detail, self.fault_type = status, code, message, detail, fault_type
+
+
+def fault_response(exc: QboFault) -> JSONResponse:
+    body = {"Fault": {"Error": [{"Message": exc.message, "Detail": exc.detail, "code": exc.code}], "type": exc.fault_type}, "time": _now_text()}
+    return JSONResponse(body, status_code=exc.status)
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
+
+
+class QuickBooksStore:
+    """One company (realm): its entities, issued tokens and the requestid memory."""
+
+    def __init__(self) -> None:
+        self.entities: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES.values()}
+        self.next_id = 1
+        self.request_results: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.refresh_tokens = {INITIAL_REFRESH_TOKEN}
+        self.access_tokens: dict[str, datetime] = {}
+        self.creates: dict[str, int] = {}
+        self.updates: dict[str, int] = {}
+        self.replays = 0
+        self.token_refreshes = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # --- reference data -------------------------------------------------------------------------
+    def add(self, entity: str, fields: dict[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
+        with self._lock:
+            return self._insert(entity, fields, at or datetime.now(UTC))
+
+    def _insert(self, entity: str, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+        record = {**fields, "Id": str(self.next_id), "SyncToken": "0", "domain": "QBO", "sparse": False, "MetaData": {"CreateTime": _qbo_time(at), "LastUpdatedTime": _qbo_time(at)}}
+        self.next_id += 1
+        self.entities[entity][record["Id"]] = record
+        return record
+
+    # --- OAuth ----------------------------------------------------------------------------------
+    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
+        with self._lock:
+            if refresh_token not in self.refresh_tokens:
+                return None
+            self.refresh_tokens.discard(refresh_token)
+            self.token_refreshes += 1
+            new_refresh = f"sandbox-qbo-refresh-{self.token_refreshes}-{secrets.token_hex(4)}"
+            self.refresh_tokens.add(new_refresh)
+            access = f"qbo-access-{secrets.token_hex(16)}"
+            self.access_tokens[access] = datetime.now(UTC) + timedelta(hours=1)
+            return {"token_type": "bearer", "access_token": access, "expires_in": 3600, "refresh_token": new_refresh, "x_refresh_token_expires_in": 8726400}
+
+    def token_valid(self, token: str) -> bool:
+        expiry = self.access_tokens.get(token)
+        return expiry is not None and expiry > datetime.now(UTC)
+
+    # --- writes ---------------------------------------------------------------------------------
+    def write(self, entity: str, body: dict[str, Any], request_id: str | None) -> tuple[int, dict[str, Any]]:
+        """Create (no ``Id``) or full-update (``Id`` + current ``SyncToken``); a known requestid replays."""
+        with self._lock:
+            if request_id and request_id in self.request_results:
+                self.replays += 1
+                return self.request_results[request_id]
+            now = datetime.now(UTC)
+            self._check_references(entity, body)
+            if body.get("Id"):
+                current = self.entities[entity].get(str(body["Id"]))
+                if current is None:
+                    raise QboFault(400, "610", "Object Not Found", f"Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({entity} {body['Id']})")
+                if str(body.get("SyncToken")) != current["SyncToken"]:
+                    raise QboFault(400, "5010", "Stale Object Error", f"Stale Object Error : You and {current['SyncToken']} were working on this at the same time. SyncToken {body.get('SyncToken')} is not the current one.")
+                record = {**body, "Id": current["Id"], "SyncToken": str(int(current["SyncToken"]) + 1), "domain": "QBO", "sparse": False,
+                          "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": _qbo_time(now)}}  # fmt: skip
+                self.entities[entity][record["Id"]] = record
+                self.updates[entity] = self.updates.get(entity, 0) + 1
+            else:
+                record = self._insert(entity, {k: v for k, v in body.items() if k not in ("Id", "SyncToken", "MetaData")}, now)
+                self.creates[entity] = self.creates.get(entity, 0) + 1
+            result = (200, {entity: record, "time": _now_text()})
+            if request_id:
+                self.request_results[request_id] = result
+            return result
+
+    def _check_references(self, entity: str, body: dict[str, Any]) -> None:
+        if entity != "TimeActivity":
+            return
+        name_of = body.get("NameOf")
+        if name_of not in ("Employee", "Vendor"):
+            raise QboFault(400, "2020", "Required param missing, need to supply the required value for the API", "Required parameter NameOf (Employee or Vendor) is missing in the request")
+        ref_field = "EmployeeRef" if name_of == "Employee" else "VendorRef"
+        for field, target in ((ref_field, name_of), ("CustomerRef", "Customer"), ("ItemRef", "Item")):
+            value = (body.get(field) or {}).get("value")
+            if field == ref_field and value is None:
+                raise QboFault(400, "2020", "Required param missing, need to supply the required value for the API", f"Required parameter {field} is missing in the request")
+            if value is not None and str(value) not in self.entities[target]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : {target} assigned to this transaction has been deleted or does not exist ({value})")
+        for field in ("Hours", "Minutes"):
+            if field in body and (not isinstance(body[field], int) or body[field] < 0):
+                raise QboFault(400, "2030", "Invalid ID", f"{field} must be a whole number of at least 0")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(body.get("TxnDate") or "")):
+            raise QboFault(400, "2030", "Invalid date", f"TxnDate {body.get('TxnDate')!r} is not a date (YYYY-MM-DD)")
+
+    # --- query ----------------------------------------------------------------------------------
+    def query(self, statement: str) -> dict[str, Any]:
+        match = QUERY.match(statement)
+        if not match:
+            raise QboFault(400, "4000", "Error parsing query", f"QueryParserError: Encountered an unexpected token in {statement!r}")
+        entity = next((name for name in self.entities if name.lower() == match["entity"].lower()), None)
+        if entity is None:
+            raise QboFault(400, "4001", "Invalid query", f"QueryValidationError: unknown entity {match['entity']}")
+        conditions = [_condition(part) for part in re.split(r"\s+and\s+", match["where"], flags=re.IGNORECASE)] if match["where"] else []
+        with self._lock:
+            rows = [r for r in self.entities[entity].values() if all(_holds(r, c) for c in conditions)]
+        if match["what"].lower().startswith("count"):
+            return {"QueryResponse": {"totalCount": len(rows)}, "time": _now_text()}
+        order = match["order"] or "Id"
+        rows.sort(key=lambda r: _sortable(_field(r, order)), reverse=(match["direction"] or "").lower() == "desc")
+        start = int(match["start"] or 1)
+        max_results = int(match["max"] or 100)
+        if max_results > MAX_RESULTS:
+            raise QboFault(400, "4001", "Invalid query", f"QueryValidationError: MAXRESULTS may be at most {MAX_RESULTS}")
+        page = rows[start - 1 : start - 1 + max_results]
+        if not page:
+            return {"QueryResponse": {}, "time": _now_text()}
+        return {"QueryResponse": {entity: page, "startPosition": start, "maxResults": len(page)}, "time": _now_text()}
+
+
+def _qbo_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + "-00:00"
+
+
+def _field(record: dict[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, dict) and "value" in value:
+        return value["value"]
+    return value
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, "")
+    if isinstance(value, str) and value.isdigit():
+        return (1, int(value))
+    return (2, str(value))
+
+
+def _condition(text: str) -> tuple[str, str, Any]:
+    match = CONDITION.match(text)
+    if not match:
+        raise QboFault(400, "4000", "Error parsing query", f"QueryParserError: cannot read condition {text!r}")
+    raw = match["value"]
+    if raw.startswith("("):
+        value: Any = [v.strip().strip("'") for v in raw[1:-1].split(",")]
+    else:
+        value = raw.strip("'").replace("\\'", "'")
+    return match["field"], match["op"].lower(), value
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}T.*", value):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        except ValueError:
+            return value
+    return str(value) if value is not None else None
+
+
+def _holds(record: dict[str, Any], condition: tuple[str, str, Any]) -> bool:
+    field, op, wanted = condition
+    actual = _comparable(_field(record, field))
+    if op == "in":
+        return actual in {_comparable(w) for w in wanted}
+    if op == "like":
+        pattern = "^" + re.escape(str(wanted)).replace("%", ".*") + "$"
+        return actual is not None and re.match(pattern, str(actual), re.IGNORECASE) is not None
+    target = _comparable(wanted)
+    if actual is None:
+        return False
+    try:
+        return {"=": actual == target, "<>": actual != target, "<": actual < target, ">": actual > target, "<=": actual <= target, ">=": actual >= target}[op]
+    except TypeError:
+        return False
+
+
+def build_quickbooks_app(state: Any) -> FastAPI:
+    app = FastAPI(title="QuickBooks Online Accounting API (sandbox)", docs_url=None, redoc_url=None)
+    store: QuickBooksStore = state.qbo
+    in_flight = state.qbo_in_flight
+    in_flight_lock = threading.Lock()
+
+    @app.exception_handler(QboFault)
+    async def _fault(_: Request, exc: QboFault) -> JSONResponse:
+        return fault_response(exc)
+
+    @app.post("/oauth2/v1/tokens/bearer")
+    def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        if grant_type != "refresh_token":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        issued = store.refresh(refresh_token)
+        if issued is None:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        return JSONResponse(issued)
+
+    def guard(request: Request, realm_id: str) -> None:
+        if realm_id != REALM_ID:
+            raise QboFault(403, "3100", "ApplicationAuthorizationFailed", f"message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403; realm {realm_id}", "AuthorizationFault")
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not store.token_valid(header.removeprefix("Bearer ")):
+            raise QboFault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", "Token expired or invalid", "AUTHENTICATION")
+        wait = state.limits.setdefault("quickbooks", SlidingWindowLimit(state.config.qbo_requests_per_minute, 60.0)).check(realm_id)
+        if wait is not None:
+            raise QboFault(429, "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429", "The request limit of requests per minute was reached", "SERVICE")
+
+    @app.middleware("http")
+    async def limit_concurrency(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
+        if not request.url.path.startswith("/v3/"):
+            return await call_next(request)
+        with in_flight_lock:
+            busy = in_flight["count"] >= state.config.qbo_max_concurrent
+            if busy:
+                in_flight["rejected"] += 1
+            else:
+                in_flight["count"] += 1
+        if busy:
+            return fault_response(QboFault(429, "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429", "Too many concurrent requests", "SERVICE"))
+        try:
+            return await call_next(request)
+        finally:
+            with in_flight_lock:
+                in_flight["count"] -= 1
+
+    @app.get("/v3/company/{realm_id}/query")
+    def query(realm_id: str, request: Request, query: str, minorversion: int | None = None) -> dict[str, Any]:
+        guard(request, realm_id)
+        return store.query(query)
+
+    @app.post("/v3/company/{realm_id}/{entity_name}")
+    def write(realm_id: str, entity_name: str, request: Request, body: dict[str, Any], requestid: str | None = None, minorversion: int | None = None) -> JSONResponse:
+        guard(request, realm_id)
+        entity = ENTITIES.get(entity_name.lower())
+        if entity is None:
+            raise QboFault(400, "4001", "Unsupported Operation", f"Operation on {entity_name} is not supported")
+        if requestid is not None and len(requestid) > 50:
+            raise QboFault(400, "6000", "A business validation error has occurred", "requestid must be at most 50 characters")
+        status, payload = store.write(entity, body, requestid)
+        return JSONResponse(payload, status_code=status)
+
+    @app.get("/v3/company/{realm_id}/{entity_name}/{entity_id}")
+    def read(realm_id: str, entity_name: str, entity_id: str, request: Request, minorversion: int | None = None) -> dict[str, Any]:
+        guard(request, realm_id)
+        entity = ENTITIES.get(entity_name.lower())
+        record = store.entities.get(entity or "", {}).get(entity_id)
+        if record is None:
+            raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity_name} {entity_id}")
+        return {entity: record, "time": _now_text()}
+
+    return app
+
+
+def seed_quickbooks(store: QuickBooksStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime) -> None:
+    """The company's customers, employees, vendors, items and accounts, matching the PSA's seed.
+
+    The seed's unmapped client and unknown person are left out on purpose.
+    """
+    for mapping in sorted(billing_items.values(), key=lambda m: m["item"]):
+        account = store.add("Account", {"Name": mapping["gl_account"], "AccountType": "Income", "AcctNum": mapping["gl_account"].split()[0], "Active": True}, at=at)
+        store.add("Item", {"Name": mapping["item"], "Type": "Service", "Active": True, "IncomeAccountRef": {"value": account["Id"], "name": account["Name"]}}, at=at)
+    for client_id, client in sorted(time_seed.clients.items()):
+        if client_id in time_seed.unmapped_client_ids:
+            continue
+        store.add("Customer", {"DisplayName": client["name"], "CompanyName": client["name"], "Active": True, "CurrencyRef": {"value": client["currency"]}}, at=at)
+    for person_id, person in sorted(time_seed.people.items()):
+        if person_id in time_seed.unknown_person_ids:
+            continue
+        entity = "Vendor" if person["type"] == "contractor" else "Employee"
+        given, _, family = person["name"].partition(" ")
+        store.add(entity, {"DisplayName": person["name"], "GivenName": given, "FamilyName": family, "Active": True, "PrimaryEmailAddr": {"Address": person["email"]}}, at=at)
