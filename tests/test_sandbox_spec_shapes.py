@@ -7,7 +7,10 @@ The PSA responses are checked against the PSA's own OpenAPI document.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jsonschema
+import pytest
 import requests
 
 SIMPLE_PUBLIC_OBJECT = {
@@ -102,10 +105,16 @@ def test_psa_answers_match_its_openapi_document(sandbox):
     again = hook.upsert_project("hubspot", "42", body)
     assert first.created and not again.created and first.project_id == again.project_id
     project = requests.get(f"{sandbox.psa_url}/api/v1/projects/{first.project_id}", headers=AUTH, timeout=10).json()
-    schema = {**spec["components"]["schemas"]["ProjectOut"], "components": spec["components"]}
-    resolver_root = {"components": spec["components"], **spec["components"]["schemas"]["ProjectOut"]}
-    jsonschema.validate(project, resolver_root)
-    assert schema["required"]
+    jsonschema.validate(project, {"components": spec["components"], **spec["components"]["schemas"]["ProjectOut"]})
+
+    page = requests.get(
+        f"{sandbox.psa_url}/api/v1/time-entries",
+        params={"approved_from": "2026-10-01T00:00:00Z", "approved_to": "2026-11-01T00:00:00Z", "page_size": 50},
+        headers=AUTH,
+        timeout=10,
+    ).json()
+    assert len(page["items"]) == 50 and page["next_cursor"]
+    jsonschema.validate(page, {"components": spec["components"], **spec["components"]["schemas"]["TimeEntryPage"]})
 
 
 def test_sandbox_state_survives_a_restart(tmp_path):
@@ -122,3 +131,63 @@ def test_sandbox_state_survives_a_restart(tmp_path):
     assert resumed.psa.by_external == {("hubspot", "1"): "PRJ-000001"}
     assert resumed.crm.search("deals", {"limit": 5})["total"] == 30
     assert pickle.loads(pickle.dumps(resumed.crm)).objects.keys() == state.crm.objects.keys()
+
+
+# --- QuickBooks: Intuit publishes XSDs, not OpenAPI; JSON keys are the XSD's element and attribute names.
+QBO_XSD_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs" / "quickbooks"
+XS = "{http://www.w3.org/2001/XMLSchema}"
+
+
+def _xsd_types() -> dict[str, tuple[str | None, set[str]]]:
+    """complexType name → (base type, names of its own elements and attributes)."""
+    import xml.etree.ElementTree as ET
+
+    types: dict[str, tuple[str | None, set[str]]] = {}
+    for path in QBO_XSD_DIR.glob("*.xsd"):
+        for complex_type in ET.parse(path).getroot().iter(f"{XS}complexType"):
+            name = complex_type.get("name")
+            if not name:
+                continue
+            extension = complex_type.find(f".//{XS}extension")
+            names = {e.get("name") for e in complex_type.iter(f"{XS}element") if e.get("name")}
+            names |= {e.get("ref") for e in complex_type.iter(f"{XS}element") if e.get("ref")}
+            names |= {a.get("name") for a in complex_type.iter(f"{XS}attribute") if a.get("name")}
+            types[name] = (extension.get("base") if extension is not None else None, names)
+    return types
+
+
+def _fields_of(types, name: str) -> set[str]:
+    base, names = types[name]
+    return names | (_fields_of(types, base) if base in types else set())
+
+
+@pytest.mark.skipif(not QBO_XSD_DIR.exists(), reason="vendor specs not checked out next to the project")
+def test_quickbooks_answers_use_the_xsd_names(sandbox):
+    from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+
+    types = _xsd_types()
+    hook = QuickBooksHook(token_store=MemoryTokenStore())
+    state = sandbox.state
+    employee = next(iter(state.qbo.entities["Employee"].values()))
+    customer = next(iter(state.qbo.entities["Customer"].values()))
+    item = next(iter(state.qbo.entities["Item"].values()))
+    body = {"TxnDate": "2026-10-26", "NameOf": "Employee", "EmployeeRef": {"value": employee["Id"]}, "CustomerRef": {"value": customer["Id"]},
+            "ItemRef": {"value": item["Id"]}, "BillableStatus": "Billable", "HourlyRate": 100.0, "Hours": 1, "Minutes": 15, "Description": "x"}  # fmt: skip
+    created = hook.create("TimeActivity", body, request_id="shape-1").body
+    assert set(created) <= _fields_of(types, "TimeActivity")
+    assert set(created["MetaData"]) <= _fields_of(types, "ModificationMetaData")
+    for name in ("Customer", "Employee", "Vendor", "Item"):
+        page = next(hook.query_all(name))
+        assert set().union(*(set(r) for r in page)) <= _fields_of(types, name), name
+    assert set(item["IncomeAccountRef"]) <= {"value", "name", "type"}  # ReferenceType: value + attributes
+
+    raw = hook.call("GET", "/query", params={"query": "SELECT * FROM Item STARTPOSITION 1 MAXRESULTS 2"})
+    assert set(raw) <= _fields_of(types, "IntuitResponse")
+    assert set(raw["QueryResponse"]) <= _fields_of(types, "QueryResponse") | {"Item"}
+
+    token = hook.access_token()
+    fault = requests.post(f"{sandbox.quickbooks_url}/v3/company/9341455000000001/timeactivity", json={"TxnDate": "x"}, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert fault.status_code == 400
+    assert set(fault.json()) <= _fields_of(types, "IntuitResponse")
+    assert set(fault.json()["Fault"]) <= _fields_of(types, "Fault")
+    assert set(fault.json()["Fault"]["Error"][0]) <= _fields_of(types, "Error")

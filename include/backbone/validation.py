@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+# GE matches with pandas' str.contains, which warns about groups in the dictionary's patterns; harmless.
+warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression, and has match groups")
 
 NUMBER_SUFFIX = "__number"
 

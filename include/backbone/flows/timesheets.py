@@ -281,7 +281,10 @@ def _flow_rules(
 ) -> list[RuleFailure]:
     """Rules beyond single fields: dates, person-day totals, and every mapping to accounting."""
     failures = []
-    work_date = date.fromisoformat(row["work_date"])
+    try:
+        work_date = date.fromisoformat(row["work_date"])
+    except ValueError:
+        return [RuleFailure("time_entry.work_date.type", f"work date {row['work_date']!r} is not a calendar date")]
     if work_date > last_work_date:
         failures.append(RuleFailure("time_entry.work_date.not_future", f"work date {work_date} is after the end of the export week ({last_work_date})"))
     if (row["person_id"], row["work_date"]) in overfull_days:

@@ -1,0 +1,139 @@
+"""QuickBooksHook and the PSA time listing against the sandbox: OAuth rotation, requestid, paging, limits."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from backbone.hooks.psa import PsaHook
+from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook, request_id_for
+from backbone.http import FatalApiError, RepeatedCursorError
+from backbone.sandbox.faults import FaultRule
+
+WEEK = (datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
+
+
+@pytest.fixture
+def tokens() -> MemoryTokenStore:
+    return MemoryTokenStore()
+
+
+@pytest.fixture
+def hook(sandbox, tokens) -> QuickBooksHook:
+    return QuickBooksHook(token_store=tokens)
+
+
+def an_activity(state) -> dict:
+    employee = next(iter(state.qbo.entities["Employee"].values()))
+    customer = next(iter(state.qbo.entities["Customer"].values()))
+    item = next(iter(state.qbo.entities["Item"].values()))
+    return {
+        "TxnDate": "2026-10-26",
+        "NameOf": "Employee",
+        "EmployeeRef": {"value": employee["Id"]},
+        "CustomerRef": {"value": customer["Id"]},
+        "ItemRef": {"value": item["Id"]},
+        "BillableStatus": "Billable",
+        "HourlyRate": 110.0,
+        "Hours": 2,
+        "Minutes": 30,
+    }
+
+
+def test_a_repeated_requestid_returns_the_original_object_not_a_second(hook, sandbox):
+    body = an_activity(sandbox.state)
+    request_id = request_id_for("TimeActivity", "TE-1", "1")
+    first = hook.create("TimeActivity", body, request_id=request_id)
+    again = hook.create("TimeActivity", {**body, "Hours": 9}, request_id=request_id)
+    assert again.object_id == first.object_id and again.body["Hours"] == 2
+    assert len(sandbox.state.qbo.entities["TimeActivity"]) == 1
+    assert len(request_id) <= 50 and request_id == request_id_for("TimeActivity", "TE-1", "1")
+
+
+def test_update_uses_the_current_sync_token(hook, sandbox):
+    created = hook.create("TimeActivity", an_activity(sandbox.state), request_id="r-create")
+    updated = hook.update("TimeActivity", created.object_id, {**an_activity(sandbox.state), "Hours": 3}, request_id="r-update")
+    assert (updated.object_id, updated.sync_token, updated.body["Hours"]) == (created.object_id, "1", 3)
+
+
+def test_refresh_token_rotates_and_the_new_one_is_stored(hook, sandbox, tokens):
+    list(hook.query_all("Item"))
+    stored = tokens.tokens["quickbooks_default_refresh_token"]
+    assert stored in sandbox.state.qbo.refresh_tokens
+    # A second hook (the next task) authenticates with the stored token; the first one is gone.
+    list(QuickBooksHook(token_store=tokens).query_all("Customer"))
+    assert tokens.tokens["quickbooks_default_refresh_token"] != stored
+    assert sandbox.state.qbo.token_refreshes == 2
+
+
+def test_a_lost_refresh_token_fails_at_once_with_a_clear_message(sandbox):
+    tokens = MemoryTokenStore()
+    tokens.save("quickbooks_default_refresh_token", "revoked-token")
+    with pytest.raises(FatalApiError, match="reconnect the app"):
+        list(QuickBooksHook(token_store=tokens).query_all("Item"))
+
+
+def test_an_expired_access_token_is_refreshed_once(hook, sandbox):
+    list(hook.query_all("Item"))
+    sandbox.state.qbo.access_tokens.clear()  # Intuit revoked or expired it early
+    assert sum(len(p) for p in hook.query_all("Item")) == 5
+    assert sandbox.state.qbo.token_refreshes == 2
+
+
+def test_query_pages_with_startposition(hook, sandbox):
+    for n in range(7):
+        hook.create("TimeActivity", {**an_activity(sandbox.state), "Hours": n}, request_id=f"page-{n}")
+    pages = list(hook.query_all("TimeActivity", page_size=3))
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert len({a["Id"] for p in pages for a in p}) == 7
+
+
+def test_query_limits_are_the_vendors(hook):
+    with pytest.raises(FatalApiError, match="MAXRESULTS"):
+        hook.call("GET", "/query", params={"query": "SELECT * FROM Item STARTPOSITION 1 MAXRESULTS 1001"})
+
+
+def test_rejected_writes_fail_at_once_with_the_fault_message(hook, sandbox):
+    body = {**an_activity(sandbox.state), "CustomerRef": {"value": "999999"}}
+    with pytest.raises(FatalApiError, match="Invalid Reference Id"):
+        hook.create("TimeActivity", body, request_id="bad-ref")
+
+
+def test_throttling_and_server_errors_are_retried(hook, sandbox):
+    sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/query", times=2), FaultRule(kind="status", status=503, path_contains="/query", times=1)])
+    assert sum(len(p) for p in hook.query_all("Item")) == 5
+    assert sandbox.state.faults.fired["status"] == 3
+
+
+def test_parallel_posting_stays_within_the_concurrency_limit(hook, sandbox):
+    body = an_activity(sandbox.state)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda n: hook.create("TimeActivity", body, request_id=f"par-{n}"), range(60)))
+    assert len(sandbox.state.qbo.entities["TimeActivity"]) == 60
+    assert sandbox.state.qbo_in_flight["rejected"] == 0
+
+
+def test_psa_time_entries_page_by_approval_time(sandbox):
+    pages = list(PsaHook().iter_approved_time_entries(*WEEK, page_size=25))
+    entries = [e for p in pages for e in p]
+    assert len(pages) > 3 and all(len(p) <= 25 for p in pages)
+    assert all(WEEK[0].isoformat()[:19] <= e["approved_at"][:19] < WEEK[1].isoformat()[:19] for e in entries)
+    assert all(e["approval_status"] == "approved" for e in entries)
+    assert [e["approved_at"] for e in entries] == sorted(e["approved_at"] for e in entries)
+
+
+def test_psa_time_entries_refuse_a_repeated_cursor(sandbox, monkeypatch):
+    hook = PsaHook()
+    original = hook.request
+    first_cursor: list[str] = []
+
+    def stuck(method, path, **kwargs):  # a PSA that keeps answering with its first cursor
+        body = original(method, path, **kwargs)
+        first_cursor[:] = first_cursor or [body["next_cursor"]]
+        return {**body, "next_cursor": first_cursor[0]}
+
+    monkeypatch.setattr(hook, "request", stuck)
+    with pytest.raises(RepeatedCursorError):
+        list(hook.iter_approved_time_entries(*WEEK, page_size=10))
