@@ -23,8 +23,8 @@ from backbone.devtools import pg
 from backbone.devtools.localenv import DEFAULT_PG_PORT, DEFAULT_SANDBOX_PORT, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
 
 DEMO_DIR = PROJECT_ROOT / ".demo"
-FLOWS = ["crm_closed_won_to_psa"]
-WAREHOUSE_OF_FLOW = {"crm_closed_won_to_psa": "psa_warehouse"}
+FLOWS = ["crm_closed_won_to_psa", "timesheets_weekly_to_accounting"]
+WAREHOUSE_OF_FLOW = {"crm_closed_won_to_psa": "psa_warehouse", "timesheets_weekly_to_accounting": "accounting_warehouse"}
 
 
 def _say(message: str) -> None:
@@ -82,29 +82,41 @@ def _sandbox_info() -> dict[str, object]:
         return json.load(response)
 
 
-def _print_runs(env: dict[str, str], interval_end: str) -> None:
+def _print_runs(env: dict[str, str]) -> None:
+    """The newest run record of every flow, as finance would read it."""
     from sqlalchemy import create_engine, text
 
-    header = f"{'flow':<28} {'interval (company time)':<36} {'status':<8} {'extracted':>9} {'loaded':>7} {'quarantined':>11} {'written back':>12}"
+    header = f"{'flow':<32} {'interval (company time)':<40} {'status':<8} {'extracted':>9} {'loaded':>7} {'exceptions':>10} {'posted/written back':>19}"
     print("\n" + header + "\n" + "-" * len(header))
     tz = env.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam")
+    notes = []
     for flow in FLOWS:
         engine = create_engine(_warehouse_url(env, WAREHOUSE_OF_FLOW[flow]))
         with engine.connect() as connection:
             row = connection.execute(
                 text(
-                    "SELECT status, extracted, loaded, quarantined, written_back, "
-                    "to_char(interval_start AT TIME ZONE :tz, 'YYYY-MM-DD HH24:MI') || ' → ' || to_char(interval_end AT TIME ZONE :tz, 'HH24:MI') AS span "
-                    "FROM ops.flow_run WHERE flow = :flow AND interval_end = :end ORDER BY finished_at DESC NULLS LAST LIMIT 1"
+                    "SELECT status, extracted, loaded, quarantined, written_back, details, "
+                    "to_char(interval_start AT TIME ZONE :tz, 'Dy YYYY-MM-DD HH24:MI') || ' → ' || to_char(interval_end AT TIME ZONE :tz, 'Dy MM-DD HH24:MI') AS span "
+                    "FROM ops.flow_run WHERE flow = :flow ORDER BY finished_at DESC NULLS LAST LIMIT 1"
                 ),
-                {"flow": flow, "end": interval_end, "tz": tz},
+                {"flow": flow, "tz": tz},
             ).first()
         engine.dispose()
         if row is None:
-            print(f"{flow:<28} (no run record)")
+            print(f"{flow:<32} (no run record)")
             continue
-        print(f"{flow:<28} {row.span:<36} {row.status:<8} {row.extracted:>9} {row.loaded:>7} {row.quarantined:>11} {row.written_back:>12}")
+        print(f"{flow:<32} {row.span:<40} {row.status:<8} {row.extracted:>9} {row.loaded:>7} {row.quarantined:>10} {row.written_back:>19}")
+        details = row.details or {}
+        if "hours" in details:
+            amounts = ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
+            notes.append(
+                f"{flow}: {details['hours']} hours, {amounts}; {row.written_back} time activities in QuickBooks "
+                f"({details.get('posted_now', 0)} posted by this run, {details.get('corrections', 0)} corrections); "
+                f"{row.quarantined} exceptions for finance (ops.quarantine in accounting_warehouse)"
+            )
     print()
+    for note in notes:
+        print(note)
 
 
 def demo() -> int:
@@ -125,7 +137,10 @@ def demo() -> int:
         subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         _say(f"starting the vendor sandbox on http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")
         sandbox = _start_sandbox(env)
-        anchor = str(_sandbox_info()["anchor"])
+        info = _sandbox_info()
+        anchor = str(info["anchor"])
+        if not info["resumed"]:  # a new sandbox knows only its first QuickBooks refresh token
+            subprocess.run(["airflow", "variables", "delete", "quickbooks_default_refresh_token"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for flow in FLOWS:
             _say(f"airflow dags test {flow} {anchor}   (log: .demo/logs/{flow}.log)")
             (DEMO_DIR / "logs").mkdir(exist_ok=True)
@@ -134,9 +149,9 @@ def demo() -> int:
             if result.returncode != 0:
                 failures += 1
                 _say(f"{flow} FAILED (exit {result.returncode}); see .demo/logs/{flow}.log")
-        _print_runs(env, anchor)
+        _print_runs(env)
         info = _sandbox_info()
-        print(f"PSA projects in the sandbox: {info['psa_projects']}; quarantine: see ops.quarantine in psa_warehouse")
+        print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")
         print("Run `make demo` again: nothing changes. `make demo-reset` starts over.")
     finally:
         if sandbox is not None:

@@ -54,6 +54,8 @@ class SandboxState:
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
     crm_writes: int = 0
+    resumed: bool = False
+    """True when the state came from the state file (issued OAuth tokens are still valid)."""
 
     @classmethod
     def fresh(cls, config: SandboxConfig) -> SandboxState:
@@ -81,7 +83,7 @@ class SandboxState:
                 saved = pickle.load(fh)
             log.info("sandbox: resumed state from %s (anchor %s)", path, saved["anchor"])
             if "psa_time" in saved:
-                return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], crm_writes=saved.get("crm_writes", 0))
+                return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], crm_writes=saved.get("crm_writes", 0), resumed=True)
             log.warning("sandbox: %s predates the time and accounting APIs; starting fresh", path)
         return cls.fresh(config)
 
@@ -98,6 +100,7 @@ class SandboxState:
     def info(self) -> dict[str, Any]:
         return {
             "anchor": iso_millis(self.anchor),
+            "resumed": self.resumed,
             "deals": len(self.crm.objects["deals"]),
             "companies": len(self.crm.objects["companies"]),
             "contacts": len(self.crm.objects["contacts"]),
