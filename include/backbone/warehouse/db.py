@@ -52,6 +52,7 @@ def migrate(url: str, warehouse: str) -> None:
     if warehouse not in WAREHOUSES:
         raise ValueError(f"unknown warehouse {warehouse!r}; expected one of {WAREHOUSES}")
     config = Config()
+    config.set_main_option("path_separator", "os")
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / warehouse / "versions"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
