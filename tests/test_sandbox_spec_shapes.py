@@ -134,7 +134,7 @@ def test_sandbox_state_survives_a_restart(tmp_path):
 
 
 # --- QuickBooks: Intuit publishes XSDs, not OpenAPI; JSON keys are the XSD's element and attribute names.
-QBO_XSD_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs" / "quickbooks"
+QBO_XSD_DIR = Path(__file__).resolve().parent / "specs" / "quickbooks"
 XS = "{http://www.w3.org/2001/XMLSchema}"
 
 

@@ -15,9 +15,9 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
 REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "Item")
 RESULT_BATCH = 50
+POST_BATCH_ENTRIES = 2000
 
 
 def entry_key(entry_id: str, version: Any) -> str:
@@ -472,28 +473,16 @@ def post_time_activities(accounting: AccountingClient, warehouse: Engine, run: R
     that could not be sent (throttling or outages beyond the retries) stays pending and fails
     the task, so Airflow's retry sends it, with the same requestid.
     """
-    from sqlalchemy import and_, or_, select
-
-    from backbone.warehouse.tables import time_export
-
+    outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     with posting_lock(warehouse, run):
-        query = (
-            select(time_export)
-            .where(
-                or_(
-                    and_(time_export.c.posting_status == "pending", time_export.c.interval_end <= run.interval_end),
-                    and_(time_export.c.posting_status == "failed", time_export.c.run_id == run.run_id),
-                )
-            )
-            .order_by(time_export.c.entry_id, time_export.c.entry_version)
-        )
-        with warehouse.connect() as connection:
-            lines = [dict(r._mapping) for r in connection.execute(query)]
-        by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for line in lines:
-            by_entry[line["entry_id"]].append(line)
-        log.info("posting %d outbox lines for %d entries with %d workers", len(lines), len(by_entry), concurrency)
-        outcome = _post_entries(accounting, warehouse, run, list(by_entry.values()), concurrency=concurrency)
+        for batch in _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES):
+            log.info("posting %d outbox lines of %d entries with %d workers", sum(map(len, batch)), len(batch), concurrency)
+            done = _post_entries(accounting, warehouse, run, batch, concurrency=concurrency)
+            outcome["posted"] += done["posted"]
+            outcome["rejected"] += done["rejected"]
+            if done["error"] is not None:
+                outcome["error"] = done["error"]
+                break
     with warehouse.begin() as connection:
         posted_in_run = connection.exec_driver_sql(
             "SELECT count(*) FILTER (WHERE posting_status = 'posted'), count(*) FILTER (WHERE posting_status = 'failed') FROM acct.time_export WHERE run_id = %(r)s",
@@ -503,6 +492,35 @@ def post_time_activities(accounting: AccountingClient, warehouse: Engine, run: R
     if outcome["error"] is not None:
         raise outcome["error"]
     return {"posted": outcome["posted"], "rejected": outcome["rejected"], "posted_in_run": int(posted_in_run[0])}
+
+
+def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) -> Iterator[list[list[dict[str, Any]]]]:
+    """Lines to post, grouped by entry (versions in order), a bounded number of entries at a time."""
+    from sqlalchemy import and_, or_, select
+
+    from backbone.warehouse.tables import time_export
+
+    postable = or_(
+        and_(time_export.c.posting_status == "pending", time_export.c.interval_end <= run.interval_end),
+        and_(time_export.c.posting_status == "failed", time_export.c.run_id == run.run_id),
+    )
+    last_entry = ""
+    while True:
+        with warehouse.connect() as connection:
+            entry_ids = [
+                r[0]
+                for r in connection.execute(
+                    select(time_export.c.entry_id).where(postable, time_export.c.entry_id > last_entry).group_by(time_export.c.entry_id).order_by(time_export.c.entry_id).limit(entries_per_batch)
+                )
+            ]
+            if not entry_ids:
+                return
+            lines = connection.execute(select(time_export).where(postable, time_export.c.entry_id.in_(entry_ids)).order_by(time_export.c.entry_id, time_export.c.entry_version))
+            by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for line in lines:
+                by_entry[line.entry_id].append(dict(line._mapping))
+        yield list(by_entry.values())
+        last_entry = entry_ids[-1]
 
 
 @contextmanager
