@@ -144,9 +144,9 @@ def accounting_warehouse() -> Iterator[object]:
 
     engine = create_engine(warehouse_url("accounting_warehouse"))
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE acct.reference, acct.time_export, ops.flow_run, ops.staged_record, ops.quarantine"))
+        connection.execute(text("TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"))
     with create_engine(warehouse_url("psa_warehouse")).begin() as connection:
-        connection.execute(text("TRUNCATE psa.time_entry"))
+        connection.execute(text("TRUNCATE psa.time_entry, psa.invoice_status"))
     forget_rotated_tokens()
     yield engine
     engine.dispose()

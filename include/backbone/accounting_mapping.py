@@ -8,6 +8,7 @@ person e-mail → employee or vendor); the accounting system's own lists say *wh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -27,9 +28,22 @@ class BillingCodeMapping:
 
 
 @dataclass(frozen=True)
+class InvoicingMapping:
+    time_item: str
+    adjustment_item: str
+    fixed_fee: BillingCodeMapping
+    tax_codes: dict[str, tuple[str, Decimal]]
+    """PSA tax code → (QuickBooks TaxCode name, rate)."""
+    currencies: tuple[str, ...]
+    hours_tolerance: Decimal
+    amount_tolerance_per_line: Decimal
+
+
+@dataclass(frozen=True)
 class AccountingMapping:
     system: str
     billing_codes: dict[str, BillingCodeMapping]
+    invoicing: InvoicingMapping
     client_overrides: dict[str, str] = field(default_factory=dict)
     person_overrides: dict[str, str] = field(default_factory=dict)
     billable_status: dict[str, str] = field(default_factory=dict)
@@ -56,9 +70,20 @@ def load_mapping() -> AccountingMapping:
         str(code): BillingCodeMapping(code=str(code), item=str(m["item"]), gl_account=str(m["gl_account"]), billable=bool(m["billable"]))
         for code, m in (raw.get("billing_codes") or {}).items()
     }
+    inv = raw["invoicing"]
+    invoicing = InvoicingMapping(
+        time_item=str(inv["time_item"]),
+        adjustment_item=str(inv["adjustment_item"]),
+        fixed_fee=BillingCodeMapping(code="FIXED_FEE", item=str(inv["fixed_fee"]["item"]), gl_account=str(inv["fixed_fee"]["gl_account"]), billable=True),
+        tax_codes={str(code): (str(t["name"]), Decimal(str(t["rate"]))) for code, t in inv["tax_codes"].items()},
+        currencies=tuple(str(c) for c in inv["currencies"]),
+        hours_tolerance=Decimal(str(inv["reconciliation"]["hours_tolerance"])),
+        amount_tolerance_per_line=Decimal(str(inv["reconciliation"]["amount_tolerance_per_line"])),
+    )
     return AccountingMapping(
         system=raw["system"],
         billing_codes=codes,
+        invoicing=invoicing,
         client_overrides={str(k): str(v) for k, v in ((raw.get("clients") or {}).get("overrides") or {}).items()},
         person_overrides={str(k): str(v) for k, v in ((raw.get("people") or {}).get("overrides") or {}).items()},
         billable_status=dict(raw.get("billable_status") or {"billable": "Billable", "not_billable": "NotBillable"}),
@@ -80,6 +105,7 @@ class AccountingReferences:
     customers: dict[str, AccountingRef] = field(default_factory=dict)
     people: dict[str, AccountingRef] = field(default_factory=dict)
     items: dict[str, AccountingRef] = field(default_factory=dict)
+    tax_codes: dict[str, AccountingRef] = field(default_factory=dict)
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]]) -> AccountingReferences:
@@ -87,7 +113,7 @@ class AccountingReferences:
         refs = cls()
         for row in rows:
             ref = AccountingRef(row["entity"], row["ref_id"], row["name"], row.get("extra") or {})
-            target = {"Customer": refs.customers, "Employee": refs.people, "Vendor": refs.people, "Item": refs.items}.get(row["entity"])
+            target = {"Customer": refs.customers, "Employee": refs.people, "Vendor": refs.people, "Item": refs.items, "TaxCode": refs.tax_codes}.get(row["entity"])
             if target is not None:
                 target.setdefault(row["match_key"], ref)
         return refs

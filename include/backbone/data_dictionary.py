@@ -95,7 +95,7 @@ def load_entity(name: str) -> EntitySpec:
     return EntitySpec(name=raw["entity"], key=raw["key"], description=raw.get("description", ""), fields=fields)
 
 
-NOT_ENTITIES = frozenset({"glossary", "accounting_mapping"})
+NOT_ENTITIES = frozenset({"glossary", "accounting_mapping", "crm_mapping"})
 
 
 def entity_names() -> list[str]:

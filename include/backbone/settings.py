@@ -45,6 +45,8 @@ class Settings:
     """Client-side budget for QuickBooks (its limit is 500 a minute per company; a little headroom)."""
     qbo_max_concurrency: int = field(default_factory=lambda: int(_env("QBO_MAX_CONCURRENCY", "4")))
     """Parallel QuickBooks calls while posting (QuickBooks allows 10 per company)."""
+    payments_overlap_hours: int = field(default_factory=lambda: int(_env("PAYMENTS_OVERLAP_HOURS", "48")))
+    """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
     psa_page_size: int = field(default_factory=lambda: int(_env("PSA_PAGE_SIZE", "500")))
 
     chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
+from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.quickbooks import request_id_for
 from backbone.http import FatalApiError
 from backbone.validation import RuleFailure, validate_rows
@@ -42,7 +43,6 @@ FLOW = "timesheets_weekly_to_accounting"
 ENTITY = "time_entry"
 MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
-REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "Item")
 RESULT_BATCH = 50
 POST_BATCH_ENTRIES = 2000
 
@@ -68,45 +68,6 @@ def extract_time_entries(psa: PsaTimeSource, accounting: AccountingClient, wareh
     with warehouse.begin() as connection:
         ops.record_run(connection, run, extracted=staged, details={"entries_received": extracted, "conflicting_repeats": conflicts, "accounting_references": references})
     return {"extracted": staged, "conflicts": conflicts}
-
-
-def refresh_references(accounting: AccountingClient, warehouse: Engine, run: RunRef) -> dict[str, int]:
-    """Mirror the accounting system's active customers, employees, vendors and items, keyed for matching."""
-    from sqlalchemy import tuple_
-
-    from backbone.warehouse.db import upsert
-    from backbone.warehouse.tables import reference
-
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for entity in REFERENCE_ENTITIES:
-        for page in accounting.query_all(entity, "Active = true"):
-            for record in page:
-                key = _reference_key(entity, record)
-                if key:
-                    rows.setdefault((entity, key), _reference_row(entity, key, record, run.run_id))
-    with warehouse.begin() as connection:
-        upsert(connection, reference, sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])), key=["entity", "match_key"])
-        if rows:  # whatever the accounting system no longer lists stops matching
-            connection.execute(reference.delete().where(tuple_(reference.c.entity, reference.c.match_key).not_in(list(rows))))
-    counts = {entity: sum(1 for e, _ in rows if e == entity) for entity in REFERENCE_ENTITIES}
-    log.info("accounting references: %s", counts)
-    return counts
-
-
-def _reference_key(entity: str, record: dict[str, Any]) -> str:
-    if entity in ("Employee", "Vendor"):
-        return normalise(((record.get("PrimaryEmailAddr") or {}).get("Address")) or "")
-    return normalise(record.get("DisplayName") or record.get("Name") or "")
-
-
-def _reference_row(entity: str, key: str, record: dict[str, Any], run_id: str) -> dict[str, Any]:
-    extra = {}
-    if entity == "Item":
-        extra["income_account"] = (record.get("IncomeAccountRef") or {}).get("name")
-    if entity == "Customer":
-        extra["currency"] = (record.get("CurrencyRef") or {}).get("value")
-    name = record.get("DisplayName") or record.get("Name") or ""
-    return {"entity": entity, "match_key": key[:300], "ref_id": str(record["Id"]), "name": str(name)[:300], "extra": extra, "last_run_id": run_id}
 
 
 def count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> int:
@@ -166,12 +127,7 @@ def _decimal(value: Any) -> Decimal | None:
 
 def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: str, chunk_size: int) -> dict[str, Any]:
     """Dictionary suite plus the flow's rules; failures become exceptions with their reasons."""
-    from sqlalchemy import select
-
-    from backbone.warehouse.tables import reference
-
-    with warehouse.connect() as connection:
-        references = AccountingReferences.from_rows([dict(r._mapping) for r in connection.execute(select(reference))])
+    references = load_references(warehouse)
     overfull_days = _overfull_person_days(warehouse, run)
     last_work_date = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
     valid = quarantined = 0

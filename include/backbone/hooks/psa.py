@@ -31,6 +31,16 @@ class PsaTimeSource(Protocol):
     def iter_approved_time_entries(self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500) -> Iterator[list[dict[str, Any]]]: ...
 
 
+class PsaBilling(Protocol):
+    """Invoices, payment status and milestones."""
+
+    def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]: ...
+
+    def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool: ...
+
+    def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]: ...
+
+
 class PsaHook(JsonApiHook):
     """The PSA API with a bearer token.
 
@@ -80,3 +90,25 @@ class PsaHook(JsonApiHook):
             if cursor is None:
                 return
             params["cursor"] = cursor
+
+    def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+        """PM-approved invoices and credit notes of a billing month (``YYYY-MM``), voided ones marked."""
+        guard = CursorGuard("PSA invoices")
+        params: dict[str, Any] = {"period": period, "page_size": page_size}
+        while True:
+            body = self.request("GET", "/api/v1/invoices", params=params, description=f"PSA list invoices {period}")
+            if items := (body or {}).get("items") or []:
+                yield items
+            cursor = guard.check((body or {}).get("next_cursor"))
+            if cursor is None:
+                return
+            params["cursor"] = cursor
+
+    def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool:
+        """Tell the PSA what accounting says about an invoice; True when the PSA changed."""
+        body = self.request("PUT", f"/api/v1/invoices/{quote(invoice_id, safe='')}/payment-status", json=status)
+        return bool(body.get("changed"))
+
+    def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]:
+        body = self.request("GET", "/api/v1/milestones", params={"completed_from": completed_from.isoformat(), "completed_to": completed_to.isoformat()})
+        return list((body or {}).get("items") or [])

@@ -95,6 +95,12 @@ class AccountingClient(Protocol):
 
     def update(self, entity: str, object_id: str, body: dict[str, Any], *, request_id: str) -> PostedObject: ...
 
+    def find_by_doc_number(self, entity: str, doc_number: str) -> dict[str, Any] | None: ...
+
+    def void(self, entity: str, object_id: str, *, request_id: str) -> PostedObject: ...
+
+    def read(self, entity: str, object_id: str) -> dict[str, Any]: ...
+
 
 class QuickBooksHook(JsonApiHook):
     """QuickBooks Online with OAuth2 (authorization-code app, refreshed with a refresh token).
@@ -231,6 +237,23 @@ class QuickBooksHook(JsonApiHook):
     def read(self, entity: str, object_id: str) -> dict[str, Any]:
         body = self.call("GET", f"/{entity.lower()}/{quote(object_id)}")
         return body[entity]
+
+    def find_by_doc_number(self, entity: str, doc_number: str) -> dict[str, Any] | None:
+        """The transaction with this DocNumber, if one exists (how a repost past the requestid window stays single)."""
+        quoted = doc_number.replace("\\", "\\\\").replace("'", "\\'")
+        for page in self.query_all(entity, f"DocNumber = '{quoted}'"):
+            return page[0]
+        return None
+
+    def void(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
+        """Void a transaction (its amounts become zero; the record and its number stay)."""
+        current = self.read(entity, object_id)
+        answer = self.call(
+            "POST", f"/{entity.lower()}", params={"operation": "void", "requestid": request_id}, json={"Id": object_id, "SyncToken": current["SyncToken"]},
+            description=f"QuickBooks void {entity} {object_id}",
+        )  # fmt: skip
+        record = answer[entity]
+        return PostedObject(entity=entity, object_id=str(record["Id"]), sync_token=str(record.get("SyncToken", "0")), body=record)
 
     def _write(self, entity: str, body: dict[str, Any], request_id: str) -> PostedObject:
         if len(request_id) > REQUEST_ID_MAX:

@@ -18,7 +18,8 @@ from backbone.sandbox.crm import CrmStore, build_hubspot_app
 from backbone.sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
 from backbone.sandbox.limits import SlidingWindowLimit
 from backbone.sandbox.psa import PsaStore, build_psa_app
-from backbone.sandbox.psa_time import TimeStore, seed_time
+from backbone.sandbox.psa_billing import BillingStore, seed_billing
+from backbone.sandbox.psa_time import TimeStore, seed_time, weeks_back_to_last_closed_month
 from backbone.sandbox.quickbooks import REALM_ID as QBO_REALM_ID
 from backbone.sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
 from backbone.sandbox.seed import default_anchor, iso_millis, seed_crm
@@ -34,8 +35,9 @@ class SandboxConfig:
     token: str = "sandbox-token"
     hubspot_search_per_second: int = 4
     hubspot_calls_per_ten_seconds: int = 150
-    people: int = 25
-    weeks: int = 3
+    people: int = 12
+    weeks: int | None = None
+    """Weeks of time to seed; by default back to the first day of the last closed month."""
     timezone: str = field(default_factory=lambda: os.environ.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
     qbo_requests_per_minute: int = 500
     qbo_max_concurrent: int = 10
@@ -50,6 +52,7 @@ class SandboxState:
     psa: PsaStore
     psa_time: TimeStore
     qbo: QuickBooksStore
+    billing: BillingStore
     qbo_in_flight: dict[str, int] = field(default_factory=lambda: {"count": 0, "rejected": 0})
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
@@ -62,14 +65,22 @@ class SandboxState:
         from backbone.accounting_mapping import load_mapping
 
         anchor = config.anchor or default_anchor()
-        time_seed = seed_time(people=config.people, weeks=config.weeks, anchor=anchor, timezone=config.timezone, seed=config.seed)
+        weeks = config.weeks or weeks_back_to_last_closed_month(anchor, config.timezone)
+        time_seed = seed_time(people=config.people, weeks=weeks, anchor=anchor, timezone=config.timezone, seed=config.seed)
         qbo = QuickBooksStore()
-        items = {code: {"item": m.item, "gl_account": m.gl_account} for code, m in load_mapping().billing_codes.items()}
-        seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60))
+        mapping = load_mapping()
+        items = {code: {"item": m.item, "gl_account": m.gl_account} for code, m in mapping.billing_codes.items()}
+        fixed_fee = mapping.invoicing.fixed_fee
+        items[fixed_fee.code] = {"item": fixed_fee.item, "gl_account": fixed_fee.gl_account}
+        tax_codes = {code: name for code, (name, _) in mapping.invoicing.tax_codes.items()}
+        seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60), tax_codes=tax_codes)
+        crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
+        billing = BillingStore(seed_billing(time_seed, crm_seed, anchor=anchor))
         return cls(
             config=config,
             anchor=anchor,
-            crm=CrmStore(seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)),
+            billing=billing,
+            crm=CrmStore(crm_seed),
             psa=PsaStore(),
             psa_time=TimeStore(time_seed),
             qbo=qbo,
@@ -82,8 +93,9 @@ class SandboxState:
             with path.open("rb") as fh:
                 saved = pickle.load(fh)
             log.info("sandbox: resumed state from %s (anchor %s)", path, saved["anchor"])
-            if "psa_time" in saved:
-                return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], crm_writes=saved.get("crm_writes", 0), resumed=True)
+            if "billing" in saved:
+                return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], billing=saved["billing"],
+                           crm_writes=saved.get("crm_writes", 0), resumed=True)  # fmt: skip
             log.warning("sandbox: %s predates the time and accounting APIs; starting fresh", path)
         return cls.fresh(config)
 
@@ -94,7 +106,7 @@ class SandboxState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "crm_writes": self.crm_writes}, fh)
+            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "billing": self.billing, "crm_writes": self.crm_writes}, fh)
         tmp.replace(path)
 
     def info(self) -> dict[str, Any]:
@@ -112,7 +124,12 @@ class SandboxState:
             "crm_writes": self.crm_writes,
             "time_entries": len(self.psa_time.entries),
             "time_week_end": iso_millis(self.psa_time.week_end),
+            "time_week_ends": [iso_millis(end) for end in self.psa_time.week_ends()],
             "bad_time_entries": self.psa_time.bad_entries,
+            "billing_period": self.billing.period,
+            "psa_invoices": len(self.billing.invoices),
+            "bad_invoices": self.billing.bad_invoices,
+            "psa_payment_status_writes": self.billing.payment_writes,
             "qbo_realm_id": QBO_REALM_ID,
             "qbo_creates": dict(self.qbo.creates),
             "qbo_updates": dict(self.qbo.updates),

@@ -93,6 +93,14 @@ class TimeEntryOut(BaseModel):
     task: TaskRef
 
 
+class PaymentStatusIn(BaseModel):
+    status: Literal["open", "partially_paid", "paid", "overdue", "voided"]
+    amount_paid: Decimal
+    balance: Decimal
+    currency: str
+    accounting_id: str | None = None
+
+
 class TimeEntryPage(BaseModel):
     items: list[TimeEntryOut]
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
@@ -203,5 +211,36 @@ def build_psa_app(state: Any) -> FastAPI:
             raise HTTPException(400, str(exc)) from exc
         # Served as stored (no response-model round trip): large pages stay cheap.
         return Response(json.dumps({"items": items, "next_cursor": next_cursor}), media_type="application/json")
+
+    @app.get("/api/v1/invoices")
+    def list_invoices(
+        period: str = Query(..., pattern=r"^\d{4}-\d{2}$", description="Billing month, YYYY-MM."),
+        cursor: str | None = Query(None),
+        page_size: int = Query(100, ge=1, le=500),
+        _: None = Depends(authorised),
+    ) -> Response:
+        """PM-approved invoices and credit notes of a billing month (voided ones included, marked)."""
+        records = state.billing.for_period(period)
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        chunk = records[start : start + page_size]
+        next_cursor = str(start + page_size) if start + page_size < len(records) else None
+        return Response(json.dumps({"items": chunk, "next_cursor": next_cursor}), media_type="application/json")
+
+    @app.put("/api/v1/invoices/{invoice_id}/payment-status")
+    def set_payment_status(invoice_id: str, status: PaymentStatusIn, _: None = Depends(authorised)) -> dict[str, Any]:
+        """Record what accounting says about an invoice's payment (idempotent)."""
+        if not any(i["id"] == invoice_id for i in state.billing.invoices):
+            raise HTTPException(404, f"invoice {invoice_id} not found")
+        changed = state.billing.set_payment_status(invoice_id, status.model_dump(mode="json"))
+        return {"id": invoice_id, "changed": changed, **status.model_dump(mode="json")}
+
+    @app.get("/api/v1/milestones")
+    def list_milestones(completed_from: datetime = Query(...), completed_to: datetime = Query(...), _: None = Depends(authorised)) -> dict[str, Any]:
+        """Project milestones completed in ``[completed_from, completed_to)``."""
+        items = [
+            m for m in state.billing.milestones
+            if completed_from <= datetime.fromisoformat(m["completed_at"].replace("Z", "+00:00")) < completed_to
+        ]  # fmt: skip
+        return {"items": items}
 
     return app

@@ -42,6 +42,14 @@ def last_week_end(anchor: datetime, timezone: str) -> datetime:
     return friday
 
 
+def weeks_back_to_last_closed_month(anchor: datetime, timezone: str) -> int:
+    """How many export weeks reach back to the first day of the last closed month (so month-end has its time)."""
+    week_end = last_week_end(anchor, timezone)
+    local = anchor.astimezone(ZoneInfo(timezone)).date()
+    first = (local.replace(day=1) - timedelta(days=1)).replace(day=1)
+    return max(1, -(-(week_end.date() - first).days // 7))
+
+
 @dataclass
 class TimeSeed:
     timezone: str
@@ -198,6 +206,18 @@ class TimeStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def week_ends(self) -> list[datetime]:
+        """Every seeded export week's end (Friday 17:00 local), oldest first."""
+        zone = ZoneInfo(self.timezone)
+        local = self.week_end.astimezone(zone)
+        first = min(date.fromisoformat(e["spent_date"]) for e in self.entries) if self.entries else local.date()
+        ends = []
+        day = local.date()
+        while day >= first:
+            ends.append(datetime.combine(day, time(17), tzinfo=zone).astimezone(UTC))
+            day -= timedelta(days=7)
+        return sorted(ends)
 
     def _reindex(self, entries: list[dict[str, Any]]) -> None:
         self.entries = sorted(entries, key=lambda e: (e["approved_at"] or "", e["id"]))

@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI, Form, Request
@@ -27,7 +28,10 @@ from backbone.devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFR
 from backbone.devtools.localenv import QBO_REALM_ID as REALM_ID
 from backbone.sandbox.limits import SlidingWindowLimit
 
-ENTITIES = {"timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account"}
+ENTITIES = {
+    "timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account",
+    "invoice": "Invoice", "creditmemo": "CreditMemo", "payment": "Payment", "taxcode": "TaxCode",
+}  # fmt: skip
 MAX_RESULTS = 1000
 QUERY = re.compile(
     r"^\s*select\s+(?P<what>\*|count\(\*\))\s+from\s+(?P<entity>\w+)"
@@ -105,14 +109,17 @@ class QuickBooksStore:
         return expiry is not None and expiry > datetime.now(UTC)
 
     # --- writes ---------------------------------------------------------------------------------
-    def write(self, entity: str, body: dict[str, Any], request_id: str | None) -> tuple[int, dict[str, Any]]:
-        """Create (no ``Id``) or full-update (``Id`` + current ``SyncToken``); a known requestid replays."""
+    def write(self, entity: str, body: dict[str, Any], request_id: str | None, *, operation: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Create (no ``Id``), full-update (``Id`` + current ``SyncToken``) or void; a known requestid replays."""
         with self._lock:
             if request_id and request_id in self.request_results:
                 self.replays += 1
                 return self.request_results[request_id]
             now = datetime.now(UTC)
+            if operation == "void":
+                return self._void(entity, body, request_id, now)
             self._check_references(entity, body)
+            body = self._derive_totals(entity, body)
             if body.get("Id"):
                 current = self.entities[entity].get(str(body["Id"]))
                 if current is None:
@@ -131,7 +138,67 @@ class QuickBooksStore:
                 self.request_results[request_id] = result
             return result
 
+    def _void(self, entity: str, body: dict[str, Any], request_id: str | None, now: datetime) -> tuple[int, dict[str, Any]]:
+        current = self.entities[entity].get(str(body.get("Id")))
+        if current is None:
+            raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity} {body.get('Id')}")
+        if str(body.get("SyncToken")) != current["SyncToken"]:
+            raise QboFault(400, "5010", "Stale Object Error", f"Stale Object Error : SyncToken {body.get('SyncToken')} is not the current one.")
+        current.update(TotalAmt=0, Balance=0, PrivateNote="Voided", SyncToken=str(int(current["SyncToken"]) + 1))
+        current["MetaData"]["LastUpdatedTime"] = _qbo_time(now)
+        self.updates[entity] = self.updates.get(entity, 0) + 1
+        result = (200, {entity: current, "time": _now_text()})
+        if request_id:
+            self.request_results[request_id] = result
+        return result
+
+    def _derive_totals(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
+        if entity not in ("Invoice", "CreditMemo"):
+            return body
+        lines = [line for line in body.get("Line") or [] if line.get("DetailType") == "SalesItemLineDetail"]
+        subtotal = sum(Decimal(str(line.get("Amount", 0))) for line in lines)
+        tax = Decimal(str((body.get("TxnTaxDetail") or {}).get("TotalTax", 0)))
+        total = subtotal + tax
+        derived = {**body, "TotalAmt": float(total)}
+        if entity == "Invoice":
+            derived["Balance"] = float(total)
+            if "DocNumber" in body and any(i.get("DocNumber") == body["DocNumber"] and i["Id"] != str(body.get("Id")) for i in self.entities["Invoice"].values()):
+                raise QboFault(400, "6140", "Duplicate Document Number Error", f"Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={body['DocNumber']}")
+        else:
+            derived["RemainingCredit"] = float(total)
+        return derived
+
+    def pay(self, invoice_id: str, amount: Decimal, *, at: datetime | None = None) -> dict[str, Any]:
+        """A customer payment applied to one invoice (what finance records in QuickBooks)."""
+        with self._lock:
+            now = at or datetime.now(UTC)
+            invoice = self.entities["Invoice"][invoice_id]
+            payment = self._insert(
+                "Payment",
+                {"CustomerRef": invoice["CustomerRef"], "TotalAmt": float(amount), "CurrencyRef": invoice.get("CurrencyRef"), "TxnDate": now.date().isoformat(),
+                 "Line": [{"Amount": float(amount), "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]}]},  # fmt: skip
+                now,
+            )
+            invoice["Balance"] = float(Decimal(str(invoice["Balance"])) - amount)
+            invoice["SyncToken"] = str(int(invoice["SyncToken"]) + 1)
+            invoice.setdefault("LinkedTxn", []).append({"TxnId": payment["Id"], "TxnType": "Payment"})
+            invoice["MetaData"]["LastUpdatedTime"] = _qbo_time(now)
+            return payment
+
     def _check_references(self, entity: str, body: dict[str, Any]) -> None:
+        if entity in ("Invoice", "CreditMemo"):
+            customer = (body.get("CustomerRef") or {}).get("value")
+            if str(customer) not in self.entities["Customer"]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Customer {customer} does not exist")
+            for line in body.get("Line") or []:
+                detail = line.get("SalesItemLineDetail") or {}
+                item = (detail.get("ItemRef") or {}).get("value")
+                if line.get("DetailType") == "SalesItemLineDetail" and str(item) not in self.entities["Item"]:
+                    raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Item {item} does not exist")
+                tax_code = (detail.get("TaxCodeRef") or {}).get("value")
+                if tax_code is not None and str(tax_code) not in self.entities["TaxCode"]:
+                    raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : TaxCode {tax_code} does not exist")
+            return
         if entity != "TimeActivity":
             return
         name_of = body.get("NameOf")
@@ -292,14 +359,16 @@ def build_quickbooks_app(state: Any) -> FastAPI:
         return store.query(query)
 
     @app.post("/v3/company/{realm_id}/{entity_name}")
-    def write(realm_id: str, entity_name: str, request: Request, body: dict[str, Any], requestid: str | None = None, minorversion: int | None = None) -> JSONResponse:
+    def write(
+        realm_id: str, entity_name: str, request: Request, body: dict[str, Any], requestid: str | None = None, operation: str | None = None, minorversion: int | None = None
+    ) -> JSONResponse:
         guard(request, realm_id)
         entity = ENTITIES.get(entity_name.lower())
         if entity is None:
             raise QboFault(400, "4001", "Unsupported Operation", f"Operation on {entity_name} is not supported")
         if requestid is not None and len(requestid) > 50:
             raise QboFault(400, "6000", "A business validation error has occurred", "requestid must be at most 50 characters")
-        status, payload = store.write(entity, body, requestid)
+        status, payload = store.write(entity, body, requestid, operation=operation)
         return JSONResponse(payload, status_code=status)
 
     @app.get("/v3/company/{realm_id}/{entity_name}/{entity_id}")
@@ -314,7 +383,7 @@ def build_quickbooks_app(state: Any) -> FastAPI:
     return app
 
 
-def seed_quickbooks(store: QuickBooksStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime) -> None:
+def seed_quickbooks(store: QuickBooksStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime, tax_codes: dict[str, str] | None = None) -> None:
     """The company's customers, employees, vendors, items and accounts, matching the PSA's seed.
 
     The seed's unmapped client and unknown person are left out on purpose.
@@ -322,6 +391,8 @@ def seed_quickbooks(store: QuickBooksStore, time_seed: Any, billing_items: dict[
     for mapping in sorted(billing_items.values(), key=lambda m: m["item"]):
         account = store.add("Account", {"Name": mapping["gl_account"], "AccountType": "Income", "AcctNum": mapping["gl_account"].split()[0], "Active": True}, at=at)
         store.add("Item", {"Name": mapping["item"], "Type": "Service", "Active": True, "IncomeAccountRef": {"value": account["Id"], "name": account["Name"]}}, at=at)
+    for name in sorted((tax_codes or {}).values()):
+        store.add("TaxCode", {"Name": name, "Active": True, "Taxable": name != "Exempt"}, at=at)
     for client_id, client in sorted(time_seed.clients.items()):
         if client_id in time_seed.unmapped_client_ids:
             continue

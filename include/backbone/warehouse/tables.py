@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -208,4 +208,104 @@ time_export = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("entry_id", "entry_version"),
     schema="acct",
+)
+
+invoice = Table(
+    "invoice",
+    metadata,
+    Column("psa_invoice_id", String(40), primary_key=True),
+    Column("number", String(21), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("billing_type", String(30), nullable=False),
+    Column("project_id", String(40), nullable=False),
+    Column("crm_deal_id", String(20)),
+    Column("client_id", String(40), nullable=False),
+    Column("client_name", String(255), nullable=False),
+    Column("customer_ref_id", String(50)),
+    Column("currency", String(3), nullable=False),
+    Column("issue_date", Date, nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("hours", Numeric(12, 2), nullable=False),
+    Column("subtotal", Numeric(14, 2), nullable=False),
+    Column("tax_code", String(20), nullable=False),
+    Column("tax_amount", Numeric(14, 2), nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+    Column("credit_note_for", String(21)),
+    Column("psa_status", String(20), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("request_id", String(50), nullable=False),
+    Column("posting_status", String(20), nullable=False),
+    Column("hold_rule", String(200)),
+    Column("hold_reason", Text),
+    Column("accounting_entity", String(20)),
+    Column("accounting_id", String(50)),
+    Column("posted_at", DateTime(timezone=True)),
+    Column("voided_at", DateTime(timezone=True)),
+    Column("payment_status", String(20)),
+    Column("amount_paid", Numeric(14, 2)),
+    Column("balance", Numeric(14, 2)),
+    Column("last_error", Text),
+    schema="acct",
+)
+
+invoice_line = Table(
+    "invoice_line",
+    metadata,
+    Column("psa_invoice_id", String(40), nullable=False),
+    Column("line_id", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("description", Text),
+    Column("person_id", String(40)),
+    Column("milestone_id", String(40)),
+    Column("quantity", Numeric(12, 2), nullable=False),
+    Column("rate", Numeric(12, 2), nullable=False),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("item_ref_id", String(50), nullable=False),
+    PrimaryKeyConstraint("psa_invoice_id", "line_id"),
+    schema="acct",
+)
+
+reconciliation = Table(
+    "reconciliation",
+    metadata,
+    Column("psa_invoice_id", String(40), nullable=False),
+    Column("check_name", String(60), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("expected", Text),
+    Column("actual", Text),
+    Column("detail", Text),
+    Column("run_id", String(250), nullable=False),
+    PrimaryKeyConstraint("psa_invoice_id", "check_name"),
+    schema="acct",
+)
+
+payment = Table(
+    "payment",
+    metadata,
+    Column("accounting_id", String(50), primary_key=True),
+    Column("customer_ref_id", String(50)),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("currency", String(3)),
+    Column("txn_date", Date),
+    Column("invoice_accounting_ids", ARRAY(String(50)), nullable=False),
+    Column("last_updated", DateTime(timezone=True)),
+    Column("last_run_id", String(250), nullable=False),
+    schema="acct",
+)
+
+invoice_status = Table(
+    "invoice_status",
+    metadata,
+    Column("psa_invoice_id", String(40), primary_key=True),
+    Column("number", String(21), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+    Column("amount_paid", Numeric(14, 2), nullable=False),
+    Column("balance", Numeric(14, 2), nullable=False),
+    Column("accounting_id", String(50)),
+    Column("last_run_id", String(250), nullable=False),
+    schema="psa",
 )

@@ -1,0 +1,61 @@
+"""
+### Payments back: accounting balances → invoice status in the PSA
+
+Daily at 06:00 company time. `sync_payments` reads the payments accounting changed since the
+interval start (minus `BACKBONE_PAYMENTS_OVERLAP_HOURS`) and the balance of every posted invoice
+not yet paid or voided, derives the status (open, partially paid, paid, overdue, voided), writes
+it to `acct.invoice` and `psa.invoice_status`, and tells the PSA where it changed. Repeating a run
+changes nothing. `record_run` closes the run record (always runs).
+
+Connections: `quickbooks_default`, `psa_default`, `accounting_warehouse`, `psa_warehouse`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from backbone.settings import load_settings
+
+FLOW = "payments_to_psa"
+SETTINGS = load_settings()
+
+
+@dag(
+    dag_id=FLOW,
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 6 * * *", timezone=SETTINGS.company_timezone),
+    start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
+    catchup=False,
+    max_active_runs=1,
+    tags=["accounting", "psa", "quickbooks", "finance"],
+    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+)
+def payments_to_psa() -> None:
+    @task
+    def sync_payments(**context) -> dict[str, int]:
+        from backbone.flows import payments
+        from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.psa import PsaHook
+        from backbone.hooks.quickbooks import QuickBooksHook
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
+        return payments.sync_payments(
+            QuickBooksHook(settings.accounting_conn_id), PsaHook(settings.psa_conn_id), warehouse, engine_for(settings.psa_warehouse_conn_id), run,
+            overlap=timedelta(hours=settings.payments_overlap_hours), company_timezone=settings.company_timezone,
+        )  # fmt: skip
+
+    @task(trigger_rule="all_done", retries=0)
+    def record_run(**context) -> dict[str, object]:
+        from backbone.flows.runtime import finish_flow_run
+
+        return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="sync_payments", context=context)
+
+    sync_payments() >> record_run()
+
+
+payments_to_psa()

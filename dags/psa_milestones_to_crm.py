@@ -1,0 +1,57 @@
+"""
+### Milestones back: PSA project milestones → the CRM deal
+
+Daily at 06:30 company time. `push_milestones` reads the milestones completed in the data
+interval and sets the deal's project status (mapped in `crm_mapping.yaml`), last milestone and
+billed-to-date (net posted invoicing from `acct.invoice`), patching a deal only where a value
+differs, so a rerun writes nothing. `record_run` closes the run record (always runs).
+
+Connections: `psa_default`, `hubspot_default`, `accounting_warehouse`, `psa_warehouse`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from backbone.settings import load_settings
+
+FLOW = "psa_milestones_to_crm"
+SETTINGS = load_settings()
+
+
+@dag(
+    dag_id=FLOW,
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("30 6 * * *", timezone=SETTINGS.company_timezone),
+    start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
+    catchup=False,
+    max_active_runs=1,
+    tags=["psa", "crm", "hubspot"],
+    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+)
+def psa_milestones_to_crm() -> None:
+    @task
+    def push_milestones(**context) -> dict[str, int]:
+        from backbone.flows import milestones
+        from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.hubspot import HubSpotHook
+        from backbone.hooks.psa import PsaHook
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
+        return milestones.push_milestones(PsaHook(settings.psa_conn_id), HubSpotHook(settings.crm_conn_id), engine_for(settings.accounting_warehouse_conn_id), warehouse, run)
+
+    @task(trigger_rule="all_done", retries=0)
+    def record_run(**context) -> dict[str, object]:
+        from backbone.flows.runtime import finish_flow_run
+
+        return finish_flow_run(FLOW, load_settings().psa_warehouse_conn_id, last_task_id="push_milestones", context=context)
+
+    push_milestones() >> record_run()
+
+
+psa_milestones_to_crm()

@@ -1,0 +1,142 @@
+"""Month-end invoicing, payments back and milestones back, run for real by Airflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import ANCHOR
+
+pytestmark = pytest.mark.e2e
+INVOICES, PAYMENTS, MILESTONES, TIMESHEETS = "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm", "timesheets_weekly_to_accounting"
+OCTOBER = (datetime(2026, 9, 30, 22, 0, tzinfo=UTC), datetime(2026, 10, 31, 23, 0, tzinfo=UTC))  # Amsterdam midnight to midnight, CEST → CET
+
+
+def run(dagbag, flow, logical_date, *, retries: int | None = None):
+    dag = dagbag.get_dag(flow)
+    if retries is not None:
+        dag = dag.partial_subset(task_ids=list(dag.task_ids), include_upstream=False)
+        for task in dag.tasks:
+            task.retries = retries
+    dag_run = dag.test(logical_date=logical_date)
+    assert dag_run.state == "success", f"{flow} {logical_date}: {dag_run.state}"
+    return dag_run
+
+
+def rows(engine, query: str, **params):
+    with engine.connect() as connection:
+        return connection.execute(text(query), params).all()
+
+
+def export_october_time(dagbag, sandbox):
+    for week_end in sandbox.state.psa_time.week_ends():
+        run(dagbag, TIMESHEETS, week_end)
+
+
+def invoice_state(engine) -> str:
+    return rows(engine, "SELECT md5(string_agg(row(psa_invoice_id, posting_status, accounting_id, hold_rule, total)::text, '|' ORDER BY psa_invoice_id)) FROM acct.invoice")[0][0]
+
+
+@pytest.fixture
+def month_closed(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+    export_october_time(dagbag, sandbox)
+    dag_run = run(dagbag, INVOICES, ANCHOR)
+    assert (dag_run.data_interval_start, dag_run.data_interval_end) == OCTOBER
+    return sandbox.state
+
+
+def test_month_end_posts_checked_invoices_once_and_holds_the_rest(dagbag, month_closed, accounting_warehouse):
+    state = month_closed
+    held = dict(rows(accounting_warehouse, "SELECT psa_invoice_id, hold_rule FROM acct.invoice WHERE posting_status = 'held'"))
+    assert set(held) == set(state.billing.bad_invoices)
+    reasons = {(r.source_key, r.rule) for r in rows(accounting_warehouse, "SELECT source_key, rule FROM ops.quarantine WHERE flow = :f", f=INVOICES)}
+    for invoice_id, rule in state.billing.bad_invoices.items():
+        assert (invoice_id, rule) in reasons, (invoice_id, rule)
+
+    posted = rows(accounting_warehouse, "SELECT psa_invoice_id, number, kind, accounting_id, total, currency FROM acct.invoice WHERE posting_status = 'posted'")
+    invoices = [p for p in posted if p.kind == "invoice"]
+    credit_notes = [p for p in posted if p.kind == "credit_note"]
+    assert len(invoices) == len(state.qbo.entities["Invoice"]) and len(credit_notes) == len(state.qbo.entities["CreditMemo"]) == 1
+    by_id = {**state.qbo.entities["Invoice"], **state.qbo.entities["CreditMemo"]}
+    for p in posted:
+        assert by_id[p.accounting_id]["DocNumber"] == p.number
+        assert Decimal(str(by_id[p.accounting_id]["TotalAmt"])) == p.total
+    voided_in_psa = [i["id"] for i in state.billing.invoices if i["status"] == "voided"]
+    assert rows(accounting_warehouse, "SELECT posting_status FROM acct.invoice WHERE psa_invoice_id = :i", i=voided_in_psa[0])[0][0] == "not_posted"
+    # Every T&M invoice that was posted reconciled with exported time; multi-currency totals are kept apart.
+    failed_reconciliations = {r[0] for r in rows(accounting_warehouse, "SELECT psa_invoice_id FROM acct.reconciliation WHERE check_name = 'time.reconciles' AND NOT passed")}
+    assert failed_reconciliations == {i for i, rule in state.billing.bad_invoices.items() if rule == "invoice.time.reconciles"}
+    record = rows(accounting_warehouse, "SELECT * FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0]._mapping
+    assert record["status"] == "success" and record["details"]["held"] == len(held)
+    net = {}
+    for p in posted:
+        net[p.currency] = net.get(p.currency, Decimal(0)) + (-p.total if p.kind == "credit_note" else p.total)
+    assert {c: Decimal(v) for c, v in record["details"]["amount_by_currency"].items()} == net
+    assert set(net) == {"EUR", "USD"}
+
+    before, objects = invoice_state(accounting_warehouse), len(by_id)
+    run(dagbag, INVOICES, ANCHOR)
+    assert invoice_state(accounting_warehouse) == before
+    assert len(state.qbo.entities["Invoice"]) + len(state.qbo.entities["CreditMemo"]) == objects
+
+
+def test_a_rerun_after_the_requestid_window_finds_the_invoice_by_number(dagbag, month_closed, accounting_warehouse):
+    state = month_closed
+    invoice_id, accounting_id = rows(accounting_warehouse, "SELECT psa_invoice_id, accounting_id FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' LIMIT 1")[0]
+    with accounting_warehouse.begin() as connection:  # as if the task died after QuickBooks answered, long ago
+        connection.execute(text("UPDATE acct.invoice SET posting_status = 'pending', accounting_id = NULL WHERE psa_invoice_id = :i"), {"i": invoice_id})
+    state.qbo.request_results.clear()
+    count = len(state.qbo.entities["Invoice"])
+    run(dagbag, INVOICES, ANCHOR)
+    assert len(state.qbo.entities["Invoice"]) == count
+    assert rows(accounting_warehouse, "SELECT posting_status, accounting_id FROM acct.invoice WHERE psa_invoice_id = :i", i=invoice_id)[0] == ("posted", accounting_id)
+
+
+def test_a_post_that_times_out_after_accounting_created_it_is_one_invoice(dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch):
+    from backbone.sandbox.faults import FaultRule
+
+    export_october_time(dagbag, sandbox)
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    sandbox.state.faults.arm([FaultRule(kind="slow_response", path_contains="/invoice", method="POST", delay_seconds=2.5, times=2)])
+    run(dagbag, INVOICES, ANCHOR)
+    numbers = [i["DocNumber"] for i in sandbox.state.qbo.entities["Invoice"].values()]
+    assert len(numbers) == len(set(numbers)) and sandbox.state.faults.fired["slow_response"] == 2
+
+
+def test_void_payments_and_milestones_flow_back(dagbag, month_closed, accounting_warehouse, psa_warehouse):
+    state = month_closed
+    posted = rows(accounting_warehouse, "SELECT psa_invoice_id, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' ORDER BY number")
+    (void_id, void_ref, _), (pay_id, pay_ref, pay_total) = posted[0], posted[1]
+
+    state.billing.void(void_id)
+    run(dagbag, INVOICES, ANCHOR)
+    assert rows(accounting_warehouse, "SELECT posting_status FROM acct.invoice WHERE psa_invoice_id = :i", i=void_id)[0][0] == "voided"
+    assert state.qbo.entities["Invoice"][void_ref]["TotalAmt"] == 0
+
+    state.qbo.pay(pay_ref, Decimal("100.00"))
+    payments_day = datetime.now(UTC) + timedelta(days=1)  # the sandbox stamps payments with the real clock
+    run(dagbag, PAYMENTS, payments_day)
+    statuses = dict(rows(psa_warehouse, "SELECT psa_invoice_id, status FROM psa.invoice_status"))
+    assert statuses[pay_id] == "overdue" or statuses[pay_id] == "partially_paid"
+    assert statuses[void_id] == "voided"
+    assert state.billing.payment_status[pay_id]["amount_paid"] == "100.00"
+    writes = state.billing.payment_writes
+    run(dagbag, PAYMENTS, payments_day)
+    assert state.billing.payment_writes == writes
+
+    state.qbo.pay(pay_ref, pay_total - Decimal("100.00"))
+    run(dagbag, PAYMENTS, payments_day)
+    assert dict(rows(psa_warehouse, "SELECT psa_invoice_id, status FROM psa.invoice_status"))[pay_id] == "paid"
+    assert rows(accounting_warehouse, "SELECT count(*) FROM acct.payment")[0][0] == 2
+
+    run(dagbag, MILESTONES, ANCHOR)
+    recent = state.billing.milestones[-1]
+    deal = state.crm.objects["deals"][recent["crm_deal_id"]]["properties"]
+    assert (deal["psa_last_milestone"], deal["psa_project_status"]) == ("Go-live", "live")
+    assert deal["psa_billed_to_date"].endswith("EUR")
+    crm_writes = state.crm.version
+    run(dagbag, MILESTONES, ANCHOR)
+    assert state.crm.version == crm_writes
