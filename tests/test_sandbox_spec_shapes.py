@@ -191,3 +191,31 @@ def test_quickbooks_answers_use_the_xsd_names(sandbox):
     assert set(fault.json()) <= _fields_of(types, "IntuitResponse")
     assert set(fault.json()["Fault"]) <= _fields_of(types, "Fault")
     assert set(fault.json()["Fault"]["Error"][0]) <= _fields_of(types, "Error")
+
+
+def test_quickbooks_invoices_and_payments_use_the_xsd_names(sandbox):
+    from decimal import Decimal
+
+    from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+
+    types = _xsd_types()
+    hook = QuickBooksHook(token_store=MemoryTokenStore())
+    state = sandbox.state
+    customer = next(iter(state.qbo.entities["Customer"].values()))
+    item = next(iter(state.qbo.entities["Item"].values()))
+    tax = next(iter(state.qbo.entities["TaxCode"].values()))
+    line = {"Amount": 100.0, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1.0, "UnitPrice": 100.0, "TaxCodeRef": {"value": tax["Id"]}}}
+    invoice = hook.create("Invoice", {"DocNumber": "T-1", "TxnDate": "2026-10-31", "DueDate": "2026-11-30", "CustomerRef": {"value": customer["Id"]}, "Line": [line],
+                                      "TxnTaxDetail": {"TotalTax": 21.0}}, request_id="shape-inv").body  # fmt: skip
+    assert set(invoice) <= _fields_of(types, "Invoice")
+    assert set(invoice["Line"][0]) <= _fields_of(types, "Line")
+    assert set(invoice["Line"][0]["SalesItemLineDetail"]) <= _fields_of(types, "SalesItemLineDetail")
+    assert set(invoice["TxnTaxDetail"]) <= _fields_of(types, "TxnTaxDetail")
+    memo = hook.create("CreditMemo", {"DocNumber": "C-1", "TxnDate": "2026-10-31", "CustomerRef": {"value": customer["Id"]}, "Line": [line]}, request_id="shape-cm").body
+    assert set(memo) <= _fields_of(types, "CreditMemo")
+    payment = state.qbo.pay(invoice["Id"], Decimal("50"))
+    assert set(payment) <= _fields_of(types, "Payment")
+    assert set(payment["Line"][0]["LinkedTxn"][0]) <= _fields_of(types, "LinkedTxn")
+    assert hook.find_by_doc_number("Invoice", "T-1")["Id"] == invoice["Id"]
+    voided = hook.void("Invoice", invoice["Id"], request_id="shape-void").body
+    assert voided["TotalAmt"] == 0 and voided["PrivateNote"] == "Voided"

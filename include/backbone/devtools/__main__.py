@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +24,14 @@ from backbone.devtools import pg
 from backbone.devtools.localenv import DEFAULT_PG_PORT, DEFAULT_SANDBOX_PORT, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
 
 DEMO_DIR = PROJECT_ROOT / ".demo"
-FLOWS = ["crm_closed_won_to_psa", "timesheets_weekly_to_accounting"]
-WAREHOUSE_OF_FLOW = {"crm_closed_won_to_psa": "psa_warehouse", "timesheets_weekly_to_accounting": "accounting_warehouse"}
+FLOWS = ["crm_closed_won_to_psa", "timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm"]
+WAREHOUSE_OF_FLOW = {
+    "crm_closed_won_to_psa": "psa_warehouse",
+    "timesheets_weekly_to_accounting": "accounting_warehouse",
+    "invoices_month_end_to_accounting": "accounting_warehouse",
+    "payments_to_psa": "accounting_warehouse",
+    "psa_milestones_to_crm": "psa_warehouse",
+}
 
 
 def _say(message: str) -> None:
@@ -107,6 +114,14 @@ def _print_runs(env: dict[str, str]) -> None:
             continue
         print(f"{flow:<32} {row.span:<40} {row.status:<8} {row.extracted:>9} {row.loaded:>7} {row.quarantined:>10} {row.written_back:>19}")
         details = row.details or {}
+        if flow == "invoices_month_end_to_accounting":
+            amounts = ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
+            notes.append(f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted ({details.get('posted_now', 0)} by this run), "
+                         f"{details.get('held', 0)} held with reasons; net invoiced {amounts}")  # fmt: skip
+        if flow == "payments_to_psa":
+            notes.append(f"{flow}: {details.get('payments_read', 0)} payments read, {details.get('invoices_checked', 0)} invoices checked, {details.get('statuses_changed', 0)} statuses changed, {row.written_back} PSA updates")
+        if flow == "psa_milestones_to_crm":
+            notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
         if "hours" in details:
             amounts = ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
             notes.append(
@@ -141,14 +156,20 @@ def demo() -> int:
         anchor = str(info["anchor"])
         if not info["resumed"]:  # a new sandbox knows only its first QuickBooks refresh token
             subprocess.run(["airflow", "variables", "delete", "quickbooks_default_refresh_token"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(DEMO_DIR / "logs", ignore_errors=True)
+        (DEMO_DIR / "logs").mkdir()
         for flow in FLOWS:
-            _say(f"airflow dags test {flow} {anchor}   (log: .demo/logs/{flow}.log)")
-            (DEMO_DIR / "logs").mkdir(exist_ok=True)
-            with (DEMO_DIR / "logs" / f"{flow}.log").open("w") as log:
-                result = subprocess.run(["airflow", "dags", "test", flow, anchor], env=env, stdout=log, stderr=subprocess.STDOUT)
-            if result.returncode != 0:
-                failures += 1
-                _say(f"{flow} FAILED (exit {result.returncode}); see .demo/logs/{flow}.log")
+            if flow == "payments_to_psa":  # finance records a few customer payments in accounting first
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/quickbooks/record-payments", method="POST"), timeout=10).close()
+            # The weekly export runs for every seeded week (oldest first), so month-end finds its time exported.
+            dates = [str(d) for d in info["time_week_ends"]] if flow == "timesheets_weekly_to_accounting" else [anchor]
+            for logical_date in dates:
+                _say(f"airflow dags test {flow} {logical_date}   (log: .demo/logs/{flow}.log)")
+                with (DEMO_DIR / "logs" / f"{flow}.log").open("a") as log:
+                    result = subprocess.run(["airflow", "dags", "test", flow, logical_date], env=env, stdout=log, stderr=subprocess.STDOUT)
+                if result.returncode != 0:
+                    failures += 1
+                    _say(f"{flow} FAILED (exit {result.returncode}); see .demo/logs/{flow}.log")
         _print_runs(env)
         info = _sandbox_info()
         print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")

@@ -179,6 +179,20 @@ def build_app(state: SandboxState) -> FastAPI:
         when = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else datetime.now(UTC)
         return JSONResponse(state.crm.update(object_type, object_id, properties, when))
 
+    @app.post("/_sandbox/quickbooks/record-payments")
+    def record_payments() -> dict[str, Any]:
+        """Finance records customer payments once: the first open invoice paid in full, the second in part."""
+        from decimal import Decimal
+
+        if state.qbo.entities["Payment"]:
+            return {"payments": sorted(state.qbo.entities["Payment"]), "already_recorded": True}
+        open_invoices = sorted((i for i in state.qbo.entities["Invoice"].values() if Decimal(str(i.get("Balance", 0))) > 0), key=lambda i: int(i["Id"]))
+        applied = []
+        for invoice, share in zip(open_invoices, (Decimal(1), Decimal("0.5")), strict=False):
+            amount = (Decimal(str(invoice["Balance"])) * share).quantize(Decimal("0.01"))
+            applied.append(state.qbo.pay(invoice["Id"], amount)["Id"])
+        return {"payments": applied}
+
     app.mount("/hubspot", build_hubspot_app(state))
     app.mount("/psa", build_psa_app(state))
     app.mount("/quickbooks", build_quickbooks_app(state))
