@@ -159,6 +159,21 @@ def forget_rotated_tokens() -> None:
     Variable.delete("quickbooks_default_refresh_token")
 
 
+@pytest.fixture
+def hr_warehouse() -> Iterator[object]:
+    """The PSA warehouse engine with its HR schema and run records emptied."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(warehouse_url("psa_warehouse"))
+    with engine.begin() as connection:
+        connection.execute(text(
+            "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.company_holiday, hr.capacity, "
+            "ops.flow_run, ops.staged_record, ops.quarantine"
+        ))  # fmt: skip
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def dagbag() -> object:
     from airflow.dag_processing.dagbag import DagBag

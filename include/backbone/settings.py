@@ -25,6 +25,7 @@ class Settings:
     crm_conn_id: str = field(default_factory=lambda: _env("CRM_CONN_ID", "hubspot_default"))
     psa_conn_id: str = field(default_factory=lambda: _env("PSA_CONN_ID", "psa_default"))
     accounting_conn_id: str = field(default_factory=lambda: _env("ACCOUNTING_CONN_ID", "quickbooks_default"))
+    hr_conn_id: str = field(default_factory=lambda: _env("HR_CONN_ID", "bamboohr_default"))
     psa_warehouse_conn_id: str = field(default_factory=lambda: _env("PSA_WAREHOUSE_CONN_ID", "psa_warehouse"))
     accounting_warehouse_conn_id: str = field(
         default_factory=lambda: _env("ACCOUNTING_WAREHOUSE_CONN_ID", "accounting_warehouse")
@@ -47,6 +48,12 @@ class Settings:
     """Parallel QuickBooks calls while posting (QuickBooks allows 10 per company)."""
     payments_overlap_hours: int = field(default_factory=lambda: int(_env("PAYMENTS_OVERLAP_HOURS", "48")))
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
+    company_country: str = field(default_factory=lambda: _env("COMPANY_COUNTRY", "NL"))
+    """ISO country whose public holidays (``holidays`` package) are taken out of capacity."""
+    hr_time_off_days_back: int = field(default_factory=lambda: int(_env("HR_TIME_OFF_DAYS_BACK", "30")))
+    hr_time_off_days_ahead: int = field(default_factory=lambda: int(_env("HR_TIME_OFF_DAYS_AHEAD", "120")))
+    hr_full_snapshot_every_days: int = field(default_factory=lambda: int(_env("HR_FULL_SNAPSHOT_EVERY_DAYS", "7")))
+    hr_change_overlap_minutes: int = field(default_factory=lambda: int(_env("HR_CHANGE_OVERLAP_MINUTES", "60")))
     psa_page_size: int = field(default_factory=lambda: int(_env("PSA_PAGE_SIZE", "500")))
 
     chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))

@@ -41,6 +41,14 @@ class PsaBilling(Protocol):
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]: ...
 
 
+class PsaPeople(Protocol):
+    """People and their time off, keyed by the HR system's ids."""
+
+    def upsert_person(self, source: str, external_id: str, person: dict[str, Any]) -> bool: ...
+
+    def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool: ...
+
+
 class PsaHook(JsonApiHook):
     """The PSA API with a bearer token.
 
@@ -112,3 +120,15 @@ class PsaHook(JsonApiHook):
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]:
         body = self.request("GET", "/api/v1/milestones", params={"completed_from": completed_from.isoformat(), "completed_to": completed_to.isoformat()})
         return list((body or {}).get("items") or [])
+
+    def upsert_person(self, source: str, external_id: str, person: dict[str, Any]) -> bool:
+        """Create or update a person keyed by the HR id; True when created."""
+        path = f"/api/v1/people/by-external-id/{quote(source, safe='')}/{quote(external_id, safe='')}"
+        status, _ = self.request_with_status("PUT", path, json=person)
+        return status == 201
+
+    def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool:
+        """Set the person's approved time off inside the window; True when the PSA changed."""
+        path = f"/api/v1/people/by-external-id/{quote(source, safe='')}/{quote(external_id, safe='')}/time-off"
+        body = self.request("PUT", path, json={"window_start": window_start, "window_end": window_end, "days": days})
+        return bool((body or {}).get("changed"))

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from backbone.sandbox.bamboohr import HrStore, build_bamboohr_app, seed_hr
 from backbone.sandbox.crm import CrmStore, build_hubspot_app
 from backbone.sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
 from backbone.sandbox.limits import SlidingWindowLimit
@@ -36,6 +37,7 @@ class SandboxConfig:
     hubspot_search_per_second: int = 4
     hubspot_calls_per_ten_seconds: int = 150
     people: int = 12
+    hr_people: int = 30
     weeks: int | None = None
     """Weeks of time to seed; by default back to the first day of the last closed month."""
     timezone: str = field(default_factory=lambda: os.environ.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
@@ -53,6 +55,7 @@ class SandboxState:
     psa_time: TimeStore
     qbo: QuickBooksStore
     billing: BillingStore
+    hr: HrStore
     qbo_in_flight: dict[str, int] = field(default_factory=lambda: {"count": 0, "rejected": 0})
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
@@ -80,6 +83,7 @@ class SandboxState:
             config=config,
             anchor=anchor,
             billing=billing,
+            hr=HrStore(seed_hr(people=config.hr_people, anchor=anchor, timezone=config.timezone, seed=config.seed)),
             crm=CrmStore(crm_seed),
             psa=PsaStore(),
             psa_time=TimeStore(time_seed),
@@ -93,9 +97,9 @@ class SandboxState:
             with path.open("rb") as fh:
                 saved = pickle.load(fh)
             log.info("sandbox: resumed state from %s (anchor %s)", path, saved["anchor"])
-            if "billing" in saved:
+            if "hr" in saved:
                 return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], billing=saved["billing"],
-                           crm_writes=saved.get("crm_writes", 0), resumed=True)  # fmt: skip
+                           hr=saved["hr"], crm_writes=saved.get("crm_writes", 0), resumed=True)  # fmt: skip
             log.warning("sandbox: %s predates the time and accounting APIs; starting fresh", path)
         return cls.fresh(config)
 
@@ -106,7 +110,7 @@ class SandboxState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "billing": self.billing, "crm_writes": self.crm_writes}, fh)
+            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "billing": self.billing, "hr": self.hr, "crm_writes": self.crm_writes}, fh)
         tmp.replace(path)
 
     def info(self) -> dict[str, Any]:
@@ -130,6 +134,11 @@ class SandboxState:
             "psa_invoices": len(self.billing.invoices),
             "bad_invoices": self.billing.bad_invoices,
             "psa_payment_status_writes": self.billing.payment_writes,
+            "hr_employees": len(self.hr.employees),
+            "hr_time_off_requests": len(self.hr.requests),
+            "hr_bad_requests": self.hr.bad_requests,
+            "hr_cases": self.hr.cases,
+            "psa_people": len(self.psa.people),
             "qbo_realm_id": QBO_REALM_ID,
             "qbo_creates": dict(self.qbo.creates),
             "qbo_updates": dict(self.qbo.updates),
@@ -196,4 +205,5 @@ def build_app(state: SandboxState) -> FastAPI:
     app.mount("/hubspot", build_hubspot_app(state))
     app.mount("/psa", build_psa_app(state))
     app.mount("/quickbooks", build_quickbooks_app(state))
+    app.mount("/bamboohr", build_bamboohr_app(state))
     return app

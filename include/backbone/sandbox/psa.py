@@ -114,8 +114,38 @@ class ProjectPage(BaseModel):
     next_page: int | None
 
 
+class PersonIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = None
+    role: str | None = None
+    department: str | None = None
+    division: str | None = None
+    location: str | None = None
+    employment_status: str | None = None
+    weekly_hours: Decimal | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    active: bool = True
+    skills: list[str] = []
+    certifications: list[dict[str, Any]] = []
+
+
+class TimeOffDay(BaseModel):
+    date: date
+    hours: Decimal = Field(gt=0, le=24)
+
+
+class TimeOffIn(BaseModel):
+    window_start: date
+    window_end: date
+    days: list[TimeOffDay]
+
+
 class PsaStore:
     def __init__(self) -> None:
+        self.people: dict[str, dict[str, Any]] = {}
+        self.time_off: dict[str, dict[str, str]] = {}
+        self.people_writes = 0
         self.projects: dict[str, dict[str, Any]] = {}
         self.by_external: dict[tuple[str, str], str] = {}
         self.writes = 0
@@ -129,6 +159,33 @@ class PsaStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+    def upsert_person(self, source: str, external_id: str, person: PersonIn) -> tuple[dict[str, Any], bool]:
+        with self._lock:
+            key = f"{source}:{external_id}"
+            fields = person.model_dump(mode="json")
+            current = self.people.get(key)
+            if current is None:
+                self.people[key] = {**fields, "id": f"PER-{len(self.people) + 1:06d}", "external_source": source, "external_id": external_id}
+                self.people_writes += 1
+                return self.people[key], True
+            if any(current.get(k) != v for k, v in fields.items()):
+                current.update(fields)
+                self.people_writes += 1
+            return current, False
+
+    def replace_time_off(self, source: str, external_id: str, body: TimeOffIn) -> bool:
+        """Replace the person's days inside the window; True when anything changed."""
+        with self._lock:
+            key = f"{source}:{external_id}"
+            days = dict(self.time_off.get(key, {}))
+            kept = {d: h for d, h in days.items() if not (body.window_start.isoformat() <= d <= body.window_end.isoformat())}
+            kept.update({d.date.isoformat(): str(d.hours) for d in body.days})
+            if kept == days:
+                return False
+            self.time_off[key] = kept
+            self.people_writes += 1
+            return True
+
     def upsert(self, source: str, external_id: str, project: ProjectIn, base_url: str) -> tuple[dict[str, Any], bool]:
         with self._lock:
             now = datetime.now(UTC)
@@ -211,6 +268,20 @@ def build_psa_app(state: Any) -> FastAPI:
             raise HTTPException(400, str(exc)) from exc
         # Served as stored (no response-model round trip): large pages stay cheap.
         return Response(json.dumps({"items": items, "next_cursor": next_cursor}), media_type="application/json")
+
+    @app.put("/api/v1/people/by-external-id/{source}/{external_id}")
+    def upsert_person(source: str, external_id: str, person: PersonIn, response: Response, _: None = Depends(authorised)) -> dict[str, Any]:
+        """Create or update a person from the HR system (201 created, 200 found); never a second person."""
+        record, created = state.psa.upsert_person(source, external_id, person)
+        response.status_code = 201 if created else 200
+        return record
+
+    @app.put("/api/v1/people/by-external-id/{source}/{external_id}/time-off")
+    def replace_time_off(source: str, external_id: str, body: TimeOffIn, _: None = Depends(authorised)) -> dict[str, Any]:
+        """Set the person's approved time off inside ``[window_start, window_end]`` (idempotent)."""
+        if f"{source}:{external_id}" not in state.psa.people:
+            raise HTTPException(404, f"person {source}:{external_id} not found")
+        return {"changed": state.psa.replace_time_off(source, external_id, body)}
 
     @app.get("/api/v1/invoices")
     def list_invoices(

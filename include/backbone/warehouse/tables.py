@@ -309,3 +309,94 @@ invoice_status = Table(
     Column("last_run_id", String(250), nullable=False),
     schema="psa",
 )
+
+# --- HR roster in the PSA warehouse (schema "hr") -------------------------------------------------
+hr_person = Table(
+    "person",
+    metadata,
+    Column("hr_id", String(12), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254)),
+    Column("job_title", String(200)),
+    Column("department", String(200)),
+    Column("division", String(200)),
+    Column("location", String(200)),
+    Column("employment_status", String(30), nullable=False),
+    Column("is_active", Boolean, nullable=False),
+    Column("hire_date", Date, nullable=False),
+    Column("original_hire_date", Date),
+    Column("termination_date", Date),
+    Column("weekly_hours", Numeric(5, 2), nullable=False),
+    Column("supervisor_id", String(12)),
+    Column("deleted_in_hr", Boolean, nullable=False, server_default=text("false")),
+    Column("last_run_id", String(250), nullable=False),
+    schema="hr",
+)
+
+hr_person_history = Table(
+    "person_history",
+    metadata,
+    Column("hr_id", String(12), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("effective_date", Date, nullable=False),
+    Column("job_title", String(200)),
+    Column("department", String(200)),
+    Column("division", String(200)),
+    Column("employment_status", String(30)),
+    Column("last_run_id", String(250), nullable=False),
+    PrimaryKeyConstraint("hr_id", "kind", "effective_date"),
+    schema="hr",
+)
+
+hr_department = Table(
+    "department",
+    metadata,
+    Column("department", String(200), primary_key=True),
+    Column("division", String(200)),
+    Column("last_run_id", String(250), nullable=False),
+    schema="hr",
+)
+
+hr_skill = Table(
+    "skill",
+    metadata,
+    Column("hr_id", String(12), nullable=False),
+    Column("skill", String(100), nullable=False),
+    Column("level", String(30)),
+    Column("last_run_id", String(250), nullable=False),
+    PrimaryKeyConstraint("hr_id", "skill"),
+    schema="hr",
+)
+
+hr_certification = Table(
+    "certification",
+    metadata,
+    Column("hr_id", String(12), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("expires_on", Date),
+    Column("last_run_id", String(250), nullable=False),
+    PrimaryKeyConstraint("hr_id", "name"),
+    schema="hr",
+)
+
+hr_time_off_day = Table(
+    "time_off_day",
+    metadata,
+    Column("request_id", String(12), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("hr_id", String(12), nullable=False),
+    Column("hours", Numeric(5, 2), nullable=False),
+    Column("type", String(100)),
+    Column("last_run_id", String(250), nullable=False),
+    PrimaryKeyConstraint("request_id", "day"),
+    schema="hr",
+)
+
+hr_company_holiday = Table(
+    "company_holiday",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("country", String(2), nullable=False),
+    schema="hr",
+)

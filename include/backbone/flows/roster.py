@@ -1,0 +1,457 @@
+"""HR roster, skills and time off → the PSA warehouse and the PSA, with weekly capacity.
+
+extract → validate → load → push. A run reads the employees BambooHR changed since its interval
+start (minus an overlap), or all of them when a full snapshot is due, so a deleted or terminated
+person is never missed. Time off is read for a window around the run (N days back, M ahead) and
+the window is replaced as a whole: a request cancelled or denied since the last run loses its
+days. Capacity (``hr.capacity``) is recomputed for the 12 ISO weeks from the run's date.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from backbone.validation import RuleFailure, validate_rows
+from backbone.warehouse import ops
+from backbone.warehouse.ops import QuarantineRow, RunRef
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from backbone.hooks.bamboohr import HrSource
+    from backbone.hooks.psa import PsaPeople
+
+log = logging.getLogger(__name__)
+
+FLOW = "hr_roster_pto_to_psa"
+HR_SOURCE = "bamboohr"
+TABLES = ("jobInfo", "employmentStatus", "customSkills", "customCertifications")
+CAPACITY_WEEKS = 12
+HOURS_PER_DAY_UNIT = Decimal(8)
+EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The time-off window a run reads and replaces, and the date capacity is computed from."""
+
+    start: date
+    end: date
+    as_of: date
+
+    @classmethod
+    def of(cls, run: RunRef, company_timezone: str, *, days_back: int, days_ahead: int) -> Window:
+        as_of = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
+        return cls(start=as_of - timedelta(days=days_back), end=as_of + timedelta(days=days_ahead), as_of=as_of)
+
+
+def full_snapshot_due(warehouse: Engine, run: RunRef, *, every_days: int) -> bool:
+    """A full snapshot unless one succeeded in the ``every_days`` before this interval's end."""
+    query = """
+        SELECT count(*) FROM ops.flow_run WHERE flow = %(flow)s AND status = 'success' AND details->>'snapshot' = 'full'
+           AND interval_end > %(since)s AND interval_end <= %(end)s AND run_id <> %(run_id)s
+    """
+    with warehouse.connect() as connection:
+        recent = connection.exec_driver_sql(query, {"flow": run.flow, "since": run.interval_end - timedelta(days=every_days), "end": run.interval_end, "run_id": run.run_id}).scalar_one()
+    return recent == 0
+
+
+# --- extract -------------------------------------------------------------------------------------
+def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, overlap: timedelta, window: Window) -> dict[str, Any]:
+    since = EPOCH if full else run.interval_start - overlap
+    with warehouse.begin() as connection:
+        ops.clear_staging(connection, run)
+    deleted: list[str] = []
+    if full:
+        employees = hr.employees_report()
+    else:
+        changes = hr.changed_employees(since)
+        deleted = sorted(eid for eid, c in changes.items() if c.get("action") == "Deleted")
+        employees = hr.employees_report(sorted(eid for eid, c in changes.items() if c.get("action") != "Deleted"))
+    tables = {table: hr.changed_table(table, since) for table in TABLES}
+    requests = hr.time_off_requests(window.start, window.end)
+    with warehouse.begin() as connection:
+        ops.stage(connection, run, "employee", [(str(e.get("id")), e) for e in employees])
+        ops.stage(connection, run, "deleted", [(eid, {"id": eid}) for eid in deleted])
+        for table, by_employee in tables.items():
+            ops.stage(connection, run, f"table:{table}", [(eid, {"rows": rows}) for eid, rows in by_employee.items()])
+        conflicts = ops.stage_unique(connection, run, "time_off", [(str(r.get("id")), r) for r in requests])
+        details = {"snapshot": "full" if full else "delta", "changed_since": since.isoformat(), "deleted_in_hr": len(deleted), "time_off_window": [window.start.isoformat(), window.end.isoformat()],
+                   "time_off_requests_received": len(requests), "duplicate_request_conflicts": conflicts}  # fmt: skip
+        ops.record_run(connection, run, extracted=len(employees) + len({str(r.get("id")) for r in requests}), details=details)
+    log.info("%s snapshot: %d employees, %d deleted, %d time-off requests", details["snapshot"], len(employees), len(deleted), len(requests))
+    return {"employees": len(employees), "time_off_requests": len(requests), "deleted": len(deleted)}
+
+
+# --- validate ------------------------------------------------------------------------------------
+def person_row(employee: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "hr_id": employee.get("id"),
+        "name": employee.get("displayName") or " ".join(filter(None, [employee.get("firstName"), employee.get("lastName")])) or None,
+        "email": employee.get("workEmail"),
+        "job_title": employee.get("jobTitle"),
+        "department": employee.get("department"),
+        "division": employee.get("division"),
+        "location": employee.get("location"),
+        "employment_status": employee.get("employmentHistoryStatus"),
+        "is_active": {"Active": "true", "Inactive": "false"}.get(str(employee.get("status")), employee.get("status")),
+        "hire_date": employee.get("hireDate"),
+        "original_hire_date": employee.get("originalHireDate"),
+        "termination_date": employee.get("terminationDate") or None,
+        "weekly_hours": employee.get("customStandardHoursPerWeek"),
+        "supervisor_id": employee.get("supervisorEId"),
+    }
+
+
+def request_days(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A request → one ``time_off_day`` row per day it covers (hours; a day unit counts 8 hours)."""
+    unit = ((request.get("amount") or {}).get("unit") or "hours").lower()
+    status = (request.get("status") or {}).get("status")
+    rows = []
+    for day, amount in sorted((request.get("dates") or {}).items()):
+        try:
+            hours = Decimal(str(amount)) * (HOURS_PER_DAY_UNIT if unit == "days" else 1)
+        except InvalidOperation:
+            hours = None
+        if hours == 0:
+            continue  # weekends and free days carry 0
+        rows.append({"day_key": f"{request.get('id')}:{day}", "request_id": str(request.get("id")), "hr_id": str(request.get("employeeId")), "day": day,
+                     "hours": None if hours is None else str(hours), "status": status, "type": (request.get("type") or {}).get("name")})  # fmt: skip
+    return rows
+
+
+def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
+    """People, their table rows and time-off requests against the dictionary and the flow's rules."""
+    quarantine_rows: list[QuarantineRow] = []
+    employees = [r for chunk in ops.iter_staged(warehouse, run, "employee") for r in chunk]
+    people = [person_row(r["payload"]) for r in employees]
+    outcome = validate_rows("person", people)
+    verdicts = []
+    for index, (staged, person) in enumerate(zip(employees, people, strict=True)):
+        failures = outcome.failures.get(index, [])
+        verdicts.append((staged["source_key"], "quarantined" if failures else "valid", None if failures else person))
+        quarantine_rows += [QuarantineRow("person", staged["source_key"], f.rule, f.reason, staged["payload"]) for f in dict.fromkeys(failures)]
+    with warehouse.begin() as connection:
+        ops.set_verdicts(connection, run, "employee", verdicts)
+        known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
+    known |= {key for key, status, _ in verdicts if status == "valid"}
+    deleted = {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
+    known -= deleted
+
+    quarantine_rows += _validate_table_rows(warehouse, run)
+    requests = [r for chunk in ops.iter_staged(warehouse, run, "time_off") for r in chunk]
+    request_verdicts, request_quarantine = judge_requests(requests, known)
+    quarantine_rows += request_quarantine
+    with warehouse.begin() as connection:
+        ops.set_verdicts(connection, run, "time_off", request_verdicts)
+        ops.add_quarantine(connection, run, quarantine_rows)
+        valid = sum(1 for v in verdicts if v[1] == "valid") + sum(1 for v in request_verdicts if v[1] == "valid")
+        quarantined = sum(1 for v in verdicts if v[1] == "quarantined") + sum(1 for v in request_verdicts if v[1] == "quarantined")
+        rules: dict[str, int] = defaultdict(int)
+        for row in quarantine_rows:
+            rules[row.rule] += 1
+        ops.record_run(connection, run, valid=valid, quarantined=quarantined, details={"failed_rules": dict(rules)})
+    if quarantine_rows:
+        log.warning("HR exceptions: %s", dict(rules))
+    return {"valid": valid, "quarantined": quarantined}
+
+
+def judge_requests(requests: list[dict[str, Any]], known_people: set[str]) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow]]:
+    days_by_request = [request_days(r["payload"]) for r in requests]
+    flat = [d for days in days_by_request for d in days]
+    outcome = validate_rows("time_off_day", flat)
+    failures_by_day: dict[str, list[RuleFailure]] = {flat[i]["day_key"]: f for i, f in outcome.failures.items()}
+    verdicts: list[tuple[str, str, dict[str, Any] | None]] = []
+    quarantine: list[QuarantineRow] = []
+    for staged, days in zip(requests, days_by_request, strict=True):
+        request = staged["payload"]
+        failures = [f for d in days for f in failures_by_day.get(d["day_key"], [])]
+        status = (request.get("status") or {}).get("status")
+        if staged["status"] == "conflict":
+            failures.append(RuleFailure("time_off.request_id.conflict", f"request {staged['source_key']} was sent twice with different content"))
+        if str(request.get("end")) < str(request.get("start")):
+            failures.append(RuleFailure("time_off.dates.ordered", f"request {staged['source_key']} ends ({request.get('end')}) before it starts ({request.get('start')})"))
+        if str(request.get("employeeId")) not in known_people:
+            failures.append(RuleFailure("time_off.employee.known", f"employee {request.get('employeeId')} of request {staged['source_key']} is not in the roster"))
+        if failures:
+            verdicts.append((staged["source_key"], "quarantined", None))
+            raw = request if staged["status"] != "conflict" else {"first": request, **(staged["canonical"] or {})}
+            quarantine += [QuarantineRow("time_off", staged["source_key"], f.rule, f.reason, raw) for f in dict.fromkeys(failures)]
+        else:
+            verdicts.append((staged["source_key"], "valid", {"status": status, "days": days}))
+    return verdicts, quarantine
+
+
+def _validate_table_rows(warehouse: Engine, run: RunRef) -> list[QuarantineRow]:
+    """Skills and certifications: a bad row is an exception, the person's other rows still load."""
+    quarantine: list[QuarantineRow] = []
+    for table, entity, mapper in (("customSkills", "skill", _skill_row), ("customCertifications", "certification", _certification_row)):
+        staged = [r for chunk in ops.iter_staged(warehouse, run, f"table:{table}") for r in chunk]
+        rows = [(s["source_key"], raw, mapper(raw)) for s in staged for raw in s["payload"]["rows"]]
+        outcome = validate_rows(entity, [m for _, _, m in rows])
+        verdicts = []
+        bad_keys = set()
+        for index, (employee, raw, _) in enumerate(rows):
+            for f in dict.fromkeys(outcome.failures.get(index, [])):
+                quarantine.append(QuarantineRow(entity, f"{employee}:{raw.get('id')}", f.rule, f.reason, raw))
+                bad_keys.add(id(raw))
+        for s in staged:
+            good = [mapper(raw) for raw in s["payload"]["rows"] if id(raw) not in bad_keys]
+            verdicts.append((s["source_key"], "valid", {"rows": good}))
+        with warehouse.begin() as connection:
+            ops.set_verdicts(connection, run, f"table:{table}", verdicts)
+    return quarantine
+
+
+def _skill_row(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"skill_key": f"{raw.get('employeeId')}:{raw.get('customSkill')}", "hr_id": str(raw.get("employeeId")), "skill": raw.get("customSkill"), "level": raw.get("customLevel")}
+
+
+def _certification_row(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"certification_key": f"{raw.get('employeeId')}:{raw.get('customCertification')}", "hr_id": str(raw.get("employeeId")), "name": raw.get("customCertification"),
+            "expires_on": raw.get("customExpirationDate") or None}  # fmt: skip
+
+
+# --- load ----------------------------------------------------------------------------------------
+def load_roster(warehouse: Engine, run: RunRef, *, full: bool, window: Window, country: str) -> dict[str, Any]:
+    """Everything in one transaction: people, history, departments, skills, certifications, the
+    time-off window, holidays and capacity. Returns counts; who changed is staged for the push."""
+    from sqlalchemy import text
+
+    with warehouse.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": run.flow})
+        people = _load_people(connection, warehouse, run, full=full)
+        history = _load_history(connection, warehouse, run)
+        skills_changed = _load_person_tables(connection, warehouse, run)
+        time_off_people, days = _load_time_off(connection, warehouse, run, window)
+        _load_holidays(connection, window, country)
+        capacity_rows = _recompute_capacity(connection, window)
+        expiring = [
+            {"hr_id": r[0], "name": r[1], "expires_on": r[2].isoformat()}
+            for r in connection.exec_driver_sql(
+                "SELECT c.hr_id, c.name, c.expires_on FROM hr.certification c JOIN hr.person p USING (hr_id) "
+                "WHERE p.is_active AND NOT p.deleted_in_hr AND c.expires_on BETWEEN %(d)s AND %(d)s::date + 30 ORDER BY c.expires_on, c.hr_id",
+                {"d": window.as_of},
+            )
+        ]
+        push = sorted(set(people["changed"]) | skills_changed)
+        ops.stage(connection, run, "push:person", [(hr_id, {"hr_id": hr_id}) for hr_id in push])
+        ops.stage(connection, run, "push:time_off", [(hr_id, {"hr_id": hr_id}) for hr_id in sorted(time_off_people)])
+        details = {"people_changed": len(people["changed"]), "people_marked_gone": people["gone"], "history_rows_changed": history, "time_off_days": days,
+                   "time_off_people_changed": len(time_off_people), "capacity_rows": capacity_rows, "certifications_expiring": expiring}  # fmt: skip
+        ops.record_run(connection, run, loaded=people["loaded"], details=details)
+    if expiring:
+        log.warning("%d certifications expire within 30 days: %s", len(expiring), expiring)
+    return {"loaded": people["loaded"], "time_off_days": days}
+
+
+def _date(value: Any) -> date | None:
+    return date.fromisoformat(str(value)) if value else None
+
+
+def _load_people(connection: Connection, warehouse: Engine, run: RunRef, *, full: bool) -> dict[str, Any]:
+    from sqlalchemy import select, update
+
+    from backbone.warehouse.db import upsert
+    from backbone.warehouse.tables import hr_person
+
+    rows = []
+    for chunk in ops.iter_staged(warehouse, run, "employee", status="valid"):
+        for staged in chunk:
+            p = staged["canonical"]
+            rows.append({**{k: p[k] for k in ("hr_id", "name", "email", "job_title", "department", "division", "location", "employment_status", "supervisor_id")},
+                         "is_active": p["is_active"] == "true", "hire_date": _date(p["hire_date"]), "original_hire_date": _date(p["original_hire_date"]),
+                         "termination_date": _date(p["termination_date"]), "weekly_hours": Decimal(p["weekly_hours"]), "deleted_in_hr": False, "last_run_id": run.run_id})  # fmt: skip
+    before = {r.hr_id: r.last_run_id for r in connection.execute(select(hr_person.c.hr_id, hr_person.c.last_run_id))}
+    upsert(connection, hr_person, rows, key=["hr_id"])
+    after = {r.hr_id: r.last_run_id for r in connection.execute(select(hr_person.c.hr_id, hr_person.c.last_run_id))}
+    changed = [r["hr_id"] for r in rows if after.get(r["hr_id"]) == run.run_id]  # inserted or changed by this interval
+    gone_ids = {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
+    if full:
+        gone_ids |= set(before) - {r["hr_id"] for r in rows} - _quarantined(warehouse, run, "employee")
+    gone = 0
+    if gone_ids:
+        result = connection.execute(
+            update(hr_person).where(hr_person.c.hr_id.in_(sorted(gone_ids)), hr_person.c.deleted_in_hr.is_(False)).values(deleted_in_hr=True, is_active=False, last_run_id=run.run_id)
+        )
+        gone = result.rowcount
+        changed += sorted(gone_ids & set(before))
+    return {"loaded": len(rows), "changed": sorted(set(changed)), "gone": gone}
+
+
+def _quarantined(warehouse: Engine, run: RunRef, entity: str) -> set[str]:
+    return {r["source_key"] for chunk in ops.iter_staged(warehouse, run, entity, status="quarantined") for r in chunk}
+
+
+def _load_history(connection: Connection, warehouse: Engine, run: RunRef) -> int:
+    from backbone.warehouse.db import upsert
+    from backbone.warehouse.tables import hr_department, hr_person_history
+
+    rows: dict[tuple[str, str, date], dict[str, Any]] = {}
+    departments: dict[str, dict[str, Any]] = {}
+    for table, kind in (("jobInfo", "job"), ("employmentStatus", "status")):
+        for chunk in ops.iter_staged(warehouse, run, f"table:{table}"):
+            for staged in chunk:
+                for raw in staged["payload"]["rows"]:
+                    effective = _date(raw.get("date"))
+                    if effective is None:
+                        continue
+                    rows[(staged["source_key"], kind, effective)] = {
+                        "hr_id": staged["source_key"], "kind": kind, "effective_date": effective, "job_title": raw.get("jobTitle"), "department": raw.get("department"),
+                        "division": raw.get("division"), "employment_status": raw.get("employmentStatus"), "last_run_id": run.run_id,
+                    }  # fmt: skip
+                    if raw.get("department"):
+                        departments[raw["department"]] = {"department": raw["department"], "division": raw.get("division"), "last_run_id": run.run_id}
+    changed = upsert(connection, hr_person_history, sorted(rows.values(), key=lambda r: (r["hr_id"], r["kind"], r["effective_date"])), key=["hr_id", "kind", "effective_date"])
+    upsert(connection, hr_department, sorted(departments.values(), key=lambda r: r["department"]), key=["department"])
+    return changed
+
+
+def _load_person_tables(connection: Connection, warehouse: Engine, run: RunRef) -> set[str]:
+    """Replace each extracted person's skills and certifications; return who changed."""
+    from sqlalchemy import delete, not_, tuple_
+
+    from backbone.warehouse.db import upsert
+    from backbone.warehouse.tables import hr_certification, hr_skill
+
+    changed: set[str] = set()
+    for table, target, key in (("customSkills", hr_skill, "skill"), ("customCertifications", hr_certification, "name")):
+        for chunk in ops.iter_staged(warehouse, run, f"table:{table}"):
+            for staged in chunk:
+                hr_id = staged["source_key"]
+                rows = {r[key]: {"hr_id": hr_id, key: r[key], **({"level": r.get("level")} if key == "skill" else {"expires_on": _date(r.get("expires_on"))}), "last_run_id": run.run_id}
+                        for r in (staged["canonical"] or {}).get("rows", [])}  # fmt: skip
+                stale = delete(target).where(target.c.hr_id == hr_id)
+                if rows:
+                    stale = stale.where(not_(tuple_(target.c.hr_id, target.c[key]).in_([(hr_id, k) for k in rows])))
+                removed = connection.execute(stale).rowcount
+                written = upsert(connection, target, sorted(rows.values(), key=lambda r: r[key]), key=["hr_id", key])
+                if removed or written:
+                    changed.add(hr_id)
+    return changed
+
+
+def _load_time_off(connection: Connection, warehouse: Engine, run: RunRef, window: Window) -> tuple[set[str], int]:
+    """Replace the window's approved days; return whose days changed and how many days there are."""
+    from sqlalchemy import delete, select
+
+    from backbone.warehouse.tables import hr_time_off_day
+
+    in_window = (hr_time_off_day.c.day >= window.start) & (hr_time_off_day.c.day <= window.end)
+    old = {(r.hr_id, r.request_id, r.day, r.hours) for r in connection.execute(select(hr_time_off_day).where(in_window))}
+    rows = {}
+    for chunk in ops.iter_staged(warehouse, run, "time_off", status="valid"):
+        for staged in chunk:
+            verdict = staged["canonical"]
+            if verdict["status"] != "approved":
+                continue
+            for d in verdict["days"]:
+                day = date.fromisoformat(d["day"])
+                if window.start <= day <= window.end:
+                    rows[(d["request_id"], day)] = {"request_id": d["request_id"], "day": day, "hr_id": d["hr_id"], "hours": Decimal(d["hours"]), "type": d["type"], "last_run_id": run.run_id}
+    new = {(r["hr_id"], r["request_id"], r["day"], r["hours"]) for r in rows.values()}
+    if old != new:
+        connection.execute(delete(hr_time_off_day).where(in_window))
+        if rows:
+            connection.execute(hr_time_off_day.insert(), sorted(rows.values(), key=lambda r: (r["request_id"], r["day"])))
+    return {x[0] for x in old ^ new}, len(rows)
+
+
+def _load_holidays(connection: Connection, window: Window, country: str) -> None:
+    import holidays
+
+    from backbone.warehouse.db import upsert
+    from backbone.warehouse.tables import hr_company_holiday
+
+    years = sorted({window.start.year, window.end.year, (window.as_of + timedelta(weeks=CAPACITY_WEEKS)).year})
+    calendar = holidays.country_holidays(country, years=years)
+    upsert(connection, hr_company_holiday, [{"day": day, "name": name, "country": country} for day, name in sorted(calendar.items())], key=["day"])
+
+
+def _recompute_capacity(connection: Connection, window: Window) -> int:
+    """Available hours per person per ISO week for 12 weeks from the run's date:
+    standard hours of the days employed − company holidays − approved time off (never below 0)."""
+    first_monday = window.as_of - timedelta(days=window.as_of.weekday())
+    connection.exec_driver_sql("DELETE FROM hr.capacity")
+    result = connection.exec_driver_sql(
+        """
+        INSERT INTO hr.capacity (hr_id, iso_week, week_start, standard_hours, holiday_hours, time_off_hours, available_hours, as_of)
+        SELECT hr_id, to_char(week_start, 'IYYY-"W"IW'), week_start, sum(standard), sum(holiday), sum(away),
+               greatest(0, sum(standard) - sum(holiday) - sum(away)), %(as_of)s
+        FROM (
+            SELECT p.hr_id, w.week_start::date AS week_start,
+                   CASE WHEN employed THEN p.weekly_hours / 5 ELSE 0 END AS standard,
+                   CASE WHEN employed AND h.day IS NOT NULL THEN p.weekly_hours / 5 ELSE 0 END AS holiday,
+                   CASE WHEN employed AND h.day IS NULL THEN least(coalesce(t.hours, 0), p.weekly_hours / 5) ELSE 0 END AS away
+            FROM hr.person p
+            CROSS JOIN generate_series(%(first)s::date, %(first)s::date + 7 * (%(weeks)s - 1), interval '1 week') AS w(week_start)
+            CROSS JOIN LATERAL generate_series(w.week_start, w.week_start + interval '4 days', interval '1 day') AS d(day)
+            CROSS JOIN LATERAL (SELECT d.day::date >= p.hire_date AND (p.termination_date IS NULL OR d.day::date <= p.termination_date)
+                                       AND p.employment_status <> 'Terminated' AS employed) e
+            LEFT JOIN hr.company_holiday h ON h.day = d.day::date
+            LEFT JOIN (SELECT hr_id, day, sum(hours) AS hours FROM hr.time_off_day GROUP BY hr_id, day) t ON t.hr_id = p.hr_id AND t.day = d.day::date
+            WHERE NOT p.deleted_in_hr
+        ) days
+        GROUP BY hr_id, week_start
+        """,
+        {"first": first_monday, "weeks": CAPACITY_WEEKS, "as_of": window.as_of},
+    )
+    return result.rowcount
+
+
+# --- push ----------------------------------------------------------------------------------------
+def psa_person(row: dict[str, Any], skills: list[str], certifications: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": row["name"], "email": row["email"], "role": row["job_title"], "department": row["department"], "division": row["division"],
+        "location": row["location"], "employment_status": row["employment_status"], "weekly_hours": str(row["weekly_hours"]),
+        "start_date": row["hire_date"].isoformat(), "end_date": row["termination_date"].isoformat() if row["termination_date"] else None,
+        "active": bool(row["is_active"]) and not row["deleted_in_hr"], "skills": skills, "certifications": certifications,
+    }  # fmt: skip
+
+
+def push_to_psa(psa: PsaPeople, warehouse: Engine, run: RunRef, *, window: Window) -> dict[str, int]:
+    """New hires, role changes, leavers and skills, then changed time off: idempotent calls keyed by HR id."""
+    from sqlalchemy import select
+
+    from backbone.warehouse.tables import hr_certification, hr_person, hr_skill, hr_time_off_day
+
+    person_ids = [r["source_key"] for chunk in ops.iter_staged(warehouse, run, "push:person") for r in chunk]
+    time_off_ids = [r["source_key"] for chunk in ops.iter_staged(warehouse, run, "push:time_off") for r in chunk]
+    created = updated = time_off_updates = 0
+    with warehouse.connect() as connection:
+        people = {r.hr_id: dict(r._mapping) for r in connection.execute(select(hr_person).where(hr_person.c.hr_id.in_(sorted(set(person_ids) | set(time_off_ids)))))}
+        skills: dict[str, list[str]] = defaultdict(list)
+        for r in connection.execute(select(hr_skill.c.hr_id, hr_skill.c.skill).where(hr_skill.c.hr_id.in_(person_ids)).order_by(hr_skill.c.skill)):
+            skills[r.hr_id].append(r.skill)
+        certifications: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in connection.execute(select(hr_certification).where(hr_certification.c.hr_id.in_(person_ids)).order_by(hr_certification.c.name)):
+            certifications[r.hr_id].append({"name": r.name, "expires_on": r.expires_on.isoformat() if r.expires_on else None})
+        days: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in connection.execute(
+            select(hr_time_off_day.c.hr_id, hr_time_off_day.c.day, hr_time_off_day.c.hours)
+            .where(hr_time_off_day.c.hr_id.in_(time_off_ids), hr_time_off_day.c.day >= window.start, hr_time_off_day.c.day <= window.end)
+            .order_by(hr_time_off_day.c.day)
+        ):
+            days[r.hr_id].append({"date": r.day.isoformat(), "hours": str(r.hours)})
+    for hr_id in sorted(set(person_ids) | set(time_off_ids)):
+        if hr_id not in people:
+            continue
+        was_created = psa.upsert_person(HR_SOURCE, hr_id, psa_person(people[hr_id], skills.get(hr_id, []), certifications.get(hr_id, [])))
+        created += was_created
+        updated += not was_created
+        if hr_id in time_off_ids:
+            merged: dict[str, Decimal] = defaultdict(Decimal)
+            for d in days.get(hr_id, []):
+                merged[d["date"]] += Decimal(d["hours"])
+            payload = [{"date": d, "hours": str(min(h, Decimal(24)))} for d, h in sorted(merged.items())]
+            time_off_updates += psa.replace_time_off(HR_SOURCE, hr_id, window.start.isoformat(), window.end.isoformat(), payload)
+    with warehouse.begin() as connection:
+        ops.record_run(connection, run, written_back=created + time_off_updates + updated, details={"psa_people_created": created, "psa_people_sent": updated, "psa_time_off_changed": time_off_updates})
+    log.info("PSA: %d people created, %d updated, %d time-off windows changed", created, updated, time_off_updates)
+    return {"created": created, "updated": updated, "time_off_changed": time_off_updates}
