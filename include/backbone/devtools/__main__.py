@@ -24,9 +24,10 @@ from backbone.devtools import pg
 from backbone.devtools.localenv import DEFAULT_PG_PORT, DEFAULT_SANDBOX_PORT, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
 
 DEMO_DIR = PROJECT_ROOT / ".demo"
-FLOWS = ["crm_closed_won_to_psa", "timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm"]
+FLOWS = ["crm_closed_won_to_psa", "hr_roster_pto_to_psa", "timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm"]
 WAREHOUSE_OF_FLOW = {
     "crm_closed_won_to_psa": "psa_warehouse",
+    "hr_roster_pto_to_psa": "psa_warehouse",
     "timesheets_weekly_to_accounting": "accounting_warehouse",
     "invoices_month_end_to_accounting": "accounting_warehouse",
     "payments_to_psa": "accounting_warehouse",
@@ -120,6 +121,10 @@ def _print_runs(env: dict[str, str]) -> None:
                          f"{details.get('held', 0)} held with reasons; net invoiced {amounts}")  # fmt: skip
         if flow == "payments_to_psa":
             notes.append(f"{flow}: {details.get('payments_read', 0)} payments read, {details.get('invoices_checked', 0)} invoices checked, {details.get('statuses_changed', 0)} statuses changed, {row.written_back} PSA updates")
+        if flow == "hr_roster_pto_to_psa":
+            expiring = ", ".join(f"{c['name']} of {c['hr_id']} on {c['expires_on']}" for c in details.get("certifications_expiring", [])) or "none"
+            notes.append(f"{flow}: {details.get('snapshot')} snapshot, {row.loaded} people, {details.get('time_off_days', 0)} approved time-off days, "
+                         f"{row.quarantined} exceptions; certifications expiring within 30 days: {expiring}")  # fmt: skip
         if flow == "psa_milestones_to_crm":
             notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
         if "hours" in details:

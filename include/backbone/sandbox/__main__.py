@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"HubSpot CRM : {base}/hubspot", flush=True)
     print(f"PSA API     : {base}/psa   (OpenAPI: {base}/psa/openapi.json)", flush=True)
     print(f"QuickBooks  : {base}/quickbooks   (OAuth: {base}/quickbooks/oauth2/v1/tokens/bearer)", flush=True)
+    print(f"BambooHR    : {base}/bamboohr   (Basic auth: API key as user name)", flush=True)
     print(f"Controls    : {base}/_sandbox/info", flush=True)
     try:
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
