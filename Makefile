@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/include
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install sandbox airflow demo-reset lint clean
+.PHONY: demo test install browser sandbox airflow demo-reset lint clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ install: $(STAMP)
 demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m backbone.devtools demo
 
-test: $(STAMP)  ## the whole test suite (starts and stops its own PostgreSQL and sandbox)
+test: $(STAMP) browser  ## the whole test suite (starts and stops its own PostgreSQL, sandbox and Airflow API server)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+browser:  ## Debian's Chromium for the Finance page browser test (installed when missing and run as root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium is missing and this is not root: the browser test will be skipped"; fi; }
 
 sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765
 	$(BIN)/python -m backbone.sandbox --state-file .demo/sandbox-state.pickle

@@ -57,6 +57,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     for name in ("psa", "accounting"):
         migrate(warehouse_url(f"{name}_warehouse"), name)
+    from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
+    from backbone.warehouse.migrations.ops_ledger import FINANCE_READER_ROLE
+
+    pg.ensure_login(ADMIN_URL, FINANCE_LOGIN, FINANCE_LOCAL_PASSWORD, FINANCE_READER_ROLE)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
 
 

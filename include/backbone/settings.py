@@ -31,6 +31,17 @@ class Settings:
         default_factory=lambda: _env("ACCOUNTING_WAREHOUSE_CONN_ID", "accounting_warehouse")
     )
 
+    finance_psa_conn_id: str = field(default_factory=lambda: _env("FINANCE_PSA_CONN_ID", "finance_psa_warehouse"))
+    finance_accounting_conn_id: str = field(default_factory=lambda: _env("FINANCE_ACCOUNTING_CONN_ID", "finance_accounting_warehouse"))
+    """Connections the Finance page and CLI read through: a login that is a member of the
+    read-only role ``backbone_finance_reader`` (created by the migrations)."""
+    alert_email_to: str = field(default_factory=lambda: _env("ALERT_EMAIL_TO", ""))
+    """Comma-separated addresses; e-mail alerts go out through the ``smtp_default`` Connection when set."""
+    alert_slack_conn_id: str = field(default_factory=lambda: _env("ALERT_SLACK_CONN_ID", ""))
+    """Connection whose password (or host) is a Slack incoming-webhook URL; Slack alerts when set."""
+    alert_exception_threshold: int = field(default_factory=lambda: int(_env("ALERT_EXCEPTION_THRESHOLD", "25")))
+    """A successful run with more exceptions than this alerts too."""
+
     crm_lookback_minutes: int = field(default_factory=lambda: int(_env("CRM_LOOKBACK_MINUTES", "15")))
     """Extra minutes read before each interval: HubSpot's search index lags its writes."""
 
@@ -58,6 +69,10 @@ class Settings:
 
     chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))
     """Rows handled per chunk when staging, validating and loading: bounds memory."""
+
+    @property
+    def finance_conn_ids(self) -> dict[str, str]:
+        return {"psa": self.finance_psa_conn_id, "accounting": self.finance_accounting_conn_id}
 
     @property
     def crm_lookback(self) -> timedelta:

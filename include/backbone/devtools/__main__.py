@@ -153,6 +153,11 @@ def demo() -> int:
             pg.ensure_databases(f"postgresql://postgres@127.0.0.1:{port}/postgres", [*WAREHOUSE_DATABASES.values(), "airflow"])
         _say("migrating the warehouses")
         migrate(env)
+        if not _external_databases():
+            from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
+            from backbone.warehouse.migrations.ops_ledger import FINANCE_READER_ROLE
+
+            pg.ensure_login(f"postgresql://postgres@127.0.0.1:{port}/postgres", FINANCE_LOGIN, FINANCE_LOCAL_PASSWORD, FINANCE_READER_ROLE)
         _say("migrating Airflow's metadata database")
         subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         _say(f"starting the vendor sandbox on http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")
@@ -179,6 +184,8 @@ def demo() -> int:
         info = _sandbox_info()
         print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")
         print("Run `make demo` again: nothing changes. `make demo-reset` starts over.")
+        print("Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
+              "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(.venv/bin/python -m backbone.devtools env)`)")
     finally:
         if sandbox is not None:
             sandbox.send_signal(signal.SIGINT)

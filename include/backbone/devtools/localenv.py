@@ -16,6 +16,10 @@ QBO_CLIENT_SECRET = "sandbox-qbo-secret"  # noqa: S105
 QBO_REALM_ID = "9341455000000001"
 QBO_INITIAL_REFRESH_TOKEN = "sandbox-qbo-refresh-0"  # noqa: S105
 
+# The local login the Finance page reads through: a member of the read-only role the migrations create.
+FINANCE_LOGIN = "finance_page"
+FINANCE_LOCAL_PASSWORD = "finance-page-local"  # noqa: S105 - local embedded database only
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PG_PORT = 54329
 DEFAULT_SANDBOX_PORT = 8765
@@ -59,4 +63,7 @@ def airflow_environment(
     }
     for conn_id, database in WAREHOUSE_DATABASES.items():
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(conn_type="postgres", host=pg_host, port=pg_port, login="postgres", schema=database)
+        env[f"AIRFLOW_CONN_FINANCE_{conn_id.upper()}"] = connection_json(
+            conn_type="postgres", host=pg_host, port=pg_port, login=FINANCE_LOGIN, password=FINANCE_LOCAL_PASSWORD, schema=database
+        )
     return {k: os.environ.get(k, v) if k.startswith("AIRFLOW_CONN_") else v for k, v in env.items()}

@@ -77,7 +77,7 @@ def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, 
     tables = {table: hr.changed_table(table, since) for table in TABLES}
     requests = hr.time_off_requests(window.start, window.end)
     with warehouse.begin() as connection:
-        ops.stage(connection, run, "employee", [(str(e.get("id")), e) for e in employees])
+        ops.stage(connection, run, "person", [(str(e.get("id")), e) for e in employees])
         ops.stage(connection, run, "deleted", [(eid, {"id": eid}) for eid in deleted])
         for table, by_employee in tables.items():
             ops.stage(connection, run, f"table:{table}", [(eid, {"rows": rows}) for eid, rows in by_employee.items()])
@@ -129,7 +129,7 @@ def request_days(request: dict[str, Any]) -> list[dict[str, Any]]:
 def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
     """People, their table rows and time-off requests against the dictionary and the flow's rules."""
     quarantine_rows: list[QuarantineRow] = []
-    employees = [r for chunk in ops.iter_staged(warehouse, run, "employee") for r in chunk]
+    employees = [r for chunk in ops.iter_staged(warehouse, run, "person") for r in chunk]
     people = [person_row(r["payload"]) for r in employees]
     outcome = validate_rows("person", people)
     verdicts = []
@@ -138,7 +138,7 @@ def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
         verdicts.append((staged["source_key"], "quarantined" if failures else "valid", None if failures else person))
         quarantine_rows += [QuarantineRow("person", staged["source_key"], f.rule, f.reason, staged["payload"]) for f in dict.fromkeys(failures)]
     with warehouse.begin() as connection:
-        ops.set_verdicts(connection, run, "employee", verdicts)
+        ops.set_verdicts(connection, run, "person", verdicts)
         known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
     known |= {key for key, status, _ in verdicts if status == "valid"}
     deleted = {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
@@ -262,7 +262,7 @@ def _load_people(connection: Connection, warehouse: Engine, run: RunRef, *, full
     from backbone.warehouse.tables import hr_person
 
     rows = []
-    for chunk in ops.iter_staged(warehouse, run, "employee", status="valid"):
+    for chunk in ops.iter_staged(warehouse, run, "person", status="valid"):
         for staged in chunk:
             p = staged["canonical"]
             rows.append({**{k: p[k] for k in ("hr_id", "name", "email", "job_title", "department", "division", "location", "employment_status", "supervisor_id")},
@@ -274,7 +274,7 @@ def _load_people(connection: Connection, warehouse: Engine, run: RunRef, *, full
     changed = [r["hr_id"] for r in rows if after.get(r["hr_id"]) == run.run_id]  # inserted or changed by this interval
     gone_ids = {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
     if full:
-        gone_ids |= set(before) - {r["hr_id"] for r in rows} - _quarantined(warehouse, run, "employee")
+        gone_ids |= set(before) - {r["hr_id"] for r in rows} - _quarantined(warehouse, run, "person")
     gone = 0
     if gone_ids:
         result = connection.execute(

@@ -66,8 +66,29 @@ def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, con
     from backbone.warehouse.db import engine_for
     from backbone.warehouse.ops import finish_run
 
-    record = finish_run(engine_for(warehouse_conn_id), run_ref(flow, context), succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context))
+    engine = engine_for(warehouse_conn_id)
+    run = run_ref(flow, context)
+    record = finish_run(engine, run, succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context))
+    _alert(flow, engine, run, record)
     summary = {k: record.get(k) for k in ("status", "extracted", "valid", "quarantined", "loaded", "written_back")}
     if not succeeded:
         raise AirflowFailException(f"{flow} run {context['run_id']} failed upstream; run record: {summary}")
     return summary
+
+
+def _alert(flow: str, engine: Engine, run: RunRef, record: dict[str, Any]) -> None:
+    from sqlalchemy import select
+
+    from backbone.alerts import alert_for, send
+    from backbone.settings import load_settings
+    from backbone.warehouse.tables import quarantine
+
+    settings = load_settings()
+    with engine.connect() as connection:
+        exceptions = [dict(r._mapping) for r in connection.execute(
+            select(quarantine.c.entity, quarantine.c.source_key, quarantine.c.rule, quarantine.c.reason)
+            .where(quarantine.c.flow == flow, quarantine.c.run_id == run.run_id, quarantine.c.resolved_at.is_(None)).order_by(quarantine.c.id).limit(5)
+        )]  # fmt: skip
+    alert = alert_for(flow, record, exceptions, settings)
+    if alert is not None:
+        send(alert, settings)

@@ -16,7 +16,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -513,8 +513,13 @@ def _post_entries(accounting: AccountingClient, warehouse: Engine, run: RunRef, 
         for done, future in enumerate(futures, start=1):
             try:
                 results.extend(future.result())
+            except CancelledError:
+                continue
             except Exception as exc:  # noqa: BLE001 - kept, recorded and re-raised after the batch is saved
-                outcome["error"] = outcome["error"] or exc
+                if outcome["error"] is None:  # accounting is unreachable: stop sending, keep what was sent
+                    outcome["error"] = exc
+                    for pending in futures:
+                        pending.cancel()
             if len(results) >= RESULT_BATCH:
                 flush()
             if done % 500 == 0:

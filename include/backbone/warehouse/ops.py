@@ -167,6 +167,22 @@ def record_run(connection: Connection, run: RunRef, **fields: Any) -> None:
     connection.execute(statement.on_conflict_do_update(index_elements=["flow", "run_id"], set_=updates))
 
 
+def resolve_exceptions(connection: Connection, run: RunRef, *, resolved_at: datetime) -> int:
+    """Close open exceptions of this flow whose record passed in this run (a newer version of an
+    entry counts: ``TE-1:v2`` resolves ``TE-1:v1``). Called before staging is cleared."""
+    result = connection.exec_driver_sql(
+        """
+        UPDATE ops.quarantine q SET resolved_at = %(at)s, resolved_by_run = %(run_id)s
+        WHERE q.flow = %(flow)s AND q.resolved_at IS NULL
+          AND EXISTS (SELECT 1 FROM ops.staged_record s
+                      WHERE s.flow = q.flow AND s.run_id = %(run_id)s AND s.status = 'valid' AND s.entity = q.entity
+                        AND split_part(s.source_key, ':v', 1) = split_part(q.source_key, ':v', 1))
+        """,
+        {"at": resolved_at, "run_id": run.run_id, "flow": run.flow},
+    )
+    return result.rowcount
+
+
 def read_run(engine: Engine, run: RunRef) -> dict[str, Any] | None:
     from sqlalchemy import select
 
@@ -180,5 +196,6 @@ def finish_run(engine: Engine, run: RunRef, *, succeeded: bool, finished_at: dat
     with engine.begin() as connection:
         record_run(connection, run, status="success" if succeeded else "failed", finished_at=finished_at, airflow_url=airflow_url)
         if succeeded:
+            resolve_exceptions(connection, run, resolved_at=finished_at)
             clear_staging(connection, run)
     return read_run(engine, run) or {}

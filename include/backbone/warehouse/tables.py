@@ -70,6 +70,8 @@ quarantine = Table(
     Column("reason", Text, nullable=False),
     Column("raw", JSONB, nullable=False),
     Column("quarantined_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by_run", String(250)),
     UniqueConstraint("flow", "run_id", "entity", "source_key", "rule", name="uq_quarantine_record_rule"),
     schema="ops",
 )

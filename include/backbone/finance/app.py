@@ -1,0 +1,116 @@
+"""The Finance page (FastAPI): runs by flow and period with totals, open exceptions, CSV downloads.
+
+Served by the Airflow API server through ``plugins/finance_page.py`` at ``/finance``. It only reads,
+through the finance Connections (a role that can only select), and says so plainly when a
+warehouse is down instead of showing a stack trace.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+
+from backbone.ledger import EXCEPTION_COLUMNS, FLOW_NAMES, RUN_COLUMNS, Ledger, LedgerUnavailable, parse_period, resolve_flow, to_csv
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2933}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+table{border-collapse:collapse;width:100%;font-size:.85rem}th,td{border-bottom:1px solid #d9e2ec;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f0f4f8}.failed{color:#b42318;font-weight:600}.success{color:#067647}.num{text-align:right}form{margin:.5rem 0}
+.notice{background:#fff4e5;border:1px solid #f5a524;padding:.8rem;border-radius:4px}
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Finance", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def ledger() -> Ledger:
+        return Ledger.from_settings()
+
+    def filters(flow: str | None, period: str | None) -> tuple[str | None, Any]:
+        led = ledger()
+        return resolve_flow(flow), (led, parse_period(period, led.timezone))
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(flow: str | None = None, period: str | None = None, page: int = Query(1, ge=1), page_size: int = Query(50, ge=1, le=500)) -> HTMLResponse:
+        try:
+            flow_id, (led, when) = filters(flow, period)
+            runs, total = led.runs(flow=flow_id, period=when, page=page, page_size=page_size)
+            exceptions = led.open_exceptions(flow=flow_id, period=when)
+        except LedgerUnavailable as exc:
+            return HTMLResponse(_document(f'<p class="notice" id="unavailable">{escape(str(exc))}</p>'), status_code=503)
+        except ValueError as exc:
+            return HTMLResponse(_document(f'<p class="notice">{escape(str(exc))}</p>'), status_code=400)
+        query = {k: v for k, v in {"flow": flow, "period": period}.items() if v}
+        body = [_filter_form(flow, period), f"<h2>Runs <small>({total}, times in {escape(led.timezone)})</small></h2>"]
+        body.append(f'<p><a id="runs-csv" href="runs.csv?{urlencode(query)}">Download runs (CSV)</a></p>')
+        body.append(_table("runs", runs, ["flow_name", "interval", "status", "extracted", "exceptions", "loaded", "posted", "hours", "amounts", "failed_rules", "airflow_url"]))
+        body.append(_pager(page, page_size, total, query))
+        body.append(f"<h2>Open exceptions <small>({len(exceptions)})</small></h2>")
+        body.append(f'<p><a id="exceptions-csv" href="exceptions.csv?{urlencode(query)}">Download open exceptions (CSV)</a></p>')
+        body.append(_table("exceptions", exceptions, ["flow", "entity", "key", "rule", "reason", "first_seen"]))
+        return HTMLResponse(_document("".join(body)))
+
+    @app.get("/runs.csv")
+    def runs_csv(flow: str | None = None, period: str | None = None) -> Response:
+        try:
+            flow_id, (led, when) = filters(flow, period)
+            rows, _ = led.runs(flow=flow_id, period=when, page=1, page_size=100_000)
+        except (LedgerUnavailable, ValueError) as exc:
+            return PlainTextResponse(str(exc), status_code=503)
+        return Response(to_csv(rows, RUN_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="runs.csv"'})
+
+    @app.get("/exceptions.csv")
+    def exceptions_csv(flow: str | None = None, period: str | None = None) -> Response:
+        try:
+            flow_id, (led, when) = filters(flow, period)
+            rows = led.open_exceptions(flow=flow_id, period=when, limit=100_000)
+        except (LedgerUnavailable, ValueError) as exc:
+            return PlainTextResponse(str(exc), status_code=503)
+        return Response(to_csv(rows, EXCEPTION_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="exceptions.csv"'})
+
+    return app
+
+
+def _document(body: str) -> str:
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>Finance</title><style>{STYLE}</style></head><body><h1>Finance: runs and exceptions</h1>{body}</body></html>"
+
+
+def _filter_form(flow: str | None, period: str | None) -> str:
+    options = "".join(f'<option value="{f}"{" selected" if f == flow else ""}>{escape(name)}</option>' for f, name in FLOW_NAMES.items())
+    return (f'<form method="get"><label>Flow <select name="flow"><option value="">all flows</option>{options}</select></label> '
+            f'<label>Period <input name="period" placeholder="2026-W47 or 2026-10" value="{escape(period or "")}"></label> <button>Show</button></form>')  # fmt: skip
+
+
+def _table(table_id: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return f'<p id="{table_id}-empty">Nothing here.</p>'
+    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            if c == "airflow_url" and value:
+                cells.append(f'<td><a href="{escape(str(value))}">run</a></td>')
+            elif c == "status":
+                cells.append(f'<td class="{escape(str(value))}">{escape(str(value))}</td>')
+            else:
+                cells.append(f'<td{" class=num" if isinstance(value, int) else ""}>{escape(str(value))}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _pager(page: int, page_size: int, total: int, query: dict[str, str]) -> str:
+    links = []
+    if page > 1:
+        links.append(f'<a href="?{urlencode({**query, "page": page - 1, "page_size": page_size})}">newer</a>')
+    if page * page_size < total:
+        links.append(f'<a id="older" href="?{urlencode({**query, "page": page + 1, "page_size": page_size})}">older</a>')
+    return f"<p>{' · '.join(links)}</p>" if links else ""
+
+
+app = create_app()

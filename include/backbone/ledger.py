@@ -1,0 +1,188 @@
+"""The run ledger finance reads: every run of every flow, and the exceptions still open.
+
+Runs and exceptions live in each warehouse's ``ops`` schema (``ops.flow_run``, ``ops.quarantine``);
+this module reads both warehouses through the read-only finance Connections and merges them.
+Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+FLOW_NAMES = {
+    "crm_closed_won_to_psa": "closed-won deals → PSA",
+    "hr_roster_pto_to_psa": "HR roster and time off → PSA",
+    "timesheets_weekly_to_accounting": "Friday timesheet export",
+    "invoices_month_end_to_accounting": "month-end invoicing",
+    "payments_to_psa": "payments → PSA",
+    "psa_milestones_to_crm": "milestones → CRM",
+}
+
+
+class LedgerUnavailable(RuntimeError):
+    """A warehouse could not be read; the message says which and why, without a stack trace."""
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+    label: str
+
+
+def parse_period(text: str | None, timezone: str) -> Period | None:
+    """``2026-W47`` (ISO week), ``2026-10`` (month) or ``2026-10-30`` (day), in company time."""
+    if not text:
+        return None
+    zone = ZoneInfo(timezone)
+    if match := re.fullmatch(r"(\d{4})-W(\d{1,2})", text):
+        monday = date.fromisocalendar(int(match[1]), int(match[2]), 1)
+        first, last = monday, monday + timedelta(days=7)
+    elif match := re.fullmatch(r"(\d{4})-(\d{2})", text):
+        first = date(int(match[1]), int(match[2]), 1)
+        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        first = date.fromisoformat(text)
+        last = first + timedelta(days=1)
+    else:
+        raise ValueError(f"period {text!r} is not a week (2026-W47), a month (2026-10) or a day (2026-10-30)")
+    return Period(datetime.combine(first, time(), tzinfo=zone), datetime.combine(last, time(), tzinfo=zone), text)
+
+
+def resolve_flow(name: str | None) -> str | None:
+    """Accept a flow's id or any unambiguous part of it (``timesheets``, ``invoices``)."""
+    if not name:
+        return None
+    if name in FLOW_NAMES:
+        return name
+    hits = [flow for flow in FLOW_NAMES if name.lower() in flow]
+    if len(hits) != 1:
+        raise ValueError(f"flow {name!r} matches {hits or 'nothing'}; choose one of {', '.join(FLOW_NAMES)}")
+    return hits[0]
+
+
+@dataclass
+class Ledger:
+    """Both warehouses, read through the finance (read-only) Connections."""
+
+    engines: dict[str, Engine]
+    timezone: str
+    runs_cache: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls) -> Ledger:
+        from backbone.settings import load_settings
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        return cls(engines={name: engine_for(conn_id) for name, conn_id in settings.finance_conn_ids.items()}, timezone=settings.company_timezone)
+
+    def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        rows: list[dict[str, Any]] = []
+        for name, engine in self.engines.items():
+            try:
+                with engine.connect() as connection:
+                    rows += [{**dict(r._mapping), "warehouse": name} for r in connection.execute(text(sql), params)]
+            except SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(getattr(exc, "orig", exc)).strip() else type(exc).__name__
+                raise LedgerUnavailable(f"the {name} warehouse cannot be read right now ({reason}); the ledger is shown again once it answers") from None
+        return rows
+
+    def runs(self, *, flow: str | None = None, period: Period | None = None, page: int = 1, page_size: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """Runs newest first; ``period`` keeps runs whose interval overlaps it. Returns (page, total)."""
+        where, params = ["true"], {"limit": page * page_size}
+        if flow:
+            where.append("flow = :flow")
+            params["flow"] = flow
+        if period:
+            where.append("interval_start < :end AND interval_end > :start")
+            params.update(start=period.start, end=period.end)
+        condition = " AND ".join(where)
+        rows = self._query(f"SELECT * FROM ops.flow_run WHERE {condition} ORDER BY interval_end DESC, flow LIMIT :limit", params)
+        total = sum(r["n"] for r in self._query(f"SELECT count(*) AS n FROM ops.flow_run WHERE {condition}", params))
+        rows.sort(key=lambda r: (r["interval_end"], r["flow"]), reverse=True)
+        return [self._run_view(r) for r in rows[(page - 1) * page_size : page * page_size]], total
+
+    def _run_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        zone = ZoneInfo(self.timezone)
+        details = row.get("details") or {}
+        amounts = details.get("amount_by_currency") or {}
+        return {
+            "flow": row["flow"],
+            "flow_name": FLOW_NAMES.get(row["flow"], row["flow"]),
+            "interval": f"{row['interval_start'].astimezone(zone):%a %Y-%m-%d %H:%M} → {row['interval_end'].astimezone(zone):%a %Y-%m-%d %H:%M}",
+            "status": row["status"],
+            "started": f"{row['started_at'].astimezone(zone):%Y-%m-%d %H:%M}" if row.get("started_at") else "",
+            "finished": f"{row['finished_at'].astimezone(zone):%Y-%m-%d %H:%M}" if row.get("finished_at") else "",
+            "extracted": row["extracted"],
+            "valid": row["valid"],
+            "exceptions": row["quarantined"],
+            "loaded": row["loaded"],
+            "posted": row["written_back"],
+            "hours": details.get("hours", ""),
+            "amounts": ", ".join(f"{amount} {currency}" for currency, amount in sorted(amounts.items())),
+            "failed_rules": ", ".join(f"{rule} ({n})" for rule, n in sorted((details.get("failed_rules") or {}).items())),
+            "airflow_url": row.get("airflow_url") or "",
+            "warehouse": row["warehouse"],
+        }
+
+    def open_exceptions(self, *, flow: str | None = None, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Open exceptions, one per record and rule, oldest first, with when they were first seen."""
+        where, params = ["q.resolved_at IS NULL"], {"limit": limit}
+        if flow:
+            where.append("q.flow = :flow")
+            params["flow"] = flow
+        if period:
+            where.append("r.interval_start < :end AND r.interval_end > :start")
+            params.update(start=period.start, end=period.end)
+        rows = self._query(
+            f"""
+            SELECT q.flow, q.entity, q.source_key, q.rule, min(q.reason) AS reason, min(q.quarantined_at) AS first_seen, max(r.interval_end) AS last_interval_end
+            FROM ops.quarantine q JOIN ops.flow_run r ON r.flow = q.flow AND r.run_id = q.run_id
+            WHERE {" AND ".join(where)}
+            GROUP BY q.flow, q.entity, q.source_key, q.rule ORDER BY min(q.quarantined_at), q.flow, q.source_key LIMIT :limit
+            """,
+            params,
+        )
+        zone = ZoneInfo(self.timezone)
+        return [
+            {"flow": r["flow"], "entity": r["entity"], "key": r["source_key"], "rule": r["rule"], "reason": r["reason"],
+             "first_seen": f"{r['first_seen'].astimezone(zone):%Y-%m-%d %H:%M}", "resolved_at": ""}  # fmt: skip
+            for r in sorted(rows, key=lambda r: (r["first_seen"], r["flow"], r["source_key"]))[:limit]
+        ]
+
+
+RUN_COLUMNS = ["flow", "interval", "status", "started", "finished", "extracted", "valid", "exceptions", "loaded", "posted", "hours", "amounts", "failed_rules", "airflow_url"]
+EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "resolved_at"]
+
+
+def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain text table for the CLI."""
+    if not rows:
+        return "(nothing)"
+    widths = {c: min(60, max(len(c), *(len(str(r.get(c, ""))) for r in rows))) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
+    for r in rows:
+        lines.append("  ".join(str(r.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+    return "\n".join(lines)

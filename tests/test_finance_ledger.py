@@ -1,0 +1,212 @@
+"""The run ledger, the Finance page, the CLI and the alerts, against real runs in real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import ANCHOR, PG_PORT, ROOT
+
+TIMESHEETS = "timesheets_weekly_to_accounting"
+WEEK_END = datetime(2026, 10, 30, 16, 0, tzinfo=UTC)
+
+
+def ledger():
+    from backbone.ledger import Ledger
+
+    return Ledger.from_settings()
+
+
+def test_ledger_holds_one_row_per_run_with_the_warehouses_counts(dagbag, sandbox, psa_warehouse, accounting_warehouse):
+    assert dagbag.get_dag("crm_closed_won_to_psa").test(logical_date=ANCHOR).state == "success"
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"  # a rerun: still one row
+    runs, total = ledger().runs()
+    assert total == 2 and {r["flow"] for r in runs} == {"crm_closed_won_to_psa", TIMESHEETS}
+    sheet = next(r for r in runs if r["flow"] == TIMESHEETS)
+    with accounting_warehouse.connect() as connection:
+        lines, hours = connection.execute(text("SELECT count(*), sum(hours) FROM acct.time_export WHERE posting_status = 'posted'")).one()
+        exceptions = connection.execute(text("SELECT count(DISTINCT source_key) FROM ops.quarantine WHERE flow = :f"), {"f": TIMESHEETS}).scalar_one()
+    assert (sheet["posted"], sheet["exceptions"], sheet["hours"]) == (lines, exceptions, str(hours))
+    assert "EUR" in sheet["amounts"] and sheet["interval"].startswith("Fri 2026-10-23 17:00")
+    open_ = ledger().open_exceptions(flow=TIMESHEETS)
+    assert {e["key"].split(":v")[0] for e in open_} == {k for k in sandbox.state.psa_time.bad_entries if any(k == e["key"].split(":v")[0] for e in open_)}
+    assert all(e["reason"] and e["rule"] for e in open_)
+
+    result = subprocess.run([sys.executable, "-m", "backbone", "history", "--flow", "timesheets", "--week", "2026-W44"], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert TIMESHEETS in result.stdout and "1 of 1 runs" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "backbone", "exceptions", "--flow", "timesheets"], capture_output=True, text=True, env=os.environ.copy())
+    assert "time_entry.hours.range" in result.stdout and f"{len(open_)} open exceptions" in result.stdout
+
+
+def test_a_fixed_exception_leaves_the_open_list(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+    state = sandbox.state
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
+    bad = next(entry for entry, rule in state.psa_time.bad_entries.items() if rule == "time_entry.hours.range")
+    assert bad in {e["key"].split(":v")[0] for e in ledger().open_exceptions(flow=TIMESHEETS)}
+    state.psa_time.edit(bad, {"hours": "5"}, approved_at=WEEK_END + timedelta(days=2))  # fixed in the PSA, approved again
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END + timedelta(days=7)).state == "success"
+    assert bad not in {e["key"].split(":v")[0] for e in ledger().open_exceptions(flow=TIMESHEETS)}
+    with accounting_warehouse.connect() as connection:
+        resolved = connection.execute(text("SELECT resolved_at IS NOT NULL FROM ops.quarantine WHERE source_key LIKE :k"), {"k": f"{bad}:%"}).scalars().all()
+    assert resolved and all(resolved)
+
+
+def test_the_finance_role_can_only_read():
+    from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
+
+    engine = create_engine(f"postgresql+psycopg2://{FINANCE_LOGIN}:{FINANCE_LOCAL_PASSWORD}@127.0.0.1:{PG_PORT}/accounting_warehouse")
+    with engine.connect() as connection:
+        connection.execute(text("SELECT count(*) FROM ops.flow_run")).scalar_one()
+        connection.execute(text("SELECT count(*) FROM acct.invoice")).scalar_one()
+        with pytest.raises(Exception, match="permission denied"):
+            connection.execute(text("DELETE FROM ops.flow_run"))
+    engine.dispose()
+
+
+def test_page_and_cli_handle_empty_thousands_and_a_warehouse_that_is_down(accounting_warehouse, psa_warehouse, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from backbone.finance.app import create_app
+
+    client = TestClient(create_app())
+    page = client.get("/")
+    assert page.status_code == 200 and "runs-empty" in page.text and "exceptions-empty" in page.text
+
+    start = datetime(2020, 1, 3, 16, tzinfo=UTC)
+    with accounting_warehouse.begin() as connection:
+        connection.execute(
+            text("INSERT INTO ops.flow_run (flow, run_id, interval_start, interval_end, status) "
+                 "SELECT 'payments_to_psa', 'r' || n, :s + n * interval '1 day', :s + (n + 1) * interval '1 day', 'success' FROM generate_series(1, 3000) n"),  # fmt: skip
+            {"s": start},
+        )
+    page = client.get("/", params={"page": 2, "page_size": 100})
+    assert page.status_code == 200 and page.text.count("<tr>") == 101 and 'id="older"' in page.text
+    csv_text = client.get("/runs.csv").text
+    assert len(csv_text.strip().splitlines()) == 3001
+
+    monkeypatch.setenv("AIRFLOW_CONN_FINANCE_ACCOUNTING_WAREHOUSE", f'{{"conn_type": "postgres", "host": "127.0.0.1", "port": {_free_port()}, "login": "x", "schema": "accounting_warehouse"}}')
+    from backbone.warehouse.db import engine_for
+
+    engine_for.cache_clear()
+    try:
+        down = client.get("/")
+        assert down.status_code == 503 and "accounting warehouse cannot be read right now" in down.text and "Traceback" not in down.text
+        env = {**os.environ}
+        result = subprocess.run([sys.executable, "-m", "backbone", "history"], capture_output=True, text=True, env=env)
+        assert result.returncode == 2 and "cannot be read right now" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        engine_for.cache_clear()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        _Webhook.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+
+def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_warehouse, monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    from backbone.sandbox.faults import FaultRule
+
+    class Sink:
+        messages: list[bytes] = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook name
+            Sink.messages.append(envelope.content)
+            return "250 OK"
+
+    smtp_port, hook_port = _free_port(), _free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    server = HTTPServer(("127.0.0.1", hook_port), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", f'{{"conn_type": "smtp", "host": "127.0.0.1", "port": {smtp_port}, "extra": {{"disable_tls": true, "disable_ssl": true, "from_email": "backbone@example.com"}}}}')
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", f'{{"conn_type": "http", "password": "http://127.0.0.1:{hook_port}/hook"}}')
+        monkeypatch.setenv("BACKBONE_ALERT_EMAIL_TO", "finance@example.com")
+        monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
+        monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
+        sandbox.state.faults.arm([FaultRule(kind="status", status=503, path_contains="/timeactivity", method="POST", times=10_000)])
+        dag = dagbag.get_dag(TIMESHEETS).partial_subset(task_ids=list(dagbag.get_dag(TIMESHEETS).task_ids), include_upstream=False)
+        for task in dag.tasks:
+            task.retries = 0
+        assert dag.test(logical_date=WEEK_END).state == "failed"
+        for _ in range(50):
+            if Sink.messages and _Webhook.received:
+                break
+            time.sleep(0.1)
+        import email
+
+        message = email.message_from_bytes(Sink.messages[-1])
+        mail = message["Subject"] + "".join(part.get_payload(decode=True).decode() for part in message.walk() if part.get_content_type() == "text/html")
+        assert "timesheets_weekly_to_accounting" in mail and "FAILED" in mail and "2026-10-23 17:00" in mail
+        slack = _Webhook.received[-1].decode()
+        assert TIMESHEETS in slack and "FAILED" in slack and "first exceptions" in slack and "time_entry." in slack
+    finally:
+        controller.stop()
+        server.shutdown()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")
+def test_finance_page_in_the_airflow_ui_renders_runs_exceptions_and_csv(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
+    port = _free_port()
+    env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
+    log = (tmp_path / "api-server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        import urllib.request
+
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/finance/", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Airflow API server did not serve /finance/: " + (tmp_path / "api-server.log").read_text()[-2000:])
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new"])
+            page = browser.new_page(accept_downloads=True)
+            page.goto(f"http://127.0.0.1:{port}/finance/")
+            runs = page.locator("#runs tbody tr")
+            assert runs.count() == 1
+            assert "Friday timesheet export" in runs.first.inner_text() and "success" in runs.first.inner_text()
+            exceptions = page.locator("#exceptions tbody tr").all_inner_texts()
+            assert any("time_entry.hours.range" in row and "hours is outside" in row for row in exceptions)
+            with page.expect_download() as download:
+                page.click("#runs-csv")
+            csv_path = download.value.path()
+            assert TIMESHEETS in Path(csv_path).read_text()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
