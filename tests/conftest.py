@@ -64,6 +64,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest hook
+    from tests.reliability import REPORT, summary
+
+    if REPORT["faults injected"] or REPORT["generated payloads"]:
+        terminalreporter.write_sep("=", "reliability")
+        terminalreporter.write_line(summary())
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if "airflow.settings" in sys.modules:
         sys.modules["airflow.settings"].dispose_orm()

@@ -10,11 +10,12 @@ from functools import cached_property
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
-from backbone.http import CursorGuard, RateLimiter
+from backbone.http import CursorGuard, RateLimiter, RetriableApiError
 from backbone.settings import load_settings
 
 log = logging.getLogger(__name__)
 
+EMPTY_PAGE_RETRIES = 3
 SEARCH_PAGE_SIZE = 100
 SEARCH_RESULT_CAP = 10_000
 BATCH_SIZE = 100
@@ -92,6 +93,19 @@ class HubSpotHook(JsonApiHook):
         return stages
 
     # --- search -------------------------------------------------------------------------------
+    def _search_page(self, object_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One search page. An empty page that still offers a next cursor is asked for again: the
+        search index can answer a page empty while it catches up, and skipping it would lose records."""
+        path = f"/crm/v3/objects/{OBJECT_TYPE_IDS.get(object_type, object_type)}/search"
+        for attempt in range(EMPTY_PAGE_RETRIES + 1):
+            page = self.request("POST", path, json=body, limiter=self.search_limiter)
+            has_next = bool(((page.get("paging") or {}).get("next") or {}).get("after"))
+            if page.get("results") or not has_next or attempt == EMPTY_PAGE_RETRIES:
+                return page
+            log.warning("HubSpot %s search returned an empty page with a next cursor; asking again (%d/%d)", object_type, attempt + 1, EMPTY_PAGE_RETRIES)
+            self.retry_policy.sleep(self.retry_policy.backoff(attempt + 1, RetriableApiError("empty page")))
+        return page
+
     def search(
         self,
         object_type: str,
@@ -121,12 +135,7 @@ class HubSpotHook(JsonApiHook):
                 }
                 if after is not None:
                     body["after"] = after
-                page = self.request(
-                    "POST",
-                    f"/crm/v3/objects/{OBJECT_TYPE_IDS.get(object_type, object_type)}/search",
-                    json=body,
-                    limiter=self.search_limiter,
-                )
+                page = self._search_page(object_type, body)
                 results = page.get("results") or []
                 if results:
                     yield results
