@@ -203,3 +203,26 @@ def validate_rows(entity_name: str, rows: list[dict[str, Any]]) -> ValidationOut
             ", ".join(f"{rule} ({n})" for rule, n in sorted(outcome.failed_rules.items())),
         )
     return outcome
+
+
+class SchemaDrift:
+    """Fields a vendor sends that we do not know (ignored, reported) or no longer sends (its rows fail
+    their ``required`` rules, so they are quarantined with a reason instead of failing the run)."""
+
+    def __init__(self, known_fields: frozenset[str]):
+        self.known = known_fields
+        self.new_fields: dict[str, int] = {}
+        self.missing_fields: dict[str, int] = {}
+
+    def observe(self, payload: dict[str, Any]) -> None:
+        keys = set(payload)
+        for name in keys - self.known:
+            self.new_fields[name] = self.new_fields.get(name, 0) + 1
+        for name in self.known - keys:
+            self.missing_fields[name] = self.missing_fields.get(name, 0) + 1
+
+    def report(self) -> dict[str, dict[str, int]]:
+        return {"new_fields": dict(sorted(self.new_fields.items())), "missing_fields": dict(sorted(self.missing_fields.items()))}
+
+    def __bool__(self) -> bool:
+        return bool(self.new_fields or self.missing_fields)

@@ -105,27 +105,31 @@ def _count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> 
 
 
 # --- map + validate ------------------------------------------------------------------------------
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def bundle_contacts(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bundle's contacts that are objects with an id (anything else is not a contact)."""
+    contacts = bundle.get("contacts")
+    return [c for c in contacts if isinstance(c, dict) and c.get("id") not in (None, "")] if isinstance(contacts, list) else []
+
+
 def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any], list[RuleFailure]]:
     """A staged deal bundle → (client row, contact rows, project row, mapping issues)."""
-    deal = bundle.get("deal") or {}
-    props = deal.get("properties") or {}
-    company = bundle.get("company")
-    company_id = str(company["id"]) if company else None
+    deal = _as_dict(bundle.get("deal"))
+    props = _as_dict(deal.get("properties"))
+    company = _as_dict(bundle.get("company")) or None
+    company_id = str(company["id"]) if company and company.get("id") not in (None, "") else None
     client = None
     if company:
-        cp = company.get("properties") or {}
+        cp = _as_dict(company.get("properties"))
         client = {"crm_company_id": company_id, "client_name": cp.get("name"), "domain": cp.get("domain"), "country": cp.get("country"), "industry": cp.get("industry")}
-    contacts = [
-        {
-            "crm_contact_id": str(c["id"]),
-            "crm_company_id": company_id,
-            "first_name": (c.get("properties") or {}).get("firstname"),
-            "last_name": (c.get("properties") or {}).get("lastname"),
-            "email": (c.get("properties") or {}).get("email"),
-            "job_title": (c.get("properties") or {}).get("jobtitle"),
-        }
-        for c in bundle.get("contacts") or []
-    ]
+    contacts = []
+    for c in bundle_contacts(bundle):
+        cp = _as_dict(c.get("properties"))
+        contacts.append({"crm_contact_id": str(c["id"]), "crm_company_id": company_id, "first_name": cp.get("firstname"), "last_name": cp.get("lastname"),
+                         "email": cp.get("email"), "job_title": cp.get("jobtitle")})  # fmt: skip
     project = {
         "crm_deal_id": str(deal.get("id")),
         "crm_company_id": company_id,
@@ -181,7 +185,7 @@ def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[s
 def _judge_chunk(chunk: list[dict[str, Any]]) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow], dict[str, int]]:
     mapped = [map_bundle(row["payload"]) for row in chunk]
     clients = {c["crm_company_id"]: c for c, _, _, _ in mapped if c is not None}
-    contacts = {ct["crm_contact_id"]: (ct, raw) for (_, cts, _, _), row in zip(mapped, chunk, strict=True) for ct, raw in zip(cts, row["payload"].get("contacts") or [], strict=True)}
+    contacts = {ct["crm_contact_id"]: (ct, raw) for (_, cts, _, _), row in zip(mapped, chunk, strict=True) for ct, raw in zip(cts, bundle_contacts(row["payload"]), strict=True)}
     client_ids, contact_ids = list(clients), list(contacts)
     client_verdict = validate_rows("client", [clients[i] for i in client_ids])
     contact_verdict = validate_rows("contact", [contacts[i][0] for i in contact_ids])

@@ -78,8 +78,20 @@ def extract_invoices(psa: PsaBilling, accounting: AccountingClient, crm: HubSpot
 
 
 # --- check ---------------------------------------------------------------------------------------
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def invoice_lines(invoice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The invoice's lines, or None when ``lines`` is not a list of objects."""
+    lines = invoice.get("lines")
+    if not isinstance(lines, list) or not all(isinstance(line, dict) for line in lines):
+        return None
+    return lines
+
+
 def header_row(invoice: dict[str, Any]) -> dict[str, Any]:
-    project, client = invoice.get("project") or {}, invoice.get("client") or {}
+    project, client = _as_dict(invoice.get("project")), _as_dict(invoice.get("client"))
     return {
         "psa_invoice_id": invoice.get("id"),
         "number": invoice.get("number"),
@@ -219,7 +231,10 @@ def judge_invoice(invoice: dict[str, Any], references: AccountingReferences, con
     line_sum = Decimal(0)
     time_hours = time_amount = Decimal(0)
     time_lines = 0
-    for line in invoice.get("lines") or []:
+    raw_lines = invoice_lines(invoice)
+    if raw_lines is None:
+        check("invoice.lines.shape", False, detail=f"invoice {header['number']} has no readable lines (lines is {type(invoice.get('lines')).__name__})")
+    for line in raw_lines or []:
         qty, rate, amount = _decimal(line.get("quantity")), _decimal(line.get("rate")), _decimal(line.get("amount"))
         if qty is None or rate is None or amount is None:
             check("invoice.line.numbers", False, detail=f"line {line.get('line_id')}: quantity, rate and amount must be numbers")
@@ -233,8 +248,8 @@ def judge_invoice(invoice: dict[str, Any], references: AccountingReferences, con
             time_hours += qty
             time_amount += amount
             time_lines += 1
-        lines.append({"line_id": str(line.get("line_id")), "kind": str(line.get("kind")), "description": line.get("description"), "person_id": (line.get("person") or {}).get("id"),
-                      "milestone_id": (line.get("milestone") or {}).get("id"), "quantity": str(qty), "rate": str(rate), "amount": str(amount)})  # fmt: skip
+        lines.append({"line_id": str(line.get("line_id")), "kind": str(line.get("kind")), "description": line.get("description"), "person_id": _as_dict(line.get("person")).get("id"),
+                      "milestone_id": _as_dict(line.get("milestone")).get("id"), "quantity": str(qty), "rate": str(rate), "amount": str(amount)})  # fmt: skip
 
     subtotal, tax, total = (_decimal(header[k]) for k in ("subtotal", "tax_amount", "total"))
     tax_code = mapping.tax_codes.get(str(header["tax_code"]))
@@ -426,49 +441,65 @@ def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: s
 
 def post_invoices(accounting: AccountingClient, warehouse: Engine, run: RunRef) -> dict[str, Any]:
     """Post pending invoices (then credit notes), void what the PSA voided; each exactly once."""
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
-    from backbone.warehouse.tables import invoice, invoice_line, reference
+    from backbone.warehouse.tables import invoice, reference
 
-    with warehouse.connect() as connection:
-        pending = [dict(r._mapping) for r in connection.execute(
-            select(invoice).where(invoice.c.posting_status.in_(("pending", "void_pending"))).order_by(invoice.c.kind.desc(), invoice.c.number)
-        )]  # fmt: skip
-        tax_refs = {r.match_key: r.ref_id for r in connection.execute(select(reference.c.match_key, reference.c.ref_id).where(reference.c.entity == "TaxCode"))}
     mapping = load_mapping().invoicing
     posted = adopted = voided = failed = 0
     rejections: list[QuarantineRow] = []
-    for row in pending:
-        entity = row["accounting_entity"]
-        try:
-            if row["posting_status"] == "void_pending":
-                accounting.void(entity, row["accounting_id"], request_id=request_id_for("void", entity, row["psa_invoice_id"]))
-                _mark(warehouse, row, posting_status="voided", voided_at=func.now())
-                voided += 1
-                continue
-            found = accounting.find_by_doc_number(entity, row["number"])
-            if found is not None:
-                if abs(Decimal(str(found.get("TotalAmt", 0))) - row["total"]) > CENT:
-                    raise FatalApiError(f"{entity} {row['number']} already exists in accounting (id {found['Id']}) with total {found.get('TotalAmt')}, not {row['total']}")
-                _mark(warehouse, row, posting_status="posted", accounting_id=str(found["Id"]), posted_at=func.now())
+    with ops.exclusive(warehouse, f"{run.flow}:post", what=f"another {run.flow} run is posting invoices right now"):
+        with warehouse.connect() as connection:  # read under the lock: nobody else is posting these
+            pending = [dict(r._mapping) for r in connection.execute(
+                select(invoice).where(invoice.c.posting_status.in_(("pending", "void_pending"))).order_by(invoice.c.kind.desc(), invoice.c.number)
+            )]  # fmt: skip
+            tax_refs = {r.match_key: r.ref_id for r in connection.execute(select(reference.c.match_key, reference.c.ref_id).where(reference.c.entity == "TaxCode"))}
+        for row in pending:
+            outcome = _post_one(accounting, warehouse, row, tax_refs, mapping)
+            if outcome == "posted":
+                posted += 1
+            elif outcome == "found":
                 adopted += 1
-                continue
-            with warehouse.connect() as connection:
-                lines = [dict(r._mapping) for r in connection.execute(select(invoice_line).where(invoice_line.c.psa_invoice_id == row["psa_invoice_id"]).order_by(invoice_line.c.line_id))]
-            tax_name = mapping.tax_codes.get(row["tax_code"], ("", Decimal(0)))[0]
-            answer = accounting.create(entity, invoice_body(row, lines, tax_refs.get(normalise(tax_name))), request_id=row["request_id"])
-            _mark(warehouse, row, posting_status="posted", accounting_id=answer.object_id, posted_at=func.now())
-            posted += 1
-        except FatalApiError as exc:
-            _mark(warehouse, row, posting_status="failed", last_error=str(exc))
-            rejections.append(QuarantineRow(ENTITY, row["psa_invoice_id"], "accounting.rejected", str(exc), {k: str(v) for k, v in row.items()}))
-            failed += 1
+            elif outcome == "voided":
+                voided += 1
+            else:
+                failed += 1
+                rejections.append(QuarantineRow(ENTITY, row["psa_invoice_id"], "accounting.rejected", outcome, {k: str(v) for k, v in row.items()}))
     with warehouse.begin() as connection:
         ops.add_quarantine(connection, run, rejections)
         totals = period_totals(connection, run)
         ops.record_run(connection, run, written_back=totals["posted_total"], details={"posted_now": posted, "found_by_number": adopted, "voided_now": voided, "rejected_by_accounting": failed, **totals})
     log.info("invoices: %d posted, %d found already posted by number, %d voided, %d rejected", posted, adopted, voided, failed)
     return {"posted": posted, "found_by_number": adopted, "voided": voided, "rejected": failed}
+
+
+def _post_one(accounting: AccountingClient, warehouse: Engine, row: dict[str, Any], tax_refs: dict[str, str], mapping: Any) -> str:
+    """Post, adopt or void one outbox invoice; returns what happened, or the rejection's reason."""
+    from sqlalchemy import func, select
+
+    from backbone.warehouse.tables import invoice_line
+
+    entity = row["accounting_entity"]
+    try:
+        if row["posting_status"] == "void_pending":
+            accounting.void(entity, row["accounting_id"], request_id=request_id_for("void", entity, row["psa_invoice_id"]))
+            _mark(warehouse, row, posting_status="voided", voided_at=func.now())
+            return "voided"
+        found = accounting.find_by_doc_number(entity, row["number"])
+        if found is not None:
+            if abs(Decimal(str(found.get("TotalAmt", 0))) - row["total"]) > CENT:
+                raise FatalApiError(f"{entity} {row['number']} already exists in accounting (id {found['Id']}) with total {found.get('TotalAmt')}, not {row['total']}")
+            _mark(warehouse, row, posting_status="posted", accounting_id=str(found["Id"]), posted_at=func.now())
+            return "found"
+        with warehouse.connect() as connection:
+            lines = [dict(r._mapping) for r in connection.execute(select(invoice_line).where(invoice_line.c.psa_invoice_id == row["psa_invoice_id"]).order_by(invoice_line.c.line_id))]
+        tax_name = mapping.tax_codes.get(row["tax_code"], ("", Decimal(0)))[0]
+        answer = accounting.create(entity, invoice_body(row, lines, tax_refs.get(normalise(tax_name))), request_id=row["request_id"])
+        _mark(warehouse, row, posting_status="posted", accounting_id=answer.object_id, posted_at=func.now())
+        return "posted"
+    except FatalApiError as exc:
+        _mark(warehouse, row, posting_status="failed", last_error=str(exc))
+        return str(exc)
 
 
 def _mark(warehouse: Engine, row: dict[str, Any], **values: Any) -> None:

@@ -17,7 +17,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from backbone.accounting_mapping import AccountingReferences, load_mapping, norm
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.quickbooks import request_id_for
 from backbone.http import FatalApiError
-from backbone.validation import RuleFailure, validate_rows
+from backbone.validation import RuleFailure, SchemaDrift, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
@@ -44,6 +43,11 @@ ENTITY = "time_entry"
 MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
 RESULT_BATCH = 50
+PSA_ENTRY_FIELDS = frozenset({
+    "id", "version", "spent_date", "hours", "billable", "billable_rate", "currency", "approval_status", "approved_at",
+    "updated_at", "notes", "user", "client", "project", "task",
+})  # fmt: skip
+"""The fields of a PSA time entry this flow reads or expects; others are reported as schema drift."""
 POST_BATCH_ENTRIES = 2000
 
 
@@ -132,7 +136,10 @@ def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: s
     last_work_date = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
     valid = quarantined = 0
     failed_rules: dict[str, int] = defaultdict(int)
+    drift = SchemaDrift(PSA_ENTRY_FIELDS)
     for chunk in ops.iter_staged(warehouse, run, ENTITY, chunk_size=chunk_size):
+        for row in chunk:
+            drift.observe(row["payload"])
         exported = _exported_hashes(warehouse, [row["source_key"] for row in chunk])
         verdicts, quarantine_rows = judge_chunk(chunk, references, overfull_days=overfull_days, last_work_date=last_work_date, exported_hashes=exported)
         with warehouse.begin() as connection:
@@ -144,9 +151,11 @@ def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: s
             failed_rules[row.rule] += 1
     counts = {"valid": valid, "quarantined": quarantined}
     with warehouse.begin() as connection:
-        ops.record_run(connection, run, **counts, details={"failed_rules": dict(failed_rules)})
+        ops.record_run(connection, run, **counts, details={"failed_rules": dict(failed_rules), "schema_drift": drift.report()})
     if failed_rules:
         log.warning("%d time entries are exceptions for finance: %s", quarantined, dict(failed_rules))
+    if drift:
+        log.warning("the PSA's time entries changed shape (new fields are ignored): %s", drift.report())
     return counts
 
 
@@ -430,7 +439,7 @@ def post_time_activities(accounting: AccountingClient, warehouse: Engine, run: R
     the task, so Airflow's retry sends it, with the same requestid.
     """
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
-    with posting_lock(warehouse, run):
+    with ops.exclusive(warehouse, f"{run.flow}:post", what=f"another {run.flow} run is posting to accounting right now"):
         for batch in _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES):
             log.info("posting %d outbox lines of %d entries with %d workers", sum(map(len, batch)), len(batch), concurrency)
             done = _post_entries(accounting, warehouse, run, batch, concurrency=concurrency)
@@ -477,24 +486,6 @@ def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) 
                 by_entry[line.entry_id].append(dict(line._mapping))
         yield list(by_entry.values())
         last_entry = entry_ids[-1]
-
-
-@contextmanager
-def posting_lock(warehouse: Engine, run: RunRef) -> Iterator[None]:
-    """One poster per flow at a time, across processes and hosts (a session advisory lock held on
-    a dedicated connection); a second poster fails at once instead of racing the first."""
-    from sqlalchemy import text
-
-    with warehouse.connect() as connection:
-        got = connection.execute(text("SELECT pg_try_advisory_lock(hashtext(:lock))"), {"lock": f"{run.flow}:post"}).scalar_one()
-        connection.commit()
-        if not got:
-            raise RuntimeError(f"another {run.flow} run is posting to accounting right now; this run will retry after it")
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:lock))"), {"lock": f"{run.flow}:post"})
-            connection.commit()
 
 
 def _post_entries(accounting: AccountingClient, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,24 @@ class QuarantineRow:
     rule: str
     reason: str
     raw: dict[str, Any]
+
+
+@contextmanager
+def exclusive(engine: Engine, lock: str, *, what: str) -> Iterator[None]:
+    """Hold a session advisory lock named ``lock`` on a dedicated connection for the block, across
+    processes and hosts; if someone else holds it, fail at once with ``what`` (never race them)."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        got = connection.execute(text("SELECT pg_try_advisory_lock(hashtext(:lock))"), {"lock": lock}).scalar_one()
+        connection.commit()
+        if not got:
+            raise RuntimeError(f"{what}; this run will retry after it")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:lock))"), {"lock": lock})
+            connection.commit()
 
 
 def clear_staging(connection: Connection, run: RunRef) -> None:
