@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/include
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install browser sandbox airflow demo-reset lint clean
+.PHONY: demo test install browser bench bench-quick sandbox airflow demo-reset lint clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ browser:  ## Debian's Chromium for the Finance page browser test (installed when
 	    echo "installing Debian's chromium for the browser test"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium is missing and this is not root: the browser test will be skipped"; fi; }
+
+bench: $(STAMP)  ## performance figures at full size (bench/results/latest.md); ratios against same-run baselines
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)  ## the same at small sizes, a few minutes on 2 cores
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py --quick
 
 sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765
 	$(BIN)/python -m backbone.sandbox --state-file .demo/sandbox-state.pickle

@@ -348,27 +348,16 @@ def _mirror_row(line: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 def _upsert_newer_versions(connection: Connection, table: Any, rows: list[dict[str, Any]]) -> int:
     """Upsert keyed by entry id; an older version never overwrites a newer one (backfills run out of order)."""
-    from sqlalchemy import tuple_
-    from sqlalchemy.dialects.postgresql import insert
+    from backbone.warehouse.db import copy_upsert
 
-    if not rows:
-        return 0
-    statement = insert(table).values(rows)
-    compared = [c for c in rows[0] if c not in ("entry_id", "last_run_id")]
-    changed = tuple_(*(table.c[c] for c in compared)).is_distinct_from(tuple_(*(statement.excluded[c] for c in compared)))
-    statement = statement.on_conflict_do_update(
-        index_elements=["entry_id"],
-        set_={c: statement.excluded[c] for c in rows[0] if c != "entry_id"},
-        where=changed & (statement.excluded.entry_version >= table.c.entry_version),
-    )
-    return connection.execute(statement).rowcount
+    return copy_upsert(connection, table, rows, key=["entry_id"], newer_column="entry_version")
 
 
 def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any]]) -> int:
     """Insert lines not yet in the outbox. A line, once written, is never rewritten by a later run."""
     from sqlalchemy import select
-    from sqlalchemy.dialects.postgresql import insert
 
+    from backbone.warehouse.db import copy_upsert
     from backbone.warehouse.tables import time_export
 
     if not lines:
@@ -390,8 +379,7 @@ def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any
             request_id=request_id_for("TimeActivity", line["entry_id"], str(line["entry_version"])),
         )
         rows.append(row)
-    result = connection.execute(insert(time_export).values(rows).on_conflict_do_nothing(index_elements=["entry_id", "entry_version"]))
-    return result.rowcount
+    return copy_upsert(connection, time_export, rows, key=["entry_id", "entry_version"], insert_only=True)
 
 
 def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:

@@ -1,0 +1,328 @@
+"""``make bench`` / ``make bench-quick``: every figure is a ratio against a baseline measured in the same run.
+
+Writes ``bench/results/latest.json`` and ``bench/results/latest.md`` (the table the README shows).
+Absolute times are printed for reference; targets are judged on ratios only.
+
+  1. load      the project's validated upsert vs a raw COPY of the same rows (the limit) and vs
+               ``DataFrame.to_sql`` with default arguments (what most users write)
+  2. rates     achieved request rate ÷ the vendor's allowed rate, with its 429 count
+  3. memory    peak RSS of the weekly timesheet flow's stages at two sizes
+  4. validate  Great Expectations rows/s on time entries and its share of the flow's wall time
+  5. parse     each DAG file's import time vs an empty DAG file's; the whole folder through DagBag
+  6. stages    wall time of the weekly flow by stage (extract / validate / load / post)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+
+from backbone.devtools import pg  # noqa: E402
+from backbone.devtools.localenv import airflow_environment  # noqa: E402
+
+BENCH_DIR = ROOT / ".bench"
+RESULTS = ROOT / "bench" / "results"
+PG_PORT = 54349
+SANDBOX_PORT = 8767
+ADMIN = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
+WAREHOUSE = f"postgresql+psycopg2://postgres@127.0.0.1:{PG_PORT}/psa_warehouse"
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def time_entry_rows(n: int) -> list[dict]:
+    rng = random.Random(n)
+    start = date(2026, 10, 26)
+    approved = datetime(2026, 10, 30, 14, tzinfo=UTC)
+    return [
+        {"entry_id": f"TE-{i:09d}", "entry_version": 1, "person_id": f"EMP-{i % 2000:05d}", "person_email": f"p{i % 2000}@people.example", "project_id": f"PJ-{i % 300:05d}",
+         "client_id": f"CL-{i % 120:05d}", "billing_code": rng.choice(["CONSULT", "DEV", "PM"]), "work_date": start + timedelta(days=i % 5),
+         "hours": Decimal(rng.choice(["1.25", "2.5", "4", "7.75"])), "billable": True, "hourly_rate": Decimal("110.00"), "currency": "EUR",
+         "approved_at": approved, "last_run_id": "bench"}  # fmt: skip
+        for i in range(n)
+    ]
+
+
+# --- 1. load path -------------------------------------------------------------------------------------
+def bench_load(engine, n: int, *, with_to_sql: bool) -> dict:
+    import io
+
+    import pandas as pd
+    from sqlalchemy import text
+
+    from backbone.warehouse.db import copy_upsert, upsert
+    from backbone.warehouse.tables import time_entry
+
+    rows = time_entry_rows(n)
+    columns = list(rows[0])
+    result = {"rows": n}
+
+    def reset() -> None:
+        with engine.begin() as connection:
+            connection.execute(text("TRUNCATE psa.time_entry"))
+            connection.execute(text("DROP TABLE IF EXISTS public.bench_to_sql"))
+
+    reset()
+    buffer = io.StringIO("".join("\t".join(str(r[c]) for c in columns) + "\n" for r in rows))
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        with connection.connection.driver_connection.cursor() as cursor:
+            cursor.copy_expert(f"COPY psa.time_entry ({', '.join(columns)}) FROM STDIN", buffer)
+    result["copy_seconds"] = time.perf_counter() - started
+
+    for name, writer in (("project_copy_upsert", copy_upsert), ("multi_values_upsert", upsert)):
+        reset()
+        started = time.perf_counter()
+        with engine.begin() as connection:
+            for offset in range(0, n, 5000):
+                writer(connection, time_entry, rows[offset : offset + 5000], key=["entry_id"])
+        result[f"{name}_seconds"] = time.perf_counter() - started
+    if with_to_sql:
+        reset()
+        frame = pd.DataFrame.from_records(rows)
+        started = time.perf_counter()
+        frame.to_sql("bench_to_sql", engine)  # default arguments, as most users write it
+        result["to_sql_seconds"] = time.perf_counter() - started
+    reset()
+    result["vs_copy"] = result["copy_seconds"] / result["project_copy_upsert_seconds"]
+    result["before_vs_copy"] = result["copy_seconds"] / result["multi_values_upsert_seconds"]
+    if with_to_sql:
+        result["vs_to_sql"] = result["to_sql_seconds"] / result["project_copy_upsert_seconds"]
+    return result
+
+
+# --- 4. validation ---------------------------------------------------------------------------------------
+def bench_validation(n: int) -> dict:
+    from tests_support import entry_payloads
+
+    from backbone.validation import validate_rows
+
+    payloads = entry_payloads(n)
+    from backbone.flows.timesheets import map_entry
+
+    rows = [map_entry(p) for p in payloads]
+    validate_rows("time_entry", rows[:100])  # build and cache the suite first
+    started = time.perf_counter()
+    for offset in range(0, n, 5000):
+        validate_rows("time_entry", rows[offset : offset + 5000])
+    seconds = time.perf_counter() - started
+    return {"rows": n, "seconds": seconds, "rows_per_second": n / seconds}
+
+
+# --- 5. parse time -----------------------------------------------------------------------------------------
+def bench_parse(env: dict) -> dict:
+    probe = "import runpy, sys, time; t = time.perf_counter(); runpy.run_path(sys.argv[1]); print(time.perf_counter() - t)"
+    baseline_file = BENCH_DIR / "empty_dag.py"
+    baseline_file.write_text(
+        "import pendulum\nfrom airflow.sdk import dag, task, CronDataIntervalTimetable\n\n"
+        "@dag(dag_id='empty', schedule=CronDataIntervalTimetable('0 5 * * *', timezone='UTC'), start_date=pendulum.datetime(2026, 1, 1))\n"
+        "def empty():\n    @task\n    def nothing():\n        return None\n    nothing()\n\nempty()\n"
+    )
+
+    def import_seconds(path: Path) -> float:
+        runs = [float(subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]) for _ in range(3)]
+        return statistics.median(runs)
+
+    baseline = import_seconds(baseline_file)
+    files = {p.stem: import_seconds(p) for p in sorted((ROOT / "dags").glob("*.py"))}
+    dagbag_probe = "import time; from airflow.dag_processing.dagbag import DagBag; t = time.perf_counter(); b = DagBag(dag_folder=__import__('sys').argv[1]); print(time.perf_counter() - t, len(b.dags), len(b.import_errors))"
+    seconds, dags, errors = subprocess.run([sys.executable, "-c", dagbag_probe, str(ROOT / "dags")], capture_output=True, text=True, env=env, check=True).stdout.split()[-3:]
+    return {"empty_dag_seconds": baseline, "files": {k: {"seconds": v, "vs_empty": v / baseline} for k, v in files.items()}, "dagbag_seconds": float(seconds), "dags": int(dags), "import_errors": int(errors)}
+
+
+# --- 2, 3, 6. the weekly flow at size, and vendor rates -------------------------------------------------
+def bench_flow(env: dict, people: int) -> dict:
+    """The weekly flow's stages in a fresh process (peak RSS is the process's), posting to a no-op client."""
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'include')!r})
+from datetime import datetime, UTC
+from backbone.flows import timesheets
+from backbone.hooks.psa import PsaHook
+from backbone.hooks.quickbooks import MemoryTokenStore, PostedObject, QuickBooksHook
+from backbone.warehouse.db import engine_for
+from backbone.warehouse.ops import RunRef
+from sqlalchemy import text
+
+class NoOpAccounting:
+    def __init__(self, real): self.real = real
+    def query_all(self, *a, **k): return self.real.query_all(*a, **k)
+    def create(self, entity, body, *, request_id): return PostedObject(entity, request_id, "0", body)
+    def update(self, entity, object_id, body, *, request_id): return PostedObject(entity, object_id, "1", body)
+
+run = RunRef("timesheets_weekly_to_accounting", "bench-{people}", datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
+acct, psa_wh = engine_for("accounting_warehouse"), engine_for("psa_warehouse")
+for engine, tables in ((acct, "acct.time_export, acct.reference, ops.flow_run, ops.staged_record, ops.quarantine"), (psa_wh, "psa.time_entry")):
+    with engine.begin() as c: c.execute(text("TRUNCATE " + tables))
+accounting = NoOpAccounting(QuickBooksHook(token_store=MemoryTokenStore()))
+stages = {{}}
+t = time.perf_counter(); counts = timesheets.extract_time_entries(PsaHook(), accounting, acct, run, page_size=1000); stages["extract"] = time.perf_counter() - t
+t = time.perf_counter(); timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=5000); stages["validate"] = time.perf_counter() - t
+t = time.perf_counter(); timesheets.load_time_entries(psa_wh, acct, run, chunk_size=5000); stages["load"] = time.perf_counter() - t
+t = time.perf_counter(); timesheets.post_time_activities(accounting, acct, run, concurrency=4); stages["post (no-op client)"] = time.perf_counter() - t
+print(json.dumps({{"entries": counts["extracted"], "stages": stages, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    sandbox = start_sandbox(env, people=people, qbo_rate=100000)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-3000:])
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=60)
+
+
+def bench_rates(env: dict, *, searches: int, qbo_calls: int) -> dict:
+    """Long runs against the sandbox's vendor limits: HubSpot search 4/s, QuickBooks 500/min."""
+    code = f"""
+import json, sys, time
+from datetime import datetime, UTC, timedelta
+sys.path.insert(0, {str(ROOT / 'include')!r})
+from backbone.hooks.hubspot import HubSpotHook
+from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+hook = HubSpotHook()
+anchor = datetime(2026, 11, 2, 12, tzinfo=UTC)
+t = time.perf_counter(); pages = sum(1 for _ in hook.search_modified("deals", start=anchor - timedelta(minutes=30), end=anchor, properties=["dealname"])); hub = time.perf_counter() - t
+qbo = QuickBooksHook(token_store=MemoryTokenStore()); qbo.access_token()
+t = time.perf_counter()
+for n in range({qbo_calls}): qbo.call("GET", "/query", params={{"query": "SELECT * FROM Item STARTPOSITION 1 MAXRESULTS 1"}})
+q = time.perf_counter() - t
+print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_requests": {qbo_calls}, "qbo_seconds": q}}))
+"""
+    sandbox = start_sandbox(env, deals=searches * 100, people=6, qbo_rate=500)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "BACKBONE_QBO_REQUESTS_PER_MINUTE": "490"})
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-3000:])
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/info", timeout=10) as answer:
+            limited = json.load(answer)["rate_limited"]
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=60)
+    return {
+        "hubspot_search": {"requests": figures["hubspot_requests"], "seconds": figures["hubspot_seconds"], "allowed_per_second": 4,
+                           "ratio": figures["hubspot_requests"] / figures["hubspot_seconds"] / 4, "429s": limited.get("hubspot_search", 0)},
+        "quickbooks": {"requests": figures["qbo_requests"], "seconds": figures["qbo_seconds"], "allowed_per_second": 500 / 60,
+                       "ratio": figures["qbo_requests"] / figures["qbo_seconds"] / (500 / 60), "429s": limited.get("quickbooks", 0)},
+    }  # fmt: skip
+
+
+def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int = 500) -> subprocess.Popen:
+    import urllib.request
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backbone.sandbox", "--port", str(SANDBOX_PORT), "--people", str(people), "--weeks", "1", "--deals", str(deals),
+         "--anchor", "2026-11-02T12:00:00Z", "--qbo-rate", str(qbo_rate)],  # fmt: skip
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/info", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError("the sandbox did not start")
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def report(results: dict) -> str:
+    load_small, load_large = results["load"]
+    flow_small, flow_large = results["flow"]
+    rates = results["rates"]
+    parse = results["parse"]
+    validation_share = flow_small["stages"]["validate"] / sum(flow_small["stages"].values())
+    memory_ratio = flow_large["peak_rss_mb"] / flow_small["peak_rss_mb"]
+    worst_parse = max(f["vs_empty"] for f in parse["files"].values())
+    rows = [
+        ("Load: validated upsert vs raw COPY", f"{load_large['rows']:,} rows", f"{load_large['vs_copy']:.2f}× COPY (before: multi-VALUES upsert {load_large['before_vs_copy']:.2f}×)", "≥ 0.5×", verdict(load_large["vs_copy"] >= 0.5)),
+        ("Load: validated upsert vs DataFrame.to_sql", f"{load_small['rows']:,} rows", f"{load_small['vs_to_sql']:.1f}× faster", "≥ 10×", verdict(load_small["vs_to_sql"] >= 10)),
+        ("Extraction: HubSpot search rate ÷ 4/s", f"{rates['hubspot_search']['requests']} requests", f"{rates['hubspot_search']['ratio']:.2f} ({rates['hubspot_search']['429s']} × 429)", "≥ 0.9, few 429", verdict(rates["hubspot_search"]["ratio"] >= 0.9 and rates["hubspot_search"]["429s"] <= 5)),
+        ("Extraction: QuickBooks rate ÷ 500/min", f"{rates['quickbooks']['requests']} requests", f"{rates['quickbooks']['ratio']:.2f} ({rates['quickbooks']['429s']} × 429)", "≥ 0.9, few 429", verdict(rates["quickbooks"]["ratio"] >= 0.9 and rates["quickbooks"]["429s"] <= 5)),
+        ("Memory: weekly flow peak RSS, large ÷ small", f"{flow_large['entries']:,} vs {flow_small['entries']:,} entries", f"{memory_ratio:.2f} ({flow_large['peak_rss_mb']:.0f} MB vs {flow_small['peak_rss_mb']:.0f} MB)", "≤ 1.3", verdict(memory_ratio <= 1.3)),
+        ("Validation: GE rows/s on time entries", f"{results['validation']['rows']:,} rows", f"{results['validation']['rows_per_second']:,.0f} rows/s; {validation_share:.0%} of the flow's wall time", "not dominant", verdict(validation_share < 0.5)),
+        ("Parse: slowest DAG file ÷ empty DAG file", f"{len(parse['files'])} files", f"{worst_parse:.2f}×", "≤ 2×", verdict(worst_parse <= 2)),
+        ("Parse: whole dags/ folder through DagBag", f"{parse['dags']} DAGs", f"{parse['dagbag_seconds']:.2f} s", "< 2 s", verdict(parse["dagbag_seconds"] < 2)),
+    ]  # fmt: skip
+    stage_line = ", ".join(f"{k} {v:.1f}s" for k, v in flow_small["stages"].items())
+    lines = [
+        f"Measured {results['measured_at']} on {results['cores']} cores ({results['mode']} mode). Ratios are against baselines measured in the same run.",
+        "",
+        "| measure | size | result | target | |",
+        "|---|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows],
+        "",
+        f"Weekly flow by stage at {flow_small['entries']:,} entries: {stage_line}. At {flow_large['entries']:,}: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in flow_large["stages"].items())
+        + ". Posting is measured with a no-op accounting client; against QuickBooks it is bound by 500 requests a minute (about 8 entries a second).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
+    args = parser.parse_args()
+    sizes = {"load": (20_000, 100_000), "people": (2_000, 10_000), "validation": 20_000, "searches": 40, "qbo": 150} if args.quick else \
+            {"load": (100_000, 1_000_000), "people": (10_000, 100_000), "validation": 100_000, "searches": 120, "qbo": 600}  # fmt: skip
+    BENCH_DIR.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **airflow_environment(airflow_home=BENCH_DIR / "airflow", pg_port=PG_PORT, sandbox_url=f"http://127.0.0.1:{SANDBOX_PORT}"),
+           "BACKBONE_HTTP_MAX_BACKOFF_SECONDS": "5", "BACKBONE_QBO_REQUESTS_PER_MINUTE": "100000", "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'bench'}"}  # fmt: skip
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "BACKBONE", "PYTHONPATH"))})
+    started_pg = pg.start(BENCH_DIR / "pgdata", PG_PORT)
+    try:
+        pg.ensure_databases(ADMIN, ["psa_warehouse", "accounting_warehouse", "airflow"])
+        from backbone.warehouse.db import migrate
+
+        for name in ("psa", "accounting"):
+            migrate(f"postgresql+psycopg2://postgres@127.0.0.1:{PG_PORT}/{name}_warehouse", name)
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+        from sqlalchemy import create_engine
+
+        engine = create_engine(WAREHOUSE)
+        results: dict = {"mode": "quick" if args.quick else "full", "cores": os.cpu_count(), "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+        say(f"load path at {sizes['load'][0]:,} and {sizes['load'][1]:,} rows")
+        results["load"] = [bench_load(engine, sizes["load"][0], with_to_sql=True), bench_load(engine, sizes["load"][1], with_to_sql=False)]
+        say("validation rows/s")
+        results["validation"] = bench_validation(sizes["validation"])
+        say("parse time")
+        results["parse"] = bench_parse(env)
+        say(f"weekly flow at {sizes['people'][0] * 10:,} and {sizes['people'][1] * 10:,} entries")
+        results["flow"] = [bench_flow(env, sizes["people"][0]), bench_flow(env, sizes["people"][1])]
+        say("vendor request rates")
+        results["rates"] = bench_rates(env, searches=sizes["searches"], qbo_calls=sizes["qbo"])
+        table = report(results)
+        (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+        (RESULTS / "latest.md").write_text(table)
+        print("\n" + table)
+    finally:
+        if started_pg:
+            pg.stop(BENCH_DIR / "pgdata")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
