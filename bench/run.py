@@ -64,6 +64,7 @@ def bench_load(engine, n: int, *, with_to_sql: bool) -> dict:
     import pandas as pd
     from sqlalchemy import text
 
+    from backbone.settings import load_settings
     from backbone.warehouse.db import copy_upsert, upsert
     from backbone.warehouse.tables import time_entry
 
@@ -87,9 +88,10 @@ def bench_load(engine, n: int, *, with_to_sql: bool) -> dict:
     for name, writer in (("project_copy_upsert", copy_upsert), ("multi_values_upsert", upsert)):
         reset()
         started = time.perf_counter()
+        chunk = load_settings().chunk_size  # what the flows use
         with engine.begin() as connection:
-            for offset in range(0, n, 5000):
-                writer(connection, time_entry, rows[offset : offset + 5000], key=["entry_id"])
+            for offset in range(0, n, chunk):
+                writer(connection, time_entry, rows[offset : offset + chunk], key=["entry_id"])
         result[f"{name}_seconds"] = time.perf_counter() - started
     if with_to_sql:
         reset()
@@ -171,8 +173,8 @@ for engine, tables in ((acct, "acct.time_export, acct.reference, ops.flow_run, o
 accounting = NoOpAccounting(QuickBooksHook(token_store=MemoryTokenStore()))
 stages = {{}}
 t = time.perf_counter(); counts = timesheets.extract_time_entries(PsaHook(), accounting, acct, run, page_size=1000); stages["extract"] = time.perf_counter() - t
-t = time.perf_counter(); timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=5000); stages["validate"] = time.perf_counter() - t
-t = time.perf_counter(); timesheets.load_time_entries(psa_wh, acct, run, chunk_size=5000); stages["load"] = time.perf_counter() - t
+t = time.perf_counter(); timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=20000); stages["validate"] = time.perf_counter() - t
+t = time.perf_counter(); timesheets.load_time_entries(psa_wh, acct, run, chunk_size=20000); stages["load"] = time.perf_counter() - t
 t = time.perf_counter(); timesheets.post_time_activities(accounting, acct, run, concurrency=4); stages["post (no-op client)"] = time.perf_counter() - t
 print(json.dumps({{"entries": counts["extracted"], "stages": stages, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

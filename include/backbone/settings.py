@@ -46,7 +46,7 @@ class Settings:
     """Extra minutes read before each interval: HubSpot's search index lags its writes."""
 
     crm_search_requests_per_second: float = field(
-        default_factory=lambda: float(_env("CRM_SEARCH_REQUESTS_PER_SECOND", "4"))
+        default_factory=lambda: float(_env("CRM_SEARCH_REQUESTS_PER_SECOND", "3.8"))
     )
     crm_requests_per_second: float = field(default_factory=lambda: float(_env("CRM_REQUESTS_PER_SECOND", "10")))
     http_max_attempts: int = field(default_factory=lambda: int(_env("HTTP_MAX_ATTEMPTS", "6")))
@@ -67,7 +67,7 @@ class Settings:
     hr_change_overlap_minutes: int = field(default_factory=lambda: int(_env("HR_CHANGE_OVERLAP_MINUTES", "60")))
     psa_page_size: int = field(default_factory=lambda: int(_env("PSA_PAGE_SIZE", "500")))
 
-    chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))
+    chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "20000")))
     """Rows handled per chunk when staging, validating and loading: bounds memory."""
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from backbone.accounting_mapping import AccountingReferences, normalise
@@ -20,22 +21,22 @@ REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "Item", "TaxCode")
 
 def refresh_references(accounting: AccountingClient, warehouse: Engine, run: RunRef) -> dict[str, int]:
     """Mirror the active reference records into ``acct.reference``, keyed the way the mapping matches."""
-    from sqlalchemy import tuple_
-
-    from backbone.warehouse.db import upsert
+    from backbone.warehouse.db import copy_upsert
     from backbone.warehouse.tables import reference
 
+    stamp = f"{run.run_id}#{uuid.uuid4().hex[:8]}"  # this refresh, even when an interval is run again
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for entity in REFERENCE_ENTITIES:
         for page in accounting.query_all(entity, "Active = true"):
             for record in page:
                 key = _reference_key(entity, record)
                 if key:
-                    rows.setdefault((entity, key), _reference_row(entity, key, record, run.run_id))
+                    rows.setdefault((entity, key), _reference_row(entity, key, record, stamp))
     with warehouse.begin() as connection:
-        upsert(connection, reference, sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])), key=["entity", "match_key"])
-        if rows:  # whatever the accounting system no longer lists stops matching
-            connection.execute(reference.delete().where(tuple_(reference.c.entity, reference.c.match_key).not_in(list(rows))))
+        # Every listed record is stamped with this run, so whatever accounting no longer lists stops matching.
+        copy_upsert(connection, reference, sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])), key=["entity", "match_key"], bookkeeping=())
+        if rows:
+            connection.execute(reference.delete().where(reference.c.last_run_id != stamp))
     counts = {entity: sum(1 for e, _ in rows if e == entity) for entity in REFERENCE_ENTITIES}
     log.info("accounting references: %s", counts)
     return counts

@@ -42,7 +42,7 @@ FLOW = "timesheets_weekly_to_accounting"
 ENTITY = "time_entry"
 MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
-RESULT_BATCH = 50
+RESULT_BATCH = 500
 PSA_ENTRY_FIELDS = frozenset({
     "id", "version", "spent_date", "hours", "billable", "billable_rate", "currency", "approval_status", "approved_at",
     "updated_at", "notes", "user", "client", "project", "task",
@@ -552,15 +552,17 @@ def _result(line: dict[str, Any], status: str, *, accounting_id: str | None = No
 def _record_results(warehouse: Engine, run: RunRef, results: Iterable[dict[str, Any]]) -> None:
     results = list(results)
     with warehouse.begin() as connection:
-        connection.exec_driver_sql(
+        connection.exec_driver_sql(  # one statement for the whole batch
             """
-            UPDATE acct.time_export SET posting_status = %(posting_status)s, accounting_id = coalesce(%(accounting_id)s, accounting_id),
-                   accounting_sync_token = coalesce(%(accounting_sync_token)s, accounting_sync_token),
-                   target_ref_id = coalesce(%(target_ref_id)s, target_ref_id), last_error = %(last_error)s,
-                   attempts = attempts + 1, posted_at = CASE WHEN %(posting_status)s = 'posted' THEN now() ELSE posted_at END
-            WHERE entry_id = %(entry_id)s AND entry_version = %(entry_version)s
+            UPDATE acct.time_export AS t SET posting_status = v.posting_status, accounting_id = coalesce(v.accounting_id, t.accounting_id),
+                   accounting_sync_token = coalesce(v.accounting_sync_token, t.accounting_sync_token), target_ref_id = coalesce(v.target_ref_id, t.target_ref_id),
+                   last_error = v.last_error, attempts = t.attempts + 1, posted_at = CASE WHEN v.posting_status = 'posted' THEN now() ELSE t.posted_at END
+            FROM (SELECT unnest(%(entry_id)s::text[]) AS entry_id, unnest(%(entry_version)s::int[]) AS entry_version, unnest(%(posting_status)s::text[]) AS posting_status,
+                         unnest(%(accounting_id)s::text[]) AS accounting_id, unnest(%(accounting_sync_token)s::text[]) AS accounting_sync_token,
+                         unnest(%(target_ref_id)s::text[]) AS target_ref_id, unnest(%(last_error)s::text[]) AS last_error) AS v
+            WHERE t.entry_id = v.entry_id AND t.entry_version = v.entry_version
             """,
-            [{k: v for k, v in r.items() if k != "raw"} for r in results],
+            {k: [r[k] for r in results] for k in ("entry_id", "entry_version", "posting_status", "accounting_id", "accounting_sync_token", "target_ref_id", "last_error")},
         )
         ops.add_quarantine(
             connection,

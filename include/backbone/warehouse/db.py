@@ -124,7 +124,7 @@ def copy_upsert(
     buffer = io.StringIO()
     # Every value is quoted and NULL is an unquoted empty field, so no text can ever read as NULL.
     for row in rows:
-        buffer.write(",".join("" if row[c] is None else '"' + str(row[c]).replace('"', '""') + '"' for c in columns))
+        buffer.write(",".join("" if row[c] is None else '"' + _copy_text(row[c]).replace('"', '""') + '"' for c in columns))
         buffer.write("\n")
     buffer.seek(0)
     qualified = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
@@ -149,3 +149,11 @@ def copy_upsert(
         count = cursor.rowcount
         cursor.execute("DROP TABLE _copy_upsert")
     return count
+
+
+def _copy_text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value)
+    return str(value)
