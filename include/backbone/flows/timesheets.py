@@ -185,10 +185,7 @@ def _overfull_person_days(warehouse: Engine, run: RunRef) -> set[tuple[str, str]
 
 
 def _exported_hashes(warehouse: Engine, keys: list[str]) -> dict[str, str]:
-    from sqlalchemy import select, tuple_
-
-    from backbone.warehouse.tables import time_export
-
+    """Content hashes of the chunk's entry versions already in the outbox (arrays, not a huge IN list)."""
     pairs = []
     for key in keys:
         entry_id, _, version = key.rpartition(":v")
@@ -196,11 +193,13 @@ def _exported_hashes(warehouse: Engine, keys: list[str]) -> dict[str, str]:
             pairs.append((entry_id, int(version)))
     if not pairs:
         return {}
-    query = select(time_export.c.entry_id, time_export.c.entry_version, time_export.c.content_hash).where(
-        tuple_(time_export.c.entry_id, time_export.c.entry_version).in_(pairs)
-    )
+    query = """
+        SELECT t.entry_id, t.entry_version, t.content_hash FROM acct.time_export t
+        JOIN unnest(%(ids)s::text[], %(versions)s::int[]) AS k(entry_id, entry_version) USING (entry_id, entry_version)
+    """
     with warehouse.connect() as connection:
-        return {entry_key(r.entry_id, r.entry_version): r.content_hash for r in connection.execute(query)}
+        rows = connection.exec_driver_sql(query, {"ids": [p[0] for p in pairs], "versions": [p[1] for p in pairs]}).all()
+    return {entry_key(r[0], r[1]): r[2] for r in rows}
 
 
 def judge_chunk(
@@ -355,18 +354,13 @@ def _upsert_newer_versions(connection: Connection, table: Any, rows: list[dict[s
 
 def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any]]) -> int:
     """Insert lines not yet in the outbox. A line, once written, is never rewritten by a later run."""
-    from sqlalchemy import select
-
     from backbone.warehouse.db import copy_upsert
     from backbone.warehouse.tables import time_export
 
     if not lines:
         return 0
     entry_ids = sorted({line["entry_id"] for line in lines})
-    earlier = {
-        (r.entry_id, r.entry_version)
-        for r in connection.execute(select(time_export.c.entry_id, time_export.c.entry_version).where(time_export.c.entry_id.in_(entry_ids)))
-    }
+    earlier = set(connection.exec_driver_sql("SELECT entry_id, entry_version FROM acct.time_export WHERE entry_id = ANY(%(ids)s)", {"ids": entry_ids}).all())
     rows = []
     for line in lines:
         has_earlier = any(e == line["entry_id"] and v < line["entry_version"] for e, v in earlier)
