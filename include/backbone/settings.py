@@ -67,7 +67,7 @@ class Settings:
     hr_change_overlap_minutes: int = field(default_factory=lambda: int(_env("HR_CHANGE_OVERLAP_MINUTES", "60")))
     psa_page_size: int = field(default_factory=lambda: int(_env("PSA_PAGE_SIZE", "500")))
 
-    chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "20000")))
+    chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))
     """Rows handled per chunk when staging, validating and loading: bounds memory."""
 
     @property
