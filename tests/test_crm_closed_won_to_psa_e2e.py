@@ -9,18 +9,11 @@ import requests
 from sqlalchemy import text
 
 from tests.conftest import ANCHOR
+from tests.helpers import run_dag, scalar
 
 pytestmark = pytest.mark.e2e
 FLOW = "crm_closed_won_to_psa"
 
-
-def run_flow(dagbag, logical_date, *, retries: int | None = None):
-    dag = dagbag.get_dag(FLOW)
-    if retries is not None:  # dag.test() waits out retry delays; a failure test wants none
-        dag = dag.partial_subset(task_ids=list(dag.task_ids), include_upstream=False)
-        for task in dag.tasks:
-            task.retries = retries
-    return dag.test(logical_date=logical_date)
 
 
 def checksum(engine) -> str:
@@ -38,16 +31,12 @@ def checksum(engine) -> str:
         return connection.execute(text(query)).scalar_one()
 
 
-def scalar(engine, query: str, **params):
-    with engine.connect() as connection:
-        return connection.execute(text(query), params).scalar_one()
-
 
 def test_closed_won_deals_become_psa_projects_and_reruns_change_nothing(dagbag, sandbox, psa_warehouse):
     state = sandbox.state
     bad_deals = dict(state.crm.bad_deals)
 
-    dag_run = run_flow(dagbag, ANCHOR)
+    dag_run = run_dag(dagbag, FLOW, ANCHOR)
     assert dag_run.state == "success"
 
     record = psa_warehouse.connect().execute(text("SELECT * FROM ops.flow_run WHERE flow = :f"), {"f": FLOW}).one()._mapping
@@ -79,8 +68,8 @@ def test_closed_won_deals_become_psa_projects_and_reruns_change_nothing(dagbag, 
 
     before = checksum(psa_warehouse)
     creates, crm_writes = state.psa.creates, state.crm_writes
-    assert run_flow(dagbag, ANCHOR).state == "success"
-    assert run_flow(dagbag, ANCHOR).state == "success"
+    assert run_dag(dagbag, FLOW, ANCHOR).state == "success"
+    assert run_dag(dagbag, FLOW, ANCHOR).state == "success"
     assert checksum(psa_warehouse) == before
     assert (state.psa.creates, state.crm_writes) == (creates, crm_writes)
     assert scalar(psa_warehouse, "SELECT count(*) FROM ops.flow_run") == 1
@@ -88,7 +77,7 @@ def test_closed_won_deals_become_psa_projects_and_reruns_change_nothing(dagbag, 
 
 def test_deal_edited_after_load_updates_its_project(dagbag, sandbox, psa_warehouse):
     state = sandbox.state
-    assert run_flow(dagbag, ANCHOR).state == "success"
+    assert run_dag(dagbag, FLOW, ANCHOR).state == "success"
     deal_id = psa_warehouse.connect().execute(text("SELECT crm_deal_id FROM psa.project ORDER BY crm_deal_id LIMIT 1")).scalar_one()
     project_count = len(state.psa.projects)
 
@@ -96,7 +85,7 @@ def test_deal_edited_after_load_updates_its_project(dagbag, sandbox, psa_warehou
     response = requests.patch(f"{sandbox.url}/_sandbox/crm/deals/{deal_id}", params={"at": edited_at}, json={"amount": "123456.78", "dealname": "Renamed project"}, timeout=10)
     response.raise_for_status()
 
-    assert run_flow(dagbag, ANCHOR + timedelta(minutes=30)).state == "success"
+    assert run_dag(dagbag, FLOW, ANCHOR + timedelta(minutes=30)).state == "success"
     row = psa_warehouse.connect().execute(text("SELECT contract_value, project_name, psa_project_id FROM psa.project WHERE crm_deal_id = :d"), {"d": deal_id}).one()
     assert str(row.contract_value) == "123456.78"
     assert row.project_name == "Renamed project"
@@ -114,7 +103,7 @@ def test_a_failing_vendor_fails_the_run_and_records_it(dagbag, sandbox, psa_ware
     from backbone.sandbox.faults import FaultRule
 
     sandbox.state.faults.arm([FaultRule(kind="status", status=503, path_contains="/search", times=100)])
-    dag_run = run_flow(dagbag, ANCHOR, retries=0)
+    dag_run = run_dag(dagbag, FLOW, ANCHOR, retries=0)
     assert dag_run.state == "failed"
     status = scalar(psa_warehouse, "SELECT status FROM ops.flow_run WHERE flow = :f", f=FLOW)
     assert status == "failed"

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import ANCHOR
+from tests.helpers import rows, run_dag, scalar
 
 pytestmark = pytest.mark.e2e
 FLOW = "hr_roster_pto_to_psa"
@@ -16,21 +17,7 @@ RUN_DAY = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)  # Monday 05:00 Amsterdam: the
 
 
 def run(dagbag, logical_date=RUN_DAY, *, retries: int | None = None):
-    dag = dagbag.get_dag(FLOW)
-    if retries is not None:
-        dag = dag.partial_subset(task_ids=list(dag.task_ids), include_upstream=False)
-        for task in dag.tasks:
-            task.retries = retries
-    return dag.test(logical_date=logical_date)
-
-
-def rows(engine, query: str, **params):
-    with engine.connect() as connection:
-        return connection.execute(text(query), params).all()
-
-
-def scalar(engine, query: str, **params):
-    return rows(engine, query, **params)[0][0]
+    return run_dag(dagbag, FLOW, logical_date, retries=retries)
 
 
 def checksum(engine) -> str:

@@ -9,26 +9,19 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import ANCHOR
+from tests.helpers import rows, run_dag
 
 pytestmark = pytest.mark.e2e
 INVOICES, PAYMENTS, MILESTONES, TIMESHEETS = "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm", "timesheets_weekly_to_accounting"
 OCTOBER = (datetime(2026, 9, 30, 22, 0, tzinfo=UTC), datetime(2026, 10, 31, 23, 0, tzinfo=UTC))  # Amsterdam midnight to midnight, CEST → CET
 
 
-def run(dagbag, flow, logical_date, *, retries: int | None = None):
-    dag = dagbag.get_dag(flow)
-    if retries is not None:
-        dag = dag.partial_subset(task_ids=list(dag.task_ids), include_upstream=False)
-        for task in dag.tasks:
-            task.retries = retries
-    dag_run = dag.test(logical_date=logical_date)
+
+
+def run(dagbag, flow, logical_date):
+    dag_run = run_dag(dagbag, flow, logical_date)
     assert dag_run.state == "success", f"{flow} {logical_date}: {dag_run.state}"
     return dag_run
-
-
-def rows(engine, query: str, **params):
-    with engine.connect() as connection:
-        return connection.execute(text(query), params).all()
 
 
 def export_october_time(dagbag, sandbox):

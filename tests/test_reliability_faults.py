@@ -17,19 +17,16 @@ from sqlalchemy import text
 from backbone.sandbox.faults import FaultRule
 from tests import reliability
 from tests.conftest import ANCHOR
+from tests.helpers import run_dag
 
 pytestmark = pytest.mark.e2e
 WEEK_END = datetime(2026, 10, 30, 16, 0, tzinfo=UTC)
 HR_DAY = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
 
 
-def run(dagbag, flow, logical_date, *, retries: int | None = None):
-    dag = dagbag.get_dag(flow)
-    if retries is not None:
-        dag = dag.partial_subset(task_ids=list(dag.task_ids), include_upstream=False)
-        for task in dag.tasks:
-            task.retries = retries
-    return dag.test(logical_date=logical_date).state
+
+def run(dagbag, flow, logical_date, *, retries: int | None = None) -> str:
+    return run_dag(dagbag, flow, logical_date, retries=retries).state
 
 
 def md5(engine, query: str) -> tuple[str, int]:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
 
 from tests.conftest import ANCHOR
+from tests.helpers import rows, run_dag, scalar
 
 pytestmark = pytest.mark.e2e
 FLOW = "timesheets_weekly_to_accounting"
@@ -16,23 +16,7 @@ WEEK_END = datetime(2026, 10, 30, 16, 0, tzinfo=UTC)  # Friday 17:00 CET: the la
 WEEK_START = datetime(2026, 10, 23, 15, 0, tzinfo=UTC)  # Friday 17:00 CEST: the week holds the switch to winter time
 
 
-def run_flow(dagbag, logical_date, *, retries: int | None = None):
-    dag = dagbag.get_dag(FLOW)
-    if retries is not None:
-        dag = dag.partial_subset(task_ids=list(dag.task_ids), include_upstream=False)
-        for task in dag.tasks:
-            task.retries = retries
-    return dag.test(logical_date=logical_date)
 
-
-def rows(engine, query: str, **params):
-    with engine.connect() as connection:
-        return connection.execute(text(query), params).all()
-
-
-def scalar(engine, query: str, **params):
-    with engine.connect() as connection:
-        return connection.execute(text(query), params).scalar_one()
 
 
 def checksum(accounting, psa) -> tuple[str, str]:
@@ -53,7 +37,7 @@ def approved_in(state, start: datetime, end: datetime) -> list[dict]:
 def test_week_goes_to_accounting_once_with_exceptions_kept(dagbag, sandbox, accounting_warehouse, psa_warehouse):
     state = sandbox.state
     assert state.psa_time.week_end == WEEK_END
-    dag_run = run_flow(dagbag, ANCHOR)
+    dag_run = run_dag(dagbag, FLOW, ANCHOR)
     assert dag_run.state == "success"
     assert (dag_run.data_interval_start, dag_run.data_interval_end) == (WEEK_START, WEEK_END)
 
@@ -97,8 +81,8 @@ def test_week_goes_to_accounting_once_with_exceptions_kept(dagbag, sandbox, acco
     assert set(details["amount_by_currency"]) == {"EUR", "USD"}
 
     before = checksum(accounting_warehouse, psa_warehouse)
-    assert run_flow(dagbag, ANCHOR).state == "success"
-    assert run_flow(dagbag, ANCHOR).state == "success"
+    assert run_dag(dagbag, FLOW, ANCHOR).state == "success"
+    assert run_dag(dagbag, FLOW, ANCHOR).state == "success"
     assert checksum(accounting_warehouse, psa_warehouse) == before
     assert len(state.qbo.entities["TimeActivity"]) == record["written_back"]
     assert scalar(accounting_warehouse, "SELECT count(*) FROM ops.flow_run") == 1
@@ -108,8 +92,8 @@ def test_week_goes_to_accounting_once_with_exceptions_kept(dagbag, sandbox, acco
 def test_late_approval_goes_out_the_week_it_was_approved(dagbag, sandbox, accounting_warehouse, psa_warehouse):
     state = sandbox.state
     previous_end = WEEK_START
-    assert run_flow(dagbag, previous_end).state == "success"
-    assert run_flow(dagbag, WEEK_END).state == "success"
+    assert run_dag(dagbag, FLOW, previous_end).state == "success"
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     exported = dict(rows(accounting_warehouse, "SELECT entry_id, run_id FROM acct.time_export"))
     late = [e for e in state.psa_time.entries if e["spent_date"] < "2026-10-23" and e["approved_at"] >= "2026-10-23T15:00"]
     assert late, "the seed approves some of the week before late"
@@ -117,19 +101,19 @@ def test_late_approval_goes_out_the_week_it_was_approved(dagbag, sandbox, accoun
         assert exported[entry["id"]].endswith(WEEK_END.isoformat())
     # Backfilling the earlier week again (out of order) changes nothing.
     before = checksum(accounting_warehouse, psa_warehouse)
-    assert run_flow(dagbag, previous_end).state == "success"
+    assert run_dag(dagbag, FLOW, previous_end).state == "success"
     assert checksum(accounting_warehouse, psa_warehouse) == before
 
 
 def test_edit_after_export_posts_one_correcting_update(dagbag, sandbox, accounting_warehouse, psa_warehouse):
     state = sandbox.state
-    assert run_flow(dagbag, WEEK_END).state == "success"
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     entry_id, accounting_id, hours = rows(accounting_warehouse, "SELECT entry_id, accounting_id, hours FROM acct.time_export ORDER BY entry_id LIMIT 1")[0]
     activities_before = len(state.qbo.entities["TimeActivity"])
 
     state.psa_time.edit(entry_id, {"hours": str(hours + Decimal("1.5"))}, approved_at=WEEK_END + timedelta(days=3))
     next_end = WEEK_END + timedelta(days=7)
-    assert run_flow(dagbag, next_end).state == "success"
+    assert run_dag(dagbag, FLOW, next_end).state == "success"
 
     versions = rows(accounting_warehouse, "SELECT entry_version, action, accounting_id, posting_status, hours FROM acct.time_export WHERE entry_id = :e ORDER BY entry_version", e=entry_id)
     assert [(v.entry_version, v.action, v.posting_status) for v in versions] == [(1, "create", "posted"), (2, "update", "posted")]
@@ -141,7 +125,7 @@ def test_edit_after_export_posts_one_correcting_update(dagbag, sandbox, accounti
     mirror = rows(psa_warehouse, "SELECT entry_version, hours FROM psa.time_entry WHERE entry_id = :e", e=entry_id)[0]
     assert (mirror.entry_version, mirror.hours) == (2, hours + Decimal("1.5"))
     # Rerunning the first week does not roll the mirror back to version 1.
-    assert run_flow(dagbag, WEEK_END).state == "success"
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     assert rows(psa_warehouse, "SELECT entry_version FROM psa.time_entry WHERE entry_id = :e", e=entry_id)[0][0] == 2
 
 
@@ -151,7 +135,7 @@ def test_post_that_times_out_after_accounting_created_it_is_not_duplicated(dagba
     monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
     state = sandbox.state
     state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=2.5, times=3)])
-    assert run_flow(dagbag, WEEK_END).state == "success"
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     assert state.faults.fired.get("slow_response") == 3
     assert state.qbo.replays >= 3
     lines = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
@@ -169,7 +153,7 @@ def test_throttling_and_server_errors_are_retried(dagbag, sandbox, accounting_wa
             FaultRule(kind="malformed", path_contains="/query", times=1),
         ]
     )
-    assert run_flow(dagbag, WEEK_END).state == "success"
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     lines = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
     assert lines > 0 and len(state.qbo.entities["TimeActivity"]) == lines
 
@@ -180,12 +164,12 @@ def test_accounting_down_fails_the_run_and_a_later_run_posts_the_rest_once(dagba
     monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
     state = sandbox.state
     state.faults.arm([FaultRule(kind="status", status=503, path_contains="/timeactivity", method="POST", times=10_000)])
-    assert run_flow(dagbag, WEEK_END, retries=0).state == "failed"
+    assert run_dag(dagbag, FLOW, WEEK_END, retries=0).state == "failed"
     assert scalar(accounting_warehouse, "SELECT status FROM ops.flow_run WHERE flow = :f", f=FLOW) == "failed"
     pending = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'pending'")
     assert pending > 0 and len(state.qbo.entities["TimeActivity"]) == 0
 
     state.faults.clear()
-    assert run_flow(dagbag, WEEK_END).state == "success"
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status <> 'posted'") == 0
     assert len(state.qbo.entities["TimeActivity"]) == pending
