@@ -35,7 +35,7 @@ from backbone.devtools.localenv import airflow_environment  # noqa: E402
 BENCH_DIR = ROOT / ".bench"
 RESULTS = ROOT / "bench" / "results"
 PG_PORT = 54349
-SANDBOX_PORT = 8767
+SANDBOX_PORT = 8777  # not the tests' ports (8766, 8767)
 ADMIN = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
 WAREHOUSE = f"postgresql+psycopg2://postgres@127.0.0.1:{PG_PORT}/psa_warehouse"
 

@@ -50,17 +50,17 @@ class AccountingMapping:
 
     def customer_key(self, client_id: str, client_name: str | None) -> str:
         """What the client is looked up by in the accounting customer list (normalised display name)."""
-        return normalise(self.client_overrides.get(client_id) or client_name or "")
+        return normalise(self.client_overrides.get(str(client_id)) or client_name or "")
 
     def person_key(self, person_id: str, email: str | None) -> str:
-        return normalise(self.person_overrides.get(person_id) or email or "")
+        return normalise(self.person_overrides.get(str(person_id)) or email or "")
 
     def billable_status_of(self, entry_billable: bool, code: BillingCodeMapping) -> str:
         return self.billable_status["billable" if entry_billable and code.billable else "not_billable"]
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.split()).casefold()
+def normalise(text: object) -> str:
+    return " ".join(str(text).split()).casefold()
 
 
 @cache

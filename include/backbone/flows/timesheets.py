@@ -89,7 +89,7 @@ def count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> i
 # --- map + validate ------------------------------------------------------------------------------
 def map_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """A PSA time entry → the dictionary's ``time_entry`` row (text values, as validated)."""
-    user, client, project, task = (entry.get(k) or {} for k in ("user", "client", "project", "task"))
+    user, client, project, task = (entry.get(k) if isinstance(entry.get(k), dict) else {} for k in ("user", "client", "project", "task"))
     billable = entry.get("billable")
     return {
         "entry_key": entry_key(str(entry.get("id")), entry.get("version")),
