@@ -164,6 +164,11 @@ def to_frame(entity: EntitySpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """A vendor's nested object, or an empty one when the vendor sent something else there."""
+    return value if isinstance(value, dict) else {}
+
+
 def _as_text(value: Any) -> str | None:
     if value is None:
         return None

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from backbone.hooks.hubspot import DealStage, primary_association
-from backbone.validation import RuleFailure, validate_rows
+from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
@@ -105,10 +105,6 @@ def _count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> 
 
 
 # --- map + validate ------------------------------------------------------------------------------
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def bundle_contacts(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     """The bundle's contacts that are objects with an id (anything else is not a contact)."""
     contacts = bundle.get("contacts")
@@ -117,17 +113,17 @@ def bundle_contacts(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any], list[RuleFailure]]:
     """A staged deal bundle → (client row, contact rows, project row, mapping issues)."""
-    deal = _as_dict(bundle.get("deal"))
-    props = _as_dict(deal.get("properties"))
-    company = _as_dict(bundle.get("company")) or None
+    deal = as_dict(bundle.get("deal"))
+    props = as_dict(deal.get("properties"))
+    company = as_dict(bundle.get("company")) or None
     company_id = str(company["id"]) if company and company.get("id") not in (None, "") else None
     client = None
     if company:
-        cp = _as_dict(company.get("properties"))
+        cp = as_dict(company.get("properties"))
         client = {"crm_company_id": company_id, "client_name": cp.get("name"), "domain": cp.get("domain"), "country": cp.get("country"), "industry": cp.get("industry")}
     contacts = []
     for c in bundle_contacts(bundle):
-        cp = _as_dict(c.get("properties"))
+        cp = as_dict(c.get("properties"))
         contacts.append({"crm_contact_id": str(c["id"]), "crm_company_id": company_id, "first_name": cp.get("firstname"), "last_name": cp.get("lastname"),
                          "email": cp.get("email"), "job_title": cp.get("jobtitle")})  # fmt: skip
     project = {

@@ -27,7 +27,7 @@ from backbone.accounting_mapping import AccountingReferences, load_mapping, norm
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.quickbooks import request_id_for
 from backbone.http import FatalApiError
-from backbone.validation import RuleFailure, validate_rows
+from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
@@ -78,10 +78,6 @@ def extract_invoices(psa: PsaBilling, accounting: AccountingClient, crm: HubSpot
 
 
 # --- check ---------------------------------------------------------------------------------------
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def invoice_lines(invoice: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The invoice's lines, or None when ``lines`` is not a list of objects."""
     lines = invoice.get("lines")
@@ -91,7 +87,7 @@ def invoice_lines(invoice: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 
 def header_row(invoice: dict[str, Any]) -> dict[str, Any]:
-    project, client = _as_dict(invoice.get("project")), _as_dict(invoice.get("client"))
+    project, client = as_dict(invoice.get("project")), as_dict(invoice.get("client"))
     return {
         "psa_invoice_id": invoice.get("id"),
         "number": invoice.get("number"),
@@ -248,8 +244,8 @@ def judge_invoice(invoice: dict[str, Any], references: AccountingReferences, con
             time_hours += qty
             time_amount += amount
             time_lines += 1
-        lines.append({"line_id": str(line.get("line_id")), "kind": str(line.get("kind")), "description": line.get("description"), "person_id": _as_dict(line.get("person")).get("id"),
-                      "milestone_id": _as_dict(line.get("milestone")).get("id"), "quantity": str(qty), "rate": str(rate), "amount": str(amount)})  # fmt: skip
+        lines.append({"line_id": str(line.get("line_id")), "kind": str(line.get("kind")), "description": line.get("description"), "person_id": as_dict(line.get("person")).get("id"),
+                      "milestone_id": as_dict(line.get("milestone")).get("id"), "quantity": str(qty), "rate": str(rate), "amount": str(amount)})  # fmt: skip
 
     subtotal, tax, total = (_decimal(header[k]) for k in ("subtotal", "tax_amount", "total"))
     tax_code = mapping.tax_codes.get(str(header["tax_code"]))

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from backbone.validation import RuleFailure, validate_rows
+from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
@@ -109,16 +109,12 @@ def person_row(employee: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def request_days(request: dict[str, Any]) -> list[dict[str, Any]]:
     """A request → one ``time_off_day`` row per day it covers (hours; a day unit counts 8 hours)."""
-    unit = str(_as_dict(request.get("amount")).get("unit") or "hours").lower()
-    status = _as_dict(request.get("status")).get("status")
+    unit = str(as_dict(request.get("amount")).get("unit") or "hours").lower()
+    status = as_dict(request.get("status")).get("status")
     rows = []
-    for day, amount in sorted(_as_dict(request.get("dates")).items(), key=lambda item: str(item[0])):
+    for day, amount in sorted(as_dict(request.get("dates")).items(), key=lambda item: str(item[0])):
         try:
             hours = Decimal(str(amount)) * (HOURS_PER_DAY_UNIT if unit == "days" else 1)
         except InvalidOperation:
@@ -126,7 +122,7 @@ def request_days(request: dict[str, Any]) -> list[dict[str, Any]]:
         if hours == 0:
             continue  # weekends and free days carry 0
         rows.append({"day_key": f"{request.get('id')}:{day}", "request_id": str(request.get("id")), "hr_id": str(request.get("employeeId")), "day": str(day),
-                     "hours": None if hours is None else str(hours), "status": status, "type": _as_dict(request.get("type")).get("name")})  # fmt: skip
+                     "hours": None if hours is None else str(hours), "status": status, "type": as_dict(request.get("type")).get("name")})  # fmt: skip
     return rows
 
 
@@ -176,7 +172,7 @@ def judge_requests(requests: list[dict[str, Any]], known_people: set[str]) -> tu
     for staged, days in zip(requests, days_by_request, strict=True):
         request = staged["payload"]
         failures = [f for d in days for f in failures_by_day.get(d["day_key"], [])]
-        status = _as_dict(request.get("status")).get("status")
+        status = as_dict(request.get("status")).get("status")
         if staged["status"] == "conflict":
             failures.append(RuleFailure("time_off.request_id.conflict", f"request {staged['source_key']} was sent twice with different content"))
         if str(request.get("end")) < str(request.get("start")):

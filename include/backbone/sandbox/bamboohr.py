@@ -24,6 +24,8 @@ from faker import Faker
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from backbone.sandbox.store import PicklableLockMixin
+
 DEPARTMENTS = {
     "Data Engineering": ("Delivery", ["Data Engineer", "Senior Data Engineer", "Analytics Engineer"]),
     "Cloud": ("Delivery", ["Cloud Engineer", "Platform Engineer"]),
@@ -206,7 +208,7 @@ def _seed_time_off(out: HrSeed, ids: list[str], today: date, zone: ZoneInfo) -> 
     bad("time_off.employee.known", eid="4242", start=next_monday, end=next_monday)
 
 
-class HrStore:
+class HrStore(PicklableLockMixin):
     def __init__(self, seed: HrSeed):
         self.today = seed.today
         self.employees = seed.employees
@@ -215,13 +217,6 @@ class HrStore:
         self.requests = seed.requests
         self.bad_requests = seed.bad_requests
         self.cases = seed.cases
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def set_request_status(self, request_id: str, status: str, *, on: date) -> None:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from backbone.sandbox.store import PicklableLockMixin
+
 
 class ClientIn(BaseModel):
     external_id: str
@@ -141,7 +143,7 @@ class TimeOffIn(BaseModel):
     days: list[TimeOffDay]
 
 
-class PsaStore:
+class PsaStore(PicklableLockMixin):
     def __init__(self) -> None:
         self.people: dict[str, dict[str, Any]] = {}
         self.time_off: dict[str, dict[str, str]] = {}
@@ -152,13 +154,6 @@ class PsaStore:
         self.creates = 0
         self._lock = threading.Lock()
 
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
     def upsert_person(self, source: str, external_id: str, person: PersonIn) -> tuple[dict[str, Any], bool]:
         with self._lock:
             key = f"{source}:{external_id}"

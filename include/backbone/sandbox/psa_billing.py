@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from backbone.sandbox.psa_time import NON_BILLABLE_CODES, TimeSeed
 from backbone.sandbox.seed import CrmSeed, iso_millis
+from backbone.sandbox.store import PicklableLockMixin
 
 CENT = Decimal("0.01")
 TAX = {"EUR": ("VAT21", Decimal("0.21")), "USD": ("EXEMPT", Decimal("0"))}
@@ -204,7 +205,7 @@ def _retotal(record: dict[str, Any]) -> None:
     record.update(subtotal=_money(subtotal), tax_amount=_money(tax), total=_money(subtotal + tax))
 
 
-class BillingStore:
+class BillingStore(PicklableLockMixin):
     def __init__(self, seed: BillingSeed):
         self.period = seed.period
         self.invoices = seed.invoices
@@ -213,13 +214,6 @@ class BillingStore:
         self.bad_invoices = seed.bad_invoices
         self.payment_status: dict[str, dict[str, Any]] = {}
         self.payment_writes = 0
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def for_period(self, period: str) -> list[dict[str, Any]]:

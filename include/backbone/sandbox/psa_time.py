@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from faker import Faker
 
 from backbone.sandbox.seed import iso_millis
+from backbone.sandbox.store import PicklableLockMixin
 
 BILLING_CODES = {"CONSULT": "Consulting", "DEV": "Development", "PM": "Project management", "TRAINING": "Training", "TRAVEL": "Travel"}
 NON_BILLABLE_CODES = frozenset({"TRAVEL"})
@@ -183,7 +184,7 @@ def _append_entry(out: TimeSeed, person_id: str, project_id: str, code: str, day
     return record
 
 
-class TimeStore:
+class TimeStore(PicklableLockMixin):
     """Entries kept in ``(approved_at, id)`` order, so a page is a slice found by bisection."""
 
     def __init__(self, seed: TimeSeed):
@@ -199,13 +200,6 @@ class TimeStore:
         self._keys: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._reindex(seed.entries)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def week_ends(self) -> list[datetime]:
         """Every seeded export week's end (Friday 17:00 local), oldest first."""

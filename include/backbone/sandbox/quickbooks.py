@@ -27,6 +27,7 @@ from backbone.devtools.localenv import QBO_CLIENT_SECRET as CLIENT_SECRET
 from backbone.devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFRESH_TOKEN
 from backbone.devtools.localenv import QBO_REALM_ID as REALM_ID
 from backbone.sandbox.limits import SlidingWindowLimit
+from backbone.sandbox.store import PicklableLockMixin
 
 ENTITIES = {
     "timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account",
@@ -58,7 +59,7 @@ def _now_text() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
 
 
-class QuickBooksStore:
+class QuickBooksStore(PicklableLockMixin):
     """One company (realm): its entities, issued tokens and the requestid memory."""
 
     def __init__(self) -> None:
@@ -71,13 +72,6 @@ class QuickBooksStore:
         self.updates: dict[str, int] = {}
         self.replays = 0
         self.token_refreshes = 0
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     # --- reference data -------------------------------------------------------------------------
