@@ -45,11 +45,11 @@ def crm_closed_won_to_psa() -> None:
     def extract_deals(**context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.hubspot import HubSpotHook
+        from backbone.hooks.crm import crm_hook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
-        return closed_won.extract_deals(HubSpotHook(settings.crm_conn_id), warehouse, run, lookback=settings.crm_lookback)
+        return closed_won.extract_deals(crm_hook(settings.crm_conn_id), warehouse, run, lookback=settings.crm_lookback)
 
     @task
     def validate_deals(extracted: dict[str, int], **context) -> dict[str, int]:
@@ -73,13 +73,13 @@ def crm_closed_won_to_psa() -> None:
     def write_back(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.hubspot import HubSpotHook
+        from backbone.hooks.crm import crm_hook
         from backbone.hooks.psa import PsaHook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         return closed_won.write_back(
-            HubSpotHook(settings.crm_conn_id),
+            crm_hook(settings.crm_conn_id),
             PsaHook(settings.psa_conn_id),
             engine_for(settings.psa_warehouse_conn_id),
             run_ref(FLOW, context),

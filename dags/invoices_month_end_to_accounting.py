@@ -48,14 +48,14 @@ def invoices_month_end_to_accounting() -> None:
     def extract_invoices(**context) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.hubspot import HubSpotHook
+        from backbone.hooks.crm import crm_hook
         from backbone.hooks.psa import PsaHook
         from backbone.hooks.quickbooks import QuickBooksHook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         period = invoicing.billing_period(run, settings.company_timezone)
-        return invoicing.extract_invoices(PsaHook(settings.psa_conn_id), QuickBooksHook(settings.accounting_conn_id), HubSpotHook(settings.crm_conn_id), warehouse, run, period=period)
+        return invoicing.extract_invoices(PsaHook(settings.psa_conn_id), QuickBooksHook(settings.accounting_conn_id), crm_hook(settings.crm_conn_id), warehouse, run, period=period)
 
     @task
     def check_invoices(extracted: dict[str, int], **context) -> dict[str, int]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from backbone.hooks.hubspot import DealStage, primary_association
+from backbone.hooks.crm import CRM_SYSTEMS, canonical, field_paths, pluck
 from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
@@ -22,74 +22,35 @@ from backbone.warehouse.ops import QuarantineRow, RunRef
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from backbone.hooks.hubspot import HubSpotHook
+    from backbone.hooks.crm import CrmSystem
     from backbone.hooks.psa import PsaClient
 
 log = logging.getLogger(__name__)
 
 FLOW = "crm_closed_won_to_psa"
 ENTITY = "deal"
-CRM_SOURCE = "hubspot"
-DEAL_PROPERTIES = [
-    "dealname", "pipeline", "dealstage", "amount", "deal_currency_code", "closedate", "description",
-    "estimated_hours", "billing_type", "contract_start_date", "contract_end_date", "payment_terms_days",
-    "hs_lastmodifieddate", "psa_project_id", "psa_project_url",
-]  # fmt: skip
-COMPANY_PROPERTIES = ["name", "domain", "country", "industry"]
-CONTACT_PROPERTIES = ["firstname", "lastname", "email", "jobtitle"]
 
 
 # --- extract -------------------------------------------------------------------------------------
-def extract_deals(crm: HubSpotHook, warehouse: Engine, run: RunRef, *, lookback: timedelta) -> dict[str, int]:
+def extract_deals(crm: CrmSystem, warehouse: Engine, run: RunRef, *, lookback: timedelta) -> dict[str, int]:
     """Stage every won deal modified in the interval (plus lookback) with its company and contacts."""
-    stages = crm.deal_stages()
-    won_ids = sorted({s.stage_id for s in stages.values() if s.is_won})
-    if not won_ids:
-        raise ValueError("HubSpot reports no closed-won stage in any deal pipeline; nothing could ever be extracted")
-    log.info("won stages resolved through the pipelines endpoint: %s", ", ".join(won_ids))
     start = run.interval_start - lookback
     with warehouse.begin() as connection:
         ops.clear_staging(connection, run)
     extracted = 0
-    for page in crm.search_modified(
-        "deals",
-        start=start,
-        end=run.interval_end,
-        properties=DEAL_PROPERTIES,
-        extra_filters=[{"propertyName": "dealstage", "operator": "IN", "values": won_ids}],
-    ):
-        bundles = _bundle_page(crm, page, stages)
+    for bundles in crm.won_deal_pages(start, run.interval_end):
         with warehouse.begin() as connection:
-            ops.stage(connection, run, ENTITY, [(b["deal"]["id"], b) for b in bundles])
+            ops.stage(connection, run, ENTITY, [(str(b["deal"][_deal_id_path(crm.system)]), b) for b in bundles])
         extracted += len(bundles)
-        log.info("extracted %d won deals so far (modified %s → %s)", extracted, start.isoformat(), run.interval_end.isoformat())
+        log.info("extracted %d won deals from %s so far (modified %s → %s)", extracted, crm.system, start.isoformat(), run.interval_end.isoformat())
     staged = _count_staged(warehouse, run)  # distinct deals: a deal repeated across pages counts once
     with warehouse.begin() as connection:
-        ops.record_run(connection, run, extracted=staged)
+        ops.record_run(connection, run, extracted=staged, details={"crm": crm.system})
     return {"extracted": staged}
 
 
-def _bundle_page(crm: HubSpotHook, deals: list[dict[str, Any]], stages: dict[tuple[str, str], DealStage]) -> list[dict[str, Any]]:
-    ids = [d["id"] for d in deals]
-    company_links = crm.associations("deals", "companies", ids)
-    contact_links = crm.associations("deals", "contacts", ids)
-    company_of = {deal_id: primary_association(company_links.get(deal_id, [])) for deal_id in ids}
-    contacts_of = {deal_id: sorted({str(t["toObjectId"]) for t in contact_links.get(deal_id, [])}, key=int) for deal_id in ids}
-    companies = crm.batch_read("companies", [c for c in company_of.values() if c], COMPANY_PROPERTIES)
-    contacts = crm.batch_read("contacts", [c for cs in contacts_of.values() for c in cs], CONTACT_PROPERTIES)
-    bundles = []
-    for deal in deals:
-        props = deal.get("properties") or {}
-        stage = stages.get((props.get("pipeline") or "", props.get("dealstage") or ""))
-        bundles.append(
-            {
-                "deal": deal,
-                "company": companies.get(company_of[deal["id"]] or ""),
-                "contacts": [contacts[c] for c in contacts_of[deal["id"]] if c in contacts],
-                "stage_label": stage.label if stage else None,
-            }
-        )
-    return bundles
+def _deal_id_path(system: str) -> str:
+    return field_paths(system, "deal")["crm_deal_id"]
 
 
 def _count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> int:
@@ -105,51 +66,55 @@ def _count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> 
 
 
 # --- map + validate ------------------------------------------------------------------------------
+def system_of(bundle: dict[str, Any]) -> str:
+    """The CRM a staged bundle came from (bundles staged before Salesforce support are HubSpot's)."""
+    system = bundle.get("system")
+    return system if system in CRM_SYSTEMS else "hubspot"
+
+
 def bundle_contacts(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     """The bundle's contacts that are objects with an id (anything else is not a contact)."""
     contacts = bundle.get("contacts")
-    return [c for c in contacts if isinstance(c, dict) and c.get("id") not in (None, "")] if isinstance(contacts, list) else []
+    id_path = field_paths(system_of(bundle), "contact")["crm_contact_id"]
+    return [c for c in contacts if isinstance(c, dict) and pluck(c, id_path) not in (None, "")] if isinstance(contacts, list) else []
 
 
 def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any], list[RuleFailure]]:
-    """A staged deal bundle → (client row, contact rows, project row, mapping issues)."""
-    deal = as_dict(bundle.get("deal"))
-    props = as_dict(deal.get("properties"))
+    """A staged deal bundle → (client row, contact rows, project row, mapping issues).
+
+    Vendor field names come from ``crm_mapping.yaml``; a bundle without ``system`` is HubSpot's.
+    """
+    system = system_of(bundle)
+    deal = canonical(as_dict(bundle.get("deal")), system, "deal")
     company = as_dict(bundle.get("company")) or None
-    company_id = str(company["id"]) if company and company.get("id") not in (None, "") else None
-    client = None
-    if company:
-        cp = as_dict(company.get("properties"))
-        client = {"crm_company_id": company_id, "client_name": cp.get("name"), "domain": cp.get("domain"), "country": cp.get("country"), "industry": cp.get("industry")}
+    client = canonical(company, system, "company") if company else None
+    company_id = str(client["crm_company_id"]) if client and client.get("crm_company_id") not in (None, "") else None
+    if client is not None:
+        client["crm_company_id"] = company_id
     contacts = []
-    for c in bundle_contacts(bundle):
-        cp = as_dict(c.get("properties"))
-        contacts.append({"crm_contact_id": str(c["id"]), "crm_company_id": company_id, "first_name": cp.get("firstname"), "last_name": cp.get("lastname"),
-                         "email": cp.get("email"), "job_title": cp.get("jobtitle")})  # fmt: skip
+    for raw in bundle_contacts(bundle):
+        c = canonical(raw, system, "contact")
+        contacts.append({**c, "crm_contact_id": str(c["crm_contact_id"]), "crm_company_id": company_id})
     project = {
-        "crm_deal_id": str(deal.get("id")),
+        "crm_deal_id": str(deal.get("crm_deal_id")),
         "crm_company_id": company_id,
-        "project_name": props.get("dealname"),
-        "deal_stage": bundle.get("stage_label") or props.get("dealstage"),
-        "scope": props.get("description"),
-        "estimated_hours": props.get("estimated_hours"),
-        "contract_value": props.get("amount"),
-        "currency": props.get("deal_currency_code"),
-        "billing_type": props.get("billing_type"),
-        "contract_start_date": props.get("contract_start_date"),
-        "contract_end_date": props.get("contract_end_date"),
-        "payment_terms_days": props.get("payment_terms_days"),
-        "close_date": props.get("closedate"),
-        "crm_modified_at": props.get("hs_lastmodifieddate"),
+        "project_name": deal.get("project_name"),
+        "deal_stage": bundle.get("stage_label") or deal.get("stage"),
+        "scope": deal.get("scope"),
+        "estimated_hours": deal.get("estimated_hours"),
+        "contract_value": deal.get("contract_value"),
+        "currency": deal.get("currency"),
+        "billing_type": deal.get("billing_type"),
+        "contract_start_date": deal.get("contract_start_date"),
+        "contract_end_date": deal.get("contract_end_date"),
+        "payment_terms_days": deal.get("payment_terms_days"),
+        "close_date": deal.get("close_date"),
+        "crm_modified_at": deal.get("crm_modified_at"),
     }
     issues = []
     if bundle.get("stage_label") is None:
-        issues.append(
-            RuleFailure(
-                "project.deal_stage.known",
-                f"deal stage {props.get('dealstage')!r} is not a stage of pipeline {props.get('pipeline')!r}",
-            )
-        )
+        where = f" of pipeline {deal.get('pipeline')!r}" if deal.get("pipeline") else " the CRM knows"
+        issues.append(RuleFailure("project.deal_stage.known", f"deal stage {deal.get('stage')!r} is not a stage{where}"))
     return client, contacts, project, issues
 
 
@@ -224,7 +189,11 @@ def _date(value: str | None) -> date | None:
 
 
 def _datetime(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    """ISO timestamps (``Z``, ``+00:00`` or Salesforce's ``+0000``); a bare date is midnight UTC."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def typed_project(row: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -294,7 +263,7 @@ def psa_payload(canonical: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_back(crm: HubSpotHook, psa: PsaClient, warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, int]:
+def write_back(crm: CrmSystem, psa: PsaClient, warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, int]:
     """Create or update each loaded deal's PSA project, then put its id and link on the CRM deal."""
     from sqlalchemy import update
 
@@ -304,7 +273,7 @@ def write_back(crm: HubSpotHook, psa: PsaClient, warehouse: Engine, run: RunRef,
     for chunk in ops.iter_staged(warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
         for row in chunk:
             deal_id = row["source_key"]
-            ref = psa.upsert_project(CRM_SOURCE, deal_id, psa_payload(row["canonical"]))
+            ref = psa.upsert_project(crm.system, deal_id, psa_payload(row["canonical"]))
             created += ref.created
             updated += not ref.created
             with warehouse.begin() as connection:
@@ -314,9 +283,9 @@ def write_back(crm: HubSpotHook, psa: PsaClient, warehouse: Engine, run: RunRef,
                     .where(project.c.psa_project_id.is_distinct_from(ref.project_id) | project.c.psa_project_url.is_distinct_from(ref.url))
                     .values(psa_project_id=ref.project_id, psa_project_url=ref.url)
                 )
-            props = row["payload"]["deal"].get("properties") or {}
-            if props.get("psa_project_id") != ref.project_id or props.get("psa_project_url") != ref.url:
-                crm.update_object("deals", deal_id, {"psa_project_id": ref.project_id, "psa_project_url": ref.url})
+            on_deal = canonical(row["payload"]["deal"], crm.system, "deal")
+            if on_deal.get("psa_project_id") != ref.project_id or on_deal.get("psa_project_url") != ref.url:
+                crm.update_deal(deal_id, {"psa_project_id": ref.project_id, "psa_project_url": ref.url})
                 crm_patched += 1
     counts = {"written_back": crm_patched}
     details = {"psa_projects_created": created, "psa_projects_found": updated, "crm_deals_updated": crm_patched}

@@ -34,7 +34,7 @@ from backbone.warehouse.ops import QuarantineRow, RunRef
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from backbone.hooks.hubspot import HubSpotHook
+    from backbone.hooks.crm import CrmSystem
     from backbone.hooks.psa import PsaBilling
     from backbone.hooks.quickbooks import AccountingClient
 
@@ -57,7 +57,7 @@ def billing_period(run: RunRef, company_timezone: str) -> str:
 
 
 # --- extract -------------------------------------------------------------------------------------
-def extract_invoices(psa: PsaBilling, accounting: AccountingClient, crm: HubSpotHook, warehouse: Engine, run: RunRef, *, period: str) -> dict[str, int]:
+def extract_invoices(psa: PsaBilling, accounting: AccountingClient, crm: CrmSystem, warehouse: Engine, run: RunRef, *, period: str) -> dict[str, int]:
     """Stage the period's PSA invoices and the CRM deals their fixed fees are bounded by."""
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
@@ -69,7 +69,7 @@ def extract_invoices(psa: PsaBilling, accounting: AccountingClient, crm: HubSpot
             ops.stage_unique(connection, run, ENTITY, [(str(i.get("id")), i) for i in page])
         extracted += len(page)
         deal_ids |= {str((i.get("project") or {}).get("crm_deal_id")) for i in page if (i.get("project") or {}).get("crm_deal_id")}
-    deals = crm.batch_read("deals", sorted(deal_ids), ["amount", "deal_currency_code", "dealname"]) if deal_ids else {}
+    deals = crm.read_deals(sorted(deal_ids)) if deal_ids else {}
     with warehouse.begin() as connection:
         ops.stage(connection, run, "deal", [(deal_id, deal) for deal_id, deal in deals.items()])
         ops.record_run(connection, run, extracted=extracted, details={"period": period, "crm_deals_read": len(deals), "accounting_references": references})
@@ -206,7 +206,7 @@ class CheckContext:
         for row in staged:
             context.staged_hashes[str(row["payload"].get("number"))].add(content_hash(row["payload"]))
         for deal_id, deal in contracts.items():
-            context.contracts[deal_id] = _decimal((deal.get("properties") or {}).get("amount"))
+            context.contracts[deal_id] = _decimal(deal.get("contract_value"))
         return context
 
     def billed_to_date(self, deal_id: str, excluding: str) -> Decimal:

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from backbone.data_dictionary import DICTIONARY_DIR
+from backbone.hooks.crm import crm_mapping
 from backbone.warehouse import ops
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from backbone.hooks.hubspot import HubSpotHook
+    from backbone.hooks.crm import CrmSystem
     from backbone.hooks.psa import PsaBilling
     from backbone.warehouse.ops import RunRef
 
 log = logging.getLogger(__name__)
 
 FLOW = "psa_milestones_to_crm"
-
-
-@cache
-def crm_mapping() -> dict[str, Any]:
-    return yaml.safe_load((DICTIONARY_DIR / "crm_mapping.yaml").read_text(encoding="utf-8"))
 
 
 def billed_to_date(accounting_warehouse: Engine, project_ids: list[str]) -> dict[str, str]:
@@ -44,10 +36,9 @@ def billed_to_date(accounting_warehouse: Engine, project_ids: list[str]) -> dict
     return {project: ", ".join(parts) for project, parts in out.items()}
 
 
-def push_milestones(psa: PsaBilling, crm: HubSpotHook, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef) -> dict[str, int]:
+def push_milestones(psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef) -> dict[str, int]:
     """Milestones completed in the interval → deal properties, patched only where they differ."""
-    mapping = crm_mapping()
-    props = mapping["deal_properties"]
+    statuses = crm_mapping()["milestone_status"]
     milestones = sorted(psa.milestones(run.interval_start, run.interval_end), key=lambda m: (m["completed_at"], m["id"]))
     latest: dict[str, dict[str, Any]] = {}
     skipped = 0
@@ -57,20 +48,20 @@ def push_milestones(psa: PsaBilling, crm: HubSpotHook, accounting_warehouse: Eng
             continue
         latest[str(milestone["crm_deal_id"])] = milestone  # the newest milestone of a deal wins
     billed = billed_to_date(accounting_warehouse, sorted({m["project_id"] for m in latest.values()}))
-    deals = crm.batch_read("deals", sorted(latest), list(props.values())) if latest else {}
+    deals = crm.read_deals(sorted(latest)) if latest else {}
     updated = 0
     for deal_id, milestone in sorted(latest.items()):
-        current = (deals.get(deal_id) or {}).get("properties") or {}
-        wanted = {props["last_milestone"]: milestone["name"], props["billed_to_date"]: billed.get(milestone["project_id"], "0.00")}
-        status = mapping["milestone_status"].get(milestone["name"])
+        current = deals.get(deal_id) or {}
+        wanted = {"last_milestone": milestone["name"], "billed_to_date": billed.get(milestone["project_id"], "0.00")}
+        status = statuses.get(milestone["name"])
         if status:
-            wanted[props["project_status"]] = status
+            wanted["project_status"] = status
         if deal_id not in deals:
             log.warning("deal %s of milestone %s is not in the CRM", deal_id, milestone["id"])
             skipped += 1
             continue
         if any(current.get(k) != v for k, v in wanted.items()):
-            crm.update_object("deals", deal_id, wanted)
+            crm.update_deal(deal_id, wanted)
             updated += 1
     with psa_warehouse.begin() as connection:
         ops.record_run(connection, run, extracted=len(milestones), valid=len(latest), quarantined=skipped, loaded=len(latest), written_back=updated,

@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
+from backbone.hooks.crm import canonical, field_paths
 from backbone.http import CursorGuard, RateLimiter, RetriableApiError
 from backbone.settings import load_settings
 
@@ -53,6 +54,7 @@ class HubSpotHook(JsonApiHook):
     conn_type = "hubspot"
     hook_name = "HubSpot CRM"
     system_name = "HubSpot"
+    system = "hubspot"
     default_base_url = "https://api.hubapi.com"
 
     def __init__(self, hubspot_conn_id: str = default_conn_name, **kwargs: Any):
@@ -194,6 +196,49 @@ class HubSpotHook(JsonApiHook):
                 objects[str(obj["id"])] = obj
         return objects
 
+    # --- the CRM interface the flows use (backbone.hooks.crm.CrmSystem) -------------------------
+    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        """Won deals (any pipeline; won stages from the pipelines endpoint) modified in ``[start, end)``, bundled."""
+        stages = self.deal_stages()
+        won_ids = sorted({s.stage_id for s in stages.values() if s.is_won})
+        if not won_ids:
+            raise ValueError("HubSpot reports no closed-won stage in any deal pipeline; nothing could ever be extracted")
+        log.info("won stages resolved through the pipelines endpoint: %s", ", ".join(won_ids))
+        for page in self.search_modified(
+            "deals", start=start, end=end, properties=_properties("deal"),
+            extra_filters=[{"propertyName": "dealstage", "operator": "IN", "values": won_ids}],
+        ):  # fmt: skip
+            yield self._bundle_page(page, stages)
+
+    def _bundle_page(self, deals: list[dict[str, Any]], stages: dict[tuple[str, str], DealStage]) -> list[dict[str, Any]]:
+        ids = [d["id"] for d in deals]
+        company_links = self.associations("deals", "companies", ids)
+        contact_links = self.associations("deals", "contacts", ids)
+        company_of = {deal_id: primary_association(company_links.get(deal_id, [])) for deal_id in ids}
+        contacts_of = {deal_id: sorted({str(t["toObjectId"]) for t in contact_links.get(deal_id, [])}, key=int) for deal_id in ids}
+        companies = self.batch_read("companies", [c for c in company_of.values() if c], _properties("company"))
+        contacts = self.batch_read("contacts", [c for cs in contacts_of.values() for c in cs], _properties("contact"))
+        bundles = []
+        for deal in deals:
+            props = deal.get("properties") or {}
+            stage = stages.get((props.get("pipeline") or "", props.get("dealstage") or ""))
+            bundles.append({
+                "system": self.system,
+                "deal": deal,
+                "company": companies.get(company_of[deal["id"]] or ""),
+                "contacts": [contacts[c] for c in contacts_of[deal["id"]] if c in contacts],
+                "stage_label": stage.label if stage else None,
+            })  # fmt: skip
+        return bundles
+
+    def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        deals = self.batch_read("deals", sorted(set(deal_ids)), _properties("deal"))
+        return {deal_id: canonical(deal, self.system, "deal") for deal_id, deal in deals.items()}
+
+    def update_deal(self, deal_id: str, values: dict[str, str]) -> None:
+        paths = field_paths(self.system, "deal")
+        self.update_object("deals", deal_id, {paths[name].removeprefix("properties."): value for name, value in values.items()})
+
     # --- writes ---------------------------------------------------------------------------------
     def update_object(self, object_type: str, object_id: str, properties: dict[str, str]) -> dict[str, Any]:
         """PATCH properties of one object (idempotent: the same values give the same object)."""
@@ -203,6 +248,11 @@ class HubSpotHook(JsonApiHook):
             json={"properties": properties},
             limiter=self.limiter,
         )
+
+
+def _properties(kind: str) -> list[str]:
+    """The HubSpot property names the mapping reads for one kind of record."""
+    return [path.removeprefix("properties.") for path in field_paths("hubspot", kind).values() if path.startswith("properties.")]
 
 
 def primary_association(targets: list[dict[str, Any]], primary_type_id: int = PRIMARY_COMPANY_TYPE_ID) -> str | None:

@@ -1,0 +1,104 @@
+"""What the flows need from a CRM, and which vendor's hook a Connection names.
+
+The flows speak the data dictionary's canonical names; each vendor hook turns them into its own
+field names through ``dictionary/crm_mapping.yaml``. Pick the vendor with the Connection's type
+(``hubspot`` or ``salesforce``) or, for a generic Connection type, its ``vendor`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from functools import cache
+from typing import Any, Protocol
+
+import yaml
+
+from backbone.data_dictionary import DICTIONARY_DIR
+
+CRM_SYSTEMS = ("hubspot", "salesforce")
+
+
+class CrmSystem(Protocol):
+    """A CRM as the closed-won, milestones and invoicing flows use it."""
+
+    system: str
+    """The vendor's name, also the ``source`` of the PSA project's external id."""
+
+    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        """Pages of won deals modified in ``[start, end)``, each a bundle
+        ``{"system", "deal", "company", "contacts", "stage_label"}`` of the vendor's own records
+        (``stage_label`` is None when the deal's stage is not a known stage)."""
+        ...
+
+    def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Deals by id, as canonical deal fields (ids the CRM does not know are absent)."""
+        ...
+
+    def update_deal(self, deal_id: str, values: dict[str, str]) -> None:
+        """Write canonical deal fields (``psa_project_id``, ``project_status``, ...) onto one deal."""
+        ...
+
+
+@cache
+def crm_mapping() -> dict[str, Any]:
+    return yaml.safe_load((DICTIONARY_DIR / "crm_mapping.yaml").read_text(encoding="utf-8"))
+
+
+def field_paths(system: str, record: str) -> dict[str, str]:
+    """Canonical name → the vendor's field path for one kind of record (deal, company, contact)."""
+    systems = crm_mapping()["systems"]
+    if system not in systems:
+        raise ValueError(f"crm_mapping.yaml has no section for CRM {system!r}; known: {', '.join(sorted(systems))}")
+    return dict(systems[system][record])
+
+
+def pluck(record: Any, path: str) -> Any:
+    """The value at a dotted path of nested objects, or None where any step is missing."""
+    value = record
+    for step in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def as_text(value: Any) -> Any:
+    """Vendor values as the dictionary's text form: JSON numbers without a spurious ``.0``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def canonical(record: Any, system: str, kind: str) -> dict[str, Any]:
+    """A vendor record → ``{canonical name: value}`` through the mapping."""
+    return {name: as_text(pluck(record, path)) for name, path in field_paths(system, kind).items()}
+
+
+def vendor_of(conn_id: str, *, known: tuple[str, ...], default: str) -> str:
+    """The vendor a Connection names: its ``vendor`` extra, else its type, else ``default``."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    chosen = str((conn.extra_dejson or {}).get("vendor") or "").strip().lower()
+    if not chosen and (conn.conn_type or "").lower() in known:
+        chosen = conn.conn_type.lower()
+    chosen = chosen or default
+    if chosen not in known:
+        raise ValueError(f"Connection {conn_id!r} names vendor {chosen!r}; this backbone speaks {', '.join(known)}")
+    return chosen
+
+
+def crm_hook(conn_id: str) -> CrmSystem:
+    """The CRM hook for a Connection (HubSpot unless the Connection says Salesforce)."""
+    if vendor_of(conn_id, known=CRM_SYSTEMS, default="hubspot") == "salesforce":
+        from backbone.hooks.salesforce import SalesforceHook
+
+        return SalesforceHook(conn_id)
+    from backbone.hooks.hubspot import HubSpotHook
+
+    return HubSpotHook(conn_id)
