@@ -155,16 +155,17 @@ sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'include')!r})
 from datetime import datetime, UTC
 from backbone.flows import timesheets
 from backbone.hooks.psa import PsaHook
-from backbone.hooks.quickbooks import MemoryTokenStore, PostedObject, QuickBooksHook
+from backbone.hooks.quickbooks import MemoryTokenStore, PostedObject, QuickBooksHook, time_activity_body
 from backbone.warehouse.db import engine_for
 from backbone.warehouse.ops import RunRef
 from sqlalchemy import text
 
 class NoOpAccounting:
+    system = "quickbooks"
     def __init__(self, real): self.real = real
-    def query_all(self, *a, **k): return self.real.query_all(*a, **k)
-    def create(self, entity, body, *, request_id): return PostedObject(entity, request_id, "0", body)
-    def update(self, entity, object_id, body, *, request_id): return PostedObject(entity, object_id, "1", body)
+    def reference_records(self): return self.real.reference_records()
+    def post_time_entry(self, line, *, target, request_id):
+        return PostedObject("TimeActivity", target or request_id, "1" if target else "0", time_activity_body(line))
 
 run = RunRef("timesheets_weekly_to_accounting", "bench-{people}", datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
 acct, psa_wh = engine_for("accounting_warehouse"), engine_for("psa_warehouse")

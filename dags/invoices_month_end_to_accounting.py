@@ -48,14 +48,14 @@ def invoices_month_end_to_accounting() -> None:
     def extract_invoices(**context) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.accounting import accounting_hook
         from backbone.hooks.crm import crm_hook
         from backbone.hooks.psa import PsaHook
-        from backbone.hooks.quickbooks import QuickBooksHook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         period = invoicing.billing_period(run, settings.company_timezone)
-        return invoicing.extract_invoices(PsaHook(settings.psa_conn_id), QuickBooksHook(settings.accounting_conn_id), crm_hook(settings.crm_conn_id), warehouse, run, period=period)
+        return invoicing.extract_invoices(PsaHook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), crm_hook(settings.crm_conn_id), warehouse, run, period=period)
 
     @task
     def check_invoices(extracted: dict[str, int], **context) -> dict[str, int]:
@@ -81,11 +81,11 @@ def invoices_month_end_to_accounting() -> None:
     def post_invoices(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.quickbooks import QuickBooksHook
+        from backbone.hooks.accounting import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
-        return invoicing.post_invoices(QuickBooksHook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context))
+        return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context))
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

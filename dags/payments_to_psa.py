@@ -38,14 +38,14 @@ def payments_to_psa() -> None:
     def sync_payments(**context) -> dict[str, int]:
         from backbone.flows import payments
         from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.accounting import accounting_hook
         from backbone.hooks.psa import PsaHook
-        from backbone.hooks.quickbooks import QuickBooksHook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         return payments.sync_payments(
-            QuickBooksHook(settings.accounting_conn_id), PsaHook(settings.psa_conn_id), warehouse, engine_for(settings.psa_warehouse_conn_id), run,
+            accounting_hook(settings.accounting_conn_id), PsaHook(settings.psa_conn_id), warehouse, engine_for(settings.psa_warehouse_conn_id), run,
             overlap=timedelta(hours=settings.payments_overlap_hours), company_timezone=settings.company_timezone,
         )  # fmt: skip
 

@@ -51,12 +51,12 @@ def timesheets_weekly_to_accounting() -> None:
     def extract_time_entries(**context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.accounting import accounting_hook
         from backbone.hooks.psa import PsaHook
-        from backbone.hooks.quickbooks import QuickBooksHook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
-        return timesheets.extract_time_entries(PsaHook(settings.psa_conn_id), QuickBooksHook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size)
+        return timesheets.extract_time_entries(PsaHook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size)
 
     @task
     def validate_time_entries(extracted: dict[str, int], **context) -> dict[str, int]:
@@ -84,12 +84,12 @@ def timesheets_weekly_to_accounting() -> None:
     def post_time_activities(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.quickbooks import QuickBooksHook
+        from backbone.hooks.accounting import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         return timesheets.post_time_activities(
-            QuickBooksHook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), concurrency=settings.qbo_max_concurrency
+            accounting_hook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), concurrency=settings.qbo_max_concurrency
         )
 
     @task(trigger_rule="all_done", retries=0)

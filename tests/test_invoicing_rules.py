@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from backbone.flows.invoicing import billing_period, invoice_body
+from backbone.flows.invoicing import billing_period
 from backbone.flows.payments import payment_status
+from backbone.hooks.quickbooks import invoice_body
 from backbone.warehouse.ops import RunRef
 
 

@@ -8,7 +8,8 @@ from datetime import date
 import pytest
 
 from backbone.accounting_mapping import AccountingReferences, normalise
-from backbone.flows.timesheets import content_hash, entry_key, judge_chunk, map_entry, time_activity_body
+from backbone.flows.timesheets import content_hash, entry_key, judge_chunk, map_entry
+from backbone.hooks.quickbooks import time_activity_body
 
 REFS = AccountingReferences.from_rows(
     [

@@ -113,7 +113,7 @@ class AccountingReferences:
         refs = cls()
         for row in rows:
             ref = AccountingRef(row["entity"], row["ref_id"], row["name"], row.get("extra") or {})
-            target = {"Customer": refs.customers, "Employee": refs.people, "Vendor": refs.people, "Item": refs.items, "TaxCode": refs.tax_codes}.get(row["entity"])
+            target = {"Customer": refs.customers, "Employee": refs.people, "Vendor": refs.people, "User": refs.people, "Item": refs.items, "TaxCode": refs.tax_codes}.get(row["entity"])
             if target is not None:
                 target.setdefault(row["match_key"], ref)
         return refs

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.quickbooks import request_id_for
+from backbone.hooks.accounting import request_id_for
 from backbone.http import FatalApiError
 from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
@@ -34,9 +34,9 @@ from backbone.warehouse.ops import QuarantineRow, RunRef
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+    from backbone.hooks.accounting import AccountingSystem
     from backbone.hooks.crm import CrmSystem
     from backbone.hooks.psa import PsaBilling
-    from backbone.hooks.quickbooks import AccountingClient
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def billing_period(run: RunRef, company_timezone: str) -> str:
 
 
 # --- extract -------------------------------------------------------------------------------------
-def extract_invoices(psa: PsaBilling, accounting: AccountingClient, crm: CrmSystem, warehouse: Engine, run: RunRef, *, period: str) -> dict[str, int]:
+def extract_invoices(psa: PsaBilling, accounting: AccountingSystem, crm: CrmSystem, warehouse: Engine, run: RunRef, *, period: str) -> dict[str, int]:
     """Stage the period's PSA invoices and the CRM deals their fixed fees are bounded by."""
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
@@ -409,33 +409,7 @@ def period_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
 
 
 # --- post ----------------------------------------------------------------------------------------
-def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None) -> dict[str, Any]:
-    """An outbox invoice → QuickBooks ``Invoice`` / ``CreditMemo`` (SalesTransaction names from Finance.xsd)."""
-    body: dict[str, Any] = {
-        "DocNumber": row["number"],
-        "TxnDate": row["issue_date"].isoformat(),
-        "CustomerRef": {"value": row["customer_ref_id"], "name": row["client_name"]},
-        "CurrencyRef": {"value": row["currency"]},
-        "PrivateNote": f"PSA {row['kind'].replace('_', ' ')} {row['psa_invoice_id']} · project {row['project_id']}",
-        "Line": [
-            {
-                "LineNum": n,
-                "Amount": float(line["amount"]),
-                "Description": (line["description"] or "")[:4000],
-                "DetailType": "SalesItemLineDetail",
-                "SalesItemLineDetail": {"ItemRef": {"value": line["item_ref_id"]}, "Qty": float(line["quantity"]), "UnitPrice": float(line["rate"]),
-                                        **({"TaxCodeRef": {"value": tax_ref_id}} if tax_ref_id else {})},  # fmt: skip
-            }
-            for n, line in enumerate(lines, start=1)
-        ],
-        "TxnTaxDetail": {"TotalTax": float(row["tax_amount"])},
-    }
-    if row["kind"] == "invoice":
-        body["DueDate"] = row["due_date"].isoformat()
-    return body
-
-
-def post_invoices(accounting: AccountingClient, warehouse: Engine, run: RunRef) -> dict[str, Any]:
+def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) -> dict[str, Any]:
     """Post pending invoices (then credit notes), void what the PSA voided; each exactly once."""
     from sqlalchemy import select
 
@@ -469,7 +443,7 @@ def post_invoices(accounting: AccountingClient, warehouse: Engine, run: RunRef) 
     return {"posted": posted, "found_by_number": adopted, "voided": voided, "rejected": failed}
 
 
-def _post_one(accounting: AccountingClient, warehouse: Engine, row: dict[str, Any], tax_refs: dict[str, str], mapping: Any) -> str:
+def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, Any], tax_refs: dict[str, str], mapping: Any) -> str:
     """Post, adopt or void one outbox invoice; returns what happened, or the rejection's reason."""
     from sqlalchemy import func, select
 
@@ -478,19 +452,20 @@ def _post_one(accounting: AccountingClient, warehouse: Engine, row: dict[str, An
     entity = row["accounting_entity"]
     try:
         if row["posting_status"] == "void_pending":
-            accounting.void(entity, row["accounting_id"], request_id=request_id_for("void", entity, row["psa_invoice_id"]))
+            accounting.void_invoice(entity, row["accounting_id"], request_id=request_id_for("void", entity, row["psa_invoice_id"]))
             _mark(warehouse, row, posting_status="voided", voided_at=func.now())
             return "voided"
-        found = accounting.find_by_doc_number(entity, row["number"])
+        found = accounting.find_invoice(entity, row["number"])
         if found is not None:
-            if abs(Decimal(str(found.get("TotalAmt", 0))) - row["total"]) > CENT:
-                raise FatalApiError(f"{entity} {row['number']} already exists in accounting (id {found['Id']}) with total {found.get('TotalAmt')}, not {row['total']}")
-            _mark(warehouse, row, posting_status="posted", accounting_id=str(found["Id"]), posted_at=func.now())
+            found_id, found_total = found
+            if abs(found_total - row["total"]) > CENT:
+                raise FatalApiError(f"{entity} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}")
+            _mark(warehouse, row, posting_status="posted", accounting_id=found_id, posted_at=func.now())
             return "found"
         with warehouse.connect() as connection:
             lines = [dict(r._mapping) for r in connection.execute(select(invoice_line).where(invoice_line.c.psa_invoice_id == row["psa_invoice_id"]).order_by(invoice_line.c.line_id))]
         tax_name = mapping.tax_codes.get(row["tax_code"], ("", Decimal(0)))[0]
-        answer = accounting.create(entity, invoice_body(row, lines, tax_refs.get(normalise(tax_name))), request_id=row["request_id"])
+        answer = accounting.create_invoice(entity, row, lines, tax_refs.get(normalise(tax_name)), request_id=row["request_id"])
         _mark(warehouse, row, posting_status="posted", accounting_id=answer.object_id, posted_at=func.now())
         return "posted"
     except FatalApiError as exc:

@@ -6,39 +6,39 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from backbone.accounting_mapping import AccountingReferences, normalise
+from backbone.accounting_mapping import AccountingReferences
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from backbone.hooks.quickbooks import AccountingClient
+    from backbone.hooks.accounting import AccountingSystem
     from backbone.warehouse.ops import RunRef
 
 log = logging.getLogger(__name__)
 
-REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "Item", "TaxCode")
+REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "User", "Item", "TaxCode")
 
 
-def refresh_references(accounting: AccountingClient, warehouse: Engine, run: RunRef) -> dict[str, int]:
+def refresh_references(accounting: AccountingSystem, warehouse: Engine, run: RunRef) -> dict[str, int]:
     """Mirror the active reference records into ``acct.reference``, keyed the way the mapping matches."""
     from backbone.warehouse.db import copy_upsert
     from backbone.warehouse.tables import reference
 
     stamp = f"{run.run_id}#{uuid.uuid4().hex[:8]}"  # this refresh, even when an interval is run again
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for entity in REFERENCE_ENTITIES:
-        for page in accounting.query_all(entity, "Active = true"):
-            for record in page:
-                key = _reference_key(entity, record)
-                if key:
-                    rows.setdefault((entity, key), _reference_row(entity, key, record, stamp))
+    for record in accounting.reference_records():
+        if record.match_key:
+            rows.setdefault((record.entity, record.match_key), {
+                "entity": record.entity, "match_key": record.match_key[:300], "ref_id": record.ref_id, "name": record.name[:300],
+                "extra": record.extra, "last_run_id": stamp,
+            })  # fmt: skip
     with warehouse.begin() as connection:
         # Every listed record is stamped with this run, so whatever accounting no longer lists stops matching.
         copy_upsert(connection, reference, sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])), key=["entity", "match_key"], bookkeeping=())
         if rows:
             connection.execute(reference.delete().where(reference.c.last_run_id != stamp))
-    counts = {entity: sum(1 for e, _ in rows if e == entity) for entity in REFERENCE_ENTITIES}
-    log.info("accounting references: %s", counts)
+    counts = {entity: n for entity in REFERENCE_ENTITIES if (n := sum(1 for e, _ in rows if e == entity))}
+    log.info("accounting references from %s: %s", accounting.system, counts)
     return counts
 
 
@@ -49,19 +49,3 @@ def load_references(warehouse: Engine) -> AccountingReferences:
 
     with warehouse.connect() as connection:
         return AccountingReferences.from_rows([dict(r._mapping) for r in connection.execute(select(reference))])
-
-
-def _reference_key(entity: str, record: dict[str, Any]) -> str:
-    if entity in ("Employee", "Vendor"):
-        return normalise(((record.get("PrimaryEmailAddr") or {}).get("Address")) or "")
-    return normalise(record.get("DisplayName") or record.get("Name") or "")
-
-
-def _reference_row(entity: str, key: str, record: dict[str, Any], run_id: str) -> dict[str, Any]:
-    extra = {}
-    if entity == "Item":
-        extra["income_account"] = (record.get("IncomeAccountRef") or {}).get("name")
-    if entity == "Customer":
-        extra["currency"] = (record.get("CurrencyRef") or {}).get("value")
-    name = record.get("DisplayName") or record.get("Name") or ""
-    return {"entity": entity, "match_key": key[:300], "ref_id": str(record["Id"]), "name": str(name)[:300], "extra": extra, "last_run_id": run_id}

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.quickbooks import request_id_for
+from backbone.hooks.accounting import request_id_for
 from backbone.http import FatalApiError
 from backbone.validation import RuleFailure, SchemaDrift, validate_rows
 from backbone.warehouse import ops
@@ -33,8 +33,8 @@ from backbone.warehouse.ops import QuarantineRow, RunRef
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+    from backbone.hooks.accounting import AccountingSystem
     from backbone.hooks.psa import PsaTimeSource
-    from backbone.hooks.quickbooks import AccountingClient
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def entry_key(entry_id: str, version: Any) -> str:
 
 
 # --- extract -------------------------------------------------------------------------------------
-def extract_time_entries(psa: PsaTimeSource, accounting: AccountingClient, warehouse: Engine, run: RunRef, *, page_size: int) -> dict[str, int]:
+def extract_time_entries(psa: PsaTimeSource, accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, page_size: int) -> dict[str, int]:
     """Refresh the accounting reference lists, then stage every entry approved in the interval."""
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
@@ -269,7 +269,7 @@ def _flow_rules(
     wanted_entity = "Vendor" if row["person_type"] == "contractor" else "Employee"
     if person is None:
         failures.append(RuleFailure("time_entry.person.mapped", f"{row['person_id']} ({row['person_email']}) is not an accounting employee or vendor"))
-    elif person.entity != wanted_entity:
+    elif person.entity not in (wanted_entity, "User"):  # a User: the system does not tell employees from contractors
         failures.append(RuleFailure("time_entry.person.mapped", f"{row['person_id']} is a PSA {row['person_type']} but an accounting {person.entity}"))
     if failures:
         return failures
@@ -393,26 +393,7 @@ def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
 
 
 # --- post ----------------------------------------------------------------------------------------
-def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
-    """An outbox line → QuickBooks ``TimeActivity`` (element names from Finance.xsd)."""
-    ref_field = "EmployeeRef" if line["name_of"] == "Employee" else "VendorRef"
-    minutes = int(line["minutes"])
-    description = f"PSA {line['entry_id']} v{line['entry_version']} · {line['billing_code']} · {line['project_name'] or line['project_id']}"
-    return {
-        "TxnDate": line["work_date"].isoformat() if isinstance(line["work_date"], date) else str(line["work_date"]),
-        "NameOf": line["name_of"],
-        ref_field: {"value": line["person_ref_id"], "name": line["person_name"]},
-        "CustomerRef": {"value": line["customer_ref_id"], "name": line["client_name"]},
-        "ItemRef": {"value": line["item_ref_id"], "name": line["item_name"]},
-        "BillableStatus": line["billable_status"],
-        "HourlyRate": float(line["hourly_rate"]),
-        "Hours": minutes // 60,
-        "Minutes": minutes % 60,
-        "Description": description[:4000],
-    }
-
-
-def post_time_activities(accounting: AccountingClient, warehouse: Engine, run: RunRef, *, concurrency: int) -> dict[str, Any]:
+def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, concurrency: int) -> dict[str, Any]:
     """Post every pending outbox line up to this interval (older leftovers first), entries in parallel.
 
     Versions of one entry go in order, so a correction always follows the object it corrects.
@@ -470,7 +451,7 @@ def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) 
         last_entry = entry_ids[-1]
 
 
-def _post_entries(accounting: AccountingClient, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int) -> dict[str, Any]:
+def _post_entries(accounting: AccountingSystem, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
 
@@ -501,7 +482,7 @@ def _post_entries(accounting: AccountingClient, warehouse: Engine, run: RunRef, 
     return outcome
 
 
-def _post_entry_versions(accounting: AccountingClient, warehouse: Engine, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Post one entry's pending versions in order; an update targets the newest posted earlier version."""
     from sqlalchemy import select
 
@@ -516,12 +497,8 @@ def _post_entry_versions(accounting: AccountingClient, warehouse: Engine, versio
     target = posted.accounting_id if posted is not None and posted.entry_version < versions[0]["entry_version"] else None
     results = []
     for line in versions:
-        body = time_activity_body(line)
         try:
-            if target is not None:
-                answer = accounting.update("TimeActivity", target, body, request_id=line["request_id"])
-            else:
-                answer = accounting.create("TimeActivity", body, request_id=line["request_id"])
+            answer = accounting.post_time_entry(line, target=target, request_id=line["request_id"])
         except FatalApiError as exc:
             results.append(_result(line, "failed", error=str(exc)))
             break  # later versions of this entry wait until this one is fixed

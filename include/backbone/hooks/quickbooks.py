@@ -7,16 +7,18 @@ Everything QuickBooks-specific lives here: the ``/v3/company/{realmId}/...`` pat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from backbone.accounting_mapping import normalise
+from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord
 from backbone.hooks.base import JsonApiHook
 from backbone.http import CursorGuard, FatalApiError, RateLimiter, check_response
 from backbone.settings import load_settings
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 QUERY_PAGE_MAX = 1000
 REQUEST_ID_MAX = 50
+ID_BATCH = 100
 
 
 class TokenStore(Protocol):
@@ -72,36 +75,6 @@ class MemoryTokenStore:
         self.tokens[key] = token
 
 
-@dataclass(frozen=True)
-class PostedObject:
-    entity: str
-    object_id: str
-    sync_token: str
-    body: dict[str, Any]
-
-
-def request_id_for(*parts: str) -> str:
-    """A deterministic QuickBooks ``requestid`` (≤ 50 characters) for one logical write."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
-    return f"bb-{digest}"
-
-
-class AccountingClient(Protocol):
-    """What the flows need from an accounting system; a vendor adapter implements this."""
-
-    def query_all(self, entity: str, where: str | None = None, *, page_size: int = QUERY_PAGE_MAX) -> Iterator[list[dict[str, Any]]]: ...
-
-    def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> PostedObject: ...
-
-    def update(self, entity: str, object_id: str, body: dict[str, Any], *, request_id: str) -> PostedObject: ...
-
-    def find_by_doc_number(self, entity: str, doc_number: str) -> dict[str, Any] | None: ...
-
-    def void(self, entity: str, object_id: str, *, request_id: str) -> PostedObject: ...
-
-    def read(self, entity: str, object_id: str) -> dict[str, Any]: ...
-
-
 class QuickBooksHook(JsonApiHook):
     """QuickBooks Online with OAuth2 (authorization-code app, refreshed with a refresh token).
 
@@ -117,6 +90,7 @@ class QuickBooksHook(JsonApiHook):
     conn_type = "quickbooks"
     hook_name = "QuickBooks Online"
     system_name = "QuickBooks"
+    system = "quickbooks"
     default_base_url = "https://quickbooks.api.intuit.com"
 
     def __init__(self, quickbooks_conn_id: str = default_conn_name, *, token_store: TokenStore | None = None, **kwargs: Any):
@@ -261,3 +235,108 @@ class QuickBooksHook(JsonApiHook):
         answer = self.call("POST", f"/{entity.lower()}", params={"requestid": request_id}, json=body, description=f"QuickBooks {entity} write {request_id}")
         record = answer[entity]
         return PostedObject(entity=entity, object_id=str(record["Id"]), sync_token=str(record.get("SyncToken", "0")), body=record)
+
+    # --- the accounting interface the flows use (backbone.hooks.accounting.AccountingSystem) ----
+    def reference_records(self) -> Iterator[ReferenceRecord]:
+        for entity in ("Customer", "Employee", "Vendor", "Item", "TaxCode"):
+            for page in self.query_all(entity, "Active = true"):
+                for record in page:
+                    if entity in ("Employee", "Vendor"):
+                        key = normalise(((record.get("PrimaryEmailAddr") or {}).get("Address")) or "")
+                    else:
+                        key = normalise(record.get("DisplayName") or record.get("Name") or "")
+                    extra = {}
+                    if entity == "Item":
+                        extra["income_account"] = (record.get("IncomeAccountRef") or {}).get("name")
+                    if entity == "Customer":
+                        extra["currency"] = (record.get("CurrencyRef") or {}).get("value")
+                    name = str(record.get("DisplayName") or record.get("Name") or "")
+                    yield ReferenceRecord(entity, key, str(record["Id"]), name, extra)
+
+    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+        body = time_activity_body(line)
+        if target is not None:
+            return self.update("TimeActivity", target, body, request_id=request_id)
+        return self.create("TimeActivity", body, request_id=request_id)
+
+    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
+        found = self.find_by_doc_number(entity, number)
+        return (str(found["Id"]), Decimal(str(found.get("TotalAmt", 0)))) if found is not None else None
+
+    def create_invoice(self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str) -> PostedObject:
+        return self.create(entity, invoice_body(row, lines, tax_ref_id), request_id=request_id)
+
+    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
+        return self.void(entity, object_id, request_id=request_id)
+
+    def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
+        since = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
+        for page in self.query_all("Payment", f"MetaData.LastUpdatedTime >= '{since}'"):
+            for record in page:
+                linked = sorted({str(t["TxnId"]) for line in record.get("Line") or [] for t in line.get("LinkedTxn") or [] if t.get("TxnType") == "Invoice"})
+                yield AccountingPayment(
+                    accounting_id=str(record["Id"]), customer_ref_id=(record.get("CustomerRef") or {}).get("value"), amount=Decimal(str(record.get("TotalAmt", 0))),
+                    currency=(record.get("CurrencyRef") or {}).get("value"), txn_date=date.fromisoformat(record["TxnDate"]) if record.get("TxnDate") else None,
+                    invoice_accounting_ids=linked, last_updated=datetime.fromisoformat(record["MetaData"]["LastUpdatedTime"]),
+                )  # fmt: skip
+
+    def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
+        ids = [i for i in dict.fromkeys(invoice_ids) if i.isdigit()]
+        balances: dict[str, Decimal] = {}
+        for start in range(0, len(ids), ID_BATCH):
+            quoted = ", ".join(f"'{i}'" for i in ids[start : start + ID_BATCH])
+            for page in self.query_all("Invoice", f"Id IN ({quoted})"):
+                balances.update({str(r["Id"]): Decimal(str(r.get("Balance", 0))) for r in page})
+        return balances
+
+
+def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
+    """An outbox line → QuickBooks ``TimeActivity`` (element names from Finance.xsd)."""
+    ref_field = "VendorRef" if line["name_of"] == "Vendor" else "EmployeeRef"
+    minutes = int(line["minutes"])
+    return {
+        "TxnDate": line["work_date"].isoformat() if isinstance(line["work_date"], date) else str(line["work_date"]),
+        "NameOf": "Vendor" if line["name_of"] == "Vendor" else "Employee",
+        ref_field: {"value": line["person_ref_id"], "name": line["person_name"]},
+        "CustomerRef": {"value": line["customer_ref_id"], "name": line["client_name"]},
+        "ItemRef": {"value": line["item_ref_id"], "name": line["item_name"]},
+        "BillableStatus": line["billable_status"],
+        "HourlyRate": float(line["hourly_rate"]),
+        "Hours": minutes // 60,
+        "Minutes": minutes % 60,
+        "Description": time_entry_description(line)[:4000],
+    }
+
+
+def time_entry_description(line: dict[str, Any]) -> str:
+    return f"PSA {line['entry_id']} v{line['entry_version']} · {line['billing_code']} · {line['project_name'] or line['project_id']}"
+
+
+def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None) -> dict[str, Any]:
+    """An outbox invoice → QuickBooks ``Invoice`` / ``CreditMemo`` (SalesTransaction names from Finance.xsd)."""
+    body: dict[str, Any] = {
+        "DocNumber": row["number"],
+        "TxnDate": row["issue_date"].isoformat(),
+        "CustomerRef": {"value": row["customer_ref_id"], "name": row["client_name"]},
+        "CurrencyRef": {"value": row["currency"]},
+        "PrivateNote": invoice_note(row),
+        "Line": [
+            {
+                "LineNum": n,
+                "Amount": float(line["amount"]),
+                "Description": (line["description"] or "")[:4000],
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": line["item_ref_id"]}, "Qty": float(line["quantity"]), "UnitPrice": float(line["rate"]),
+                                        **({"TaxCodeRef": {"value": tax_ref_id}} if tax_ref_id else {})},  # fmt: skip
+            }
+            for n, line in enumerate(lines, start=1)
+        ],
+        "TxnTaxDetail": {"TotalTax": float(row["tax_amount"])},
+    }
+    if row["kind"] == "invoice":
+        body["DueDate"] = row["due_date"].isoformat()
+    return body
+
+
+def invoice_note(row: dict[str, Any]) -> str:
+    return f"PSA {row['kind'].replace('_', ' ')} {row['psa_invoice_id']} · project {row['project_id']}"

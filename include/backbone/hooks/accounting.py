@@ -1,0 +1,105 @@
+"""What the flows need from an accounting system, and which vendor's hook a Connection names.
+
+The timesheet, month-end and payments flows speak in outbox lines, outbox invoices and canonical
+payments; each vendor hook turns those into its own wire format (QuickBooks ``TimeActivity`` and
+``Invoice``, Xero Projects time entries and ``Invoices``). Pick the vendor with the Connection's
+type (``quickbooks`` or ``xero``) or, for a generic Connection type, its ``vendor`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from backbone.hooks.crm import vendor_of
+
+ACCOUNTING_SYSTEMS = ("quickbooks", "xero")
+
+
+@dataclass(frozen=True)
+class PostedObject:
+    entity: str
+    object_id: str
+    sync_token: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReferenceRecord:
+    """One customer, person, item or tax code of the accounting system, keyed as the mapping matches.
+
+    ``entity`` is Customer, Employee, Vendor, Item or TaxCode; a system that does not tell employees
+    from contractors lists people as ``User``.
+    """
+
+    entity: str
+    match_key: str
+    ref_id: str
+    name: str
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AccountingPayment:
+    accounting_id: str
+    customer_ref_id: str | None
+    amount: Decimal
+    currency: str | None
+    txn_date: date | None
+    invoice_accounting_ids: list[str]
+    last_updated: datetime
+
+
+def request_id_for(*parts: str) -> str:
+    """A deterministic idempotency key for one logical write: QuickBooks ``requestid`` (≤ 50
+    characters) and Xero ``Idempotency-Key`` (≤ 128) alike."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+    return f"bb-{digest}"
+
+
+class AccountingSystem(Protocol):
+    """An accounting system as the flows use it. Writes carry ``request_id``: repeating one never
+    creates a second object."""
+
+    system: str
+
+    def reference_records(self) -> Iterator[ReferenceRecord]:
+        """Active customers, people, items (with their income account) and tax codes."""
+        ...
+
+    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+        """Create the time record of an outbox line, or update ``target`` (an earlier version's record)."""
+        ...
+
+    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
+        """``(id, total)`` of the invoice or credit memo with this number, if accounting has one."""
+        ...
+
+    def create_invoice(self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str) -> PostedObject:
+        """Create an outbox invoice (``entity`` Invoice) or credit note (``entity`` CreditMemo)."""
+        ...
+
+    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject: ...
+
+    def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
+        """Customer payments created or changed at or after ``moment``."""
+        ...
+
+    def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
+        """Amount still due per invoice id (ids accounting does not know are absent)."""
+        ...
+
+
+def accounting_hook(conn_id: str) -> AccountingSystem:
+    """The accounting hook for a Connection (QuickBooks unless the Connection says Xero)."""
+    if vendor_of(conn_id, known=ACCOUNTING_SYSTEMS, default="quickbooks") == "xero":
+        from backbone.hooks.xero import XeroHook
+
+        return XeroHook(conn_id)
+    from backbone.hooks.quickbooks import QuickBooksHook
+
+    return QuickBooksHook(conn_id)
