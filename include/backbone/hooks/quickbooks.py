@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord
 from backbone.hooks.base import JsonApiHook
-from backbone.http import CursorGuard, FatalApiError, RateLimiter, check_response
+from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
+from backbone.http import CursorGuard, RateLimiter, check_response
 from backbone.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -31,51 +31,7 @@ REQUEST_ID_MAX = 50
 ID_BATCH = 100
 
 
-class TokenStore(Protocol):
-    """Where the newest OAuth refresh token is kept between runs (it rotates about daily)."""
-
-    def load(self, key: str) -> str | None: ...
-
-    def save(self, key: str, token: str) -> None: ...
-
-
-class AirflowVariableTokenStore:
-    """Keeps the rotated refresh token in an Airflow Variable named ``<conn_id>_refresh_token``.
-
-    Workers cannot write Connections in Airflow 3 (the Task SDK offers no such call), but they can
-    write Variables through the execution API; Variables are Fernet-encrypted at rest and a key
-    containing "token" is masked in logs and the UI. The Connection keeps the first refresh token.
-    """
-
-    def load(self, key: str) -> str | None:
-        from airflow.sdk import Variable
-
-        try:
-            return Variable.get(key, default=None)
-        except Exception:  # noqa: BLE001 - no Variable backend outside a task: fall back to the Connection
-            log.debug("no Variable backend reachable for %s", key, exc_info=True)
-            return None
-
-    def save(self, key: str, token: str) -> None:
-        from airflow.sdk import Variable
-
-        Variable.set(key, token, description="Newest QuickBooks OAuth refresh token (rotated by the API; written by QuickBooksHook)")
-
-
-class MemoryTokenStore:
-    """Tokens kept in memory: for tests and one-off scripts."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, str] = {}
-
-    def load(self, key: str) -> str | None:
-        return self.tokens.get(key)
-
-    def save(self, key: str, token: str) -> None:
-        self.tokens[key] = token
-
-
-class QuickBooksHook(JsonApiHook):
+class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     """QuickBooks Online with OAuth2 (authorization-code app, refreshed with a refresh token).
 
     Connection (``quickbooks_default``): ``host`` = API base URL (``https://quickbooks.api.intuit.com``
@@ -92,6 +48,7 @@ class QuickBooksHook(JsonApiHook):
     system_name = "QuickBooks"
     system = "quickbooks"
     default_base_url = "https://quickbooks.api.intuit.com"
+    default_token_url = INTUIT_TOKEN_URL
 
     def __init__(self, quickbooks_conn_id: str = default_conn_name, *, token_store: TokenStore | None = None, **kwargs: Any):
         super().__init__(quickbooks_conn_id, **kwargs)
@@ -100,8 +57,6 @@ class QuickBooksHook(JsonApiHook):
         self.limiter = RateLimiter(settings.qbo_requests_per_minute / 60.0)
         self.concurrency = threading.BoundedSemaphore(max(1, min(settings.qbo_max_concurrency, 10)))
         self._token_lock = threading.Lock()
-        self._access_token: str | None = None
-        self._access_expires = 0.0
 
     # --- connection and tokens ------------------------------------------------------------------
     @cached_property
@@ -111,54 +66,8 @@ class QuickBooksHook(JsonApiHook):
             raise ValueError(f"Connection {self.conn_id!r} has no realm_id extra: set it to the QuickBooks company id")
         return realm
 
-    @property
-    def token_key(self) -> str:
-        return f"{self.conn_id}_refresh_token"
-
     def auth_headers(self) -> dict[str, str]:
         return {}  # the bearer token is added per request: it expires and is refreshed
-
-    def access_token(self, *, force_refresh: bool = False) -> str:
-        with self._token_lock:
-            if force_refresh or self._access_token is None or time.monotonic() >= self._access_expires:
-                self._refresh_access_token()
-            assert self._access_token is not None
-            return self._access_token
-
-    def _refresh_access_token(self) -> None:
-        import requests
-        from airflow.sdk.log import mask_secret
-
-        conn = self.connection
-        refresh_token = self.token_store.load(self.token_key) or self.extras.get("refresh_token")
-        if not (conn.login and conn.password and refresh_token):
-            raise FatalApiError(f"Connection {self.conn_id!r} needs login (client id), password (client secret) and a refresh_token extra")
-        url = self.extras.get("token_url") or INTUIT_TOKEN_URL
-
-        def attempt() -> Any:
-            response = requests.post(
-                url,
-                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                auth=(conn.login, conn.password),
-                headers={"Accept": "application/json"},
-                timeout=self.timeout,
-            )
-            if response.status_code == 400:
-                raise FatalApiError(
-                    f"QuickBooks refused the refresh token of {self.conn_id!r} ({response.text[:200]}). It may have been rotated "
-                    f"and not stored, or revoked: reconnect the app and put a new refresh_token in the Connection."
-                )
-            return check_response(response, system="QuickBooks OAuth")
-
-        body = self.retry_policy.call(attempt, description="QuickBooks OAuth token refresh")
-        mask_secret(body["access_token"])
-        self._access_token = body["access_token"]
-        self._access_expires = time.monotonic() + max(60, int(body.get("expires_in", 3600)) - 300)
-        new_refresh = body.get("refresh_token")
-        if new_refresh and new_refresh != refresh_token:
-            mask_secret(new_refresh)
-            self.token_store.save(self.token_key, new_refresh)
-            log.info("QuickBooks rotated the refresh token of %s; stored the new one", self.conn_id)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

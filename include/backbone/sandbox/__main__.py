@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qbo-rate", type=int, default=500, help="QuickBooks requests per minute before 429")
     parser.add_argument("--token", default="sandbox-token", help="bearer token every API expects")
     parser.add_argument("--state-file", type=Path, help="keep state across restarts in this file (saved on shutdown)")
+    parser.add_argument("--crm", choices=["hubspot", "salesforce"], default=None, help="CRM the PSA's projects came from (default: $BACKBONE_SANDBOX_CRM or hubspot)")
     parser.add_argument("--search-rate", type=int, default=4, help="HubSpot search requests per second before 429")
     args = parser.parse_args(argv)
 
@@ -37,11 +38,13 @@ def main(argv: list[str] | None = None) -> None:
         weeks=args.weeks,
         qbo_requests_per_minute=args.qbo_rate,
         state_file=args.state_file,
+        **({"crm": args.crm} if args.crm else {}),
     )
     state = SandboxState.load_or_fresh(config)
     app = build_app(state)
     base = f"http://127.0.0.1:{args.port}"
     print(f"HubSpot CRM : {base}/hubspot", flush=True)
+    print(f"Salesforce  : {base}/salesforce   (OAuth: {base}/salesforce/services/oauth2/token)", flush=True)
     print(f"PSA API     : {base}/psa   (OpenAPI: {base}/psa/openapi.json)", flush=True)
     print(f"QuickBooks  : {base}/quickbooks   (OAuth: {base}/quickbooks/oauth2/v1/tokens/bearer)", flush=True)
     print(f"BambooHR    : {base}/bamboohr   (Basic auth: API key as user name)", flush=True)

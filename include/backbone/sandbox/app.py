@@ -23,6 +23,7 @@ from backbone.sandbox.psa_billing import BillingStore, seed_billing
 from backbone.sandbox.psa_time import TimeStore, seed_time, weeks_back_to_last_closed_month
 from backbone.sandbox.quickbooks import REALM_ID as QBO_REALM_ID
 from backbone.sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
+from backbone.sandbox.salesforce import build_salesforce_app, salesforce_id
 from backbone.sandbox.seed import default_anchor, iso_millis, seed_crm
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class SandboxConfig:
     timezone: str = field(default_factory=lambda: os.environ.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
     qbo_requests_per_minute: int = 500
     qbo_max_concurrent: int = 10
+    crm: str = field(default_factory=lambda: os.environ.get("BACKBONE_SANDBOX_CRM", "hubspot"))
+    """Which CRM the PSA's projects were created from (``hubspot`` or ``salesforce``): the deal ids
+    PSA invoices and milestones carry. Both CRM APIs are served either way."""
     state_file: Path | None = None
 
 
@@ -60,6 +64,7 @@ class SandboxState:
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
     crm_writes: int = 0
+    salesforce_calls: int = 0
     resumed: bool = False
     """True when the state came from the state file (issued OAuth tokens are still valid)."""
 
@@ -78,7 +83,13 @@ class SandboxState:
         tax_codes = {code: name for code, (name, _) in mapping.invoicing.tax_codes.items()}
         seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60), tax_codes=tax_codes)
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
-        billing = BillingStore(seed_billing(time_seed, crm_seed, anchor=anchor))
+        billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor)
+        if config.crm == "salesforce":
+            billing_seed.project_deals = {project: salesforce_id("Opportunity", int(deal)) for project, deal in billing_seed.project_deals.items()}
+            for milestone in billing_seed.milestones:
+                if milestone.get("crm_deal_id"):
+                    milestone["crm_deal_id"] = salesforce_id("Opportunity", int(milestone["crm_deal_id"]))
+        billing = BillingStore(billing_seed)
         return cls(
             config=config,
             anchor=anchor,
@@ -126,6 +137,8 @@ class SandboxState:
             "psa_creates": self.psa.creates,
             "psa_writes": self.psa.writes,
             "crm_writes": self.crm_writes,
+            "crm": self.config.crm,
+            "salesforce_calls": self.salesforce_calls,
             "time_entries": len(self.psa_time.entries),
             "time_week_end": iso_millis(self.psa_time.week_end),
             "time_week_ends": [iso_millis(end) for end in self.psa_time.week_ends()],
@@ -203,6 +216,7 @@ def build_app(state: SandboxState) -> FastAPI:
         return {"payments": applied}
 
     app.mount("/hubspot", build_hubspot_app(state))
+    app.mount("/salesforce", build_salesforce_app(state))
     app.mount("/psa", build_psa_app(state))
     app.mount("/quickbooks", build_quickbooks_app(state))
     app.mount("/bamboohr", build_bamboohr_app(state))

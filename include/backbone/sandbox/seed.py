@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from faker import Faker
@@ -115,7 +115,7 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
             created_base + timedelta(days=2),
         )
 
-    span_ms = 30 * 60 * 1000 - 1
+    span_seconds = 30 * 60  # whole seconds, as every CRM stores its modification stamps
     for n in range(deals):
         did = 3_000_000 + n
         company_id = company_ids[n % company_count]
@@ -125,7 +125,7 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
             stage = RENEWALS_WON_STAGE if won else "renewal_open"
         else:
             stage = "closedwon" if won else rng.choice(["qualifiedtobuy", "contractsent", "closedlost"])
-        modified = window_start + timedelta(milliseconds=(n * 7919) % span_ms)
+        modified = window_start + timedelta(seconds=(n * 7919) % span_seconds)
         start = (anchor + timedelta(days=7 + n % 30)).date()
         billing = "fixed_fee" if n % 4 == 0 else "time_and_materials"
         hours = 40 + (n * 37) % 1600
@@ -135,7 +135,7 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
             "dealstage": stage,
             "amount": f"{hours * rng.choice([95, 110, 125, 150])}.00",
             "deal_currency_code": rng.choice(CURRENCIES),
-            "closedate": iso_millis(modified - timedelta(hours=1)),
+            "closedate": iso_millis(datetime.combine((modified - timedelta(hours=1)).astimezone(UTC).date(), time(), UTC)),  # a date: midnight UTC
             "description": fake.sentence(nb_words=12),
             "estimated_hours": str(hours),
             "billing_type": billing,

@@ -1,0 +1,122 @@
+"""OAuth2 with rotating refresh tokens (QuickBooks Online, Xero): where the newest token is kept,
+and how an access token is refreshed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from backbone.http import FatalApiError, check_response
+
+log = logging.getLogger(__name__)
+
+
+class TokenStore(Protocol):
+    """Where the newest OAuth refresh token is kept between runs (it rotates about daily)."""
+
+    def load(self, key: str) -> str | None: ...
+
+    def save(self, key: str, token: str) -> None: ...
+
+
+class AirflowVariableTokenStore:
+    """Keeps the rotated refresh token in an Airflow Variable named ``<conn_id>_refresh_token``.
+
+    Workers cannot write Connections in Airflow 3 (the Task SDK offers no such call), but they can
+    write Variables through the execution API; Variables are Fernet-encrypted at rest and a key
+    containing "token" is masked in logs and the UI. The Connection keeps the first refresh token.
+    """
+
+    def load(self, key: str) -> str | None:
+        from airflow.sdk import Variable
+
+        try:
+            return Variable.get(key, default=None)
+        except Exception:  # noqa: BLE001 - no Variable backend outside a task: fall back to the Connection
+            log.debug("no Variable backend reachable for %s", key, exc_info=True)
+            return None
+
+    def save(self, key: str, token: str) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(key, token, description="Newest OAuth refresh token of this Connection (rotated by the vendor; written by its hook)")
+
+
+class MemoryTokenStore:
+    """Tokens kept in memory: for tests and one-off scripts."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+
+    def load(self, key: str) -> str | None:
+        return self.tokens.get(key)
+
+    def save(self, key: str, token: str) -> None:
+        self.tokens[key] = token
+
+
+class RotatingOAuthMixin:
+    """For a hook whose Connection holds an OAuth client (login = client id, password = secret) and
+    whose ``refresh_token`` extra is the first refresh token; rotated ones go to ``token_store``."""
+
+    default_token_url = ""
+    system_name: str
+    conn_id: str
+    token_store: TokenStore
+    connection: Any
+    extras: dict[str, Any]
+    retry_policy: Any
+    timeout: float
+    _token_lock: threading.Lock | None = None
+    _access_token: str | None = None
+    _access_expires: float = 0.0
+
+    @property
+    def token_key(self) -> str:
+        return f"{self.conn_id}_refresh_token"
+
+    def access_token(self, *, force_refresh: bool = False) -> str:
+        if self._token_lock is None:
+            self._token_lock = threading.Lock()
+        with self._token_lock:
+            if force_refresh or self._access_token is None or time.monotonic() >= self._access_expires:
+                self._refresh_access_token()
+            assert self._access_token is not None
+            return self._access_token
+
+    def _refresh_access_token(self) -> None:
+        import requests
+        from airflow.sdk.log import mask_secret
+
+        conn = self.connection
+        refresh_token = self.token_store.load(self.token_key) or self.extras.get("refresh_token")
+        if not (conn.login and conn.password and refresh_token):
+            raise FatalApiError(f"Connection {self.conn_id!r} needs login (client id), password (client secret) and a refresh_token extra")
+        url = self.extras.get("token_url") or self.default_token_url
+
+        def attempt() -> Any:
+            response = requests.post(
+                url,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                auth=(conn.login, conn.password),
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+            )
+            if response.status_code == 400:
+                raise FatalApiError(
+                    f"{self.system_name} refused the refresh token of {self.conn_id!r} ({response.text[:200]}). It may have been rotated "
+                    f"and not stored, or revoked: reconnect the app and put a new refresh_token in the Connection."
+                )
+            return check_response(response, system=f"{self.system_name} OAuth")
+
+        body = self.retry_policy.call(attempt, description=f"{self.system_name} OAuth token refresh")
+        mask_secret(body["access_token"])
+        self._access_token = body["access_token"]
+        self._access_expires = time.monotonic() + max(60, int(body.get("expires_in", 3600)) - 300)
+        new_refresh = body.get("refresh_token")
+        if new_refresh and new_refresh != refresh_token:
+            mask_secret(new_refresh)
+            self.token_store.save(self.token_key, new_refresh)
+            log.info("%s rotated the refresh token of %s; stored the new one", self.system_name, self.conn_id)
