@@ -17,8 +17,10 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m backbone.devtools demo
+VENDORS ?= hubspot-quickbooks
+
+demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero for the other pair)
+	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) $(BIN)/python -m backbone.devtools demo
 
 test: $(STAMP) browser  ## the whole test suite (starts and stops its own PostgreSQL, sandbox and Airflow API server)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
@@ -43,9 +45,10 @@ airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080) on the demo's
 	$(BIN)/python -m backbone.devtools pg-start
 	eval "$$($(BIN)/python -m backbone.devtools env)" && PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
 
-demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state
+demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both vendor pairs)
 	-$(BIN)/python -m backbone.devtools pg-stop
-	rm -rf .demo
+	-BACKBONE_DEMO_VENDORS=salesforce-xero $(BIN)/python -m backbone.devtools pg-stop
+	rm -rf .demo .demo-salesforce-xero
 
 lint: $(STAMP)
 	$(BIN)/ruff check include dags tests plugins

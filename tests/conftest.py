@@ -116,7 +116,7 @@ def start_sandbox(port: int, **config: object) -> tuple[RunningSandbox, object, 
 
     from backbone.sandbox.app import SandboxConfig, SandboxState, build_app
 
-    config = {"people": 12, "qbo_requests_per_minute": 0, **config}
+    config = {"people": 12, "qbo_requests_per_minute": 0, "xero_requests_per_minute": 0, **config}
     state = SandboxState.fresh(SandboxConfig(anchor=ANCHOR, **config))
     server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -132,6 +132,16 @@ def start_sandbox(port: int, **config: object) -> tuple[RunningSandbox, object, 
 def sandbox() -> Iterator[RunningSandbox]:
     """A freshly seeded sandbox (120 deals) on the port the Airflow Connections point at."""
     running, server, thread = start_sandbox(SANDBOX_PORT)
+    yield running
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def salesforce_sandbox() -> Iterator[RunningSandbox]:
+    """Like ``sandbox``, for a company whose PSA projects came from Salesforce (PSA invoices and
+    milestones carry Salesforce Opportunity ids). HubSpot, Salesforce, QuickBooks and Xero are all served."""
+    running, server, thread = start_sandbox(SANDBOX_PORT, crm="salesforce")
     yield running
     server.should_exit = True
     thread.join(timeout=10)
@@ -169,6 +179,7 @@ def forget_rotated_tokens() -> None:
     from airflow.models import Variable
 
     Variable.delete("quickbooks_default_refresh_token")
+    Variable.delete("xero_default_refresh_token")
 
 
 @pytest.fixture

@@ -21,9 +21,24 @@ import time
 import urllib.request
 
 from backbone.devtools import pg
-from backbone.devtools.localenv import DEFAULT_PG_PORT, DEFAULT_SANDBOX_PORT, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
+from backbone.devtools.localenv import (
+    DEFAULT_PG_PORT,
+    DEFAULT_SANDBOX_PORT,
+    PROJECT_ROOT,
+    SANDBOX_XERO_REQUESTS_PER_MINUTE,
+    WAREHOUSE_DATABASES,
+    airflow_environment,
+)
 
-DEMO_DIR = PROJECT_ROOT / ".demo"
+VENDOR_PAIRS = {
+    "hubspot-quickbooks": {"crm": "hubspot_default", "accounting": "quickbooks_default", "sandbox_crm": "hubspot", "payments": "quickbooks"},
+    "salesforce-xero": {"crm": "salesforce_default", "accounting": "xero_default", "sandbox_crm": "salesforce", "payments": "xero"},
+}
+"""``BACKBONE_DEMO_VENDORS`` (``make demo VENDORS=salesforce-xero``) picks the pair; each pair keeps its own demo state."""
+VENDORS = os.environ.get("BACKBONE_DEMO_VENDORS", "hubspot-quickbooks")
+if VENDORS not in VENDOR_PAIRS:
+    raise SystemExit(f"BACKBONE_DEMO_VENDORS={VENDORS!r}: choose one of {', '.join(VENDOR_PAIRS)}")
+DEMO_DIR = PROJECT_ROOT / (".demo" if VENDORS == "hubspot-quickbooks" else f".demo-{VENDORS}")
 FLOWS = ["crm_closed_won_to_psa", "hr_roster_pto_to_psa", "timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm"]
 WAREHOUSE_OF_FLOW = {
     "crm_closed_won_to_psa": "psa_warehouse",
@@ -45,6 +60,9 @@ def _external_databases() -> bool:
 
 def _environment(port: int) -> dict[str, str]:
     env = {**os.environ, **airflow_environment(airflow_home=DEMO_DIR / "airflow", pg_port=port, sandbox_url=f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")}
+    pair = VENDOR_PAIRS[VENDORS]
+    env.setdefault("BACKBONE_CRM_CONN_ID", pair["crm"])
+    env.setdefault("BACKBONE_ACCOUNTING_CONN_ID", pair["accounting"])
     if _external_databases():
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     return env
@@ -67,7 +85,8 @@ def migrate(env: dict[str, str]) -> None:
 def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (DEMO_DIR / "sandbox.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "backbone.sandbox", "--port", str(DEFAULT_SANDBOX_PORT), "--state-file", str(DEMO_DIR / "sandbox-state.pickle")],
+        [sys.executable, "-m", "backbone.sandbox", "--port", str(DEFAULT_SANDBOX_PORT), "--state-file", str(DEMO_DIR / "sandbox-state.pickle"),
+         "--crm", VENDOR_PAIRS[VENDORS]["sandbox_crm"], "--xero-rate", str(SANDBOX_XERO_REQUESTS_PER_MINUTE)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -130,7 +149,7 @@ def _print_runs(env: dict[str, str]) -> None:
         if "hours" in details:
             amounts = ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
             notes.append(
-                f"{flow}: {details['hours']} hours, {amounts}; {row.written_back} time activities in QuickBooks "
+                f"{flow}: {details['hours']} hours, {amounts}; {row.written_back} time records in accounting "
                 f"({details.get('posted_now', 0)} posted by this run, {details.get('corrections', 0)} corrections); "
                 f"{row.quarantined} exceptions for finance (ops.quarantine in accounting_warehouse)"
             )
@@ -164,13 +183,15 @@ def demo() -> int:
         sandbox = _start_sandbox(env)
         info = _sandbox_info()
         anchor = str(info["anchor"])
-        if not info["resumed"]:  # a new sandbox knows only its first QuickBooks refresh token
-            subprocess.run(["airflow", "variables", "delete", "quickbooks_default_refresh_token"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _say(f"vendors: {VENDORS} (CRM Connection {env['BACKBONE_CRM_CONN_ID']}, accounting Connection {env['BACKBONE_ACCOUNTING_CONN_ID']})")
+        if not info["resumed"]:  # a new sandbox knows only its first refresh tokens
+            for variable in ("quickbooks_default_refresh_token", "xero_default_refresh_token"):
+                subprocess.run(["airflow", "variables", "delete", variable], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(DEMO_DIR / "logs", ignore_errors=True)
         (DEMO_DIR / "logs").mkdir()
         for flow in FLOWS:
             if flow == "payments_to_psa":  # finance records a few customer payments in accounting first
-                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/quickbooks/record-payments", method="POST"), timeout=10).close()
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/{VENDOR_PAIRS[VENDORS]['payments']}/record-payments", method="POST"), timeout=10).close()
             # The weekly export runs for every seeded week (oldest first), so month-end finds its time exported.
             dates = [str(d) for d in info["time_week_ends"]] if flow == "timesheets_weekly_to_accounting" else [anchor]
             for logical_date in dates:
@@ -182,7 +203,11 @@ def demo() -> int:
                     _say(f"{flow} FAILED (exit {result.returncode}); see .demo/logs/{flow}.log")
         _print_runs(env)
         info = _sandbox_info()
-        print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")
+        if VENDORS == "salesforce-xero":
+            print(f"Sandbox: {info['psa_projects']} PSA projects, {info['salesforce_calls']} Salesforce calls, {sum(info['xero_creates'].values())} Xero objects created, "
+                  f"{info['xero_idempotent_replays']} Idempotency-Key replays")  # fmt: skip
+        else:
+            print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")
         print("Run `make demo` again: nothing changes. `make demo-reset` starts over.")
         print("Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
               "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(.venv/bin/python -m backbone.devtools env)`)")

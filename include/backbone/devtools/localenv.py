@@ -16,6 +16,16 @@ QBO_CLIENT_SECRET = "sandbox-qbo-secret"  # noqa: S105
 QBO_REALM_ID = "9341455000000001"
 QBO_INITIAL_REFRESH_TOKEN = "sandbox-qbo-refresh-0"  # noqa: S105
 
+# The sandbox's Salesforce Connected App and Xero app (see backbone.sandbox.salesforce / .xero).
+SALESFORCE_CLIENT_ID = "sandbox-salesforce-consumer-key"
+SALESFORCE_CLIENT_SECRET = "sandbox-salesforce-consumer-secret"  # noqa: S105
+XERO_CLIENT_ID = "sandbox-xero-client"
+XERO_CLIENT_SECRET = "sandbox-xero-secret"  # noqa: S105
+XERO_TENANT_ID = "7a513ee1-b13c-4f3a-9c3e-4b3a2e1b0c51"
+XERO_INITIAL_REFRESH_TOKEN = "sandbox-xero-refresh-0"  # noqa: S105
+SANDBOX_XERO_REQUESTS_PER_MINUTE = 6000
+"""The local sandbox is started with this Xero budget (Xero's own is 60 a minute), so the demo takes minutes, not an hour."""
+
 # The local login the Finance page reads through: a member of the read-only role the migrations create.
 FINANCE_LOGIN = "finance_page"
 FINANCE_LOCAL_PASSWORD = "finance-page-local"  # noqa: S105 - local embedded database only
@@ -59,6 +69,17 @@ def airflow_environment(
             login=QBO_CLIENT_ID,
             password=QBO_CLIENT_SECRET,
             extra={"realm_id": QBO_REALM_ID, "refresh_token": QBO_INITIAL_REFRESH_TOKEN, "token_url": f"{sandbox_url}/quickbooks/oauth2/v1/tokens/bearer"},
+        ),
+        "AIRFLOW_CONN_SALESFORCE_DEFAULT": connection_json(
+            conn_type="salesforce", host=f"{sandbox_url}/salesforce", login=SALESFORCE_CLIENT_ID, password=SALESFORCE_CLIENT_SECRET,
+        ),
+        "AIRFLOW_CONN_XERO_DEFAULT": connection_json(
+            conn_type="xero",
+            host=f"{sandbox_url}/xero",
+            login=XERO_CLIENT_ID,
+            password=XERO_CLIENT_SECRET,
+            extra={"tenant_id": XERO_TENANT_ID, "refresh_token": XERO_INITIAL_REFRESH_TOKEN, "token_url": f"{sandbox_url}/xero/connect/token",
+                   "requests_per_minute": SANDBOX_XERO_REQUESTS_PER_MINUTE},
         ),
     }
     for conn_id, database in WAREHOUSE_DATABASES.items():

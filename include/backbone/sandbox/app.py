@@ -25,6 +25,8 @@ from backbone.sandbox.quickbooks import REALM_ID as QBO_REALM_ID
 from backbone.sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
 from backbone.sandbox.salesforce import build_salesforce_app, salesforce_id
 from backbone.sandbox.seed import default_anchor, iso_millis, seed_crm
+from backbone.sandbox.xero import TENANT_ID as XERO_TENANT_ID
+from backbone.sandbox.xero import XeroStore, build_xero_app, seed_xero
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class SandboxConfig:
     timezone: str = field(default_factory=lambda: os.environ.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
     qbo_requests_per_minute: int = 500
     qbo_max_concurrent: int = 10
+    xero_requests_per_minute: int = 60
+    xero_max_concurrent: int = 5
     crm: str = field(default_factory=lambda: os.environ.get("BACKBONE_SANDBOX_CRM", "hubspot"))
     """Which CRM the PSA's projects were created from (``hubspot`` or ``salesforce``): the deal ids
     PSA invoices and milestones carry. Both CRM APIs are served either way."""
@@ -60,11 +64,13 @@ class SandboxState:
     qbo: QuickBooksStore
     billing: BillingStore
     hr: HrStore
+    xero: XeroStore
     qbo_in_flight: dict[str, int] = field(default_factory=lambda: {"count": 0, "rejected": 0})
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
     crm_writes: int = 0
     salesforce_calls: int = 0
+    xero_concurrency_rejected: int = 0
     resumed: bool = False
     """True when the state came from the state file (issued OAuth tokens are still valid)."""
 
@@ -82,13 +88,15 @@ class SandboxState:
         items[fixed_fee.code] = {"item": fixed_fee.item, "gl_account": fixed_fee.gl_account}
         tax_codes = {code: name for code, (name, _) in mapping.invoicing.tax_codes.items()}
         seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60), tax_codes=tax_codes)
+        xero = XeroStore()
+        seed_xero(xero, time_seed, items, at=anchor - timedelta(days=60), tax_codes=dict(mapping.invoicing.tax_codes))
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
         billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor)
         if config.crm == "salesforce":
             billing_seed.project_deals = {project: salesforce_id("Opportunity", int(deal)) for project, deal in billing_seed.project_deals.items()}
-            for milestone in billing_seed.milestones:
-                if milestone.get("crm_deal_id"):
-                    milestone["crm_deal_id"] = salesforce_id("Opportunity", int(milestone["crm_deal_id"]))
+            for record in [*billing_seed.milestones, *(i["project"] for i in billing_seed.invoices)]:
+                if str(record.get("crm_deal_id") or "").isdigit():
+                    record["crm_deal_id"] = salesforce_id("Opportunity", int(record["crm_deal_id"]))
         billing = BillingStore(billing_seed)
         return cls(
             config=config,
@@ -99,6 +107,7 @@ class SandboxState:
             psa=PsaStore(),
             psa_time=TimeStore(time_seed),
             qbo=qbo,
+            xero=xero,
         )
 
     @classmethod
@@ -108,9 +117,9 @@ class SandboxState:
             with path.open("rb") as fh:
                 saved = pickle.load(fh)
             log.info("sandbox: resumed state from %s (anchor %s)", path, saved["anchor"])
-            if "hr" in saved:
+            if "xero" in saved:
                 return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], billing=saved["billing"],
-                           hr=saved["hr"], crm_writes=saved.get("crm_writes", 0), resumed=True)  # fmt: skip
+                           hr=saved["hr"], xero=saved["xero"], crm_writes=saved.get("crm_writes", 0), resumed=True)  # fmt: skip
             log.warning("sandbox: %s predates the time and accounting APIs; starting fresh", path)
         return cls.fresh(config)
 
@@ -121,7 +130,7 @@ class SandboxState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "billing": self.billing, "hr": self.hr, "crm_writes": self.crm_writes}, fh)
+            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "billing": self.billing, "hr": self.hr, "xero": self.xero, "crm_writes": self.crm_writes}, fh)
         tmp.replace(path)
 
     def info(self) -> dict[str, Any]:
@@ -157,8 +166,12 @@ class SandboxState:
             "qbo_updates": dict(self.qbo.updates),
             "qbo_requestid_replays": self.qbo.replays,
             "qbo_token_refreshes": self.qbo.token_refreshes,
+            "xero_tenant_id": XERO_TENANT_ID,
+            "xero_creates": dict(self.xero.creates),
+            "xero_idempotent_replays": self.xero.replays,
+            "xero_token_refreshes": self.xero.token_refreshes,
             "faults_fired": dict(self.faults.fired),
-            "rate_limited": {**{name: limit.rejected for name, limit in self.limits.items()}, "quickbooks_concurrency": self.qbo_in_flight["rejected"]},
+            "rate_limited": {**{name: limit.rejected for name, limit in self.limits.items()}, "quickbooks_concurrency": self.qbo_in_flight["rejected"], "xero_concurrency": self.xero_concurrency_rejected},
         }
 
 
@@ -215,9 +228,25 @@ def build_app(state: SandboxState) -> FastAPI:
             applied.append(state.qbo.pay(invoice["Id"], amount)["Id"])
         return {"payments": applied}
 
+    @app.post("/_sandbox/xero/record-payments")
+    def record_xero_payments() -> dict[str, Any]:
+        """Finance records customer payments once in Xero: the first open invoice in full, the second in part."""
+        from decimal import Decimal
+
+        with state.xero._lock:
+            if state.xero.records["Payments"]:
+                return {"payments": sorted(state.xero.records["Payments"]), "already_recorded": True}
+            open_invoices = sorted((i for i in state.xero.records["Invoices"].values() if i["Status"] == "AUTHORISED" and Decimal(str(i["AmountDue"])) > 0), key=lambda i: i["InvoiceNumber"])
+            applied = []
+            for invoice, share in zip(open_invoices, (Decimal(1), Decimal("0.5")), strict=False):
+                amount = (Decimal(str(invoice["AmountDue"])) * share).quantize(Decimal("0.01"))
+                applied.append(state.xero.pay(invoice["InvoiceID"], amount, now=datetime.now(UTC))["PaymentID"])
+        return {"payments": applied}
+
     app.mount("/hubspot", build_hubspot_app(state))
     app.mount("/salesforce", build_salesforce_app(state))
     app.mount("/psa", build_psa_app(state))
     app.mount("/quickbooks", build_quickbooks_app(state))
     app.mount("/bamboohr", build_bamboohr_app(state))
+    app.mount("/xero", build_xero_app(state))
     return app

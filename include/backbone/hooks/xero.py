@@ -1,0 +1,287 @@
+"""Xero Accounting API 2.0 and Xero Projects API 2.0, spoken on the wire.
+
+Everything Xero-specific lives here: the ``xero-tenant-id`` header on every call, PascalCase bodies
+in plural envelopes (``{"Invoices": [...]}``), ``Idempotency-Key`` on every write (a repeated key
+returns the first answer, never a second object), MS-JSON dates (``/Date(1573755038314+0000)/``),
+``page`` paging, ``If-Modified-Since`` for payments, and the per-tenant budget of 60 calls a minute
+and 5 at once. The Accounting API has no timesheets: time goes to Projects as time entries, under
+one Xero project per PSA project and one task per billing item.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from backbone.accounting_mapping import normalise
+from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, request_id_for
+from backbone.hooks.base import JsonApiHook
+from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
+from backbone.hooks.quickbooks import invoice_note, time_entry_description
+from backbone.http import CursorGuard, RateLimiter, check_response
+
+log = logging.getLogger(__name__)
+
+XERO_TOKEN_URL = "https://identity.xero.com/connect/token"
+ACCOUNTING_PATH = "/api.xro/2.0"
+PROJECTS_PATH = "/projects.xro/2.0"
+ACCOUNTING_PAGE = 100
+PROJECTS_PAGE = 500
+ID_BATCH = 40
+IDEMPOTENCY_KEY_MAX = 128
+MSDATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+CREDIT = {"Invoice": ("Invoices", "InvoiceID", "InvoiceNumber", "ACCREC"), "CreditMemo": ("CreditNotes", "CreditNoteID", "CreditNoteNumber", "ACCRECCREDIT")}
+"""Canonical outbox entity → (Xero collection, id field, number field, type)."""
+
+
+def parse_msdate(value: str | None) -> datetime | None:
+    """``/Date(1573755038314+0000)/`` (or a plain ISO string) → an aware UTC datetime."""
+    if not value:
+        return None
+    match = MSDATE.fullmatch(value.strip())
+    if match is None:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
+
+
+def if_modified_since(moment: datetime) -> str:
+    """Xero's ``If-Modified-Since``: UTC, no milliseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class XeroHook(RotatingOAuthMixin, JsonApiHook):
+    """Xero (Accounting and Projects) for one tenant, through an OAuth2 app with rotating refresh tokens.
+
+    Connection (``xero_default``, type ``xero``, or any type with extra ``"vendor": "xero"``):
+    ``host`` = API root (default ``https://api.xero.com``), ``login`` = client id, ``password`` =
+    client secret. Extras: ``tenant_id`` (required: the organisation's ``xero-tenant-id``),
+    ``refresh_token`` (the first one; rotated tokens are kept in the Variable
+    ``<conn_id>_refresh_token``), ``token_url`` (default Xero's identity server),
+    ``requests_per_minute`` (default 60) and ``max_concurrency`` (default 5), Xero's per-tenant limits.
+    """
+
+    conn_name_attr = "xero_conn_id"
+    default_conn_name = "xero_default"
+    conn_type = "xero"
+    hook_name = "Xero"
+    system_name = "Xero"
+    system = "xero"
+    default_base_url = "https://api.xero.com"
+    default_token_url = XERO_TOKEN_URL
+
+    def __init__(self, xero_conn_id: str = default_conn_name, *, token_store: TokenStore | None = None, **kwargs: Any):
+        super().__init__(xero_conn_id, **kwargs)
+        self.token_store = token_store or AirflowVariableTokenStore()
+        self._token_lock = threading.Lock()
+        self._lookup_lock = threading.Lock()
+        self._projects: dict[str, str] = {}
+        self._tasks: dict[tuple[str, str], str] = {}
+
+    @cached_property
+    def tenant_id(self) -> str:
+        tenant = str(self.extras.get("tenant_id") or "")
+        if not tenant:
+            raise ValueError(f"Connection {self.conn_id!r} has no tenant_id extra: set it to the organisation's xero-tenant-id")
+        return tenant
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(float(self.extras.get("requests_per_minute", 60)) / 60.0)
+
+    @cached_property
+    def concurrency(self) -> threading.BoundedSemaphore:
+        return threading.BoundedSemaphore(max(1, min(int(self.extras.get("max_concurrency", 5)), 5)))
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}  # the bearer token is added per request: it lasts 30 minutes and is refreshed
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.call("GET", "/Organisation")
+        except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
+            return False, str(exc)
+        return True, "Xero answered"
+
+    # --- calls ----------------------------------------------------------------------------------
+    def call(
+        self, method: str, path: str, *, api: str = ACCOUNTING_PATH, params: dict[str, Any] | None = None, json: Any = None,
+        idempotency_key: str | None = None, headers: dict[str, str] | None = None, description: str | None = None,
+    ) -> Any:  # fmt: skip
+        """One tenant call with budget, concurrency cap, retries and one token refresh on 401."""
+        if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
+            raise ValueError(f"Idempotency-Key {idempotency_key!r} is longer than {IDEMPOTENCY_KEY_MAX} characters")
+        session = self.get_conn()
+        url = f"{self.base_url}{api}{path}"
+        fixed = {"xero-tenant-id": self.tenant_id, **({"Idempotency-Key": idempotency_key} if idempotency_key else {}), **(headers or {})}
+
+        def attempt() -> Any:
+            self.limiter.acquire()
+            with self.concurrency:
+                response = session.request(method, url, params=params, json=json, headers={**fixed, "Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout)
+                if response.status_code == 401:  # expired early or revoked: refresh once, then judge
+                    response = session.request(method, url, params=params, json=json, headers={**fixed, "Authorization": f"Bearer {self.access_token(force_refresh=True)}"}, timeout=self.timeout)
+            return check_response(response, system=self.system_name)
+
+        return self.retry_policy.call(attempt, description=description or f"Xero {method} {path}")
+
+    def list_all(self, collection: str, *, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None, paged: bool = True) -> Iterator[list[dict[str, Any]]]:
+        """Pages of an Accounting collection (``page`` 1, 2, ... until a short page)."""
+        guard = CursorGuard(f"Xero {collection}")
+        page = 1
+        while True:
+            query = {**(params or {}), **({"page": page, "pageSize": ACCOUNTING_PAGE} if paged else {})}
+            guard.check(str(page))
+            body = self.call("GET", f"/{collection}", params=query, headers=headers, description=f"Xero list {collection} page {page}")
+            rows = (body or {}).get(collection) or []
+            if rows:
+                yield rows
+            if not paged or len(rows) < ACCOUNTING_PAGE:
+                return
+            page += 1
+
+    def projects_all(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of a Projects list (``page``/``pageSize`` up to ``pagination.pageCount``)."""
+        page = 1
+        while True:
+            body = self.call("GET", path, api=PROJECTS_PATH, params={**(params or {}), "page": page, "pageSize": PROJECTS_PAGE}) or {}
+            yield from body.get("items") or []
+            if page >= int((body.get("pagination") or {}).get("pageCount") or 1):
+                return
+            page += 1
+
+    # --- the accounting interface the flows use (backbone.hooks.accounting.AccountingSystem) ----
+    def reference_records(self) -> Iterator[ReferenceRecord]:
+        for page in self.list_all("Contacts", params={"where": 'ContactStatus=="ACTIVE"'}):
+            for contact in page:
+                yield ReferenceRecord("Customer", normalise(contact.get("Name") or ""), str(contact["ContactID"]), str(contact.get("Name") or ""), {"currency": contact.get("DefaultCurrency")})
+        accounts = {a.get("Code"): a.get("Name") for page in self.list_all("Accounts", paged=False) for a in page}
+        for page in self.list_all("Items", paged=False):
+            for item in page:
+                code = (item.get("SalesDetails") or {}).get("AccountCode")
+                income = f"{code} {accounts[code]}" if code in accounts else code
+                yield ReferenceRecord("Item", normalise(item.get("Name") or ""), str(item["Code"]), str(item.get("Name") or ""), {"income_account": income})
+        for page in self.list_all("TaxRates", params={"where": 'Status=="ACTIVE"'}, paged=False):
+            for rate in page:
+                yield ReferenceRecord("TaxCode", normalise(rate.get("Name") or ""), str(rate["TaxType"]), str(rate.get("Name") or ""), {"rate": rate.get("EffectiveRate")})
+        for user in self.projects_all("/ProjectsUsers"):
+            yield ReferenceRecord("User", normalise(user.get("email") or ""), str(user["userId"]), str(user.get("name") or ""), {})
+
+    # time entries (Projects API)
+    def _project_for(self, line: dict[str, Any]) -> str:
+        """The Xero project of a PSA project: found by name under the customer, else created once."""
+        name = f"{line['project_name'] or line['project_id']} ({line['project_id']})"[:100]
+        with self._lookup_lock:
+            if line["project_id"] not in self._projects:
+                found = next((p for p in self.projects_all("/Projects", {"contactID": line["customer_ref_id"], "states": "INPROGRESS"}) if p.get("name") == name), None)
+                if found is None:
+                    found = self.call("POST", "/Projects", api=PROJECTS_PATH, json={"contactId": line["customer_ref_id"], "name": name},
+                                      idempotency_key=request_id_for("xero-project", line["project_id"]), description=f"Xero create project {name}")  # fmt: skip
+                self._projects[line["project_id"]] = str(found["projectId"])
+            return self._projects[line["project_id"]]
+
+    def _task_for(self, project_id: str, line: dict[str, Any]) -> str:
+        """The task of a billing item in a project (``TIME`` when billable, else ``NON_CHARGEABLE``)."""
+        chargeable = line["billable_status"] == "Billable"
+        name = line["item_name"] if chargeable else f"{line['item_name']} (non-billable)"
+        with self._lookup_lock:
+            if (project_id, name) not in self._tasks:
+                for task in self.projects_all(f"/Projects/{project_id}/Tasks"):
+                    self._tasks[(project_id, str(task.get("name")))] = str(task["taskId"])
+            if (project_id, name) not in self._tasks:
+                rate = {"currency": line.get("currency") or "EUR", "value": float(line["hourly_rate"]) if chargeable else 0.0}
+                body = {"name": name, "rate": rate, "chargeType": "TIME" if chargeable else "NON_CHARGEABLE"}
+                task = self.call("POST", f"/Projects/{project_id}/Tasks", api=PROJECTS_PATH, json=body,
+                                 idempotency_key=request_id_for("xero-task", project_id, name), description=f"Xero create task {name}")  # fmt: skip
+                self._tasks[(project_id, name)] = str(task["taskId"])
+            return self._tasks[(project_id, name)]
+
+    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+        """Create the time entry, or update ``target`` (``<projectId>/<timeEntryId>``); an entry that
+        moved to another project is deleted there and created in the new one."""
+        project_id = self._project_for(line)
+        work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
+        body = {
+            "userId": line["person_ref_id"],
+            "taskId": self._task_for(project_id, line),
+            "dateUtc": f"{work_date.isoformat()}T12:00:00Z",
+            "duration": max(1, int(line["minutes"])),
+            "description": time_entry_description(line),
+        }
+        if target is not None:
+            old_project, _, entry_id = target.partition("/")
+            if old_project == project_id:
+                self.call("PUT", f"/Projects/{project_id}/Time/{entry_id}", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero update time entry {entry_id}")
+                return PostedObject("TimeEntry", target, str(line["entry_version"]), body)
+            self.call("DELETE", f"/Projects/{old_project}/Time/{entry_id}", api=PROJECTS_PATH, description=f"Xero delete moved time entry {entry_id}")
+        created = self.call("POST", f"/Projects/{project_id}/Time", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero time entry {request_id}")
+        return PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", str(line["entry_version"]), created)
+
+    # invoices and credit notes (Accounting API)
+    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
+        collection, id_field, number_field, _ = CREDIT[entity]
+        quoted = number.replace("\\", "\\\\").replace('"', '\\"')
+        params = {"InvoiceNumbers": number} if entity == "Invoice" else {"where": f'{number_field}=="{quoted}"'}
+        for page in self.list_all(collection, params=params):
+            for record in page:
+                if record.get(number_field) == number and record.get("Status") != "DELETED":
+                    return str(record[id_field]), Decimal(str(record.get("Total", 0)))
+        return None
+
+    def create_invoice(self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str) -> PostedObject:
+        collection, id_field, number_field, kind = CREDIT[entity]
+        document: dict[str, Any] = {
+            "Type": kind,
+            "Contact": {"ContactID": row["customer_ref_id"]},
+            number_field: row["number"],
+            "Reference": invoice_note(row)[:255],
+            "Date": row["issue_date"].isoformat(),
+            "CurrencyCode": row["currency"],
+            "Status": "AUTHORISED",
+            "LineAmountTypes": "Exclusive",
+            "LineItems": [
+                {"Description": (line["description"] or "")[:4000] or "-", "Quantity": float(line["quantity"]), "UnitAmount": float(line["rate"]),
+                 "ItemCode": line["item_ref_id"], "LineAmount": float(line["amount"]), **({"TaxType": tax_ref_id} if tax_ref_id else {})}
+                for line in lines
+            ],
+        }  # fmt: skip
+        if entity == "Invoice":
+            document["DueDate"] = row["due_date"].isoformat()
+        answer = self.call("PUT", f"/{collection}", json={collection: [document]}, idempotency_key=request_id, description=f"Xero create {entity} {row['number']}")
+        record = answer[collection][0]
+        return PostedObject(entity, str(record[id_field]), "0", record)
+
+    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
+        collection, id_field, _, _ = CREDIT[entity]
+        answer = self.call("POST", f"/{collection}/{object_id}", json={collection: [{id_field: object_id, "Status": "VOIDED"}]}, idempotency_key=request_id,
+                           description=f"Xero void {entity} {object_id}")  # fmt: skip
+        record = answer[collection][0]
+        return PostedObject(entity, str(record[id_field]), "0", record)
+
+    # payments (Accounting API)
+    def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
+        for page in self.list_all("Payments", headers={"If-Modified-Since": if_modified_since(moment)}):
+            for record in page:
+                invoice = record.get("Invoice") or {}
+                paid_on = parse_msdate(record.get("Date"))
+                yield AccountingPayment(
+                    accounting_id=str(record["PaymentID"]), customer_ref_id=(invoice.get("Contact") or {}).get("ContactID"),
+                    amount=Decimal(str(record.get("Amount", 0))) if record.get("Status") != "DELETED" else Decimal(0), currency=invoice.get("CurrencyCode"),
+                    txn_date=paid_on.date() if paid_on else None, invoice_accounting_ids=[str(invoice["InvoiceID"])] if invoice.get("InvoiceID") else [],
+                    last_updated=parse_msdate(record.get("UpdatedDateUTC")) or moment - timedelta(0),
+                )  # fmt: skip
+
+    def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
+        ids = [i for i in dict.fromkeys(invoice_ids) if i]
+        balances: dict[str, Decimal] = {}
+        for start in range(0, len(ids), ID_BATCH):
+            for page in self.list_all("Invoices", params={"IDs": ",".join(ids[start : start + ID_BATCH])}):
+                balances.update({str(r["InvoiceID"]): Decimal(str(r.get("AmountDue", 0))) for r in page})
+        return balances
+

@@ -1,0 +1,517 @@
+"""Xero Accounting 2.0 and Projects 2.0 endpoints the hook uses, shaped by Xero's OpenAPI files.
+
+Tenant header, OAuth2 with rotating refresh tokens, ``Idempotency-Key`` replay, MS-JSON dates,
+``page``/``pageSize`` paging, ``If-Modified-Since`` and the per-tenant limits (calls a minute and
+at once, 429 with ``Retry-After`` and ``X-Rate-Limit-Problem``). Every response the hook reads is
+checked against ``xero_accounting.yaml`` / ``xero-projects.yaml`` in ``tests/test_xero.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import threading
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import JSONResponse, Response
+
+from backbone.sandbox.limits import SlidingWindowLimit, retry_after_header
+from backbone.sandbox.store import PicklableLockMixin
+
+TENANT_ID = "7a513ee1-b13c-4f3a-9c3e-4b3a2e1b0c51"
+CLIENT_ID = "sandbox-xero-client"
+CLIENT_SECRET = "sandbox-xero-secret"
+INITIAL_REFRESH_TOKEN = "sandbox-xero-refresh-0"
+NAMESPACE = uuid.UUID("3f0b6a52-8a1e-4c55-9f7e-0d7f4b1e2a90")
+CENT = Decimal("0.01")
+COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments")
+
+
+def msdate(moment: datetime | date) -> str:
+    """Xero's MS-JSON date: ``/Date(<epoch ms>+0000)/``."""
+    if not isinstance(moment, datetime):
+        moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return f"/Date({int(moment.timestamp() * 1000)}+0000)/"
+
+
+def _id(kind: str, key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{kind}:{key}"))
+
+
+def _money(value: Any) -> Decimal:
+    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+class XeroError(Exception):
+    def __init__(self, status: int, message: str, *, kind: str = "ValidationException", headers: dict[str, str] | None = None, errors: list[str] | None = None):
+        self.status, self.message, self.kind, self.headers, self.errors = status, message, kind, headers or {}, errors or []
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"ErrorNumber": {400: 10, 401: 16, 403: 403, 404: 404, 429: 429}.get(self.status, 500), "Type": self.kind, "Message": self.message}
+        if self.errors:
+            body["Elements"] = [{"ValidationErrors": [{"Message": e} for e in self.errors]}]
+        return body
+
+
+def where_matches(record: dict[str, Any], where: str | None) -> bool:
+    """Xero ``where`` filters of the form ``Field=="text"`` / ``Field==true`` joined with ``&&`` or ``AND``."""
+    if not where:
+        return True
+    for clause in re.split(r"\s*(?:&&|\bAND\b)\s*", where.strip()):
+        match = re.fullmatch(r'\s*([A-Za-z.]+)\s*(==|!=)\s*(?:"((?:[^"\\]|\\.)*)"|(true|false))\s*', clause)
+        if match is None:
+            raise XeroError(400, f"Unsupported where clause: {clause}")
+        name, op, text, flag = match.groups()
+        value: Any = record
+        for step in name.split("."):
+            value = value.get(step) if isinstance(value, dict) else None
+        wanted: Any = (flag == "true") if flag else text.replace('\\"', '"').replace("\\\\", "\\")
+        if (value == wanted) != (op == "=="):
+            return False
+    return True
+
+
+class XeroStore(PicklableLockMixin):
+    """One organisation (tenant): its records, issued tokens and the Idempotency-Key memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in COLLECTIONS}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.time_entries: dict[str, dict[str, Any]] = {}
+        self.idempotent: dict[str, tuple[int, Any]] = {}
+        self.refresh_tokens = {INITIAL_REFRESH_TOKEN}
+        self.access_tokens: dict[str, datetime] = {}
+        self.creates: dict[str, int] = {}
+        self.replays = 0
+        self.token_refreshes = 0
+
+    # --- OAuth ----------------------------------------------------------------------------------
+    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
+        with self._lock:
+            if refresh_token not in self.refresh_tokens:
+                return None
+            self.refresh_tokens.discard(refresh_token)
+            self.token_refreshes += 1
+            new_refresh = f"sandbox-xero-refresh-{self.token_refreshes}-{secrets.token_hex(4)}"
+            self.refresh_tokens.add(new_refresh)
+            access = f"xero-access-{secrets.token_hex(16)}"
+            self.access_tokens[access] = datetime.now(UTC) + timedelta(minutes=30)
+            return {"id_token": "", "access_token": access, "expires_in": 1800, "token_type": "Bearer", "refresh_token": new_refresh, "scope": "accounting.transactions projects offline_access"}
+
+    def token_valid(self, token: str) -> bool:
+        expiry = self.access_tokens.get(token)
+        return expiry is not None and expiry > datetime.now(UTC)
+
+    # --- records --------------------------------------------------------------------------------
+    def add(self, collection: str, record: dict[str, Any], *, id_field: str, key: str, at: datetime) -> dict[str, Any]:
+        record = {id_field: _id(collection, key), **record, "UpdatedDateUTC": msdate(at)}
+        self.records[collection][record[id_field]] = record
+        return record
+
+    def remember(self, key: str | None, scope: str, answer: Any, status: int = 200) -> None:
+        if key:
+            self.idempotent[f"{scope}|{key}"] = (status, answer)
+
+    def replay(self, key: str | None, scope: str) -> tuple[int, Any] | None:
+        if not key:
+            return None
+        found = self.idempotent.get(f"{scope}|{key}")
+        if found is not None:
+            self.replays += 1
+        return found
+
+    def tax_rate(self, tax_type: str | None) -> Decimal:
+        for rate in self.records["TaxRates"].values():
+            if rate["TaxType"] == tax_type:
+                return Decimal(str(rate["EffectiveRate"])) / 100
+        return Decimal(0)
+
+    def create_document(self, collection: str, document: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+        """Validate and store an invoice (``Invoices``) or credit note (``CreditNotes``) as Xero computes it."""
+        id_field, number_field = ("InvoiceID", "InvoiceNumber") if collection == "Invoices" else ("CreditNoteID", "CreditNoteNumber")
+        errors = []
+        contact = self.records["Contacts"].get(str((document.get("Contact") or {}).get("ContactID")))
+        if contact is None:
+            errors.append("The Contact must contain at least 1 of the following elements to identify the contact: Name, ContactID, ContactNumber")
+        items = {i["Code"]: i for i in self.records["Items"].values()}
+        lines = []
+        for line in document.get("LineItems") or []:
+            if line.get("ItemCode") and line["ItemCode"] not in items:
+                errors.append(f"Item code '{line['ItemCode']}' is not valid")
+            if line.get("TaxType") and not any(r["TaxType"] == line["TaxType"] for r in self.records["TaxRates"].values()):
+                errors.append(f"The TaxType code '{line['TaxType']}' does not exist or cannot be used for this type of transaction.")
+            amount = _money(line["LineAmount"]) if line.get("LineAmount") is not None else _money(Decimal(str(line.get("Quantity", 1))) * Decimal(str(line.get("UnitAmount", 0))))
+            lines.append({**line, "LineItemID": str(uuid.uuid4()), "LineAmount": float(amount), "TaxAmount": float(_money(amount * self.tax_rate(line.get("TaxType"))))})
+        number = document.get(number_field)
+        if number and any(r.get(number_field) == number and r["Status"] not in ("DELETED", "VOIDED") for r in self.records[collection].values()):
+            errors.append(f"{number_field} must be unique.")
+        if errors:
+            raise XeroError(400, "A validation exception occurred", errors=errors)
+        subtotal = sum((Decimal(str(line["LineAmount"])) for line in lines), Decimal(0))
+        tax = sum((Decimal(str(line["TaxAmount"])) for line in lines), Decimal(0))
+        total = subtotal + tax
+        assert contact is not None
+        record = {
+            "Type": document.get("Type"), id_field: str(uuid.uuid4()), number_field: number, "Reference": document.get("Reference") or "",
+            "Contact": {"ContactID": contact["ContactID"], "Name": contact["Name"]}, "Date": msdate(date.fromisoformat(document["Date"])),
+            "CurrencyCode": document.get("CurrencyCode"), "Status": document.get("Status") or "DRAFT", "LineAmountTypes": document.get("LineAmountTypes") or "Exclusive",
+            "LineItems": lines, "SubTotal": float(subtotal), "TotalTax": float(tax), "Total": float(total), "UpdatedDateUTC": msdate(now),
+        }  # fmt: skip
+        if collection == "Invoices":
+            record.update(DueDate=msdate(date.fromisoformat(document["DueDate"])) if document.get("DueDate") else None, AmountDue=float(total), AmountPaid=0.0, AmountCredited=0.0)
+            record = {k: v for k, v in record.items() if v is not None}
+        else:
+            record["RemainingCredit"] = float(total)
+        self.records[collection][record[id_field]] = record
+        self.creates[collection] = self.creates.get(collection, 0) + 1
+        return record
+
+    def void(self, collection: str, object_id: str, *, now: datetime) -> dict[str, Any]:
+        record = self.records[collection].get(object_id)
+        if record is None:
+            raise XeroError(404, "The resource you're looking for cannot be found", kind="NotFound")
+        if Decimal(str(record.get("AmountPaid", 0))) > 0:
+            raise XeroError(400, "A validation exception occurred", errors=["Invoice not of valid status for modification. This document has payments allocated to it."])
+        record.update(Status="VOIDED", UpdatedDateUTC=msdate(now))
+        if collection == "Invoices":
+            record["AmountDue"] = 0.0
+        return record
+
+    def pay(self, invoice_id: str, amount: Decimal, *, now: datetime) -> dict[str, Any]:
+        invoice = self.records["Invoices"][invoice_id]
+        due = _money(invoice["AmountDue"]) - amount
+        invoice.update(AmountDue=float(due), AmountPaid=float(_money(invoice["AmountPaid"]) + amount), UpdatedDateUTC=msdate(now))
+        if due <= 0:
+            invoice["Status"] = "PAID"
+            invoice["FullyPaidOnDate"] = msdate(now.date())
+        payment = {
+            "PaymentID": str(uuid.uuid4()), "Date": msdate(now.date()), "Amount": float(amount), "Reference": f"Payment of {invoice['InvoiceNumber']}",
+            "Status": "AUTHORISED", "PaymentType": "ACCRECPAYMENT", "UpdatedDateUTC": msdate(now), "IsReconciled": False,
+            "Invoice": {"InvoiceID": invoice_id, "InvoiceNumber": invoice["InvoiceNumber"], "Type": "ACCREC", "CurrencyCode": invoice["CurrencyCode"], "Contact": invoice["Contact"]},
+        }  # fmt: skip
+        self.records["Payments"][payment["PaymentID"]] = payment
+        return payment
+
+
+def seed_xero(store: XeroStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime, tax_codes: dict[str, tuple[str, Decimal]]) -> None:
+    """The organisation's accounts, items, tax rates, contacts and project users, matching the PSA's seed
+    (the seed's unmapped client and unknown person are left out on purpose, as in QuickBooks)."""
+    for code, mapping in sorted(billing_items.items()):
+        number, _, name = mapping["gl_account"].partition(" ")
+        if not any(a["Code"] == number for a in store.records["Accounts"].values()):
+            store.add("Accounts", {"Code": number, "Name": name, "Type": "REVENUE", "Status": "ACTIVE", "Class": "REVENUE"}, id_field="AccountID", key=number, at=at)
+        store.add("Items", {"Code": code, "Name": mapping["item"], "IsSold": True, "IsPurchased": False, "SalesDetails": {"AccountCode": number, "UnitPrice": 0.0}},
+                  id_field="ItemID", key=code, at=at)  # fmt: skip
+    for code, (name, rate) in sorted(tax_codes.items()):
+        percent = float(Decimal(str(rate)) * 100)
+        tax_type = "EXEMPTOUTPUT" if percent == 0 else f"OUTPUT{int(percent)}"
+        store.records["TaxRates"][tax_type] = {"Name": name, "TaxType": tax_type, "Status": "ACTIVE", "ReportTaxType": "OUTPUT", "CanApplyToRevenue": True,
+                                               "DisplayTaxRate": percent, "EffectiveRate": percent, "TaxComponents": [{"Name": code, "Rate": percent, "IsCompound": False}]}  # fmt: skip
+    for client_id, client in sorted(time_seed.clients.items()):
+        if client_id in time_seed.unmapped_client_ids:
+            continue
+        store.add("Contacts", {"Name": client["name"], "ContactStatus": "ACTIVE", "IsCustomer": True, "IsSupplier": False, "DefaultCurrency": client["currency"]},
+                  id_field="ContactID", key=client_id, at=at)  # fmt: skip
+    for person_id, person in sorted(time_seed.people.items()):
+        if person_id in time_seed.unknown_person_ids:
+            continue
+        user_id = _id("user", person_id)
+        store.users[user_id] = {"userId": user_id, "name": person["name"], "email": person["email"]}
+
+
+def _page(items: list[Any], request: Request, default_size: int, maximum: int) -> tuple[list[Any], dict[str, int]]:
+    page = max(1, int(request.query_params.get("page") or 1))
+    size = max(1, min(int(request.query_params.get("pageSize") or default_size), maximum))
+    chunk = items[(page - 1) * size : page * size]
+    return chunk, {"page": page, "pageSize": size, "pageCount": max(1, -(-len(items) // size)), "itemCount": len(items)}
+
+
+def build_xero_app(state: Any) -> FastAPI:
+    """Xero's identity server, Accounting API and Projects API as one sub-application (``/xero``)."""
+    app = FastAPI(title="Xero (sandbox)", docs_url=None, redoc_url=None)
+    store: XeroStore = state.xero
+    in_flight = {"count": 0}
+    in_flight_lock = threading.Lock()
+    per_minute = SlidingWindowLimit(state.config.xero_requests_per_minute, 60.0)
+    state.limits["xero_minute"] = per_minute
+
+    @app.exception_handler(XeroError)
+    async def _error(_: Request, exc: XeroError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def tenant_limits(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
+        if request.url.path.endswith("/connect/token"):
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not store.token_valid(header.removeprefix("Bearer ")):
+            return JSONResponse({"Type": None, "Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired: token expired"}, status_code=401)
+        if request.headers.get("xero-tenant-id") != TENANT_ID:
+            return JSONResponse({"Type": None, "Title": "Forbidden", "Status": 403, "Detail": "AuthenticationUnsuccessful"}, status_code=403)
+        wait = per_minute.check(TENANT_ID)
+        if wait is not None:
+            return JSONResponse(XeroError(429, "Rate limit exceeded").body(), status_code=429, headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "minute"})
+        with in_flight_lock:
+            if in_flight["count"] >= state.config.xero_max_concurrent:
+                state.xero_concurrency_rejected += 1
+                return JSONResponse(XeroError(429, "Concurrent request limit exceeded").body(), status_code=429, headers={"Retry-After": "1", "X-Rate-Limit-Problem": "concurrent"})
+            in_flight["count"] += 1
+        try:
+            return await call_next(request)
+        finally:
+            with in_flight_lock:
+                in_flight["count"] -= 1
+
+    @app.post("/connect/token")
+    def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return JSONResponse({"error": "invalid_client"}, status_code=400)
+        if grant_type != "refresh_token":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        issued = store.refresh(refresh_token)
+        if issued is None:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        return JSONResponse(issued)
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    def since(request: Request) -> datetime | None:
+        value = request.headers.get("if-modified-since")
+        if not value:
+            return None
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def updated(record: dict[str, Any]) -> datetime:
+        match = re.fullmatch(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/", record.get("UpdatedDateUTC") or "/Date(0)/")
+        return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC) if match else datetime.min.replace(tzinfo=UTC)
+
+    def listing(collection: str, request: Request, *, paged: bool, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        with store._lock:
+            records = list(store.records[collection].values())
+        where = request.query_params.get("where")
+        changed_since = since(request)
+        chosen = [r for r in records if where_matches(r, where) and (changed_since is None or updated(r) >= changed_since)]
+        for name, wanted in (filters or {}).items():
+            if wanted:
+                chosen = [r for r in chosen if str(r.get(name)) in wanted]
+        if not paged:
+            return {collection: chosen}
+        chunk, pagination = _page(chosen, request, 100, 1000)
+        return {"pagination": pagination, collection: chunk}
+
+    # --- Accounting API -----------------------------------------------------------------------
+    @app.get("/api.xro/2.0/Organisation")
+    def organisation() -> dict[str, Any]:
+        return {"Organisations": [{"Name": "Backbone Services B.V. (sandbox)", "BaseCurrency": "EUR", "CountryCode": "NL", "OrganisationID": TENANT_ID}]}
+
+    @app.get("/api.xro/2.0/Contacts")
+    def contacts(request: Request) -> dict[str, Any]:
+        return listing("Contacts", request, paged=True)
+
+    @app.get("/api.xro/2.0/Accounts")
+    def accounts(request: Request) -> dict[str, Any]:
+        return listing("Accounts", request, paged=False)
+
+    @app.get("/api.xro/2.0/Items")
+    def items(request: Request) -> dict[str, Any]:
+        return listing("Items", request, paged=False)
+
+    @app.get("/api.xro/2.0/TaxRates")
+    def tax_rates(request: Request) -> dict[str, Any]:
+        return listing("TaxRates", request, paged=False)
+
+    @app.get("/api.xro/2.0/Invoices")
+    def invoices(request: Request) -> dict[str, Any]:
+        ids = {i for i in (request.query_params.get("IDs") or "").split(",") if i}
+        numbers = {n for n in (request.query_params.get("InvoiceNumbers") or "").split(",") if n}
+        return listing("Invoices", request, paged=True, filters={"InvoiceID": ids, "InvoiceNumber": numbers})
+
+    @app.get("/api.xro/2.0/CreditNotes")
+    def credit_notes(request: Request) -> dict[str, Any]:
+        return listing("CreditNotes", request, paged=True)
+
+    @app.get("/api.xro/2.0/Payments")
+    def payments(request: Request) -> dict[str, Any]:
+        return listing("Payments", request, paged=True)
+
+    async def create_documents(collection: str, request: Request) -> JSONResponse:
+        key = request.headers.get("idempotency-key")
+        body = await request.json()
+        with store._lock:
+            replayed = store.replay(key, f"PUT {collection}")
+            if replayed is not None:
+                return JSONResponse(replayed[1], status_code=replayed[0])
+            created = [store.create_document(collection, document, now=now()) for document in body.get(collection) or []]
+            answer = {collection: created}
+            store.remember(key, f"PUT {collection}", answer)
+        return JSONResponse(answer)
+
+    async def void_document(collection: str, object_id: str, request: Request) -> JSONResponse:
+        key = request.headers.get("idempotency-key")
+        body = await request.json()
+        wanted = (body.get(collection) or [{}])[0]
+        if wanted.get("Status") != "VOIDED":
+            raise XeroError(400, "A validation exception occurred", errors=["The sandbox only supports voiding through this call"])
+        with store._lock:
+            replayed = store.replay(key, f"POST {collection}/{object_id}")
+            if replayed is not None:
+                return JSONResponse(replayed[1], status_code=replayed[0])
+            answer = {collection: [store.void(collection, object_id, now=now())]}
+            store.remember(key, f"POST {collection}/{object_id}", answer)
+        return JSONResponse(answer)
+
+    @app.put("/api.xro/2.0/Invoices")
+    async def create_invoices(request: Request) -> JSONResponse:
+        return await create_documents("Invoices", request)
+
+    @app.put("/api.xro/2.0/CreditNotes")
+    async def create_credit_notes(request: Request) -> JSONResponse:
+        return await create_documents("CreditNotes", request)
+
+    @app.post("/api.xro/2.0/Invoices/{invoice_id}")
+    async def update_invoice(invoice_id: str, request: Request) -> JSONResponse:
+        return await void_document("Invoices", invoice_id, request)
+
+    @app.post("/api.xro/2.0/CreditNotes/{credit_note_id}")
+    async def update_credit_note(credit_note_id: str, request: Request) -> JSONResponse:
+        return await void_document("CreditNotes", credit_note_id, request)
+
+    # --- Projects API -------------------------------------------------------------------------
+    def projects_page(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+        chunk, pagination = _page(items, request, 50, 500)
+        return {"pagination": pagination, "items": chunk}
+
+    @app.get("/projects.xro/2.0/ProjectsUsers")
+    def project_users(request: Request) -> dict[str, Any]:
+        return projects_page(sorted(store.users.values(), key=lambda u: u["name"]), request)
+
+    @app.get("/projects.xro/2.0/Projects")
+    def list_projects(request: Request, contactID: str | None = None, states: str | None = None) -> dict[str, Any]:  # noqa: N803 - Xero's name
+        chosen = [p for p in store.projects.values() if (not contactID or p["contactId"] == contactID) and (not states or p["status"] in states.split(","))]
+        return projects_page(chosen, request)
+
+    def with_idempotency(scope: str, key: str | None, make: Any, status: int) -> JSONResponse:
+        with store._lock:
+            replayed = store.replay(key, scope)
+            if replayed is not None:
+                return JSONResponse(replayed[1], status_code=replayed[0])
+            answer = make()
+            store.remember(key, scope, answer, status)
+        return JSONResponse(answer, status_code=status)
+
+    @app.post("/projects.xro/2.0/Projects")
+    async def create_project(request: Request) -> JSONResponse:
+        body = await request.json()
+        contact = store.records["Contacts"].get(str(body.get("contactId")))
+        if not body.get("name") or contact is None:
+            raise XeroError(400, "name is required and contactId must be a contact of the organisation")
+
+        def make() -> dict[str, Any]:
+            project_id = str(uuid.uuid4())
+            currency = contact.get("DefaultCurrency") or "EUR"
+            zero = {"currency": currency, "value": 0.0}
+            store.projects[project_id] = {"projectId": project_id, "contactId": contact["ContactID"], "name": body["name"], "currencyCode": currency, "minutesLogged": 0,
+                                          "totalTaskAmount": zero, "estimate": {"currency": currency, "value": float(body.get("estimateAmount") or 0)}, "status": "INPROGRESS"}  # fmt: skip
+            store.creates["Projects"] = store.creates.get("Projects", 0) + 1
+            return store.projects[project_id]
+
+        return with_idempotency("POST Projects", request.headers.get("idempotency-key"), make, 201)
+
+    def project_of(project_id: str) -> dict[str, Any]:
+        project = store.projects.get(project_id)
+        if project is None:
+            raise XeroError(404, "Project not found", kind="NotFound")
+        return project
+
+    @app.get("/projects.xro/2.0/Projects/{project_id}/Tasks")
+    def list_tasks(project_id: str, request: Request) -> dict[str, Any]:
+        project_of(project_id)
+        return projects_page([t for t in store.tasks.values() if t["projectId"] == project_id], request)
+
+    @app.post("/projects.xro/2.0/Projects/{project_id}/Tasks")
+    async def create_task(project_id: str, request: Request) -> JSONResponse:
+        project_of(project_id)
+        body = await request.json()
+        rate = body.get("rate")
+        if not body.get("name") or body.get("chargeType") not in ("TIME", "FIXED", "NON_CHARGEABLE") or not isinstance(rate, dict) or rate.get("value") is None:
+            raise XeroError(400, "name, rate ({currency, value}) and chargeType (TIME, FIXED or NON_CHARGEABLE) are required")
+
+        def make() -> dict[str, Any]:
+            task_id = str(uuid.uuid4())
+            store.tasks[task_id] = {"taskId": task_id, "projectId": project_id, "name": body["name"], "rate": {"currency": rate.get("currency") or "EUR", "value": float(rate["value"])}, "chargeType": body["chargeType"],
+                                    "estimateMinutes": int(body.get("estimateMinutes") or 0), "totalMinutes": 0, "status": "ACTIVE"}  # fmt: skip
+            return store.tasks[task_id]
+
+        return with_idempotency(f"POST Tasks {project_id}", request.headers.get("idempotency-key"), make, 201)
+
+    def checked_entry(project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        missing = [f for f in ("userId", "taskId", "dateUtc", "duration") if body.get(f) in (None, "")]
+        if missing:
+            raise XeroError(400, f"Missing required fields: {', '.join(missing)}")
+        if body["userId"] not in store.users:
+            raise XeroError(400, f"User {body['userId']} is not a user of the organisation")
+        task = store.tasks.get(body["taskId"])
+        if task is None or task["projectId"] != project_id:
+            raise XeroError(400, f"Task {body['taskId']} is not a task of project {project_id}")
+        if not isinstance(body["duration"], int) or not 1 <= body["duration"] <= 59940:
+            raise XeroError(400, "duration must be between 1 and 59940 minutes")
+        return body
+
+    @app.get("/projects.xro/2.0/Projects/{project_id}/Time")
+    def list_time(project_id: str, request: Request) -> dict[str, Any]:
+        project_of(project_id)
+        return projects_page([e for e in store.time_entries.values() if e["projectId"] == project_id], request)
+
+    @app.post("/projects.xro/2.0/Projects/{project_id}/Time")
+    async def create_time(project_id: str, request: Request) -> JSONResponse:
+        project_of(project_id)
+        body = checked_entry(project_id, await request.json())
+
+        def make() -> dict[str, Any]:
+            entry_id = str(uuid.uuid4())
+            store.time_entries[entry_id] = {"timeEntryId": entry_id, "userId": body["userId"], "projectId": project_id, "taskId": body["taskId"], "dateUtc": body["dateUtc"],
+                                            "dateEnteredUtc": now().strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": body["duration"], "description": body.get("description") or "",
+                                            "status": "ACTIVE"}  # fmt: skip
+            store.creates["TimeEntries"] = store.creates.get("TimeEntries", 0) + 1
+            return store.time_entries[entry_id]
+
+        return with_idempotency(f"POST Time {project_id}", request.headers.get("idempotency-key"), make, 200)
+
+    @app.get("/projects.xro/2.0/Projects/{project_id}/Time/{entry_id}")
+    def read_time(project_id: str, entry_id: str) -> dict[str, Any]:
+        entry = store.time_entries.get(entry_id)
+        if entry is None or entry["projectId"] != project_id:
+            raise XeroError(404, "Time entry not found", kind="NotFound")
+        return entry
+
+    @app.put("/projects.xro/2.0/Projects/{project_id}/Time/{entry_id}")
+    async def update_time(project_id: str, entry_id: str, request: Request) -> Response:
+        body = checked_entry(project_id, await request.json())
+        with store._lock:
+            entry = store.time_entries.get(entry_id)
+            if entry is None or entry["projectId"] != project_id:
+                raise XeroError(404, "Time entry not found", kind="NotFound")
+            entry.update({k: body[k] for k in ("userId", "taskId", "dateUtc", "duration")}, description=body.get("description") or "")
+            store.creates["TimeEntryUpdates"] = store.creates.get("TimeEntryUpdates", 0) + 1
+        return Response(status_code=204)
+
+    @app.delete("/projects.xro/2.0/Projects/{project_id}/Time/{entry_id}")
+    def delete_time(project_id: str, entry_id: str) -> Response:
+        with store._lock:
+            entry = store.time_entries.get(entry_id)
+            if entry is not None and entry["projectId"] == project_id:
+                del store.time_entries[entry_id]
+        return Response(status_code=204)
+
+    return app
