@@ -155,7 +155,9 @@ sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'include')!r})
 from datetime import datetime, UTC
 from backbone.flows import timesheets
 from backbone.hooks.psa import PsaHook
-from backbone.hooks.quickbooks import MemoryTokenStore, PostedObject, QuickBooksHook, time_activity_body
+from backbone.hooks.accounting import PostedObject
+from backbone.hooks.oauth import MemoryTokenStore
+from backbone.hooks.quickbooks import QuickBooksHook, time_activity_body
 from backbone.warehouse.db import engine_for
 from backbone.warehouse.ops import RunRef
 from sqlalchemy import text
@@ -197,7 +199,8 @@ import json, sys, time
 from datetime import datetime, UTC, timedelta
 sys.path.insert(0, {str(ROOT / 'include')!r})
 from backbone.hooks.hubspot import HubSpotHook
-from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+from backbone.hooks.oauth import MemoryTokenStore
+from backbone.hooks.quickbooks import QuickBooksHook
 hook = HubSpotHook()
 anchor = datetime(2026, 11, 2, 12, tzinfo=UTC)
 t = time.perf_counter(); pages = sum(1 for _ in hook.search_modified("deals", start=anchor - timedelta(minutes=30), end=anchor, properties=["dealname"])); hub = time.perf_counter() - t

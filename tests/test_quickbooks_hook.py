@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from backbone.hooks.accounting import request_id_for
+from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.psa import PsaHook
-from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+from backbone.hooks.quickbooks import QuickBooksHook
 from backbone.http import FatalApiError, RepeatedCursorError
 from backbone.sandbox.faults import FaultRule
 

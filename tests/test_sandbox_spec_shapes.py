@@ -163,7 +163,8 @@ def _fields_of(types, name: str) -> set[str]:
 
 @pytest.mark.skipif(not QBO_XSD_DIR.exists(), reason="vendor specs not checked out next to the project")
 def test_quickbooks_answers_use_the_xsd_names(sandbox):
-    from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+    from backbone.hooks.oauth import MemoryTokenStore
+    from backbone.hooks.quickbooks import QuickBooksHook
 
     types = _xsd_types()
     hook = QuickBooksHook(token_store=MemoryTokenStore())
@@ -196,7 +197,8 @@ def test_quickbooks_answers_use_the_xsd_names(sandbox):
 def test_quickbooks_invoices_and_payments_use_the_xsd_names(sandbox):
     from decimal import Decimal
 
-    from backbone.hooks.quickbooks import MemoryTokenStore, QuickBooksHook
+    from backbone.hooks.oauth import MemoryTokenStore
+    from backbone.hooks.quickbooks import QuickBooksHook
 
     types = _xsd_types()
     hook = QuickBooksHook(token_store=MemoryTokenStore())

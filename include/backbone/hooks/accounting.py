@@ -61,6 +61,16 @@ def request_id_for(*parts: str) -> str:
     return f"bb-{digest}"
 
 
+def time_entry_description(line: dict[str, Any]) -> str:
+    """What a posted time record says about its PSA origin (entry, version, code, project)."""
+    return f"PSA {line['entry_id']} v{line['entry_version']} · {line['billing_code']} · {line['project_name'] or line['project_id']}"
+
+
+def invoice_note(row: dict[str, Any]) -> str:
+    """What a posted invoice says about its PSA origin."""
+    return f"PSA {row['kind'].replace('_', ' ')} {row['psa_invoice_id']} · project {row['project_id']}"
+
+
 class AccountingSystem(Protocol):
     """An accounting system as the flows use it. Writes carry ``request_id``: repeating one never
     creates a second object."""

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from backbone.accounting_mapping import normalise
-from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord
+from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, invoice_note, time_entry_description
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
 from backbone.http import CursorGuard, RateLimiter, check_response
@@ -217,9 +217,6 @@ def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def time_entry_description(line: dict[str, Any]) -> str:
-    return f"PSA {line['entry_id']} v{line['entry_version']} · {line['billing_code']} · {line['project_name'] or line['project_id']}"
-
 
 def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None) -> dict[str, Any]:
     """An outbox invoice → QuickBooks ``Invoice`` / ``CreditMemo`` (SalesTransaction names from Finance.xsd)."""
@@ -245,7 +242,3 @@ def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: s
     if row["kind"] == "invoice":
         body["DueDate"] = row["due_date"].isoformat()
     return body
-
-
-def invoice_note(row: dict[str, Any]) -> str:
-    return f"PSA {row['kind'].replace('_', ' ')} {row['psa_invoice_id']} · project {row['project_id']}"

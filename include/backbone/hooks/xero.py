@@ -20,10 +20,9 @@ from functools import cached_property
 from typing import Any
 
 from backbone.accounting_mapping import normalise
-from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, request_id_for
+from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, invoice_note, request_id_for, time_entry_description
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.hooks.quickbooks import invoice_note, time_entry_description
 from backbone.http import CursorGuard, RateLimiter, check_response
 
 log = logging.getLogger(__name__)
