@@ -1,9 +1,9 @@
 """
 ### Closed-won deals → PSA projects
 
-Every 30 minutes, deals that reached a **won** stage in HubSpot (any pipeline; won stages are
-resolved through the pipelines endpoint) and were modified in the run's data interval (plus a
-lookback for HubSpot's search-index lag) become projects in the PSA:
+Every 30 minutes, deals that reached a **won** stage in the CRM (HubSpot: any pipeline, won stages
+resolved through the pipelines endpoint; Salesforce: `IsWon` Opportunities) and were modified in the
+run's data interval (plus a lookback for the CRM's search-index lag) become projects in the PSA:
 
 1. `extract_deals` — search, associations, companies and contacts → staging.
 2. `validate_deals` — Great Expectations suites generated from the data dictionary; failures go
@@ -14,7 +14,7 @@ lookback for HubSpot's search-index lag) become projects in the PSA:
    link written to the deal's `psa_project_id` / `psa_project_url` properties.
 5. `record_run` — the run record in `ops.flow_run` (always runs; fails the DAG run if a step failed).
 
-Connections: `hubspot_default`, `psa_default`, `psa_warehouse`.
+Connections: the CRM's (`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so), `psa_default`, `psa_warehouse`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ not yet paid or voided, derives the status (open, partially paid, paid, overdue,
 it to `acct.invoice` and `psa.invoice_status`, and tells the PSA where it changed. Repeating a run
 changes nothing. `record_run` closes the run record (always runs).
 
-Connections: `quickbooks_default`, `psa_default`, `accounting_warehouse`, `psa_warehouse`.
+Connections: the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `psa_default`, `accounting_warehouse`, `psa_warehouse`.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ daylight-saving changes), and exports the time entries **approved** in that wind
 3. `load_time_entries` — the PSA warehouse mirrors the entries; the accounting warehouse's outbox
    `acct.time_export` gets one line per entry version (customer, item, GL code, hours, rate,
    amount, requestid), written before anything is posted and never rewritten.
-4. `post_time_activities` — pending lines become QuickBooks `TimeActivity` objects with their
-   requestid (a retry returns the original, never a second); a new version updates the object its
-   earlier version created.
+4. `post_time_activities` — pending lines become QuickBooks `TimeActivity` objects or Xero
+   Projects time entries with their requestid / Idempotency-Key (a retry returns the original,
+   never a second); a new version updates the record its earlier version created.
 5. `record_run` — the run record in the accounting warehouse: entries, hours, amount per currency,
    exceptions, posted (always runs; fails the DAG run if a step failed).
 
-Connections: `psa_default`, `quickbooks_default`, `psa_warehouse`, `accounting_warehouse`.
+Connections: `psa_default`, the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `psa_warehouse`, `accounting_warehouse`.
 """
 
 from __future__ import annotations

@@ -195,12 +195,12 @@ def demo() -> int:
             # The weekly export runs for every seeded week (oldest first), so month-end finds its time exported.
             dates = [str(d) for d in info["time_week_ends"]] if flow == "timesheets_weekly_to_accounting" else [anchor]
             for logical_date in dates:
-                _say(f"airflow dags test {flow} {logical_date}   (log: .demo/logs/{flow}.log)")
+                _say(f"airflow dags test {flow} {logical_date}   (log: {DEMO_DIR.name}/logs/{flow}.log)")
                 with (DEMO_DIR / "logs" / f"{flow}.log").open("a") as log:
                     result = subprocess.run(["airflow", "dags", "test", flow, logical_date], env=env, stdout=log, stderr=subprocess.STDOUT)
                 if result.returncode != 0:
                     failures += 1
-                    _say(f"{flow} FAILED (exit {result.returncode}); see .demo/logs/{flow}.log")
+                    _say(f"{flow} FAILED (exit {result.returncode}); see {DEMO_DIR.name}/logs/{flow}.log")
         _print_runs(env)
         info = _sandbox_info()
         if VENDORS == "salesforce-xero":
@@ -208,7 +208,8 @@ def demo() -> int:
                   f"{info['xero_idempotent_replays']} Idempotency-Key replays")  # fmt: skip
         else:
             print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")
-        print("Run `make demo` again: nothing changes. `make demo-reset` starts over.")
+        again = "make demo" if VENDORS == "hubspot-quickbooks" else f"make demo VENDORS={VENDORS}"
+        print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
         print("Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
               "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(.venv/bin/python -m backbone.devtools env)`)")
     finally:
