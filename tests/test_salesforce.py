@@ -9,7 +9,7 @@ import pytest
 from backbone.flows.closed_won import map_bundle
 from backbone.hooks import salesforce as salesforce_module
 from backbone.hooks.salesforce import SalesforceHook, parse_api_usage, soql_string
-from backbone.http import FatalApiError
+from backbone.http import FatalApiError, QuotaExhaustedError
 from backbone.sandbox import soql
 from backbone.sandbox.faults import FaultRule
 from backbone.sandbox.salesforce import number_of, salesforce_id
@@ -64,8 +64,11 @@ def test_an_expired_session_is_renewed_once(hook, sandbox):
 
 def test_the_org_api_limit_is_respected(hook, sandbox):
     hook.__dict__["extras"] = {**hook.extras, "max_api_usage": 0.00001}
-    with pytest.raises(FatalApiError, match="API usage"):
+    hook.stage_labels()  # the first answer reports 1 call of 15,000 used: already past this ceiling
+    calls = sandbox.state.salesforce_calls
+    with pytest.raises(QuotaExhaustedError, match="API usage"):
         hook.stage_labels()
+    assert sandbox.state.salesforce_calls == calls  # stopped before sending
     assert parse_api_usage("api-usage=18/15000") == (18, 15000)
 
 

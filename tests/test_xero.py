@@ -20,7 +20,7 @@ import requests
 from backbone.hooks.accounting import request_id_for
 from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.xero import XeroHook, parse_msdate
-from backbone.http import FatalApiError
+from backbone.http import FatalApiError, QuotaExhaustedError
 from backbone.sandbox.faults import FaultRule
 from backbone.sandbox.xero import msdate
 
@@ -157,6 +157,15 @@ def test_throttling_is_retried_after_the_given_wait(hook, sandbox):
     sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/Invoices", retry_after=1, times=2)])
     assert hook.find_invoice("Invoice", "none") is None
     assert sandbox.state.faults.fired["status"] == 2
+
+
+def test_a_used_up_daily_limit_stops_at_once_without_retrying(hook, sandbox):
+    sandbox.state.limits["xero_day"].calls = 2
+    hook.find_invoice("Invoice", "a")
+    with pytest.raises(QuotaExhaustedError, match="daily API limit"):
+        for _ in range(3):
+            hook.find_invoice("Invoice", "b")
+    assert sandbox.state.limits["xero_day"].rejected == 1  # refused once, not retried
 
 
 def test_validation_errors_fail_at_once_with_xeros_message(hook, sandbox):

@@ -42,6 +42,11 @@ class RetriableApiError(ApiError):
     """Throttled, a server error, a dropped connection or a malformed body: try again later."""
 
 
+class QuotaExhaustedError(ApiError):
+    """The vendor's budget for a long period (a day) is used up. Waiting within the task cannot help
+    and the request itself is fine: stop now, leave pending work pending for the next run or retry."""
+
+
 class RepeatedCursorError(FatalApiError):
     """The vendor returned a cursor it had already returned: paging would never end."""
 

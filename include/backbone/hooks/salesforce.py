@@ -23,7 +23,7 @@ from typing import Any
 
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.crm import canonical, field_paths
-from backbone.http import CursorGuard, FatalApiError, RateLimiter, check_response
+from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
 from backbone.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ class SalesforceHook(JsonApiHook):
         batch = int(self.extras.get("batch_size", 2000))
 
         def attempt() -> Any:
+            self._check_usage()  # before sending: the answer to a call already sent is never thrown away
             self.limiter.acquire()
             token, instance = self.session_token()
             headers = {"Authorization": f"Bearer {token}", "Sforce-Query-Options": f"batchSize={batch}"}
@@ -144,22 +145,21 @@ class SalesforceHook(JsonApiHook):
                 token, instance = self.session_token(renew=True)
                 headers["Authorization"] = f"Bearer {token}"
                 response = session.request(method, f"{instance}{path}", params=params, json=json, headers=headers, timeout=self.timeout)
-            self._check_usage(response.headers.get("Sforce-Limit-Info"))
+            self.api_usage = parse_api_usage(response.headers.get("Sforce-Limit-Info")) or self.api_usage
             if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
-                raise FatalApiError(f"Salesforce: the org's API request limit is used up ({response.text[:200]}); the run stops until the limit resets")
+                raise QuotaExhaustedError(f"Salesforce: the org's API request limit is used up ({response.text[:200]}); the run stops until the limit resets", status=403)
             return check_response(response, system=self.system_name)
 
         return self.retry_policy.call(attempt, description=description or f"Salesforce {method} {path}")
 
-    def _check_usage(self, header: str | None) -> None:
-        usage = parse_api_usage(header)
-        if usage is None:
+    def _check_usage(self) -> None:
+        """Stop before the org's daily API requests pass ``max_api_usage`` (as of the last answer's header)."""
+        if self.api_usage is None:
             return
-        self.api_usage = usage
-        used, limit = usage
+        used, limit = self.api_usage
         ceiling = float(self.extras.get("max_api_usage", 0.9))
         if limit and used / limit >= ceiling:
-            raise FatalApiError(
+            raise QuotaExhaustedError(
                 f"Salesforce API usage is {used} of {limit} daily requests, past this Connection's max_api_usage of {ceiling:.0%}; "
                 "stopping so other integrations keep their share (raise max_api_usage or wait for the daily reset)"
             )

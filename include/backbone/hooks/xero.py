@@ -23,7 +23,7 @@ from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, invoice_note, request_id_for, time_entry_description
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import CursorGuard, RateLimiter, check_response
+from backbone.http import CursorGuard, QuotaExhaustedError, RateLimiter, check_response
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,12 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 response = session.request(method, url, params=params, json=json, headers={**fixed, "Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout)
                 if response.status_code == 401:  # expired early or revoked: refresh once, then judge
                     response = session.request(method, url, params=params, json=json, headers={**fixed, "Authorization": f"Bearer {self.access_token(force_refresh=True)}"}, timeout=self.timeout)
+            if response.status_code == 429 and response.headers.get("X-Rate-Limit-Problem", "").lower() == "day":
+                raise QuotaExhaustedError(
+                    f"Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in {response.headers.get('Retry-After', '?')} s. "
+                    "Nothing was lost: unsent work stays pending for the next run.",
+                    status=429,
+                )
             return check_response(response, system=self.system_name)
 
         return self.retry_policy.call(attempt, description=description or f"Xero {method} {path}")

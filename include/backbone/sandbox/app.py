@@ -47,6 +47,7 @@ class SandboxConfig:
     qbo_requests_per_minute: int = 500
     qbo_max_concurrent: int = 10
     xero_requests_per_minute: int = 60
+    xero_requests_per_day: int = 5000
     xero_max_concurrent: int = 5
     crm: str = field(default_factory=lambda: os.environ.get("BACKBONE_SANDBOX_CRM", "hubspot"))
     """Which CRM the PSA's projects were created from (``hubspot`` or ``salesforce``): the deal ids

@@ -241,7 +241,9 @@ def build_xero_app(state: Any) -> FastAPI:
     in_flight = {"count": 0}
     in_flight_lock = threading.Lock()
     per_minute = SlidingWindowLimit(state.config.xero_requests_per_minute, 60.0)
+    per_day = SlidingWindowLimit(state.config.xero_requests_per_day, 86_400.0)
     state.limits["xero_minute"] = per_minute
+    state.limits["xero_day"] = per_day
 
     @app.exception_handler(XeroError)
     async def _error(_: Request, exc: XeroError) -> JSONResponse:
@@ -256,6 +258,9 @@ def build_xero_app(state: Any) -> FastAPI:
             return JSONResponse({"Type": None, "Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired: token expired"}, status_code=401)
         if request.headers.get("xero-tenant-id") != TENANT_ID:
             return JSONResponse({"Type": None, "Title": "Forbidden", "Status": 403, "Detail": "AuthenticationUnsuccessful"}, status_code=403)
+        wait = per_day.check(TENANT_ID)
+        if wait is not None:
+            return JSONResponse(XeroError(429, "Daily rate limit exceeded").body(), status_code=429, headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "day"})
         wait = per_minute.check(TENANT_ID)
         if wait is not None:
             return JSONResponse(XeroError(429, "Rate limit exceeded").body(), status_code=429, headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "minute"})
