@@ -11,9 +11,7 @@ refresh tokens rotate (here on every refresh, and the old one stops working).
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,7 +25,7 @@ from backbone.devtools.localenv import QBO_CLIENT_SECRET as CLIENT_SECRET
 from backbone.devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFRESH_TOKEN
 from backbone.devtools.localenv import QBO_REALM_ID as REALM_ID
 from backbone.sandbox.limits import SlidingWindowLimit
-from backbone.sandbox.store import PicklableLockMixin
+from backbone.sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
 ENTITIES = {
     "timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account",
@@ -59,8 +57,12 @@ def _now_text() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
 
 
-class QuickBooksStore(PicklableLockMixin):
+class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
     """One company (realm): its entities, issued tokens and the requestid memory."""
+
+    token_prefix = "qbo"
+    access_lifetime = timedelta(hours=1)
+    token_answer = {"token_type": "bearer", "x_refresh_token_expires_in": 8726400}
 
     def __init__(self) -> None:
         self.entities: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES.values()}
@@ -84,23 +86,6 @@ class QuickBooksStore(PicklableLockMixin):
         self.next_id += 1
         self.entities[entity][record["Id"]] = record
         return record
-
-    # --- OAuth ----------------------------------------------------------------------------------
-    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
-        with self._lock:
-            if refresh_token not in self.refresh_tokens:
-                return None
-            self.refresh_tokens.discard(refresh_token)
-            self.token_refreshes += 1
-            new_refresh = f"sandbox-qbo-refresh-{self.token_refreshes}-{secrets.token_hex(4)}"
-            self.refresh_tokens.add(new_refresh)
-            access = f"qbo-access-{secrets.token_hex(16)}"
-            self.access_tokens[access] = datetime.now(UTC) + timedelta(hours=1)
-            return {"token_type": "bearer", "access_token": access, "expires_in": 3600, "refresh_token": new_refresh, "x_refresh_token_expires_in": 8726400}
-
-    def token_valid(self, token: str) -> bool:
-        expiry = self.access_tokens.get(token)
-        return expiry is not None and expiry > datetime.now(UTC)
 
     # --- writes ---------------------------------------------------------------------------------
     def write(self, entity: str, body: dict[str, Any], request_id: str | None, *, operation: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -309,15 +294,7 @@ def build_quickbooks_app(state: Any) -> FastAPI:
 
     @app.post("/oauth2/v1/tokens/bearer")
     def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
-        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        if request.headers.get("authorization") != expected:
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
-        if grant_type != "refresh_token":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        issued = store.refresh(refresh_token)
-        if issued is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        return JSONResponse(issued)
+        return store.token_endpoint(request.headers.get("authorization"), grant_type, refresh_token, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, bad_client_status=401)
 
     def guard(request: Request, realm_id: str) -> None:
         if realm_id != REALM_ID:

@@ -8,9 +8,7 @@ checked against ``xero_accounting.yaml`` / ``xero-projects.yaml`` in ``tests/tes
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +19,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, Response
 
 from backbone.sandbox.limits import SlidingWindowLimit, retry_after_header
-from backbone.sandbox.store import PicklableLockMixin
+from backbone.sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
 TENANT_ID = "7a513ee1-b13c-4f3a-9c3e-4b3a2e1b0c51"
 CLIENT_ID = "sandbox-xero-client"
@@ -76,8 +74,12 @@ def where_matches(record: dict[str, Any], where: str | None) -> bool:
     return True
 
 
-class XeroStore(PicklableLockMixin):
+class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
     """One organisation (tenant): its records, issued tokens and the Idempotency-Key memory."""
+
+    token_prefix = "xero"
+    access_lifetime = timedelta(minutes=30)
+    token_answer = {"id_token": "", "token_type": "Bearer", "scope": "accounting.transactions projects offline_access"}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -92,23 +94,6 @@ class XeroStore(PicklableLockMixin):
         self.creates: dict[str, int] = {}
         self.replays = 0
         self.token_refreshes = 0
-
-    # --- OAuth ----------------------------------------------------------------------------------
-    def refresh(self, refresh_token: str) -> dict[str, Any] | None:
-        with self._lock:
-            if refresh_token not in self.refresh_tokens:
-                return None
-            self.refresh_tokens.discard(refresh_token)
-            self.token_refreshes += 1
-            new_refresh = f"sandbox-xero-refresh-{self.token_refreshes}-{secrets.token_hex(4)}"
-            self.refresh_tokens.add(new_refresh)
-            access = f"xero-access-{secrets.token_hex(16)}"
-            self.access_tokens[access] = datetime.now(UTC) + timedelta(minutes=30)
-            return {"id_token": "", "access_token": access, "expires_in": 1800, "token_type": "Bearer", "refresh_token": new_refresh, "scope": "accounting.transactions projects offline_access"}
-
-    def token_valid(self, token: str) -> bool:
-        expiry = self.access_tokens.get(token)
-        return expiry is not None and expiry > datetime.now(UTC)
 
     # --- records --------------------------------------------------------------------------------
     def add(self, collection: str, record: dict[str, Any], *, id_field: str, key: str, at: datetime) -> dict[str, Any]:
@@ -277,15 +262,7 @@ def build_xero_app(state: Any) -> FastAPI:
 
     @app.post("/connect/token")
     def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
-        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        if request.headers.get("authorization") != expected:
-            return JSONResponse({"error": "invalid_client"}, status_code=400)
-        if grant_type != "refresh_token":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        issued = store.refresh(refresh_token)
-        if issued is None:
-            return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        return JSONResponse(issued)
+        return store.token_endpoint(request.headers.get("authorization"), grant_type, refresh_token, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, bad_client_status=400)
 
     def now() -> datetime:
         return datetime.now(UTC)
