@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
@@ -279,7 +279,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                     accounting_id=str(record["PaymentID"]), customer_ref_id=(invoice.get("Contact") or {}).get("ContactID"),
                     amount=Decimal(str(record.get("Amount", 0))) if record.get("Status") != "DELETED" else Decimal(0), currency=invoice.get("CurrencyCode"),
                     txn_date=paid_on.date() if paid_on else None, invoice_accounting_ids=[str(invoice["InvoiceID"])] if invoice.get("InvoiceID") else [],
-                    last_updated=parse_msdate(record.get("UpdatedDateUTC")) or moment - timedelta(0),
+                    last_updated=parse_msdate(record.get("UpdatedDateUTC")) or moment,
                 )  # fmt: skip
 
     def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
