@@ -213,7 +213,7 @@ class SalesforceHook(JsonApiHook):
                 last = page[-1]
             if in_window < WINDOW_SIZE or last is None:
                 return
-            after = (soql_datetime(_parse_stamp(last["SystemModstamp"])), str(last["Id"]))
+            after = (soql_datetime(datetime.fromisoformat(last["SystemModstamp"])), str(last["Id"]))
             log.info("Salesforce: %d opportunities in this window; the next starts after %s %s", in_window, *after)
 
     def _bundle_page(self, opportunities: list[dict[str, Any]], stages: dict[str, str]) -> list[dict[str, Any]]:
@@ -252,12 +252,3 @@ def _select(kind: str) -> str:
 
 def _deal_select() -> str:
     return ", ".join(dict.fromkeys([*field_paths("salesforce", "deal").values(), "AccountId"]))
-
-
-def _parse_stamp(value: str) -> datetime:
-    text = value.replace("Z", "+00:00")
-    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
-        text = f"{text[:-2]}:{text[-2:]}"
-    return datetime.fromisoformat(text)
-
-

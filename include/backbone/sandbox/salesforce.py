@@ -91,24 +91,28 @@ class SalesforceView:
     def __init__(self, state: Any):
         self.state = state
         mapping = crm_mapping()["systems"]
-        self.deal_fields = {mapping["salesforce"]["deal"][name]: path.removeprefix("properties.") for name, path in mapping["hubspot"]["deal"].items() if path.startswith("properties.") and name in mapping["salesforce"]["deal"]}
+        self.fields = {
+            kind: {mapping["salesforce"][kind][name]: path.removeprefix("properties.") for name, path in mapping["hubspot"][kind].items()
+                   if path.startswith("properties.") and name in mapping["salesforce"][kind]}
+            for kind in ("deal", "company", "contact")
+        }  # Salesforce field → HubSpot property, per kind of record
+        self.deal_fields = self.fields["deal"]
         self.stages = _stages()
 
-    def account(self, company_id: str) -> dict[str, Any] | None:
-        company = self.state.crm.objects["companies"].get(company_id)
-        if company is None:
+    def _translated(self, sobject: str, kind: str, store: str, object_id: str) -> dict[str, Any] | None:
+        """A HubSpot company or contact as a Salesforce Account or Contact (fields from crm_mapping.yaml)."""
+        obj = self.state.crm.objects[store].get(object_id)
+        if obj is None:
             return None
-        p = company["properties"]
-        return {"Id": salesforce_id("Account", int(company_id)), "Name": p.get("name"), "Website": p.get("domain"), "BillingCountry": p.get("country"),
-                "Industry": p.get("industry"), "SystemModstamp": _stamp(p.get("hs_lastmodifieddate"))}  # fmt: skip
+        p = obj["properties"]
+        return {"Id": salesforce_id(sobject, int(object_id)), **{field: p.get(prop) for field, prop in self.fields[kind].items()},
+                "SystemModstamp": _stamp(p.get("hs_lastmodifieddate"))}  # fmt: skip
+
+    def account(self, company_id: str) -> dict[str, Any] | None:
+        return self._translated("Account", "company", "companies", company_id)
 
     def contact(self, contact_id: str) -> dict[str, Any] | None:
-        contact = self.state.crm.objects["contacts"].get(contact_id)
-        if contact is None:
-            return None
-        p = contact["properties"]
-        return {"Id": salesforce_id("Contact", int(contact_id)), "FirstName": p.get("firstname"), "LastName": p.get("lastname"), "Email": p.get("email"),
-                "Title": p.get("jobtitle"), "SystemModstamp": _stamp(p.get("hs_lastmodifieddate"))}  # fmt: skip
+        return self._translated("Contact", "contact", "contacts", contact_id)
 
     def opportunity(self, deal_id: str) -> dict[str, Any]:
         deal = self.state.crm.objects["deals"][deal_id]

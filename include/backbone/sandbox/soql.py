@@ -184,9 +184,6 @@ def _comparable(value: Any, like: Any) -> Any:
 
 def salesforce_datetime(text: str) -> datetime:
     """``2026-11-27T10:00:00.000+0000`` (Salesforce's form) or any ISO datetime."""
-    text = text.replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", text):
-        text = f"{text[:-2]}:{text[-2:]}"
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

@@ -297,35 +297,20 @@ def build_xero_app(state: Any) -> FastAPI:
     def organisation() -> dict[str, Any]:
         return {"Organisations": [{"Name": "Backbone Services B.V. (sandbox)", "BaseCurrency": "EUR", "CountryCode": "NL", "OrganisationID": TENANT_ID}]}
 
-    @app.get("/api.xro/2.0/Contacts")
-    def contacts(request: Request) -> dict[str, Any]:
-        return listing("Contacts", request, paged=True)
+    def lister(collection: str, paged: bool) -> Any:
+        def handler(request: Request) -> dict[str, Any]:
+            return listing(collection, request, paged=paged)
 
-    @app.get("/api.xro/2.0/Accounts")
-    def accounts(request: Request) -> dict[str, Any]:
-        return listing("Accounts", request, paged=False)
+        return handler
 
-    @app.get("/api.xro/2.0/Items")
-    def items(request: Request) -> dict[str, Any]:
-        return listing("Items", request, paged=False)
-
-    @app.get("/api.xro/2.0/TaxRates")
-    def tax_rates(request: Request) -> dict[str, Any]:
-        return listing("TaxRates", request, paged=False)
+    for collection, paged in (("Contacts", True), ("Accounts", False), ("Items", False), ("TaxRates", False), ("CreditNotes", True), ("Payments", True)):
+        app.add_api_route(f"/api.xro/2.0/{collection}", lister(collection, paged), methods=["GET"], name=f"list {collection}")
 
     @app.get("/api.xro/2.0/Invoices")
     def invoices(request: Request) -> dict[str, Any]:
         ids = {i for i in (request.query_params.get("IDs") or "").split(",") if i}
         numbers = {n for n in (request.query_params.get("InvoiceNumbers") or "").split(",") if n}
         return listing("Invoices", request, paged=True, filters={"InvoiceID": ids, "InvoiceNumber": numbers})
-
-    @app.get("/api.xro/2.0/CreditNotes")
-    def credit_notes(request: Request) -> dict[str, Any]:
-        return listing("CreditNotes", request, paged=True)
-
-    @app.get("/api.xro/2.0/Payments")
-    def payments(request: Request) -> dict[str, Any]:
-        return listing("Payments", request, paged=True)
 
     async def create_documents(collection: str, request: Request) -> JSONResponse:
         key = request.headers.get("idempotency-key")
