@@ -41,9 +41,11 @@ bench-quick: $(STAMP)  ## the same at small sizes, a few minutes on 2 cores
 sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765
 	$(BIN)/python -m backbone.sandbox --state-file .demo/sandbox-state.pickle
 
-airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080) on the demo's database and sandbox
+AIRFLOW_HOST ?= 127.0.0.1
+
+airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080, loopback only unless AIRFLOW_HOST=0.0.0.0) on the demo's database and sandbox
 	$(BIN)/python -m backbone.devtools pg-start
-	eval "$$($(BIN)/python -m backbone.devtools env)" && PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
+	eval "$$($(BIN)/python -m backbone.devtools env)" && AIRFLOW__API__HOST=$(AIRFLOW_HOST) PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
 
 demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both vendor pairs)
 	-$(BIN)/python -m backbone.devtools pg-stop

@@ -67,7 +67,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest hook
     from tests.reliability import REPORT, summary
 
-    if REPORT["faults injected"] or REPORT["generated payloads"]:
+    if any(REPORT.values()):
         terminalreporter.write_sep("=", "reliability")
         terminalreporter.write_line(summary())
 

@@ -78,9 +78,11 @@ def test_the_finance_role_can_only_read():
 def test_page_and_cli_handle_empty_thousands_and_a_warehouse_that_is_down(accounting_warehouse, psa_warehouse, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from backbone.finance.app import create_app
+    from backbone.finance.app import create_app, finance_reader
 
-    client = TestClient(create_app())
+    app = create_app()
+    app.dependency_overrides[finance_reader] = lambda: "finance-tester"  # the login itself is tested against the API server
+    client = TestClient(app)
     page = client.get("/")
     assert page.status_code == 200 and "runs-empty" in page.text and "exceptions-empty" in page.text
 
@@ -172,41 +174,121 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
         server.shutdown()
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")
-def test_finance_page_in_the_airflow_ui_renders_runs_exceptions_and_csv(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
-    from playwright.sync_api import sync_playwright
+FINANCE_ROUTES = ("/finance/", "/finance/runs.csv", "/finance/exceptions.csv", "/finance/?page=2", "/finance/runs.csv?period=2026-10")
 
-    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - urllib's hook
+            return None
+
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as answer:
+            return answer.status, answer.read().decode(), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), dict(error.headers)
+
+
+@pytest.fixture
+def api_server(tmp_path):
+    """Airflow's own API server on a free loopback port, with the simple auth manager's users
+    ``finance`` (viewer) and no anonymous admin; yields its URL and the finance password."""
+    import json
+
     port = _free_port()
-    env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"finance": "finance-page-test", "admin": "admin-test"}))
+    env = {
+        **os.environ,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "finance:viewer,admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "finance-page-test-secret",
+    }
     log = (tmp_path / "api-server.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
     try:
-        import urllib.request
-
         for _ in range(240):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/finance/", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
+                if _get(f"{url}/api/v2/version")[0] in (200, 401, 403):
+                    break
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail("the Airflow API server did not serve /finance/: " + (tmp_path / "api-server.log").read_text()[-2000:])
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new"])
-            page = browser.new_page(accept_downloads=True)
-            page.goto(f"http://127.0.0.1:{port}/finance/")
-            runs = page.locator("#runs tbody tr")
-            assert runs.count() == 1
-            assert "Friday timesheet export" in runs.first.inner_text() and "success" in runs.first.inner_text()
-            exceptions = page.locator("#exceptions tbody tr").all_inner_texts()
-            assert any("time_entry.hours.range" in row and "hours is outside" in row for row in exceptions)
-            with page.expect_download() as download:
-                page.click("#runs-csv")
-            csv_path = download.value.path()
-            assert TIMESHEETS in Path(csv_path).read_text()
-            browser.close()
+            pytest.fail("the Airflow API server did not start: " + (tmp_path / "api-server.log").read_text()[-2000:])
+        yield url, "finance-page-test"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _login(url: str, username: str, password: str) -> str:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/auth/token", data=json.dumps({"username": username, "password": password}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())["access_token"]
+
+
+def test_finance_routes_refuse_anonymous_and_garbage_tokens(api_server, accounting_warehouse, psa_warehouse):
+    url, password = api_server
+    for route in FINANCE_ROUTES:
+        assert _get(url + route)[0] == 401, route
+        assert _get(url + route, {"Authorization": "Bearer not-a-token"})[0] in (401, 403), route
+        assert _get(url + route, {"Cookie": "_token=eyJhbGciOiJIUzI1NiJ9.e30.garbage"})[0] in (401, 403), route
+    status, _, headers = _get(url + "/finance/", {"Accept": "text/html"})
+    assert status == 303 and headers["location"].startswith("/auth/login") and "next=" in headers["location"]  # a browser goes to the login page
+
+    token = _login(url, "finance", password)
+    status, body, _ = _get(url + "/finance/", {"Authorization": f"Bearer {token}"})
+    assert status == 200 and "Finance: runs and exceptions" in body
+    status, body, headers = _get(url + "/finance/runs.csv", {"Cookie": f"_token={token}"})
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert _get(url + "/finance/?page=-1", {"Cookie": f"_token={token}"})[0] == 400
+    assert _get(url + "/finance/runs.csv?period=garbage", {"Cookie": f"_token={token}"})[0] == 400
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")
+def test_finance_page_in_the_airflow_ui_renders_runs_exceptions_and_csv(dagbag, sandbox, accounting_warehouse, psa_warehouse, api_server):
+    from playwright.sync_api import sync_playwright
+
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
+    url, password = api_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new", "--disable-background-networking"])
+        page = browser.new_page(accept_downloads=True)
+        page.goto(f"{url}/finance/")
+        page.wait_for_url("**/auth/login**")  # no login yet: Airflow's login page
+        page.fill("input[name=username]", "finance")
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/finance/**", timeout=30_000)  # and back to the page asked for
+        runs = page.locator("#runs tbody tr")
+        assert runs.count() == 1
+        assert "Friday timesheet export" in runs.first.inner_text() and "success" in runs.first.inner_text()
+        assert page.locator("#runs a[target=_top]").count() in (0, 1)
+        exceptions = page.locator("#exceptions tbody tr").all_inner_texts()
+        assert any("time_entry.hours.range" in row and "hours is outside" in row for row in exceptions)
+        with page.expect_download() as download:
+            page.click("#runs-csv")
+        csv_path = download.value.path()
+        assert TIMESHEETS in Path(csv_path).read_text()
+        browser.close()
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised():
+    from backbone.ledger import to_csv
+
+    text = to_csv([{"key": "=HYPERLINK(\"http://x\")", "rule": "+1", "reason": "-2+3", "flow": "@SUM(A1)", "amount": -5}], ["key", "rule", "reason", "flow", "amount"])
+    import csv
+    import io
+
+    assert list(csv.reader(io.StringIO(text)))[1] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)", "-5"]

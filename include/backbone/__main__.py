@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     args = parser.parse_args(argv)
     try:
+        if not 1 <= args.page <= 100_000 or not 1 <= args.page_size <= 100_000:
+            raise ValueError(f"--page and --page-size must be between 1 and 100000 (got {args.page}, {args.page_size})")
         ledger = Ledger.from_settings()
         flow = resolve_flow(args.flow)
         period = parse_period(args.week or args.month or args.day, ledger.timezone)
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LedgerUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m backbone history | head`: the reader left, nothing went wrong
+        sys.stderr.close()
+        return 0
     return 0
 
 

@@ -37,6 +37,9 @@ class FieldSpec:
     exclusive_min: bool = False
     """``min`` itself is not allowed (e.g. hours must be more than 0)."""
     max_length: int | None = None
+    max_age_days: int | None = None
+    """For dates: how many days before the end of the run's interval the value may lie (plausibility:
+    a work date of 0001-01-01 is a typo, not history)."""
     description: str = ""
     sources: dict[str, str | None] = field(default_factory=dict)
 
@@ -64,7 +67,29 @@ class EntitySpec:
         return self.fields[field_name].sources.get(system)
 
 
-def _field(name: str, raw: dict[str, Any]) -> FieldSpec:
+FIELD_KEYS = frozenset({
+    "type", "required", "unique", "pattern", "allowed_values", "min", "max", "exclusive_min", "max_length", "max_age_days", "description", "sources",
+})  # fmt: skip
+KNOWN_TYPES = frozenset({*TYPE_PATTERNS, "string", "enum", "boolean"})
+
+
+class DictionaryError(ValueError):
+    """A dictionary file says something the loader cannot use; the message names the file and field."""
+
+
+def _field(name: str, raw: Any, path: Path) -> FieldSpec:
+    where = f"{path.name}: field {name!r}"
+    if not isinstance(raw, dict):
+        raise DictionaryError(f"{where} must be a mapping of properties (type, required, ...), not {type(raw).__name__}")
+    if "type" not in raw:
+        raise DictionaryError(f"{where} has no type; give one of {', '.join(sorted(KNOWN_TYPES))}")
+    if raw["type"] not in KNOWN_TYPES:
+        raise DictionaryError(f"{where} has the unknown type {raw['type']!r}; use one of {', '.join(sorted(KNOWN_TYPES))}")
+    if unknown := set(raw) - FIELD_KEYS:
+        raise DictionaryError(f"{where} has unknown properties {sorted(unknown)}; known: {', '.join(sorted(FIELD_KEYS))}")
+    for number in ("min", "max", "max_length", "max_age_days"):
+        if raw.get(number) is not None and (isinstance(raw[number], bool) or not isinstance(raw[number], int | float)):
+            raise DictionaryError(f"{where}: {number} must be a number, not {raw[number]!r}")
     allowed = raw.get("allowed_values")
     return FieldSpec(
         name=name,
@@ -77,6 +102,7 @@ def _field(name: str, raw: dict[str, Any]) -> FieldSpec:
         max=raw.get("max"),
         exclusive_min=bool(raw.get("exclusive_min", False)),
         max_length=raw.get("max_length"),
+        max_age_days=raw.get("max_age_days"),
         description=str(raw.get("description", "")).strip(),
         sources=dict(raw.get("sources") or {}),
     )
@@ -88,10 +114,18 @@ def load_entity(name: str) -> EntitySpec:
     path = DICTIONARY_DIR / f"{name}.yaml"
     if not path.exists():
         raise KeyError(f"no data dictionary entry for entity {name!r} (looked for {path})")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    fields = {fname: _field(fname, fraw) for fname, fraw in raw["fields"].items()}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DictionaryError(f"{path.name} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("fields"), dict) or not raw["fields"]:
+        raise DictionaryError(f"{path.name} needs 'entity', 'key' and a mapping of 'fields'")
+    for required in ("entity", "key"):
+        if not raw.get(required):
+            raise DictionaryError(f"{path.name} has no {required!r}")
+    fields = {str(fname): _field(str(fname), fraw, path) for fname, fraw in raw["fields"].items()}
     if raw["key"] not in fields:
-        raise ValueError(f"{path}: key {raw['key']!r} is not one of its fields")
+        raise DictionaryError(f"{path.name}: key {raw['key']!r} is not one of its fields")
     return EntitySpec(name=raw["entity"], key=raw["key"], description=raw.get("description", ""), fields=fields)
 
 

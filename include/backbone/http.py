@@ -87,9 +87,34 @@ def check_response(response: requests.Response, *, system: str) -> Any:
     if status == 204 or not response.content:
         return None
     try:
-        return response.json()
+        return decode_json(response.text)
     except (json.JSONDecodeError, ValueError) as exc:
         raise RetriableApiError(f"{where} returned a body that is not valid JSON ({exc}): {_short(response.text, 120)}") from exc
+
+
+MAX_JSON_DEPTH = 10_000
+"""Nesting Python's JSON decoder is allowed for one body. Its default (the interpreter's recursion
+limit, about 1,000) would make one deeply nested record fail the whole page; each record's own
+depth is then judged by ``backbone.storable`` and the record quarantined, not the page."""
+_decode_lock = threading.Lock()
+
+
+def decode_json(text: str) -> Any:
+    """``json.loads`` that reads bodies nested up to ``MAX_JSON_DEPTH`` deep instead of failing the page."""
+    import sys
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        with _decode_lock:
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(limit, MAX_JSON_DEPTH + 100))
+            try:
+                return json.loads(text)
+            except RecursionError:
+                raise ValueError(f"the body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+            finally:
+                sys.setrecursionlimit(limit)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,13 @@ class Ledger:
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
-        return cls(engines={name: engine_for(conn_id) for name, conn_id in settings.finance_conn_ids.items()}, timezone=settings.company_timezone)
+        engines = {}
+        for name, conn_id in settings.finance_conn_ids.items():
+            try:
+                engines[name] = engine_for(conn_id)
+            except Exception as exc:  # noqa: BLE001 - Airflow's "not found" and a bad Connection alike: say which
+                raise LedgerUnavailable(f"the {name} warehouse cannot be read: Connection {conn_id!r} is missing or unusable ({exc})") from None
+        return cls(engines=engines, timezone=settings.company_timezone)
 
     def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         from sqlalchemy import text
@@ -169,11 +175,23 @@ RUN_COLUMNS = ["flow", "interval", "status", "started", "finished", "extracted",
 EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "resolved_at"]
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""Cells a spreadsheet would read as a formula (OWASP "CSV injection")."""
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A text cell starting like a formula gets a leading apostrophe, so Excel shows it as text.
+    Numbers stay numbers (a negative amount is data, not a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({c: neutralise_cell(row.get(c, "")) for c in columns} for row in rows)
     return out.getvalue()
 
 

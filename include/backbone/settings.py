@@ -70,6 +70,14 @@ class Settings:
     chunk_size: int = field(default_factory=lambda: int(_env("CHUNK_SIZE", "5000")))
     """Rows handled per chunk when staging, validating and loading: bounds memory."""
 
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.company_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"BACKBONE_COMPANY_TIMEZONE={self.company_timezone!r} is not an IANA time zone (e.g. Europe/Amsterdam)") from None
+
     @property
     def finance_conn_ids(self) -> dict[str, str]:
         return {"psa": self.finance_psa_conn_id, "accounting": self.finance_accounting_conn_id}

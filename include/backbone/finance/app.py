@@ -3,6 +3,14 @@
 Served by the Airflow API server through ``plugins/finance_page.py`` at ``/finance``. It only reads,
 through the finance Connections (a role that can only select), and says so plainly when a
 warehouse is down instead of showing a stack trace.
+
+Every route sits behind Airflow's login: the caller is the user of the Airflow UI's token (the
+``_token`` cookie the UI sets, or an ``Authorization: Bearer`` token from ``POST /auth/token``),
+resolved by Airflow's auth manager, and must be allowed the custom view ``Finance``
+(``is_authorized_custom_view``: with the simple auth manager every role from ``viewer`` up; with
+the FAB auth manager the role needs the "Finance" permission). A browser without a login is sent
+to Airflow's login page and comes back; anything else gets 401 (no token) or 403 (bad token, or a
+user without the permission).
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Query
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backbone.ledger import EXCEPTION_COLUMNS, FLOW_NAMES, RUN_COLUMNS, Ledger, LedgerUnavailable, parse_period, resolve_flow, to_csv
 
@@ -24,8 +33,54 @@ th{background:#f0f4f8}.failed{color:#b42318;font-weight:600}.success{color:#0676
 """
 
 
+FINANCE_VIEW = "Finance"
+"""The custom-view resource name a user must be allowed (``GET``) to read the Finance page."""
+MAX_PAGE = 100_000
+MAX_PAGE_SIZE = 500
+_bearer = HTTPBearer(auto_error=False)
+
+
+class LoginRequired(Exception):
+    """No usable Airflow login on a page request: the browser goes to Airflow's login page."""
+
+
+async def finance_reader(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Any:
+    """The Airflow user behind the request, allowed to read the Finance view (else 401 / 403)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.core_api.security import get_user
+
+    try:
+        user = await get_user(request, None, bearer)
+    except HTTPException as exc:
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", "") and not request.url.path.endswith(".csv"):
+            raise LoginRequired from exc
+        raise
+    if not get_auth_manager().is_authorized_custom_view(method="GET", resource_name=FINANCE_VIEW, user=user):
+        raise HTTPException(status_code=403, detail=f"user {user.get_name()!r} may not read the {FINANCE_VIEW} page")
+    return user
+
+
+def _paging(page: str, page_size: str) -> tuple[int, int]:
+    """Page numbers as a person types them; a bad one is a 400 with a sentence, not a 422 or a 503."""
+    try:
+        number, size = int(page), int(page_size)
+    except ValueError:
+        raise ValueError(f"page and page_size must be whole numbers (got {page!r}, {page_size!r})") from None
+    if not 1 <= number <= MAX_PAGE:
+        raise ValueError(f"page must be between 1 and {MAX_PAGE} (got {number})")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE} (got {size})")
+    return number, size
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="Finance", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="Finance", docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(finance_reader)])
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, _: LoginRequired) -> Response:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
 
     def ledger() -> Ledger:
         return Ledger.from_settings()
@@ -35,20 +90,21 @@ def create_app() -> FastAPI:
         return resolve_flow(flow), (led, parse_period(period, led.timezone))
 
     @app.get("/", response_class=HTMLResponse)
-    def page(flow: str | None = None, period: str | None = None, page: int = Query(1, ge=1), page_size: int = Query(50, ge=1, le=500)) -> HTMLResponse:
+    def page(flow: str | None = None, period: str | None = None, page: str = "1", page_size: str = "50") -> HTMLResponse:
         try:
+            number, size = _paging(page, page_size)
             flow_id, (led, when) = filters(flow, period)
-            runs, total = led.runs(flow=flow_id, period=when, page=page, page_size=page_size)
+            runs, total = led.runs(flow=flow_id, period=when, page=number, page_size=size)
             exceptions = led.open_exceptions(flow=flow_id, period=when)
         except LedgerUnavailable as exc:
             return HTMLResponse(_document(f'<p class="notice" id="unavailable">{escape(str(exc))}</p>'), status_code=503)
         except ValueError as exc:
-            return HTMLResponse(_document(f'<p class="notice">{escape(str(exc))}</p>'), status_code=400)
+            return HTMLResponse(_document(_filter_form(flow, period) + f'<p class="notice" id="bad-input">{escape(str(exc))}</p>'), status_code=400)
         query = {k: v for k, v in {"flow": flow, "period": period}.items() if v}
         body = [_filter_form(flow, period), f"<h2>Runs <small>({total}, times in {escape(led.timezone)})</small></h2>"]
         body.append(f'<p><a id="runs-csv" href="runs.csv?{urlencode(query)}">Download runs (CSV)</a></p>')
         body.append(_table("runs", runs, ["flow_name", "interval", "status", "extracted", "exceptions", "loaded", "posted", "hours", "amounts", "failed_rules", "airflow_url"]))
-        body.append(_pager(page, page_size, total, query))
+        body.append(_pager(number, size, total, query))
         body.append(f"<h2>Open exceptions <small>({len(exceptions)})</small></h2>")
         body.append(f'<p><a id="exceptions-csv" href="exceptions.csv?{urlencode(query)}">Download open exceptions (CSV)</a></p>')
         body.append(_table("exceptions", exceptions, ["flow", "entity", "key", "rule", "reason", "first_seen"]))
@@ -59,8 +115,10 @@ def create_app() -> FastAPI:
         try:
             flow_id, (led, when) = filters(flow, period)
             rows, _ = led.runs(flow=flow_id, period=when, page=1, page_size=100_000)
-        except (LedgerUnavailable, ValueError) as exc:
+        except LedgerUnavailable as exc:
             return PlainTextResponse(str(exc), status_code=503)
+        except ValueError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
         return Response(to_csv(rows, RUN_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="runs.csv"'})
 
     @app.get("/exceptions.csv")
@@ -68,8 +126,10 @@ def create_app() -> FastAPI:
         try:
             flow_id, (led, when) = filters(flow, period)
             rows = led.open_exceptions(flow=flow_id, period=when, limit=100_000)
-        except (LedgerUnavailable, ValueError) as exc:
+        except LedgerUnavailable as exc:
             return PlainTextResponse(str(exc), status_code=503)
+        except ValueError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
         return Response(to_csv(rows, EXCEPTION_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="exceptions.csv"'})
 
     return app
@@ -95,7 +155,7 @@ def _table(table_id: str, rows: list[dict[str, Any]], columns: list[str]) -> str
         for c in columns:
             value = row.get(c, "")
             if c == "airflow_url" and value:
-                cells.append(f'<td><a href="{escape(str(value))}">run</a></td>')
+                cells.append(f'<td><a href="{escape(str(value))}" target="_top">run</a></td>')
             elif c == "status":
                 cells.append(f'<td class="{escape(str(value))}">{escape(str(value))}</td>')
             else:

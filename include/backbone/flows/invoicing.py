@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.accounting import request_id_for
+from backbone.hooks.oauth import ReauthorisationRequired
 from backbone.http import FatalApiError
 from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
@@ -468,6 +469,8 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
         answer = accounting.create_invoice(entity, row, lines, tax_refs.get(normalise(tax_name)), request_id=row["request_id"])
         _mark(warehouse, row, posting_status="posted", accounting_id=answer.object_id, posted_at=func.now())
         return "posted"
+    except ReauthorisationRequired:
+        raise  # the Connection itself is dead: fail the task now, every invoice stays pending
     except FatalApiError as exc:
         _mark(warehouse, row, posting_status="failed", last_error=str(exc))
         return str(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,8 @@ from backbone.warehouse.ops import RunRef
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+log = logging.getLogger(__name__)
 
 
 def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
@@ -24,15 +27,65 @@ def run_ref(flow: str, context: dict[str, Any]) -> RunRef:
 
 
 def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) -> tuple[RunRef, Engine]:
-    """Mark the run as running in its warehouse (first task of every flow); return it and the engine."""
+    """Claim the interval and mark the run as running in its warehouse (first task of every flow).
+
+    Two Airflow runs of the same interval (a manual trigger beside the scheduled run, logical
+    dates a second apart) never interleave: the second stops here, before touching staging, with
+    a clear message. Records of earlier runs of this flow left ``running`` by a kill are closed
+    as ``failed`` with the reason.
+    """
+    from airflow.sdk import timezone
+    from airflow.sdk.exceptions import AirflowFailException
+
     from backbone.warehouse.db import engine_for
-    from backbone.warehouse.ops import record_run
+    from backbone.warehouse.ops import FlowBusy, claim_interval, close_abandoned_runs, record_run
 
     run = run_ref(flow, context)
     engine = engine_for(warehouse_conn_id)
-    with engine.begin() as connection:
-        record_run(connection, run, status="running", started_at=context["dag_run"].start_date, details={"airflow_run_id": context["run_id"]})
+    me = context["run_id"]
+    dag_id = context["dag"].dag_id
+
+    def is_active(airflow_run_id: str) -> bool:
+        return dag_run_is_active(dag_id, airflow_run_id)
+
+    try:
+        with engine.begin() as connection:
+            claim = claim_interval(connection, run, me, is_active=is_active)
+            details: dict[str, Any] = {"airflow_run_id": me}
+            if claim.previous_owner:
+                details["previous_attempt"] = {"airflow_run_id": claim.previous_owner, "status": claim.previous_status}
+            record_run(connection, run, status="running", started_at=context["dag_run"].start_date, finished_at=None, details=details)
+            closed = close_abandoned_runs(connection, flow, except_run_id=run.run_id, is_active=is_active, at=timezone.utcnow())
+    except FlowBusy as exc:
+        raise AirflowFailException(str(exc)) from None
+    if claim.previous_owner and claim.previous_status == "running":
+        log.warning("took over %s from Airflow run %s, which ended without finishing it", run.run_id, claim.previous_owner)
+    if closed:
+        log.warning("closed %d abandoned run records of %s as failed: %s", len(closed), flow, closed)
     return run, engine
+
+
+FINISHED_DAG_RUN_STATES = frozenset({"success", "failed"})
+
+
+def dag_run_is_active(dag_id: str, airflow_run_id: str) -> bool:
+    """Is that Airflow run still queued or running? (Asked through the Task SDK; a run Airflow no
+    longer knows is not active.)"""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=airflow_run_id)
+    except Exception:  # noqa: BLE001 - unknown run (e.g. a reset metadata DB): nobody is running it
+        log.info("Airflow does not know run %s of %s; treating it as ended", airflow_run_id, dag_id, exc_info=True)
+        return False
+    return str(getattr(state, "value", state)) not in FINISHED_DAG_RUN_STATES
+
+
+def owns_run(engine: Engine, run: RunRef, airflow_run_id: str) -> bool:
+    from backbone.warehouse.ops import read_run
+
+    record = read_run(engine, run)
+    return record is None or (record.get("details") or {}).get("airflow_run_id") == airflow_run_id
 
 
 def interval_key(start: datetime, end: datetime) -> str:
@@ -53,27 +106,47 @@ def airflow_run_url(context: dict[str, Any]) -> str | None:
     return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{context['run_id']}"
 
 
-def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, context: dict[str, Any]) -> dict[str, Any]:
+def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, context: dict[str, Any], expects_verdicts: bool = True) -> dict[str, Any]:
     """Close the run record; raise after recording when an upstream step failed.
 
-    The flow succeeded when its last step left its result in XCom.
+    The flow succeeded when its last step left its result in XCom, and (``expects_verdicts``)
+    every record it extracted ended valid or quarantined: a run that extracted records and gave
+    some of them no outcome is failed, never green. A run that did not own its interval (it was
+    stopped by another run of the same interval) leaves the record to that run.
     """
     from airflow.sdk import timezone
     from airflow.sdk.exceptions import AirflowFailException
 
-    succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
-
     from backbone.warehouse.db import engine_for
-    from backbone.warehouse.ops import finish_run
+    from backbone.warehouse.ops import finish_run, read_run, record_run
 
     engine = engine_for(warehouse_conn_id)
     run = run_ref(flow, context)
+    if not owns_run(engine, run, context["run_id"]):
+        raise AirflowFailException(f"{flow} run {context['run_id']} did not run {run.run_id}: another run of the same interval owns it; its record is left to that run")
+    succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
+    problem = unaccounted_records(read_run(engine, run) or {}) if succeeded and expects_verdicts else None
+    if problem:
+        succeeded = False
+        with engine.begin() as connection:
+            record_run(connection, run, details={"failure": problem})
+        log.error("%s: %s", flow, problem)
     record = finish_run(engine, run, succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context))
     _alert(flow, engine, run, record)
     summary = {k: record.get(k) for k in ("status", "extracted", "valid", "quarantined", "loaded", "written_back")}
     if not succeeded:
-        raise AirflowFailException(f"{flow} run {context['run_id']} failed upstream; run record: {summary}")
+        raise AirflowFailException(f"{flow} run {context['run_id']} failed{': ' + problem if problem else ' upstream'}; run record: {summary}")
     return summary
+
+
+def unaccounted_records(record: dict[str, Any]) -> str | None:
+    """Why a run whose steps all finished must still not be green: records extracted that were
+    neither validated nor quarantined (e.g. their staging vanished under them)."""
+    extracted, valid, quarantined = (int(record.get(k) or 0) for k in ("extracted", "valid", "quarantined"))
+    if extracted > valid + quarantined:
+        return (f"{extracted - valid - quarantined} of {extracted} extracted records were neither validated nor quarantined "
+                "(nothing was sent for them); rerun the interval")  # fmt: skip
+    return None
 
 
 def _alert(flow: str, engine: Engine, run: RunRef, record: dict[str, Any]) -> None:

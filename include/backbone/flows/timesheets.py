@@ -17,14 +17,16 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
+from backbone.data_dictionary import load_entity
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.accounting import request_id_for
+from backbone.hooks.oauth import ReauthorisationRequired
 from backbone.http import FatalApiError
 from backbone.validation import RuleFailure, SchemaDrift, validate_rows
 from backbone.warehouse import ops
@@ -189,7 +191,7 @@ def _exported_hashes(warehouse: Engine, keys: list[str]) -> dict[str, str]:
     pairs = []
     for key in keys:
         entry_id, _, version = key.rpartition(":v")
-        if version.isdigit():
+        if version.isdigit() and int(version) < 2**31:  # a larger version is no outbox line (an int column): the dictionary refuses it
             pairs.append((entry_id, int(version)))
     if not pairs:
         return {}
@@ -252,6 +254,11 @@ def _flow_rules(
         return [RuleFailure("time_entry.work_date.type", f"work date {row['work_date']!r} is not a calendar date")]
     if work_date > last_work_date:
         failures.append(RuleFailure("time_entry.work_date.not_future", f"work date {work_date} is after the end of the export week ({last_work_date})"))
+    max_age = load_entity(ENTITY).fields["work_date"].max_age_days
+    if max_age is not None and work_date < last_work_date - timedelta(days=max_age):
+        failures.append(RuleFailure(
+            "time_entry.work_date.plausible", f"work date {work_date} is more than {max_age} days before the end of the export week ({last_work_date})",
+        ))  # fmt: skip
     if (row["person_id"], row["work_date"]) in overfull_days:
         failures.append(RuleFailure("time_entry.person_day_hours.max", f"{row['person_id']} has more than {MAX_HOURS_PER_PERSON_DAY} hours on {row['work_date']}"))
     code = mapping.billing_codes.get(row["billing_code"])
@@ -447,6 +454,8 @@ def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) 
             by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for line in lines:
                 by_entry[line.entry_id].append(dict(line._mapping))
+        with warehouse.begin() as connection:  # counted before the calls: a crash mid-call leaves attempts > 0, so the next try looks first
+            connection.execute(time_export.update().where(postable, time_export.c.entry_id.in_(entry_ids)).values(attempts=time_export.c.attempts + 1))
         yield list(by_entry.values())
         last_entry = entry_ids[-1]
 
@@ -498,7 +507,12 @@ def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versio
     results = []
     for line in versions:
         try:
-            answer = accounting.post_time_entry(line, target=target, request_id=line["request_id"])
+            found = accounting.find_time_entry(line) if target is None and line.get("attempts") else None
+            if found is not None:  # an earlier attempt created it and its answer was lost: adopt, never create twice
+                log.info("time entry %s v%s already in accounting as %s (an earlier attempt); adopted", line["entry_id"], line["entry_version"], found.object_id)
+            answer = found or accounting.post_time_entry(line, target=target, request_id=line["request_id"])
+        except ReauthorisationRequired:
+            raise  # the Connection itself is dead: fail the task now, every line stays pending
         except FatalApiError as exc:
             results.append(_result(line, "failed", error=str(exc)))
             break  # later versions of this entry wait until this one is fixed
@@ -527,7 +541,7 @@ def _record_results(warehouse: Engine, run: RunRef, results: Iterable[dict[str, 
             """
             UPDATE acct.time_export AS t SET posting_status = v.posting_status, accounting_id = coalesce(v.accounting_id, t.accounting_id),
                    accounting_sync_token = coalesce(v.accounting_sync_token, t.accounting_sync_token), target_ref_id = coalesce(v.target_ref_id, t.target_ref_id),
-                   last_error = v.last_error, attempts = t.attempts + 1, posted_at = CASE WHEN v.posting_status = 'posted' THEN now() ELSE t.posted_at END
+                   last_error = v.last_error, posted_at = CASE WHEN v.posting_status = 'posted' THEN now() ELSE t.posted_at END
             FROM (SELECT unnest(%(entry_id)s::text[]) AS entry_id, unnest(%(entry_version)s::int[]) AS entry_version, unnest(%(posting_status)s::text[]) AS posting_status,
                          unnest(%(accounting_id)s::text[]) AS accounting_id, unnest(%(accounting_sync_token)s::text[]) AS accounting_sync_token,
                          unnest(%(target_ref_id)s::text[]) AS target_ref_id, unnest(%(last_error)s::text[]) AS last_error) AS v

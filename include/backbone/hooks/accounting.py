@@ -61,9 +61,14 @@ def request_id_for(*parts: str) -> str:
     return f"bb-{digest}"
 
 
+def time_entry_marker(line: dict[str, Any]) -> str:
+    """The start of every posted time record's description: our key for finding it again."""
+    return f"PSA {line['entry_id']} v{line['entry_version']} · "
+
+
 def time_entry_description(line: dict[str, Any]) -> str:
     """What a posted time record says about its PSA origin (entry, version, code, project)."""
-    return f"PSA {line['entry_id']} v{line['entry_version']} · {line['billing_code']} · {line['project_name'] or line['project_id']}"
+    return f"{time_entry_marker(line)}{line['billing_code']} · {line['project_name'] or line['project_id']}"
 
 
 def invoice_note(row: dict[str, Any]) -> str:
@@ -83,6 +88,12 @@ class AccountingSystem(Protocol):
 
     def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
         """Create the time record of an outbox line, or update ``target`` (an earlier version's record)."""
+        ...
+
+    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+        """The time record an earlier attempt at this outbox line created, found by our own key
+        (``time_entry_description``'s ``PSA <entry> v<version> ·`` prefix), or None: how a replay
+        past the vendor's idempotency memory stays single."""
         ...
 
     def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:

@@ -6,11 +6,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from backbone.http import FatalApiError, check_response
 
 log = logging.getLogger(__name__)
+
+
+class ReauthorisationRequired(FatalApiError, AirflowFailException):
+    """The vendor refused the refresh token for good: no retry can help, a person must reconnect
+    the app. It is an ``AirflowFailException``, so the task fails at once (no retries) and the
+    run's failure alert goes out within the minute, carrying these steps."""
 
 
 class TokenStore(Protocol):
@@ -19,6 +29,10 @@ class TokenStore(Protocol):
     def load(self, key: str) -> str | None: ...
 
     def save(self, key: str, token: str) -> None: ...
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        """Held around one refresh: one refresh of a Connection at a time, across workers."""
+        ...
 
 
 class AirflowVariableTokenStore:
@@ -43,6 +57,28 @@ class AirflowVariableTokenStore:
 
         Variable.set(key, token, description="Newest OAuth refresh token of this Connection (rotated by the vendor; written by its hook)")
 
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """A row lock in the accounting warehouse (``ops.flow_lock``, waiting up to two minutes), so
+        two workers never spend the same rotating refresh token; a thread lock when no warehouse
+        is configured (a one-off script)."""
+        from backbone.settings import load_settings
+        from backbone.warehouse.db import engine_for
+        from backbone.warehouse.ops import waiting_lock
+
+        try:
+            engine = engine_for(load_settings().accounting_warehouse_conn_id)
+        except Exception:  # noqa: BLE001 - no warehouse Connection here: fall back to this process
+            log.debug("no warehouse for the token lock of %s", key, exc_info=True)
+            with _PROCESS_LOCK:
+                yield
+            return
+        with waiting_lock(engine, f"oauth:{key}", timeout_seconds=120):
+            yield
+
+
+_PROCESS_LOCK = threading.Lock()
+
 
 class MemoryTokenStore:
     """Tokens kept in memory: for tests and one-off scripts."""
@@ -55,6 +91,15 @@ class MemoryTokenStore:
 
     def save(self, key: str, token: str) -> None:
         self.tokens[key] = token
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        return self._lock
+
+    @property
+    def _lock(self) -> threading.Lock:
+        if "_thread_lock" not in self.__dict__:
+            self.__dict__["_thread_lock"] = threading.Lock()
+        return self.__dict__["_thread_lock"]
 
 
 class RotatingOAuthMixin:
@@ -87,11 +132,32 @@ class RotatingOAuthMixin:
             return self._access_token
 
     def _refresh_access_token(self) -> None:
+        """Refresh under the Connection's lock, reading the newest refresh token inside it.
+
+        Order matters for rotating tokens: the new refresh token is stored *before* the new access
+        token is used, so a crash after storing loses nothing. If the answer is lost on the way
+        (a timeout after the vendor rotated), the retry sends the same refresh token again, which
+        Xero honours for 30 minutes; a token the vendor refuses for good raises
+        :class:`ReauthorisationRequired` with the steps to reconnect.
+        """
+        with self.token_store.lock(self.token_key):
+            refresh_token = self.token_store.load(self.token_key) or self.extras.get("refresh_token")
+            body = self._exchange(refresh_token)
+            new_refresh = body.get("refresh_token")
+            if new_refresh and new_refresh != refresh_token:
+                from airflow.sdk.log import mask_secret
+
+                mask_secret(new_refresh)
+                self.token_store.save(self.token_key, new_refresh)
+                log.info("%s rotated the refresh token of %s; stored the new one", self.system_name, self.conn_id)
+        self._access_token = body["access_token"]
+        self._access_expires = time.monotonic() + max(60, int(body.get("expires_in", 3600)) - 300)
+
+    def _exchange(self, refresh_token: str | None) -> dict[str, Any]:
         import requests
         from airflow.sdk.log import mask_secret
 
         conn = self.connection
-        refresh_token = self.token_store.load(self.token_key) or self.extras.get("refresh_token")
         if not (conn.login and conn.password and refresh_token):
             raise FatalApiError(f"Connection {self.conn_id!r} needs login (client id), password (client secret) and a refresh_token extra")
         url = self.extras.get("token_url") or self.default_token_url
@@ -105,18 +171,16 @@ class RotatingOAuthMixin:
                 timeout=self.timeout,
             )
             if response.status_code == 400:
-                raise FatalApiError(
-                    f"{self.system_name} refused the refresh token of {self.conn_id!r} ({response.text[:200]}). It may have been rotated "
-                    f"and not stored, or revoked: reconnect the app and put a new refresh_token in the Connection."
+                raise ReauthorisationRequired(
+                    f"{self.system_name} refused the refresh token of Connection {self.conn_id!r} ({response.text[:200]}): it was revoked, "
+                    f"expired, or already used. Nothing more can be sent until someone reconnects: (1) connect the app to {self.system_name} "
+                    f"again (its OAuth consent flow) to get a new refresh token; (2) set the Airflow Variable {self.token_key!r} to it "
+                    f"(or delete that Variable and put the token in the Connection's refresh_token extra); (3) clear the failed task. "
+                    "Pending work stays pending and goes out with the next run.",
+                    status=400,
                 )
             return check_response(response, system=f"{self.system_name} OAuth")
 
         body = self.retry_policy.call(attempt, description=f"{self.system_name} OAuth token refresh")
         mask_secret(body["access_token"])
-        self._access_token = body["access_token"]
-        self._access_expires = time.monotonic() + max(60, int(body.get("expires_in", 3600)) - 300)
-        new_refresh = body.get("refresh_token")
-        if new_refresh and new_refresh != refresh_token:
-            mask_secret(new_refresh)
-            self.token_store.save(self.token_key, new_refresh)
-            log.info("%s rotated the refresh token of %s; stored the new one", self.system_name, self.conn_id)
+        return body

@@ -17,7 +17,14 @@ from typing import Any
 from urllib.parse import quote
 
 from backbone.accounting_mapping import normalise
-from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, invoice_note, time_entry_description
+from backbone.hooks.accounting import (
+    AccountingPayment,
+    PostedObject,
+    ReferenceRecord,
+    invoice_note,
+    time_entry_description,
+    time_entry_marker,
+)
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
 from backbone.http import CursorGuard, RateLimiter, check_response
@@ -167,6 +174,18 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         if target is not None:
             return self.update("TimeActivity", target, body, request_id=request_id)
         return self.create("TimeActivity", body, request_id=request_id)
+
+    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+        """The TimeActivity of this entry version, looked up on its work date by the description's
+        key. QuickBooks keeps requestids for a limited time only, so a create whose answer was lost
+        is looked up before it is sent again (as invoices are by DocNumber)."""
+        marker = time_entry_marker(line)
+        work_date = line["work_date"].isoformat() if isinstance(line["work_date"], date) else str(line["work_date"])
+        for page in self.query_all("TimeActivity", f"TxnDate = '{work_date}'"):
+            for record in page:
+                if str(record.get("Description") or "").startswith(marker):
+                    return PostedObject("TimeActivity", str(record["Id"]), str(record.get("SyncToken")), record)
+        return None
 
     def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
         found = self.find_by_doc_number(entity, number)

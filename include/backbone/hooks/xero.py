@@ -20,10 +20,18 @@ from functools import cached_property
 from typing import Any
 
 from backbone.accounting_mapping import normalise
-from backbone.hooks.accounting import AccountingPayment, PostedObject, ReferenceRecord, invoice_note, request_id_for, time_entry_description
+from backbone.hooks.accounting import (
+    AccountingPayment,
+    PostedObject,
+    ReferenceRecord,
+    invoice_note,
+    request_id_for,
+    time_entry_description,
+    time_entry_marker,
+)
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import CursorGuard, QuotaExhaustedError, RateLimiter, check_response
+from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +232,36 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             if old_project == project_id:
                 self.call("PUT", f"/Projects/{project_id}/Time/{entry_id}", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero update time entry {entry_id}")
                 return PostedObject("TimeEntry", target, str(line["entry_version"]), body)
-            self.call("DELETE", f"/Projects/{old_project}/Time/{entry_id}", api=PROJECTS_PATH, description=f"Xero delete moved time entry {entry_id}")
-        created = self.call("POST", f"/Projects/{project_id}/Time", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero time entry {request_id}")
-        return PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", str(line["entry_version"]), created)
+        # A moved entry: the new one is created first (idempotent, and found again by its key on a
+        # replay), then the old one deleted, so a crash between the two leaves the time once in
+        # the new project plus an old entry the replay deletes, never no entry at all.
+        found = self.find_time_entry(line) if target is not None else None
+        if found is None:
+            created = self.call("POST", f"/Projects/{project_id}/Time", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero time entry {request_id}")
+            found = PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", str(line["entry_version"]), created)
+        if target is not None:
+            self._delete_time_entry(target)
+        return found
+
+    def _delete_time_entry(self, target: str) -> None:
+        project_id, _, entry_id = target.partition("/")
+        try:
+            self.call("DELETE", f"/Projects/{project_id}/Time/{entry_id}", api=PROJECTS_PATH, description=f"Xero delete moved time entry {entry_id}")
+        except FatalApiError as exc:
+            if exc.status != 404:  # already deleted by an attempt whose answer was lost
+                raise
+
+    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+        """The Projects time entry of this entry version, found by the description's key in the
+        line's project on its work date (Idempotency-Keys are not kept for ever)."""
+        project_id = self._project_for(line)
+        marker = time_entry_marker(line)
+        work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
+        params = {"dateAfterUtc": f"{work_date.isoformat()}T00:00:00Z", "dateBeforeUtc": f"{work_date.isoformat()}T23:59:59Z"}
+        for entry in self.projects_all(f"/Projects/{project_id}/Time", params):
+            if str(entry.get("description") or "").startswith(marker):
+                return PostedObject("TimeEntry", f"{project_id}/{entry['timeEntryId']}", str(line["entry_version"]), entry)
+        return None
 
     # invoices and credit notes (Accounting API)
     def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from backbone.sandbox.store import PicklableLockMixin
+from backbone.sandbox.store import PicklableLockMixin, dumps_any_depth
 
 
 class ClientIn(BaseModel):
@@ -262,7 +262,7 @@ def build_psa_app(state: Any) -> FastAPI:
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         # Served as stored (no response-model round trip): large pages stay cheap.
-        return Response(json.dumps({"items": items, "next_cursor": next_cursor}), media_type="application/json")
+        return Response(dumps_any_depth({"items": items, "next_cursor": next_cursor}), media_type="application/json")
 
     @app.put("/api/v1/people/by-external-id/{source}/{external_id}")
     def upsert_person(source: str, external_id: str, person: PersonIn, response: Response, _: None = Depends(authorised)) -> dict[str, Any]:

@@ -79,6 +79,7 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
 
     token_prefix = "xero"
     access_lifetime = timedelta(minutes=30)
+    refresh_grace = timedelta(minutes=30)
     token_answer = {"id_token": "", "token_type": "Bearer", "scope": "accounting.transactions projects offline_access"}
 
     def __init__(self) -> None:

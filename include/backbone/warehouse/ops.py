@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,32 +38,102 @@ class QuarantineRow:
     raw: dict[str, Any]
 
 
+class FlowBusy(RuntimeError):
+    """Another run holds the lock this run needs; nothing was touched."""
+
+
 @contextmanager
 def exclusive(engine: Engine, lock: str, *, what: str) -> Iterator[None]:
-    """Hold a session advisory lock named ``lock`` on a dedicated connection for the block, across
-    processes and hosts; if someone else holds it, fail at once with ``what`` (never race them)."""
+    """Hold the row lock ``lock`` of ``ops.flow_lock`` on a dedicated connection for the block, across
+    processes and hosts; if someone else holds it, fail at once with ``what`` (never race them).
+
+    The lock is a row locked ``FOR UPDATE NOWAIT`` in a transaction kept open for the block: a
+    process that dies drops its connection and so its lock, and a role without UPDATE on the ops
+    tables (the finance reader) cannot take it at all.
+    """
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     with engine.connect() as connection:
-        got = connection.execute(text("SELECT pg_try_advisory_lock(hashtext(:lock))"), {"lock": lock}).scalar_one()
+        connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
         connection.commit()
-        if not got:
-            raise RuntimeError(f"{what}; this run will retry after it")
+        try:
+            connection.execute(text("SET LOCAL lock_timeout = '1ms'"))
+            connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE NOWAIT"), {"lock": lock})
+        except OperationalError as exc:
+            connection.rollback()
+            if "could not obtain lock" in str(exc) or "lock timeout" in str(exc) or "canceling statement" in str(exc):
+                raise FlowBusy(f"{what}; this run will retry after it") from None
+            raise
         try:
             yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:lock))"), {"lock": lock})
-            connection.commit()
+            connection.rollback()
+
+
+@contextmanager
+def waiting_lock(engine: Engine, lock: str, *, timeout_seconds: float) -> Iterator[None]:
+    """Like :func:`exclusive`, but wait up to ``timeout_seconds`` for the holder instead of failing."""
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
+        connection.commit()
+        connection.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_seconds * 1000)}ms'"))
+        connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE"), {"lock": lock})
+        try:
+            yield
+        finally:
+            connection.rollback()
 
 
 def clear_staging(connection: Connection, run: RunRef) -> None:
     connection.execute(staged_record.delete().where(staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id))
 
 
+UNSTORABLE = "unstorable"
+"""Staging status of a record PostgreSQL cannot hold as it is (see ``backbone.storable``)."""
+
+
+def set_aside_unstorable(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Return the records that can be stored; quarantine the others with their reason.
+
+    An unstorable record is staged as ``unstorable`` under a safe key with a safe copy of its
+    payload (so counts add up and the next steps skip it), and quarantined with the rule
+    ``<entity>.unstorable``. The other records of the page go on as usual.
+    """
+    from backbone.storable import safe_key, safe_raw, unstorable_reason
+
+    storable: list[tuple[str, dict[str, Any]]] = []
+    set_aside: dict[str, dict[str, Any]] = {}
+    problems: list[QuarantineRow] = []
+    for key, payload in records:
+        reason = unstorable_reason(key, payload)
+        if reason is None:
+            storable.append((key, payload))
+            continue
+        stored_key, raw = safe_key(key), safe_raw(payload, reason)
+        set_aside[stored_key] = {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": stored_key, "payload": raw, "status": UNSTORABLE}
+        problems.append(QuarantineRow(entity, stored_key, f"{entity.split(':')[0]}.unstorable", f"the record {reason}", raw))
+    if set_aside:
+        from sqlalchemy.dialects.postgresql import insert
+
+        statement = insert(staged_record).values(list(set_aside.values()))
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=["flow", "run_id", "entity", "source_key"], set_={"payload": statement.excluded.payload, "status": UNSTORABLE, "canonical": None},
+        ))  # fmt: skip
+        add_quarantine(connection, run, problems)
+        import logging
+
+        logging.getLogger(__name__).warning("%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]])
+    return storable
+
+
 def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """Keep raw records of this run (the last copy of a key wins: a page can repeat a record)."""
     from sqlalchemy.dialects.postgresql import insert
 
+    records = set_aside_unstorable(connection, run, entity, records)
     if not records:
         return
     rows = {key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records}
@@ -87,7 +157,7 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
     from sqlalchemy.dialects.postgresql import insert
 
     conflicts = 0
-    pending = list(records)
+    pending = set_aside_unstorable(connection, run, entity, records)
     while pending:
         batch: dict[str, dict[str, Any]] = {}
         repeats: list[tuple[str, dict[str, Any]]] = []
@@ -113,7 +183,8 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
 
 
 def iter_staged(engine: Engine, run: RunRef, entity: str, *, status: str | None = None, chunk_size: int = 5000) -> Iterator[list[dict[str, Any]]]:
-    """Staged rows of the run in key order, ``chunk_size`` at a time (keyset paging: flat memory)."""
+    """Staged rows of the run in key order, ``chunk_size`` at a time (keyset paging: flat memory).
+    Unstorable records (already exceptions) are left out unless asked for by status."""
     from sqlalchemy import select
 
     last_key = ""
@@ -131,6 +202,8 @@ def iter_staged(engine: Engine, run: RunRef, entity: str, *, status: str | None 
         )
         if status is not None:
             query = query.where(staged_record.c.status == status)
+        else:
+            query = query.where(staged_record.c.status != UNSTORABLE)
         with engine.connect() as connection:
             rows = [dict(r._mapping) for r in connection.execute(query)]
         if not rows:
@@ -179,11 +252,20 @@ def record_run(connection: Connection, run: RunRef, **fields: Any) -> None:
 
     values = {"flow": run.flow, "run_id": run.run_id, "interval_start": run.interval_start, "interval_end": run.interval_end, **fields}
     values.setdefault("status", "running")
+    if "quarantined" in fields:  # exceptions = what validation refused + what could not be stored at all
+        values["quarantined"] = fields["quarantined"] + count_unstorable(connection, run)
     statement = insert(flow_run).values(values)
     updates = {k: statement.excluded[k] for k in values if k not in ("flow", "run_id")}
     if "details" in fields:
         updates["details"] = flow_run.c.details.op("||")(statement.excluded.details)
     connection.execute(statement.on_conflict_do_update(index_elements=["flow", "run_id"], set_=updates))
+
+
+def count_unstorable(connection: Connection, run: RunRef) -> int:
+    from sqlalchemy import func, select
+
+    query = select(func.count()).where(staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id, staged_record.c.status == UNSTORABLE)
+    return int(connection.execute(query).scalar_one())
 
 
 def resolve_exceptions(connection: Connection, run: RunRef, *, resolved_at: datetime) -> int:
@@ -200,6 +282,68 @@ def resolve_exceptions(connection: Connection, run: RunRef, *, resolved_at: date
         {"at": resolved_at, "run_id": run.run_id, "flow": run.flow},
     )
     return result.rowcount
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who held an interval before this run claimed it (None when nobody was running it)."""
+
+    previous_owner: str | None
+    previous_status: str | None
+
+
+def claim_interval(connection: Connection, run: RunRef, owner: str, *, is_active: Callable[[str], bool]) -> Claim:
+    """Make ``owner`` (an Airflow run id) the one run working on this flow's interval, or raise
+    :class:`FlowBusy` before anything is touched when another run of the same interval is active.
+
+    The run record is the lock: its row is locked ``FOR UPDATE`` while deciding, so two runs
+    claiming together are served one after the other. A record left ``running`` by a run that is
+    no longer active (killed, lost with its worker) is taken over, and that attempt is noted.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.dialects.postgresql import insert
+
+    key = (flow_run.c.flow == run.flow) & (flow_run.c.run_id == run.run_id)
+    while True:
+        row = connection.execute(select(flow_run.c.status, flow_run.c.details).where(key).with_for_update()).first()
+        if row is not None:
+            break
+        created = connection.execute(
+            insert(flow_run).values(flow=run.flow, run_id=run.run_id, interval_start=run.interval_start, interval_end=run.interval_end, status="running",
+                                    details={"airflow_run_id": owner}).on_conflict_do_nothing().returning(flow_run.c.run_id)
+        ).first()  # fmt: skip
+        if created is not None:
+            return Claim(previous_owner=None, previous_status=None)
+    status, details = row
+    previous = (details or {}).get("airflow_run_id")
+    if status == "running" and previous and previous != owner and is_active(previous):
+        raise FlowBusy(
+            f"{run.flow} for {run.interval_start.isoformat()} → {run.interval_end.isoformat()} is being run by Airflow run {previous!r} right now; "
+            "this run stops without touching anything (one run per interval at a time)"
+        )
+    return Claim(previous_owner=previous if previous != owner else None, previous_status=status)
+
+
+def close_abandoned_runs(connection: Connection, flow: str, *, except_run_id: str, is_active: Callable[[str], bool], at: datetime) -> list[str]:
+    """Mark ``failed`` the run records of ``flow`` still ``running`` whose Airflow run has ended
+    (a killed task or a lost database never closed them); returns their interval keys."""
+    from sqlalchemy import select, update
+
+    closed = []
+    rows = connection.execute(
+        select(flow_run.c.run_id, flow_run.c.details).where(flow_run.c.flow == flow, flow_run.c.status == "running", flow_run.c.run_id != except_run_id).with_for_update(skip_locked=True)
+    ).all()  # fmt: skip
+    for run_id, details in rows:
+        owner = (details or {}).get("airflow_run_id")
+        if owner and is_active(owner):
+            continue
+        reason = f"Airflow run {owner!r} ended without closing this record (killed, or the warehouse was unreachable); found by a later run"
+        connection.execute(
+            update(flow_run).where(flow_run.c.flow == flow, flow_run.c.run_id == run_id)
+            .values(status="failed", finished_at=at, details=flow_run.c.details.op("||")({"failure": reason}))
+        )  # fmt: skip
+        closed.append(run_id)
+    return closed
 
 
 def read_run(engine: Engine, run: RunRef) -> dict[str, Any] | None:

@@ -58,6 +58,16 @@ staged_record = Table(
     schema="ops",
 )
 
+flow_lock = Table(
+    "flow_lock",
+    metadata,
+    Column("name", String(300), primary_key=True),
+    Column("holder", String(300)),
+    Column("taken_at", DateTime(timezone=True)),
+    schema="ops",
+)
+"""Locks as rows (``SELECT … FOR UPDATE``): only roles that may update ops tables can take them."""
+
 quarantine = Table(
     "quarantine",
     metadata,
