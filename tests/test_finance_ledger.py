@@ -292,3 +292,19 @@ def test_csv_cells_that_look_like_formulas_are_neutralised():
     import io
 
     assert list(csv.reader(io.StringIO(text)))[1] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)", "-5"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["history", "--page", "0"], {}, "between 1 and"),
+        (["history", "--page", "-1"], {}, "between 1 and"),
+        (["history", "--page-size", "10000000"], {}, "between 1 and"),
+        (["history", "--week", "2026-47"], {}, "is not a week"),
+        (["history"], {"BACKBONE_COMPANY_TIMEZONE": "Mars/Olympus"}, "not an IANA time zone"),
+        (["exceptions"], {"BACKBONE_FINANCE_ACCOUNTING_CONN_ID": "no_such_connection"}, "no_such_connection"),
+    ],
+)
+def test_cli_answers_bad_input_with_a_sentence_not_a_traceback(args, env, words):
+    result = subprocess.run([sys.executable, "-m", "backbone", *args], capture_output=True, text=True, env={**os.environ, **env})
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr

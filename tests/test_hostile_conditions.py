@@ -130,7 +130,7 @@ def test_the_finance_role_cannot_take_or_block_a_posting_lock(dagbag, sandbox, a
                 connection.execute(text("SELECT * FROM ops.flow_lock FOR UPDATE")).all()
             connection.rollback()
             # An advisory lock on the old lock name blocks nothing any more.
-            connection.execute(text("SELECT pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:post'))"))
+            connection.execute(text("SELECT pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:post')), pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:outbox'))"))
             assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
             connection.execute(text("SELECT pg_advisory_unlock_all()"))
     finally:

@@ -187,14 +187,12 @@ def test_killed_after_accounting_accepted_but_before_recording_posts_nothing_twi
 
 
 def test_a_second_run_cannot_post_while_the_first_is_posting(dagbag, sandbox, clean):
+    from backbone.warehouse.ops import exclusive
+
     psa, accounting = clean
-    with accounting.connect() as holder:  # another run of the flow holds the posting lock
-        assert holder.execute(text("SELECT pg_try_advisory_lock(hashtext('timesheets_weekly_to_accounting:post'))")).scalar_one()
-        holder.commit()
+    with exclusive(accounting, "timesheets_weekly_to_accounting:post", what="another run holds the posting lock"):  # another run of the flow is posting
         assert run(dagbag, "timesheets_weekly_to_accounting", WEEK_END, retries=0) == "failed"
         assert len(sandbox.state.qbo.entities["TimeActivity"]) == 0
-        holder.execute(text("SELECT pg_advisory_unlock(hashtext('timesheets_weekly_to_accounting:post'))"))
-        holder.commit()
     assert run(dagbag, "timesheets_weekly_to_accounting", WEEK_END) == "success"
     assert _duplicate_activities(sandbox) == 0
     reliability.count(faults_injected=1, survived=1)

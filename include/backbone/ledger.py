@@ -45,6 +45,14 @@ def parse_period(text: str | None, timezone: str) -> Period | None:
     if not text:
         return None
     zone = ZoneInfo(timezone)
+    try:
+        first, last = _period_days(text)
+    except ValueError as exc:
+        raise ValueError(f"period {text!r} is not a week (2026-W47), a month (2026-10) or a day (2026-10-30): {exc}") from None
+    return Period(datetime.combine(first, time(), tzinfo=zone), datetime.combine(last, time(), tzinfo=zone), text)
+
+
+def _period_days(text: str) -> tuple[date, date]:
     if match := re.fullmatch(r"(\d{4})-W(\d{1,2})", text):
         monday = date.fromisocalendar(int(match[1]), int(match[2]), 1)
         first, last = monday, monday + timedelta(days=7)
@@ -55,8 +63,8 @@ def parse_period(text: str | None, timezone: str) -> Period | None:
         first = date.fromisoformat(text)
         last = first + timedelta(days=1)
     else:
-        raise ValueError(f"period {text!r} is not a week (2026-W47), a month (2026-10) or a day (2026-10-30)")
-    return Period(datetime.combine(first, time(), tzinfo=zone), datetime.combine(last, time(), tzinfo=zone), text)
+        raise ValueError("unknown form")
+    return first, last
 
 
 def resolve_flow(name: str | None) -> str | None:

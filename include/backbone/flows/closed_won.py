@@ -219,14 +219,14 @@ def typed_project(row: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 def load_projects(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, int]:
     """Upsert valid clients, contacts and projects in one transaction: all of the run, or none."""
-    from sqlalchemy import not_, text, tuple_
+    from sqlalchemy import not_, tuple_
 
     from backbone.warehouse.db import upsert
     from backbone.warehouse.tables import client, contact, project, project_contact
 
     loaded = changed = 0
     with warehouse.begin() as connection:
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:flow))"), {"flow": run.flow})
+        ops.lock_for_transaction(connection, run.flow)
         for chunk in ops.iter_staged(warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
             canon = [r["canonical"] for r in chunk]
             clients = {c["client"]["crm_company_id"]: {**c["client"], "last_run_id": run.run_id} for c in canon}

@@ -325,14 +325,14 @@ def _save_checks(warehouse: Engine, checks: list[dict[str, Any]]) -> None:
 # --- load ----------------------------------------------------------------------------------------
 def load_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, Any]:
     """Write the outbox: new and unposted invoices (re)written, posted ones only ever marked for void."""
-    from sqlalchemy import select, text
+    from sqlalchemy import select
 
     from backbone.warehouse.db import upsert
     from backbone.warehouse.tables import invoice, invoice_line
 
     written = voids = 0
     with warehouse.begin() as connection:
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": f"{run.flow}:outbox"})
+        ops.lock_for_transaction(connection, f"{run.flow}:outbox")
         staged = [row for chunk in ops.iter_staged(warehouse, run, ENTITY) for row in chunk if row["canonical"]]
         existing = {r.psa_invoice_id: r.posting_status for r in connection.execute(select(invoice.c.psa_invoice_id, invoice.c.posting_status))}
         for row in staged:
@@ -350,8 +350,10 @@ def load_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, A
                 connection.execute(invoice_line.insert(), [_line_row(canon["psa_invoice_id"], line) for line in canon["lines"]])
             written += 1
         totals = period_totals(connection, run)
-        ops.record_run(connection, run, loaded=written, details={"voids_requested": voids, **totals})
-    return {"loaded": written, "voids_requested": voids}
+        # ``loaded`` is the interval's invoices now in the outbox, whatever an earlier attempt already
+        # wrote: the same after a clean run and after a kill and rerun; this attempt's writes are in details.
+        ops.record_run(connection, run, loaded=len(staged), details={"voids_requested": voids, "written_by_this_attempt": written, **totals})
+    return {"loaded": len(staged), "written_by_this_attempt": written, "voids_requested": voids}
 
 
 def _invoice_row(canon: dict[str, Any], run: RunRef, status: str, period: str) -> dict[str, Any]:

@@ -40,6 +40,11 @@ def payment_status(*, posting_status: str, total: Decimal, balance: Decimal, due
     return "open"
 
 
+def _checkable(payment: dict[str, object]) -> dict[str, object]:
+    """The payment as JSON-like values, so ``backbone.storable`` judges every field (a Decimal NaN included)."""
+    return {k: float(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, date) else v for k, v in payment.items()}
+
+
 def sync_payments(accounting: AccountingSystem, psa: PsaBilling, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef, *, overlap: timedelta, company_timezone: str) -> dict[str, int]:
     """Read payments changed since the interval start (minus overlap) and the balance of every open
     posted invoice; write statuses to both warehouses and to the PSA where they changed."""
@@ -49,6 +54,9 @@ def sync_payments(accounting: AccountingSystem, psa: PsaBilling, accounting_ware
     from backbone.warehouse.tables import invoice, invoice_status, payment
 
     payments = [{**asdict(p), "last_run_id": run.run_id} for p in accounting.payments_since(run.interval_start - overlap)]
+    with accounting_warehouse.begin() as connection:  # a payment PostgreSQL cannot hold is an exception, not a failed run
+        storable = {key for key, _ in ops.set_aside_unstorable(connection, run, "payment", [(str(p["accounting_id"]), _checkable(p)) for p in payments])}
+    payments = [p for p in payments if str(p["accounting_id"]) in storable]
     with accounting_warehouse.connect() as connection:
         tracked = [dict(r._mapping) for r in connection.execute(
             select(invoice).where(invoice.c.accounting_entity == "Invoice", invoice.c.posting_status.in_(("posted", "voided")),

@@ -222,10 +222,9 @@ def _certification_row(raw: dict[str, Any]) -> dict[str, Any]:
 def load_roster(warehouse: Engine, run: RunRef, *, full: bool, window: Window, country: str) -> dict[str, Any]:
     """Everything in one transaction: people, history, departments, skills, certifications, the
     time-off window, holidays and capacity. Returns counts; who changed is staged for the push."""
-    from sqlalchemy import text
 
     with warehouse.begin() as connection:
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": run.flow})
+        ops.lock_for_transaction(connection, run.flow)
         people = _load_people(connection, warehouse, run, full=full)
         history = _load_history(connection, warehouse, run)
         skills_changed = _load_person_tables(connection, warehouse, run)

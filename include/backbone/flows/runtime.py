@@ -81,11 +81,12 @@ def dag_run_is_active(dag_id: str, airflow_run_id: str) -> bool:
     return str(getattr(state, "value", state)) not in FINISHED_DAG_RUN_STATES
 
 
-def owns_run(engine: Engine, run: RunRef, airflow_run_id: str) -> bool:
+def run_owner(engine: Engine, run: RunRef) -> str | None:
+    """The Airflow run id that claimed this flow's interval last (None when no record exists)."""
     from backbone.warehouse.ops import read_run
 
     record = read_run(engine, run)
-    return record is None or (record.get("details") or {}).get("airflow_run_id") == airflow_run_id
+    return (record.get("details") or {}).get("airflow_run_id") if record else None
 
 
 def interval_key(start: datetime, end: datetime) -> str:
@@ -122,8 +123,9 @@ def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, con
 
     engine = engine_for(warehouse_conn_id)
     run = run_ref(flow, context)
-    if not owns_run(engine, run, context["run_id"]):
-        raise AirflowFailException(f"{flow} run {context['run_id']} did not run {run.run_id}: another run of the same interval owns it; its record is left to that run")
+    owner = run_owner(engine, run)
+    if owner not in (None, context["run_id"]):
+        raise AirflowFailException(f"{flow} run {context['run_id']} did not run {run.run_id}: Airflow run {owner!r} of the same interval owns it; its record is left to that run")
     succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
     problem = unaccounted_records(read_run(engine, run) or {}) if succeeded and expects_verdicts else None
     if problem:

@@ -325,7 +325,6 @@ OUTBOX_FIELDS = (
 
 def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:
     """Mirror valid entries in the PSA warehouse, then write the outbox lines: each in one transaction."""
-    from sqlalchemy import text
 
     from backbone.warehouse.tables import time_entry
 
@@ -336,7 +335,7 @@ def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: 
             mirrored += _upsert_newer_versions(connection, time_entry, rows)
     written = 0
     with accounting_warehouse.begin() as connection:
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": f"{run.flow}:outbox"})
+        ops.lock_for_transaction(connection, f"{run.flow}:outbox")
         for chunk in ops.iter_staged(accounting_warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
             written += _write_outbox(connection, run, [r["canonical"] for r in chunk])
         totals = outbox_totals(connection, run)

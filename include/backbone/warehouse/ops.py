@@ -71,6 +71,15 @@ def exclusive(engine: Engine, lock: str, *, what: str) -> Iterator[None]:
             connection.rollback()
 
 
+def lock_for_transaction(connection: Connection, lock: str) -> None:
+    """Take the row lock ``lock`` of ``ops.flow_lock`` until the current transaction ends (waits for
+    a holder). For loads that must not interleave; the finance role cannot take it."""
+    from sqlalchemy import text
+
+    connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
+    connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE"), {"lock": lock})
+
+
 @contextmanager
 def waiting_lock(engine: Engine, lock: str, *, timeout_seconds: float) -> Iterator[None]:
     """Like :func:`exclusive`, but wait up to ``timeout_seconds`` for the holder instead of failing."""
