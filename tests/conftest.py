@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -25,9 +26,19 @@ sys.path.insert(0, str(ROOT / "include"))
 from backbone.devtools import pg  # noqa: E402
 from backbone.devtools.localenv import airflow_environment  # noqa: E402
 
-TEST_DIR = ROOT / ".test"
-PG_PORT = int(os.environ.get("BACKBONE_TEST_PG_PORT", "54339"))
-SANDBOX_PORT = int(os.environ.get("BACKBONE_TEST_SANDBOX_PORT", "8766"))
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Free ports unless told otherwise, so two test runs can share a machine.
+PG_PORT = int(os.environ.get("BACKBONE_TEST_PG_PORT") or _free_port())
+SANDBOX_PORT = int(os.environ.get("BACKBONE_TEST_SANDBOX_PORT") or _free_port())
+TEST_ROOT = ROOT / ".test"
+TEST_DIR = TEST_ROOT / f"run-{PG_PORT}"
+"""This run's PostgreSQL data and Airflow home (each run its own, next to any other run's)."""
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 ADMIN_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
 ANCHOR = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -43,15 +54,57 @@ os.environ["BACKBONE_CRM_LOOKBACK_MINUTES"] = "0"
 os.environ["BACKBONE_QBO_REQUESTS_PER_MINUTE"] = "60000"
 os.environ["BACKBONE_QBO_MAX_CONCURRENCY"] = "4"
 
+NEEDS_SERVICES = frozenset({"psa_warehouse", "accounting_warehouse", "hr_warehouse", "dagbag", "services"})
+"""Fixtures that need PostgreSQL and Airflow's metadata DB; a test using none of them (and not
+marked e2e or db) runs without starting anything."""
+_started = {"postgres": False}
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if hasattr(session.config, "workerinput"):
+    """Only tidy up: data left by runs that were killed (their PostgreSQL is gone or is stopped now)."""
+    if hasattr(session.config, "workerinput") or not TEST_ROOT.exists():
         return
-    if (TEST_DIR / "pgdata").exists():
-        pg.stop(TEST_DIR / "pgdata")  # left over from an interrupted run
+    for old in TEST_ROOT.iterdir():
+        if old == TEST_DIR or not old.is_dir():
+            continue
+        pid_file = old / "pgdata" / "postmaster.pid"
+        if pid_file.exists() and _alive(int(pid_file.read_text().split()[0])) and _owner_alive(old):
+            continue  # another test run is using it
+        if pid_file.exists():
+            pg.stop(old / "pgdata")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    owner = run_dir / "owner.pid"
+    return owner.exists() and _alive(int(owner.read_text()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("db"):
+            item.fixturenames.insert(0, "services")
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    """PostgreSQL (embedded, on this run's port) with both warehouses migrated and Airflow's metadata
+    DB: started once, on first use, by the tests that need it; stopped at the end of the session."""
+    if _started["postgres"]:
+        return
     shutil.rmtree(TEST_DIR, ignore_errors=True)
-    TEST_DIR.mkdir()
+    TEST_DIR.mkdir(parents=True)
+    (TEST_DIR / "owner.pid").write_text(str(os.getpid()))
     pg.start(TEST_DIR / "pgdata", PG_PORT)
+    _started["postgres"] = True
     pg.ensure_databases(ADMIN_URL, ["psa_warehouse", "accounting_warehouse", "airflow"])
     from backbone.warehouse.db import migrate
 
@@ -73,12 +126,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _started["postgres"]:
+        shutil.rmtree(TEST_DIR, ignore_errors=True)  # Airflow made its home there on import; nothing else ran
+        return
     if "airflow.settings" in sys.modules:
         sys.modules["airflow.settings"].dispose_orm()
     if "backbone.warehouse.db" in sys.modules:
         for engine in list(_cached_engines()):
             engine.dispose()
     pg.stop(TEST_DIR / "pgdata")
+    shutil.rmtree(TEST_DIR, ignore_errors=True)
 
 
 def _cached_engines():
@@ -148,7 +205,7 @@ def salesforce_sandbox() -> Iterator[RunningSandbox]:
 
 
 @pytest.fixture
-def psa_warehouse() -> Iterator[object]:
+def psa_warehouse(services) -> Iterator[object]:
     """The PSA warehouse engine, emptied before the test."""
     from sqlalchemy import create_engine, text
 
@@ -160,7 +217,7 @@ def psa_warehouse() -> Iterator[object]:
 
 
 @pytest.fixture
-def accounting_warehouse() -> Iterator[object]:
+def accounting_warehouse(services) -> Iterator[object]:
     """The accounting warehouse engine, emptied before the test; the stored QuickBooks refresh token forgotten."""
     from sqlalchemy import create_engine, text
 
@@ -183,7 +240,7 @@ def forget_rotated_tokens() -> None:
 
 
 @pytest.fixture
-def hr_warehouse() -> Iterator[object]:
+def hr_warehouse(services) -> Iterator[object]:
     """The PSA warehouse engine with its HR schema and run records emptied."""
     from sqlalchemy import create_engine, text
 
@@ -198,7 +255,7 @@ def hr_warehouse() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def dagbag() -> object:
+def dagbag(services) -> object:
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))

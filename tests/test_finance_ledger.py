@@ -63,7 +63,7 @@ def test_a_fixed_exception_leaves_the_open_list(dagbag, sandbox, accounting_ware
     assert resolved and all(resolved)
 
 
-def test_the_finance_role_can_only_read():
+def test_the_finance_role_can_only_read(services):
     from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
 
     engine = create_engine(f"postgresql+psycopg2://{FINANCE_LOGIN}:{FINANCE_LOCAL_PASSWORD}@127.0.0.1:{PG_PORT}/accounting_warehouse")
