@@ -22,7 +22,7 @@ VENDORS ?= hubspot-quickbooks
 demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero for the other pair)
 	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) $(BIN)/python -m backbone.devtools demo
 
-test: $(STAMP) browser  ## the whole test suite (starts and stops its own PostgreSQL, sandbox and Airflow API server)
+test: $(STAMP) browser lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, sandbox and Airflow API server)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 browser:  ## Debian's Chromium for the Finance page browser test (installed when missing and run as root)
@@ -52,8 +52,11 @@ demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both ven
 	-BACKBONE_DEMO_VENDORS=salesforce-xero $(BIN)/python -m backbone.devtools pg-stop
 	rm -rf .demo .demo-salesforce-xero
 
-lint: $(STAMP)
-	$(BIN)/ruff check include dags tests plugins
+LINTED := include dags tests plugins bench
+
+lint: $(STAMP)  ## ruff's rules (with function complexity at most 15) and its formatting, on all project code
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 clean: demo-reset
 	rm -rf $(VENV)

@@ -49,10 +49,22 @@ def time_entry_rows(n: int) -> list[dict]:
     start = date(2026, 10, 26)
     approved = datetime(2026, 10, 30, 14, tzinfo=UTC)
     return [
-        {"entry_id": f"TE-{i:09d}", "entry_version": 1, "person_id": f"EMP-{i % 2000:05d}", "person_email": f"p{i % 2000}@people.example", "project_id": f"PJ-{i % 300:05d}",
-         "client_id": f"CL-{i % 120:05d}", "billing_code": rng.choice(["CONSULT", "DEV", "PM"]), "work_date": start + timedelta(days=i % 5),
-         "hours": Decimal(rng.choice(["1.25", "2.5", "4", "7.75"])), "billable": True, "hourly_rate": Decimal("110.00"), "currency": "EUR",
-         "approved_at": approved, "last_run_id": "bench"}  # fmt: skip
+        {
+            "entry_id": f"TE-{i:09d}",
+            "entry_version": 1,
+            "person_id": f"EMP-{i % 2000:05d}",
+            "person_email": f"p{i % 2000}@people.example",
+            "project_id": f"PJ-{i % 300:05d}",
+            "client_id": f"CL-{i % 120:05d}",
+            "billing_code": rng.choice(["CONSULT", "DEV", "PM"]),
+            "work_date": start + timedelta(days=i % 5),
+            "hours": Decimal(rng.choice(["1.25", "2.5", "4", "7.75"])),
+            "billable": True,
+            "hourly_rate": Decimal("110.00"),
+            "currency": "EUR",
+            "approved_at": approved,
+            "last_run_id": "bench",
+        }  # fmt: skip
         for i in range(n)
     ]
 
@@ -136,14 +148,29 @@ def bench_parse(env: dict) -> dict:
     )
 
     def import_seconds(path: Path) -> float:
-        runs = [float(subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]) for _ in range(3)]
+        runs = [
+            float(
+                subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            for _ in range(3)
+        ]
         return statistics.median(runs)
 
     baseline = import_seconds(baseline_file)
     files = {p.stem: import_seconds(p) for p in sorted((ROOT / "dags").glob("*.py"))}
     dagbag_probe = "import time; from airflow.dag_processing.dagbag import DagBag; t = time.perf_counter(); b = DagBag(dag_folder=__import__('sys').argv[1]); print(time.perf_counter() - t, len(b.dags), len(b.import_errors))"
-    seconds, dags, errors = subprocess.run([sys.executable, "-c", dagbag_probe, str(ROOT / "dags")], capture_output=True, text=True, env=env, check=True).stdout.split()[-3:]
-    return {"empty_dag_seconds": baseline, "files": {k: {"seconds": v, "vs_empty": v / baseline} for k, v in files.items()}, "dagbag_seconds": float(seconds), "dags": int(dags), "import_errors": int(errors)}
+    seconds, dags, errors = subprocess.run(
+        [sys.executable, "-c", dagbag_probe, str(ROOT / "dags")], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()[-3:]
+    return {
+        "empty_dag_seconds": baseline,
+        "files": {k: {"seconds": v, "vs_empty": v / baseline} for k, v in files.items()},
+        "dagbag_seconds": float(seconds),
+        "dags": int(dags),
+        "import_errors": int(errors),
+    }
 
 
 # --- 2, 3, 6. the weekly flow at size, and vendor rates -------------------------------------------------
@@ -151,7 +178,7 @@ def bench_flow(env: dict, people: int) -> dict:
     """The weekly flow's stages in a fresh process (peak RSS is the process's), posting to a no-op client."""
     code = f"""
 import json, resource, sys, time
-sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'include')!r})
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "include")!r})
 from datetime import datetime, UTC
 from backbone.flows import timesheets
 from backbone.hooks.psa import PsaHook
@@ -197,7 +224,7 @@ def bench_rates(env: dict, *, searches: int, qbo_calls: int) -> dict:
     code = f"""
 import json, sys, time
 from datetime import datetime, UTC, timedelta
-sys.path.insert(0, {str(ROOT / 'include')!r})
+sys.path.insert(0, {str(ROOT / "include")!r})
 from backbone.hooks.hubspot import HubSpotHook
 from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.quickbooks import QuickBooksHook
@@ -212,7 +239,9 @@ print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_reque
 """
     sandbox = start_sandbox(env, deals=searches * 100, people=6, qbo_rate=500)
     try:
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "BACKBONE_QBO_REQUESTS_PER_MINUTE": "490"})
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "BACKBONE_QBO_REQUESTS_PER_MINUTE": "490"}
+        )
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-3000:])
         figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -235,9 +264,26 @@ def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int
     import urllib.request
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "backbone.sandbox", "--port", str(SANDBOX_PORT), "--people", str(people), "--weeks", "1", "--deals", str(deals),
-         "--anchor", "2026-11-02T12:00:00Z", "--qbo-rate", str(qbo_rate)],  # fmt: skip
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "backbone.sandbox",
+            "--port",
+            str(SANDBOX_PORT),
+            "--people",
+            str(people),
+            "--weeks",
+            "1",
+            "--deals",
+            str(deals),
+            "--anchor",
+            "2026-11-02T12:00:00Z",
+            "--qbo-rate",
+            str(qbo_rate),
+        ],  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(600):
         try:
@@ -309,7 +355,11 @@ def main() -> int:
         from sqlalchemy import create_engine
 
         engine = create_engine(WAREHOUSE)
-        results: dict = {"mode": "quick" if args.quick else "full", "cores": os.cpu_count(), "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+        results: dict = {
+            "mode": "quick" if args.quick else "full",
+            "cores": os.cpu_count(),
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
         say(f"load path at {sizes['load'][0]:,} and {sizes['load'][1]:,} rows")
         results["load"] = [bench_load(engine, sizes["load"][0], with_to_sql=True), bench_load(engine, sizes["load"][1], with_to_sql=False)]
         say("validation rows/s")

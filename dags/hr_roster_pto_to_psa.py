@@ -40,7 +40,9 @@ def _window(context):  # noqa: ANN001, ANN202 - task-context helper
 
     settings = load_settings()
     run = run_ref(FLOW, context)
-    return run, Window.of(run, settings.company_timezone, days_back=settings.hr_time_off_days_back, days_ahead=settings.hr_time_off_days_ahead)
+    return run, Window.of(
+        run, settings.company_timezone, days_back=settings.hr_time_off_days_back, days_ahead=settings.hr_time_off_days_ahead
+    )
 
 
 @dag(
@@ -64,7 +66,14 @@ def hr_roster_pto_to_psa() -> None:
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
         _, window = _window(context)
         full = roster.full_snapshot_due(warehouse, run, every_days=settings.hr_full_snapshot_every_days)
-        return roster.extract_roster(BambooHRHook(settings.hr_conn_id), warehouse, run, full=full, overlap=timedelta(minutes=settings.hr_change_overlap_minutes), window=window)
+        return roster.extract_roster(
+            BambooHRHook(settings.hr_conn_id),
+            warehouse,
+            run,
+            full=full,
+            overlap=timedelta(minutes=settings.hr_change_overlap_minutes),
+            window=window,
+        )
 
     @task
     def validate_roster(extracted: dict[str, int], **context) -> dict[str, int]:

@@ -55,7 +55,14 @@ def invoices_month_end_to_accounting() -> None:
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         period = invoicing.billing_period(run, settings.company_timezone)
-        return invoicing.extract_invoices(PsaHook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), crm_hook(settings.crm_conn_id), warehouse, run, period=period)
+        return invoicing.extract_invoices(
+            PsaHook(settings.psa_conn_id),
+            accounting_hook(settings.accounting_conn_id),
+            crm_hook(settings.crm_conn_id),
+            warehouse,
+            run,
+            period=period,
+        )
 
     @task
     def check_invoices(extracted: dict[str, int], **context) -> dict[str, int]:
@@ -65,7 +72,9 @@ def invoices_month_end_to_accounting() -> None:
 
         settings = load_settings()
         run = run_ref(FLOW, context)
-        return invoicing.check_invoices(engine_for(settings.accounting_warehouse_conn_id), run, period=invoicing.billing_period(run, settings.company_timezone))
+        return invoicing.check_invoices(
+            engine_for(settings.accounting_warehouse_conn_id), run, period=invoicing.billing_period(run, settings.company_timezone)
+        )
 
     @task
     def load_invoices(checked: dict[str, int], **context) -> dict[str, int]:
@@ -75,7 +84,9 @@ def invoices_month_end_to_accounting() -> None:
 
         settings = load_settings()
         run = run_ref(FLOW, context)
-        return invoicing.load_invoices(engine_for(settings.accounting_warehouse_conn_id), run, period=invoicing.billing_period(run, settings.company_timezone))
+        return invoicing.load_invoices(
+            engine_for(settings.accounting_warehouse_conn_id), run, period=invoicing.billing_period(run, settings.company_timezone)
+        )
 
     @task
     def post_invoices(loaded: dict[str, int], **context) -> dict[str, int]:
@@ -85,7 +96,9 @@ def invoices_month_end_to_accounting() -> None:
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
-        return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context))
+        return invoicing.post_invoices(
+            accounting_hook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context)
+        )
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

@@ -53,7 +53,9 @@ def payments_to_psa() -> None:
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 
-        return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="sync_payments", context=context, expects_verdicts=False)
+        return finish_flow_run(
+            FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="sync_payments", context=context, expects_verdicts=False
+        )
 
     sync_payments() >> record_run()
 

@@ -43,7 +43,9 @@ def psa_milestones_to_crm() -> None:
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
-        return milestones.push_milestones(PsaHook(settings.psa_conn_id), crm_hook(settings.crm_conn_id), engine_for(settings.accounting_warehouse_conn_id), warehouse, run)
+        return milestones.push_milestones(
+            PsaHook(settings.psa_conn_id), crm_hook(settings.crm_conn_id), engine_for(settings.accounting_warehouse_conn_id), warehouse, run
+        )
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

@@ -56,7 +56,9 @@ def timesheets_weekly_to_accounting() -> None:
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
-        return timesheets.extract_time_entries(PsaHook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size)
+        return timesheets.extract_time_entries(
+            PsaHook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size
+        )
 
     @task
     def validate_time_entries(extracted: dict[str, int], **context) -> dict[str, int]:
@@ -66,7 +68,10 @@ def timesheets_weekly_to_accounting() -> None:
 
         settings = load_settings()
         return timesheets.validate_time_entries(
-            engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), company_timezone=settings.company_timezone, chunk_size=settings.chunk_size
+            engine_for(settings.accounting_warehouse_conn_id),
+            run_ref(FLOW, context),
+            company_timezone=settings.company_timezone,
+            chunk_size=settings.chunk_size,
         )
 
     @task
@@ -77,7 +82,10 @@ def timesheets_weekly_to_accounting() -> None:
 
         settings = load_settings()
         return timesheets.load_time_entries(
-            engine_for(settings.psa_warehouse_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size
+            engine_for(settings.psa_warehouse_conn_id),
+            engine_for(settings.accounting_warehouse_conn_id),
+            run_ref(FLOW, context),
+            chunk_size=settings.chunk_size,
         )
 
     @task
@@ -89,7 +97,10 @@ def timesheets_weekly_to_accounting() -> None:
 
         settings = load_settings()
         return timesheets.post_time_activities(
-            accounting_hook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), concurrency=settings.qbo_max_concurrency
+            accounting_hook(settings.accounting_conn_id),
+            engine_for(settings.accounting_warehouse_conn_id),
+            run_ref(FLOW, context),
+            concurrency=settings.qbo_max_concurrency,
         )
 
     @task(trigger_rule="all_done", retries=0)

@@ -46,9 +46,7 @@ ANCHOR = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 
 for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
     del os.environ[key]
-os.environ.update(
-    airflow_environment(airflow_home=TEST_DIR / "airflow", pg_port=PG_PORT, metadata_db="airflow", sandbox_url=SANDBOX_URL)
-)
+os.environ.update(airflow_environment(airflow_home=TEST_DIR / "airflow", pg_port=PG_PORT, metadata_db="airflow", sandbox_url=SANDBOX_URL))
 os.environ["BACKBONE_HTTP_MAX_BACKOFF_SECONDS"] = "2"
 os.environ["BACKBONE_CRM_LOOKBACK_MINUTES"] = "0"
 os.environ["BACKBONE_QBO_REQUESTS_PER_MINUTE"] = "60000"
@@ -211,7 +209,9 @@ def psa_warehouse(services) -> Iterator[object]:
 
     engine = create_engine(warehouse_url("psa_warehouse"))
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, ops.flow_run, ops.staged_record, ops.quarantine"))
+        connection.execute(
+            text("TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, ops.flow_run, ops.staged_record, ops.quarantine")
+        )
     yield engine
     engine.dispose()
 
@@ -223,7 +223,11 @@ def accounting_warehouse(services) -> Iterator[object]:
 
     engine = create_engine(warehouse_url("accounting_warehouse"))
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"))
+        connection.execute(
+            text(
+                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"
+            )
+        )
     with create_engine(warehouse_url("psa_warehouse")).begin() as connection:
         connection.execute(text("TRUNCATE psa.time_entry, psa.invoice_status"))
     forget_rotated_tokens()

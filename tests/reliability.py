@@ -17,7 +17,9 @@ def count(**increments: int) -> None:
 def summary() -> str:
     r = REPORT
     lines = [
-        ", ".join(f"{key}: {r[key]}" for key in ("faults injected", "survived", "duplicates", "lost rows", "rows compared", "generated payloads")),
+        ", ".join(
+            f"{key}: {r[key]}" for key in ("faults injected", "survived", "duplicates", "lost rows", "rows compared", "generated payloads")
+        ),
         f"poison records: {r['poison quarantined']} quarantined, valid delivered: {r['valid delivered']} of {r['valid expected']}",
         f"races: {r['races']} ({r['races stopped cleanly']} stopped cleanly), silent empty runs: {r['silent empty runs']}",
         f"token faults survived: {r['token faults survived']}",

@@ -36,13 +36,20 @@ def test_report_changes_tables_and_time_off(hook, sandbox):
 
 
 def test_a_wrong_api_key_fails_at_once(sandbox, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_BAMBOOHR_DEFAULT", f'{{"conn_type": "bamboohr", "host": "{sandbox.url}/bamboohr", "password": "wrong"}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BAMBOOHR_DEFAULT", f'{{"conn_type": "bamboohr", "host": "{sandbox.url}/bamboohr", "password": "wrong"}}'
+    )
     with pytest.raises(FatalApiError, match="401"):
         BambooHRHook().employees_report()
 
 
 def test_503_today_and_429_with_retry_after_later_are_both_retried(hook, sandbox):
-    sandbox.state.faults.arm([FaultRule(kind="status", status=503, path_contains="/time_off", times=2), FaultRule(kind="status", status=429, retry_after=1, path_contains="/time_off", times=1)])
+    sandbox.state.faults.arm(
+        [
+            FaultRule(kind="status", status=503, path_contains="/time_off", times=2),
+            FaultRule(kind="status", status=429, retry_after=1, path_contains="/time_off", times=1),
+        ]
+    )
     assert hook.time_off_requests(date(2026, 10, 1), date(2026, 12, 1))
     assert sandbox.state.faults.fired["status"] == 3
 
@@ -58,10 +65,28 @@ def test_sandbox_answers_match_the_bamboohr_spec(sandbox):
     base = f"{sandbox.url}/bamboohr/api/v1"
     checks = [
         ("/api/v1/employees/directory", "get", requests.get(f"{base}/employees/directory", auth=auth, timeout=10)),
-        ("/api/v1/reports/custom", "post", requests.post(f"{base}/reports/custom", params={"format": "json"}, json={"fields": ["firstName", "hireDate"]}, auth=auth, timeout=10)),
-        ("/api/v1/employees/changed", "get", requests.get(f"{base}/employees/changed", params={"since": "2026-01-01T00:00:00Z"}, auth=auth, timeout=10)),
-        ("/api/v1/employees/changed/tables/{table}", "get", requests.get(f"{base}/employees/changed/tables/jobInfo", params={"since": "2026-01-01T00:00:00Z"}, auth=auth, timeout=10)),
-        ("/api/v1/time_off/requests", "get", requests.get(f"{base}/time_off/requests", params={"start": "2026-10-01", "end": "2027-01-31"}, auth=auth, timeout=10)),
+        (
+            "/api/v1/reports/custom",
+            "post",
+            requests.post(
+                f"{base}/reports/custom", params={"format": "json"}, json={"fields": ["firstName", "hireDate"]}, auth=auth, timeout=10
+            ),
+        ),
+        (
+            "/api/v1/employees/changed",
+            "get",
+            requests.get(f"{base}/employees/changed", params={"since": "2026-01-01T00:00:00Z"}, auth=auth, timeout=10),
+        ),
+        (
+            "/api/v1/employees/changed/tables/{table}",
+            "get",
+            requests.get(f"{base}/employees/changed/tables/jobInfo", params={"since": "2026-01-01T00:00:00Z"}, auth=auth, timeout=10),
+        ),
+        (
+            "/api/v1/time_off/requests",
+            "get",
+            requests.get(f"{base}/time_off/requests", params={"start": "2026-10-01", "end": "2027-01-31"}, auth=auth, timeout=10),
+        ),
     ]
     for path, method, answer in checks:
         assert answer.status_code == 200, (path, answer.text)

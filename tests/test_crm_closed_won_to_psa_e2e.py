@@ -15,7 +15,6 @@ pytestmark = pytest.mark.e2e
 FLOW = "crm_closed_won_to_psa"
 
 
-
 def checksum(engine) -> str:
     """One hash over every business row of the PSA warehouse and the quarantine."""
     query = """
@@ -29,7 +28,6 @@ def checksum(engine) -> str:
     """
     with engine.connect() as connection:
         return connection.execute(text(query)).scalar_one()
-
 
 
 def test_closed_won_deals_become_psa_projects_and_reruns_change_nothing(dagbag, sandbox, psa_warehouse):
@@ -82,11 +80,20 @@ def test_deal_edited_after_load_updates_its_project(dagbag, sandbox, psa_warehou
     project_count = len(state.psa.projects)
 
     edited_at = (ANCHOR + timedelta(minutes=10)).isoformat()
-    response = requests.patch(f"{sandbox.url}/_sandbox/crm/deals/{deal_id}", params={"at": edited_at}, json={"amount": "123456.78", "dealname": "Renamed project"}, timeout=10)
+    response = requests.patch(
+        f"{sandbox.url}/_sandbox/crm/deals/{deal_id}",
+        params={"at": edited_at},
+        json={"amount": "123456.78", "dealname": "Renamed project"},
+        timeout=10,
+    )
     response.raise_for_status()
 
     assert run_dag(dagbag, FLOW, ANCHOR + timedelta(minutes=30)).state == "success"
-    row = psa_warehouse.connect().execute(text("SELECT contract_value, project_name, psa_project_id FROM psa.project WHERE crm_deal_id = :d"), {"d": deal_id}).one()
+    row = (
+        psa_warehouse.connect()
+        .execute(text("SELECT contract_value, project_name, psa_project_id FROM psa.project WHERE crm_deal_id = :d"), {"d": deal_id})
+        .one()
+    )
     assert str(row.contract_value) == "123456.78"
     assert row.project_name == "Renamed project"
     assert len(state.psa.projects) == project_count
@@ -94,7 +101,11 @@ def test_deal_edited_after_load_updates_its_project(dagbag, sandbox, psa_warehou
     assert psa_project["name"] == "Renamed project"
     assert psa_project["budget"] == "123456.78"
     assert scalar(psa_warehouse, "SELECT count(*) FROM psa.project WHERE crm_deal_id = :d", d=deal_id) == 1
-    second = psa_warehouse.connect().execute(text("SELECT extracted, loaded, quarantined FROM ops.flow_run ORDER BY interval_end DESC LIMIT 1")).one()
+    second = (
+        psa_warehouse.connect()
+        .execute(text("SELECT extracted, loaded, quarantined FROM ops.flow_run ORDER BY interval_end DESC LIMIT 1"))
+        .one()
+    )
     assert second.extracted == second.loaded + second.quarantined == 1
 
 

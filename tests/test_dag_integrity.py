@@ -63,5 +63,7 @@ def test_intervals_are_real_data_intervals(dagbag):
     from airflow.serialization.encoders import coerce_to_core_timetable
 
     dag = dagbag.get_dag("crm_closed_won_to_psa")
-    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=pendulum.datetime(2026, 11, 2, 12, 10, tz="UTC"))
+    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(
+        run_after=pendulum.datetime(2026, 11, 2, 12, 10, tz="UTC")
+    )
     assert (interval.end - interval.start).total_seconds() == 30 * 60

@@ -36,17 +36,28 @@ def test_ledger_holds_one_row_per_run_with_the_warehouses_counts(dagbag, sandbox
     sheet = next(r for r in runs if r["flow"] == TIMESHEETS)
     with accounting_warehouse.connect() as connection:
         lines, hours = connection.execute(text("SELECT count(*), sum(hours) FROM acct.time_export WHERE posting_status = 'posted'")).one()
-        exceptions = connection.execute(text("SELECT count(DISTINCT source_key) FROM ops.quarantine WHERE flow = :f"), {"f": TIMESHEETS}).scalar_one()
+        exceptions = connection.execute(
+            text("SELECT count(DISTINCT source_key) FROM ops.quarantine WHERE flow = :f"), {"f": TIMESHEETS}
+        ).scalar_one()
     assert (sheet["posted"], sheet["exceptions"], sheet["hours"]) == (lines, exceptions, str(hours))
     assert "EUR" in sheet["amounts"] and sheet["interval"].startswith("Fri 2026-10-23 17:00")
     open_ = ledger().open_exceptions(flow=TIMESHEETS)
-    assert {e["key"].split(":v")[0] for e in open_} == {k for k in sandbox.state.psa_time.bad_entries if any(k == e["key"].split(":v")[0] for e in open_)}
+    assert {e["key"].split(":v")[0] for e in open_} == {
+        k for k in sandbox.state.psa_time.bad_entries if any(k == e["key"].split(":v")[0] for e in open_)
+    }
     assert all(e["reason"] and e["rule"] for e in open_)
 
-    result = subprocess.run([sys.executable, "-m", "backbone", "history", "--flow", "timesheets", "--week", "2026-W44"], capture_output=True, text=True, env=os.environ.copy())
+    result = subprocess.run(
+        [sys.executable, "-m", "backbone", "history", "--flow", "timesheets", "--week", "2026-W44"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 0, result.stderr
     assert TIMESHEETS in result.stdout and "1 of 1 runs" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "backbone", "exceptions", "--flow", "timesheets"], capture_output=True, text=True, env=os.environ.copy())
+    result = subprocess.run(
+        [sys.executable, "-m", "backbone", "exceptions", "--flow", "timesheets"], capture_output=True, text=True, env=os.environ.copy()
+    )
     assert "time_entry.hours.range" in result.stdout and f"{len(open_)} open exceptions" in result.stdout
 
 
@@ -59,7 +70,11 @@ def test_a_fixed_exception_leaves_the_open_list(dagbag, sandbox, accounting_ware
     assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END + timedelta(days=7)).state == "success"
     assert bad not in {e["key"].split(":v")[0] for e in ledger().open_exceptions(flow=TIMESHEETS)}
     with accounting_warehouse.connect() as connection:
-        resolved = connection.execute(text("SELECT resolved_at IS NOT NULL FROM ops.quarantine WHERE source_key LIKE :k"), {"k": f"{bad}:%"}).scalars().all()
+        resolved = (
+            connection.execute(text("SELECT resolved_at IS NOT NULL FROM ops.quarantine WHERE source_key LIKE :k"), {"k": f"{bad}:%"})
+            .scalars()
+            .all()
+        )
     assert resolved and all(resolved)
 
 
@@ -89,8 +104,10 @@ def test_page_and_cli_handle_empty_thousands_and_a_warehouse_that_is_down(accoun
     start = datetime(2020, 1, 3, 16, tzinfo=UTC)
     with accounting_warehouse.begin() as connection:
         connection.execute(
-            text("INSERT INTO ops.flow_run (flow, run_id, interval_start, interval_end, status) "
-                 "SELECT 'payments_to_psa', 'r' || n, :s + n * interval '1 day', :s + (n + 1) * interval '1 day', 'success' FROM generate_series(1, 3000) n"),  # fmt: skip
+            text(
+                "INSERT INTO ops.flow_run (flow, run_id, interval_start, interval_end, status) "
+                "SELECT 'payments_to_psa', 'r' || n, :s + n * interval '1 day', :s + (n + 1) * interval '1 day', 'success' FROM generate_series(1, 3000) n"
+            ),  # fmt: skip
             {"s": start},
         )
     page = client.get("/", params={"page": 2, "page_size": 100})
@@ -98,7 +115,10 @@ def test_page_and_cli_handle_empty_thousands_and_a_warehouse_that_is_down(accoun
     csv_text = client.get("/runs.csv").text
     assert len(csv_text.strip().splitlines()) == 3001
 
-    monkeypatch.setenv("AIRFLOW_CONN_FINANCE_ACCOUNTING_WAREHOUSE", f'{{"conn_type": "postgres", "host": "127.0.0.1", "port": {_free_port()}, "login": "x", "schema": "accounting_warehouse"}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FINANCE_ACCOUNTING_WAREHOUSE",
+        f'{{"conn_type": "postgres", "host": "127.0.0.1", "port": {_free_port()}, "login": "x", "schema": "accounting_warehouse"}}',
+    )
     from backbone.warehouse.db import engine_for
 
     engine_for.cache_clear()
@@ -148,7 +168,10 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
     server = HTTPServer(("127.0.0.1", hook_port), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", f'{{"conn_type": "smtp", "host": "127.0.0.1", "port": {smtp_port}, "extra": {{"disable_tls": true, "disable_ssl": true, "from_email": "backbone@example.com"}}}}')
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SMTP_DEFAULT",
+            f'{{"conn_type": "smtp", "host": "127.0.0.1", "port": {smtp_port}, "extra": {{"disable_tls": true, "disable_ssl": true, "from_email": "backbone@example.com"}}}}',
+        )
         monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", f'{{"conn_type": "http", "password": "http://127.0.0.1:{hook_port}/hook"}}')
         monkeypatch.setenv("BACKBONE_ALERT_EMAIL_TO", "finance@example.com")
         monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
@@ -165,7 +188,9 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
         import email
 
         message = email.message_from_bytes(Sink.messages[-1])
-        mail = message["Subject"] + "".join(part.get_payload(decode=True).decode() for part in message.walk() if part.get_content_type() == "text/html")
+        mail = message["Subject"] + "".join(
+            part.get_payload(decode=True).decode() for part in message.walk() if part.get_content_type() == "text/html"
+        )
         assert "timesheets_weekly_to_accounting" in mail and "FAILED" in mail and "2026-10-23 17:00" in mail
         slack = _Webhook.received[-1].decode()
         assert TIMESHEETS in slack and "FAILED" in slack and "first exceptions" in slack and "time_entry." in slack
@@ -212,7 +237,13 @@ def api_server(tmp_path):
         "AIRFLOW__API_AUTH__JWT_SECRET": "finance-page-test-secret",
     }
     log = (tmp_path / "api-server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -233,7 +264,11 @@ def _login(url: str, username: str, password: str) -> str:
     import json
     import urllib.request
 
-    request = urllib.request.Request(f"{url}/auth/token", data=json.dumps({"username": username, "password": password}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/auth/token",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())["access_token"]
 
@@ -245,7 +280,9 @@ def test_finance_routes_refuse_anonymous_and_garbage_tokens(api_server, accounti
         assert _get(url + route, {"Authorization": "Bearer not-a-token"})[0] in (401, 403), route
         assert _get(url + route, {"Cookie": "_token=eyJhbGciOiJIUzI1NiJ9.e30.garbage"})[0] in (401, 403), route
     status, _, headers = _get(url + "/finance/", {"Accept": "text/html"})
-    assert status == 303 and headers["location"].startswith("/auth/login") and "next=" in headers["location"]  # a browser goes to the login page
+    assert (
+        status == 303 and headers["location"].startswith("/auth/login") and "next=" in headers["location"]
+    )  # a browser goes to the login page
 
     token = _login(url, "finance", password)
     status, body, _ = _get(url + "/finance/", {"Authorization": f"Bearer {token}"})
@@ -256,14 +293,18 @@ def test_finance_routes_refuse_anonymous_and_garbage_tokens(api_server, accounti
     assert _get(url + "/finance/runs.csv?period=garbage", {"Cookie": f"_token={token}"})[0] == 400
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (make test installs it when run as root)"
+)
 def test_finance_page_in_the_airflow_ui_renders_runs_exceptions_and_csv(dagbag, sandbox, accounting_warehouse, psa_warehouse, api_server):
     from playwright.sync_api import sync_playwright
 
     assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
     url, password = api_server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new", "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new", "--disable-background-networking"]
+        )
         page = browser.new_page(accept_downloads=True)
         page.goto(f"{url}/finance/")
         page.wait_for_url("**/auth/login**")  # no login yet: Airflow's login page
@@ -287,11 +328,14 @@ def test_finance_page_in_the_airflow_ui_renders_runs_exceptions_and_csv(dagbag, 
 def test_csv_cells_that_look_like_formulas_are_neutralised():
     from backbone.ledger import to_csv
 
-    text = to_csv([{"key": "=HYPERLINK(\"http://x\")", "rule": "+1", "reason": "-2+3", "flow": "@SUM(A1)", "amount": -5}], ["key", "rule", "reason", "flow", "amount"])
+    text = to_csv(
+        [{"key": '=HYPERLINK("http://x")', "rule": "+1", "reason": "-2+3", "flow": "@SUM(A1)", "amount": -5}],
+        ["key", "rule", "reason", "flow", "amount"],
+    )
     import csv
     import io
 
-    assert list(csv.reader(io.StringIO(text)))[1] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)", "-5"]
+    assert list(csv.reader(io.StringIO(text)))[1] == ['\'=HYPERLINK("http://x")', "'+1", "'-2+3", "'@SUM(A1)", "-5"]
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,11 @@ POISON = {
 
 
 def _approved_valid(state) -> set[str]:
-    week = [e for e in state.psa_time.entries if e["approval_status"] == "approved" and WEEK_START <= datetime.fromisoformat(e["approved_at"].replace("Z", "+00:00")) < WEEK_END]
+    week = [
+        e
+        for e in state.psa_time.entries
+        if e["approval_status"] == "approved" and WEEK_START <= datetime.fromisoformat(e["approved_at"].replace("Z", "+00:00")) < WEEK_END
+    ]
     return {e["id"] for e in week if e["id"] not in state.psa_time.bad_entries}
 
 
@@ -76,13 +80,17 @@ def test_poison_time_entries_are_quarantined_and_every_valid_entry_still_goes_ou
 
     # A rerun changes nothing and still names each poison record once.
     assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
-    assert scalar(accounting_warehouse, "SELECT count(DISTINCT entry_id) FROM acct.time_export WHERE posting_status = 'posted'") == len(valid)
+    assert scalar(accounting_warehouse, "SELECT count(DISTINCT entry_id) FROM acct.time_export WHERE posting_status = 'posted'") == len(
+        valid
+    )
 
 
 def test_a_deal_name_with_nul_is_one_exception_not_a_failed_run(dagbag, sandbox, psa_warehouse):
     state = sandbox.state
     bad = set(state.crm.bad_deals)
-    deal_id = next(d for d, o in sorted(state.crm.objects["deals"].items()) if d not in bad and o["properties"].get("dealstage") == "closedwon")
+    deal_id = next(
+        d for d, o in sorted(state.crm.objects["deals"].items()) if d not in bad and o["properties"].get("dealstage") == "closedwon"
+    )
     state.crm.objects["deals"][deal_id]["properties"]["dealname"] = "Poisoned\x00deal"
     assert run_dag(dagbag, "crm_closed_won_to_psa", ANCHOR).state == "success"
     record = rows(psa_warehouse, "SELECT extracted, loaded, quarantined FROM ops.flow_run WHERE flow = 'crm_closed_won_to_psa'")[0]
@@ -97,14 +105,21 @@ def test_two_runs_of_one_interval_never_interleave_and_never_end_green_and_empty
     env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")}
     dates = [WEEK_END + timedelta(hours=1), WEEK_END + timedelta(hours=1, seconds=1)]  # both: the week ending WEEK_END
     processes = [
-        subprocess.Popen([sys.executable, "-m", "airflow", "dags", "test", TIMESHEETS, d.isoformat()], env=env, stdout=(tmp_path / f"run{i}.log").open("w"), stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, "-m", "airflow", "dags", "test", TIMESHEETS, d.isoformat()],
+            env=env,
+            stdout=(tmp_path / f"run{i}.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
         for i, d in enumerate(dates)
     ]
     for process in processes:
         process.wait(timeout=600)
     logs = [(tmp_path / f"run{i}.log").read_text() for i in range(2)]
     posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
-    record = rows(accounting_warehouse, "SELECT status, extracted, valid, quarantined, written_back FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS)
+    record = rows(
+        accounting_warehouse, "SELECT status, extracted, valid, quarantined, written_back FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS
+    )
     assert len(record) == 1  # both runs cover the same interval: one record
     stopped = sum("one run per interval" in log or "another run of the same interval" in log for log in logs)
     if record[0].status == "success":
@@ -130,7 +145,11 @@ def test_the_finance_role_cannot_take_or_block_a_posting_lock(dagbag, sandbox, a
                 connection.execute(text("SELECT * FROM ops.flow_lock FOR UPDATE")).all()
             connection.rollback()
             # An advisory lock on the old lock name blocks nothing any more.
-            connection.execute(text("SELECT pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:post')), pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:outbox'))"))
+            connection.execute(
+                text(
+                    "SELECT pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:post')), pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:outbox'))"
+                )
+            )
             assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
             connection.execute(text("SELECT pg_advisory_unlock_all()"))
     finally:
@@ -138,7 +157,9 @@ def test_the_finance_role_cannot_take_or_block_a_posting_lock(dagbag, sandbox, a
     assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'") > 0
 
 
-def test_a_time_activity_whose_answer_was_lost_is_found_not_posted_again_after_requestids_are_forgotten(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+def test_a_time_activity_whose_answer_was_lost_is_found_not_posted_again_after_requestids_are_forgotten(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse
+):
     state = sandbox.state
     assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
     before = len(state.qbo.entities["TimeActivity"])
@@ -151,7 +172,11 @@ def test_a_time_activity_whose_answer_was_lost_is_found_not_posted_again_after_r
     state.qbo.request_results.clear()  # ... and QuickBooks no longer remembers the requestids
     assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
     assert len(state.qbo.entities["TimeActivity"]) == before
-    assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted' AND accounting_id IS NOT NULL AND entry_id = ANY(:ids)", ids=[r[0] for r in lost]) == len(lost)
+    assert scalar(
+        accounting_warehouse,
+        "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted' AND accounting_id IS NOT NULL AND entry_id = ANY(:ids)",
+        ids=[r[0] for r in lost],
+    ) == len(lost)
     reliability.count(faults_injected=1, survived=1, rows_compared=before)
 
 
@@ -209,7 +234,9 @@ def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconne
     Variable.set("quickbooks_default_refresh_token", "revoked-by-the-user")
     dag_run = run_dag(dagbag, TIMESHEETS, WEEK_END)  # the DAG's own retries (3) stay on
     assert dag_run.state == "failed"
-    post = next(ti for ti in dag_run.get_task_instances() if ti.task_id in ("extract_time_entries", "post_time_activities") and ti.state == "failed")
+    post = next(
+        ti for ti in dag_run.get_task_instances() if ti.task_id in ("extract_time_entries", "post_time_activities") and ti.state == "failed"
+    )
     assert post.try_number == 1  # not retried: retrying cannot fix a refused token
     failure = scalar(accounting_warehouse, "SELECT status FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS)
     assert failure == "failed"

@@ -23,7 +23,12 @@ def run(dagbag, logical_date=RUN_DAY, *, retries: int | None = None):
 def checksum(engine) -> str:
     parts = []
     for table in ("person", "person_history", "department", "skill", "certification", "time_off_day", "capacity"):
-        parts.append(scalar(engine, f"SELECT md5(coalesce(string_agg(t, '|' ORDER BY t), '')) FROM (SELECT (to_jsonb(x) - 'last_run_id')::text AS t FROM hr.{table} x) s"))
+        parts.append(
+            scalar(
+                engine,
+                f"SELECT md5(coalesce(string_agg(t, '|' ORDER BY t), '')) FROM (SELECT (to_jsonb(x) - 'last_run_id')::text AS t FROM hr.{table} x) s",
+            )
+        )
     return "/".join(parts)
 
 
@@ -44,7 +49,9 @@ def test_roster_time_off_and_capacity_land_and_reruns_change_nothing(dagbag, san
     assert scalar(hr_warehouse, "SELECT count(*) FROM hr.person") == len(hr.employees)
 
     # Bad requests are exceptions with their rule; the duplicate id counts once.
-    quarantined = {(r.source_key, r.rule) for r in rows(hr_warehouse, "SELECT source_key, rule FROM ops.quarantine WHERE entity = 'time_off'")}
+    quarantined = {
+        (r.source_key, r.rule) for r in rows(hr_warehouse, "SELECT source_key, rule FROM ops.quarantine WHERE entity = 'time_off'")
+    }
     for request_id, rule in hr.bad_requests.items():
         assert (request_id, rule) in quarantined, (request_id, rule)
     assert {k for k, _ in quarantined} == set(hr.bad_requests)
@@ -59,9 +66,17 @@ def test_roster_time_off_and_capacity_land_and_reruns_change_nothing(dagbag, san
     assert days_of(hr_warehouse, cases["cancelled"]) == {} and days_of(hr_warehouse, cases["denied"]) == {}
 
     # History: the department change and the rehire keep their effective dates; the rehire keeps its id.
-    mover = rows(hr_warehouse, "SELECT department, effective_date FROM hr.person_history WHERE hr_id = :i AND kind = 'job' ORDER BY effective_date", i=cases["department_change"])
+    mover = rows(
+        hr_warehouse,
+        "SELECT department, effective_date FROM hr.person_history WHERE hr_id = :i AND kind = 'job' ORDER BY effective_date",
+        i=cases["department_change"],
+    )
     assert [m.department for m in mover][-1] == "Data Engineering" and len(mover) == 2
-    rehire = rows(hr_warehouse, "SELECT employment_status FROM hr.person_history WHERE hr_id = :i AND kind = 'status' ORDER BY effective_date", i=cases["rehire"])
+    rehire = rows(
+        hr_warehouse,
+        "SELECT employment_status FROM hr.person_history WHERE hr_id = :i AND kind = 'status' ORDER BY effective_date",
+        i=cases["rehire"],
+    )
     assert [r[0] for r in rehire] == ["Full-Time", "Terminated", "Full-Time"]
     assert scalar(hr_warehouse, "SELECT is_active FROM hr.person WHERE hr_id = :i", i=cases["rehire"]) is True
 
@@ -73,7 +88,9 @@ def test_roster_time_off_and_capacity_land_and_reruns_change_nothing(dagbag, san
     assert scalar(hr_warehouse, "SELECT sum(available_hours) FROM hr.capacity WHERE hr_id = :i", i=cases["leaver"]) == 0
     assert scalar(hr_warehouse, "SELECT count(*) FROM hr.person_history WHERE hr_id = :i", i=cases["leaver"]) >= 2
     # The future joiner has no capacity before starting.
-    joiner_weeks = rows(hr_warehouse, "SELECT week_start, available_hours FROM hr.capacity WHERE hr_id = :i ORDER BY week_start", i=cases["future_joiner"])
+    joiner_weeks = rows(
+        hr_warehouse, "SELECT week_start, available_hours FROM hr.capacity WHERE hr_id = :i ORDER BY week_start", i=cases["future_joiner"]
+    )
     assert joiner_weeks[0][1] == 0 and joiner_weeks[-1][1] > 0
 
     # The expiring certification is in the run record.
@@ -127,7 +144,9 @@ def test_a_cancelled_request_loses_its_days_and_deltas_agree_with_a_full_load(da
     second = rows(hr_warehouse, "SELECT details FROM ops.flow_run WHERE interval_end = :e", e=next_day)[0][0]
     assert second["snapshot"] == "delta"
     assert days_of(hr_warehouse, request_id) == {}
-    assert scalar(hr_warehouse, "SELECT job_title FROM hr.person WHERE hr_id = :i", i=hr.cases["department_change"]) == "Senior Data Engineer"
+    assert (
+        scalar(hr_warehouse, "SELECT job_title FROM hr.person WHERE hr_id = :i", i=hr.cases["department_change"]) == "Senior Data Engineer"
+    )
     assert scalar(hr_warehouse, "SELECT deleted_in_hr FROM hr.person WHERE hr_id = :i", i=hr.cases["joiner"]) is True
     cancelled = next(r for r in hr.requests if str(r["id"]) == request_id)
     assert cancelled["start"] not in sandbox.state.psa.time_off[f"bamboohr:{cancelled['employeeId']}"]
@@ -138,7 +157,11 @@ def test_a_cancelled_request_loses_its_days_and_deltas_agree_with_a_full_load(da
             connection.execute(text(f"DELETE FROM hr.{table} WHERE hr_id = :i"), {"i": hr.cases["joiner"]})
     by_delta = checksum(hr_warehouse)
     with hr_warehouse.begin() as connection:  # forget everything, load the same day in one full snapshot
-        connection.execute(text("TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.capacity, ops.flow_run, ops.staged_record"))
+        connection.execute(
+            text(
+                "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.capacity, ops.flow_run, ops.staged_record"
+            )
+        )
     assert run(dagbag, next_day).state == "success"
     assert rows(hr_warehouse, "SELECT details->>'snapshot' FROM ops.flow_run")[0][0] == "full"
     assert checksum(hr_warehouse) == by_delta
@@ -147,7 +170,12 @@ def test_a_cancelled_request_loses_its_days_and_deltas_agree_with_a_full_load(da
 def test_a_503_storm_is_survived_and_a_dead_hr_system_fails_clearly(dagbag, sandbox, hr_warehouse, monkeypatch):
     from backbone.sandbox.faults import FaultRule
 
-    sandbox.state.faults.arm([FaultRule(kind="status", status=503, path_contains="/bamboohr/", times=3), FaultRule(kind="status", status=429, retry_after=1, path_contains="/time_off", times=1)])
+    sandbox.state.faults.arm(
+        [
+            FaultRule(kind="status", status=503, path_contains="/bamboohr/", times=3),
+            FaultRule(kind="status", status=429, retry_after=1, path_contains="/time_off", times=1),
+        ]
+    )
     assert run(dagbag).state == "success"
     monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
     sandbox.state.faults.arm([FaultRule(kind="malformed", path_contains="/time_off", times=100)])

@@ -41,7 +41,17 @@ def test_search_pages_through_every_match_100_at_a_time(hook, sandbox):
 def test_search_gets_past_the_10000_result_cap_by_windowing_on_object_id(monkeypatch):
     running, server, thread = start_sandbox(8767, deals=10_250, hubspot_search_per_second=0, hubspot_calls_per_ten_seconds=0)
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_HUBSPOT_CAP", json.dumps({"conn_type": "hubspot", "host": running.hubspot_url, "password": "sandbox-token", "extra": {"search_requests_per_second": 1000}}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HUBSPOT_CAP",
+            json.dumps(
+                {
+                    "conn_type": "hubspot",
+                    "host": running.hubspot_url,
+                    "password": "sandbox-token",
+                    "extra": {"search_requests_per_second": 1000},
+                }
+            ),
+        )
         hook = HubSpotHook("hubspot_cap")
         ids = [int(o["id"]) for page in window(hook) for o in page]
         assert len(ids) == 10_250 == len(set(ids))

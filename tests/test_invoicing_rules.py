@@ -19,7 +19,10 @@ def month(start: datetime, end: datetime) -> RunRef:
 
 def test_the_period_is_the_calendar_month_in_company_time():
     # October 2026 in Amsterdam: starts in summer time (UTC+2) and ends in winter time (UTC+1).
-    assert billing_period(month(datetime(2026, 9, 30, 22, tzinfo=UTC), datetime(2026, 10, 31, 23, tzinfo=UTC)), "Europe/Amsterdam") == "2026-10"
+    assert (
+        billing_period(month(datetime(2026, 9, 30, 22, tzinfo=UTC), datetime(2026, 10, 31, 23, tzinfo=UTC)), "Europe/Amsterdam")
+        == "2026-10"
+    )
     assert billing_period(month(datetime(2026, 2, 1, 5, tzinfo=UTC), datetime(2026, 3, 1, 5, tzinfo=UTC)), "America/New_York") == "2026-02"
 
 
@@ -46,15 +49,31 @@ def test_an_interval_that_is_not_a_local_month_is_refused(start, end):
     ],
 )
 def test_payment_status_follows_accountings_numbers(posting, total, balance, due, status):
-    assert payment_status(posting_status=posting, total=Decimal(total), balance=Decimal(balance), due_date=due, as_of=date(2026, 11, 15)) == status
+    assert (
+        payment_status(posting_status=posting, total=Decimal(total), balance=Decimal(balance), due_date=due, as_of=date(2026, 11, 15))
+        == status
+    )
 
 
 def test_invoice_body_uses_quickbooks_names():
     row = {"number": "2026-10-0001", "issue_date": date(2026, 10, 31), "due_date": date(2026, 11, 30), "customer_ref_id": "7", "client_name": "Acme",
            "currency": "EUR", "kind": "invoice", "psa_invoice_id": "PINV-1", "project_id": "PJ-1", "tax_amount": Decimal("21.00")}  # fmt: skip
-    lines = [{"amount": Decimal("100.00"), "description": "Ann — consulting", "item_ref_id": "41", "quantity": Decimal("1"), "rate": Decimal("100.00")}]
+    lines = [
+        {
+            "amount": Decimal("100.00"),
+            "description": "Ann — consulting",
+            "item_ref_id": "41",
+            "quantity": Decimal("1"),
+            "rate": Decimal("100.00"),
+        }
+    ]
     body = invoice_body(row, lines, "3")
     assert body["DocNumber"] == "2026-10-0001" and body["DueDate"] == "2026-11-30"
-    assert body["Line"][0]["SalesItemLineDetail"] == {"ItemRef": {"value": "41"}, "Qty": 1.0, "UnitPrice": 100.0, "TaxCodeRef": {"value": "3"}}
+    assert body["Line"][0]["SalesItemLineDetail"] == {
+        "ItemRef": {"value": "41"},
+        "Qty": 1.0,
+        "UnitPrice": 100.0,
+        "TaxCodeRef": {"value": "3"},
+    }
     assert body["TxnTaxDetail"] == {"TotalTax": 21.0}
     assert "DueDate" not in invoice_body({**row, "kind": "credit_note"}, lines, None)

@@ -12,10 +12,16 @@ from tests.conftest import ANCHOR
 from tests.helpers import rows, run_dag
 
 pytestmark = pytest.mark.e2e
-INVOICES, PAYMENTS, MILESTONES, TIMESHEETS = "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm", "timesheets_weekly_to_accounting"
-OCTOBER = (datetime(2026, 9, 30, 22, 0, tzinfo=UTC), datetime(2026, 10, 31, 23, 0, tzinfo=UTC))  # Amsterdam midnight to midnight, CEST → CET
-
-
+INVOICES, PAYMENTS, MILESTONES, TIMESHEETS = (
+    "invoices_month_end_to_accounting",
+    "payments_to_psa",
+    "psa_milestones_to_crm",
+    "timesheets_weekly_to_accounting",
+)
+OCTOBER = (
+    datetime(2026, 9, 30, 22, 0, tzinfo=UTC),
+    datetime(2026, 10, 31, 23, 0, tzinfo=UTC),
+)  # Amsterdam midnight to midnight, CEST → CET
 
 
 def run(dagbag, flow, logical_date):
@@ -30,7 +36,10 @@ def export_october_time(dagbag, sandbox):
 
 
 def invoice_state(engine) -> str:
-    return rows(engine, "SELECT md5(string_agg(row(psa_invoice_id, posting_status, accounting_id, hold_rule, total)::text, '|' ORDER BY psa_invoice_id)) FROM acct.invoice")[0][0]
+    return rows(
+        engine,
+        "SELECT md5(string_agg(row(psa_invoice_id, posting_status, accounting_id, hold_rule, total)::text, '|' ORDER BY psa_invoice_id)) FROM acct.invoice",
+    )[0][0]
 
 
 @pytest.fixture
@@ -45,11 +54,17 @@ def test_month_end_posts_checked_invoices_once_and_holds_the_rest(dagbag, month_
     state = month_closed
     held = dict(rows(accounting_warehouse, "SELECT psa_invoice_id, hold_rule FROM acct.invoice WHERE posting_status = 'held'"))
     assert set(held) == set(state.billing.bad_invoices)
-    reasons = {(r.source_key, r.rule) for r in rows(accounting_warehouse, "SELECT source_key, rule FROM ops.quarantine WHERE flow = :f", f=INVOICES)}
+    reasons = {
+        (r.source_key, r.rule)
+        for r in rows(accounting_warehouse, "SELECT source_key, rule FROM ops.quarantine WHERE flow = :f", f=INVOICES)
+    }
     for invoice_id, rule in state.billing.bad_invoices.items():
         assert (invoice_id, rule) in reasons, (invoice_id, rule)
 
-    posted = rows(accounting_warehouse, "SELECT psa_invoice_id, number, kind, accounting_id, total, currency FROM acct.invoice WHERE posting_status = 'posted'")
+    posted = rows(
+        accounting_warehouse,
+        "SELECT psa_invoice_id, number, kind, accounting_id, total, currency FROM acct.invoice WHERE posting_status = 'posted'",
+    )
     invoices = [p for p in posted if p.kind == "invoice"]
     credit_notes = [p for p in posted if p.kind == "credit_note"]
     assert len(invoices) == len(state.qbo.entities["Invoice"]) and len(credit_notes) == len(state.qbo.entities["CreditMemo"]) == 1
@@ -58,9 +73,17 @@ def test_month_end_posts_checked_invoices_once_and_holds_the_rest(dagbag, month_
         assert by_id[p.accounting_id]["DocNumber"] == p.number
         assert Decimal(str(by_id[p.accounting_id]["TotalAmt"])) == p.total
     voided_in_psa = [i["id"] for i in state.billing.invoices if i["status"] == "voided"]
-    assert rows(accounting_warehouse, "SELECT posting_status FROM acct.invoice WHERE psa_invoice_id = :i", i=voided_in_psa[0])[0][0] == "not_posted"
+    assert (
+        rows(accounting_warehouse, "SELECT posting_status FROM acct.invoice WHERE psa_invoice_id = :i", i=voided_in_psa[0])[0][0]
+        == "not_posted"
+    )
     # Every T&M invoice that was posted reconciled with exported time; multi-currency totals are kept apart.
-    failed_reconciliations = {r[0] for r in rows(accounting_warehouse, "SELECT psa_invoice_id FROM acct.reconciliation WHERE check_name = 'time.reconciles' AND NOT passed")}
+    failed_reconciliations = {
+        r[0]
+        for r in rows(
+            accounting_warehouse, "SELECT psa_invoice_id FROM acct.reconciliation WHERE check_name = 'time.reconciles' AND NOT passed"
+        )
+    }
     assert failed_reconciliations == {i for i, rule in state.billing.bad_invoices.items() if rule == "invoice.time.reconciles"}
     record = rows(accounting_warehouse, "SELECT * FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0]._mapping
     assert record["status"] == "success" and record["details"]["held"] == len(held)
@@ -78,17 +101,26 @@ def test_month_end_posts_checked_invoices_once_and_holds_the_rest(dagbag, month_
 
 def test_a_rerun_after_the_requestid_window_finds_the_invoice_by_number(dagbag, month_closed, accounting_warehouse):
     state = month_closed
-    invoice_id, accounting_id = rows(accounting_warehouse, "SELECT psa_invoice_id, accounting_id FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' LIMIT 1")[0]
+    invoice_id, accounting_id = rows(
+        accounting_warehouse,
+        "SELECT psa_invoice_id, accounting_id FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' LIMIT 1",
+    )[0]
     with accounting_warehouse.begin() as connection:  # as if the task died after QuickBooks answered, long ago
-        connection.execute(text("UPDATE acct.invoice SET posting_status = 'pending', accounting_id = NULL WHERE psa_invoice_id = :i"), {"i": invoice_id})
+        connection.execute(
+            text("UPDATE acct.invoice SET posting_status = 'pending', accounting_id = NULL WHERE psa_invoice_id = :i"), {"i": invoice_id}
+        )
     state.qbo.request_results.clear()
     count = len(state.qbo.entities["Invoice"])
     run(dagbag, INVOICES, ANCHOR)
     assert len(state.qbo.entities["Invoice"]) == count
-    assert rows(accounting_warehouse, "SELECT posting_status, accounting_id FROM acct.invoice WHERE psa_invoice_id = :i", i=invoice_id)[0] == ("posted", accounting_id)
+    assert rows(accounting_warehouse, "SELECT posting_status, accounting_id FROM acct.invoice WHERE psa_invoice_id = :i", i=invoice_id)[
+        0
+    ] == ("posted", accounting_id)
 
 
-def test_a_post_that_times_out_after_accounting_created_it_is_one_invoice(dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch):
+def test_a_post_that_times_out_after_accounting_created_it_is_one_invoice(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
+):
     from backbone.sandbox.faults import FaultRule
 
     export_october_time(dagbag, sandbox)
@@ -101,7 +133,10 @@ def test_a_post_that_times_out_after_accounting_created_it_is_one_invoice(dagbag
 
 def test_void_payments_and_milestones_flow_back(dagbag, month_closed, accounting_warehouse, psa_warehouse):
     state = month_closed
-    posted = rows(accounting_warehouse, "SELECT psa_invoice_id, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' ORDER BY number")
+    posted = rows(
+        accounting_warehouse,
+        "SELECT psa_invoice_id, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' ORDER BY number",
+    )
     (void_id, void_ref, _), (pay_id, pay_ref, pay_total) = posted[0], posted[1]
 
     state.billing.void(void_id)

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_docker_compose_runs_airflow3_with_celery_redis_and_two_postgres():
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
     services = compose["services"]
-    assert {"postgres", "warehouse", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-worker", "airflow-dag-processor"} <= set(services)
+    assert {"postgres", "warehouse", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-worker", "airflow-dag-processor"} <= set(
+        services
+    )
     worker = services["airflow-worker"]
     assert worker["image"].startswith("${AIRFLOW_IMAGE_NAME:-apache/airflow:3.")
     assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
@@ -36,7 +38,15 @@ def test_requirements_are_pinned():
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert all("==" in line for line in lines)
     names = {line.split("==")[0].lower().replace("_", "-") for line in lines}
-    assert {"apache-airflow", "apache-airflow-providers-http", "pandas", "great-expectations", "sqlalchemy", "psycopg2-binary", "pytest"} <= names
+    assert {
+        "apache-airflow",
+        "apache-airflow-providers-http",
+        "pandas",
+        "great-expectations",
+        "sqlalchemy",
+        "psycopg2-binary",
+        "pytest",
+    } <= names
 
 
 def test_ci_runs_exactly_the_readme_test_command():

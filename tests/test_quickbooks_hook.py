@@ -104,7 +104,12 @@ def test_rejected_writes_fail_at_once_with_the_fault_message(hook, sandbox):
 
 
 def test_throttling_and_server_errors_are_retried(hook, sandbox):
-    sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/query", times=2), FaultRule(kind="status", status=503, path_contains="/query", times=1)])
+    sandbox.state.faults.arm(
+        [
+            FaultRule(kind="status", status=429, path_contains="/query", times=2),
+            FaultRule(kind="status", status=503, path_contains="/query", times=1),
+        ]
+    )
     assert sum(len(p) for p in hook.query_all("Item")) == len(sandbox.state.qbo.entities["Item"])
     assert sandbox.state.faults.fired["status"] == 3
 

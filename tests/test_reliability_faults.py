@@ -24,7 +24,6 @@ WEEK_END = datetime(2026, 10, 30, 16, 0, tzinfo=UTC)
 HR_DAY = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
 
 
-
 def run(dagbag, flow, logical_date, *, retries: int | None = None) -> str:
     return run_dag(dagbag, flow, logical_date, retries=retries).state
 
@@ -40,23 +39,36 @@ def state_of(flow: str, sandbox, psa, accounting) -> dict[str, object]:
     s = sandbox.state
     if flow == "crm_closed_won_to_psa":
         return {
-            "warehouse": md5(psa, "SELECT row(p.*)::text FROM psa.project p UNION ALL SELECT row(c.*)::text FROM psa.client c UNION ALL SELECT row(k.*)::text FROM psa.contact k "
-                                  "UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q"),  # fmt: skip
+            "warehouse": md5(
+                psa,
+                "SELECT row(p.*)::text FROM psa.project p UNION ALL SELECT row(c.*)::text FROM psa.client c UNION ALL SELECT row(k.*)::text FROM psa.contact k "
+                "UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q",
+            ),  # fmt: skip
             "psa_projects": sorted((p["external_id"], p["name"], p["budget"]) for p in s.psa.projects.values()),
             "crm_links": sorted((d, o["properties"].get("psa_project_id")) for d, o in s.crm.objects["deals"].items()),
         }
     if flow == "timesheets_weekly_to_accounting":
         return {
-            "warehouse": md5(accounting, "SELECT row(entry_id, entry_version, run_id, content_hash, customer_ref_id, item_ref_id, hours, minutes, amount, action, request_id, posting_status)::text FROM acct.time_export "
-                                         "UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q"),  # fmt: skip
+            "warehouse": md5(
+                accounting,
+                "SELECT row(entry_id, entry_version, run_id, content_hash, customer_ref_id, item_ref_id, hours, minutes, amount, action, request_id, posting_status)::text FROM acct.time_export "
+                "UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q",
+            ),  # fmt: skip
             "mirror": md5(psa, "SELECT (to_jsonb(t) - 'last_run_id')::text FROM psa.time_entry t"),
-            "time_activities": sorted(Counter((a["Description"], a["Hours"], a["Minutes"], a["HourlyRate"]) for a in s.qbo.entities["TimeActivity"].values()).items()),
+            "time_activities": sorted(
+                Counter(
+                    (a["Description"], a["Hours"], a["Minutes"], a["HourlyRate"]) for a in s.qbo.entities["TimeActivity"].values()
+                ).items()
+            ),
         }
     if flow == "hr_roster_pto_to_psa":
         return {
-            "warehouse": md5(psa, "SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.time_off_day x "
-                                  "UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person_history x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.skill x "
-                                  "UNION ALL SELECT (to_jsonb(x))::text FROM hr.capacity x UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q"),  # fmt: skip
+            "warehouse": md5(
+                psa,
+                "SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.time_off_day x "
+                "UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person_history x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.skill x "
+                "UNION ALL SELECT (to_jsonb(x))::text FROM hr.capacity x UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q",
+            ),  # fmt: skip
             "psa_people": sorted((k, p["name"], p["role"], p["active"]) for k, p in s.psa.people.items()),
             "psa_time_off": sorted((k, sorted(v.items())) for k, v in s.psa.time_off.items()),
         }
@@ -122,7 +134,9 @@ def test_paging_faults_in_hubspot_search(kind, dagbag, clean, monkeypatch):
         running.state.faults.arm([FaultRule(kind=kind, path_contains="/search", times=1)])
         if kind == "empty_page":
             assert run(dagbag, "crm_closed_won_to_psa", ANCHOR) == "success"
-            won = [d for d in running.state.crm.objects["deals"].values() if d["properties"]["dealstage"] in ("closedwon", "renewal_signed")]
+            won = [
+                d for d in running.state.crm.objects["deals"].values() if d["properties"]["dealstage"] in ("closedwon", "renewal_signed")
+            ]
             with psa.connect() as connection:
                 record = connection.execute(text("SELECT extracted, loaded, quarantined FROM ops.flow_run")).one()
             assert record.extracted == len(won) == record.loaded + record.quarantined  # nothing lost
@@ -190,7 +204,9 @@ def test_a_second_run_cannot_post_while_the_first_is_posting(dagbag, sandbox, cl
     from backbone.warehouse.ops import exclusive
 
     psa, accounting = clean
-    with exclusive(accounting, "timesheets_weekly_to_accounting:post", what="another run holds the posting lock"):  # another run of the flow is posting
+    with exclusive(
+        accounting, "timesheets_weekly_to_accounting:post", what="another run holds the posting lock"
+    ):  # another run of the flow is posting
         assert run(dagbag, "timesheets_weekly_to_accounting", WEEK_END, retries=0) == "failed"
         assert len(sandbox.state.qbo.entities["TimeActivity"]) == 0
     assert run(dagbag, "timesheets_weekly_to_accounting", WEEK_END) == "success"

@@ -68,13 +68,20 @@ def test_sigkill_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, a
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     state.faults.clear()
-    record = rows(accounting_warehouse, "SELECT status, details->>'airflow_run_id' AS owner FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS)[0]
+    record = rows(
+        accounting_warehouse, "SELECT status, details->>'airflow_run_id' AS owner FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS
+    )[0]
     assert record.status == "running"  # nothing could close it: the process is gone
 
     # Airflow notices the dead run; the next run of the flow (another week) closes the record as failed.
     _mark_dag_run_failed(record.owner)
     assert run_dag(dagbag, TIMESHEETS, WEEK_END + timedelta(days=7)).state == "success"
-    closed = rows(accounting_warehouse, "SELECT status, details->>'failure' AS failure FROM ops.flow_run WHERE flow = :f AND interval_end = :e", f=TIMESHEETS, e=WEEK_END)[0]
+    closed = rows(
+        accounting_warehouse,
+        "SELECT status, details->>'failure' AS failure FROM ops.flow_run WHERE flow = :f AND interval_end = :e",
+        f=TIMESHEETS,
+        e=WEEK_END,
+    )[0]
     assert closed.status == "failed" and "ended without closing" in closed.failure
 
     assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"

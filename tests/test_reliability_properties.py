@@ -24,13 +24,40 @@ from sqlalchemy import text
 from tests import reliability
 from tests.conftest import ROOT
 
-PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 HOSTILE_TEXT = st.one_of(
     st.text(max_size=30),
-    st.sampled_from(["", " ", "Robert'); DROP TABLE acct.time_export;--", "株式会社テスト", "🚀☕", "x" * 5000, "\x00", "NaN", "Infinity", "-1e400", "1e308", "0000-00-00", "2026-02-30", "9999-12-31"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "Robert'); DROP TABLE acct.time_export;--",
+            "株式会社テスト",
+            "🚀☕",
+            "x" * 5000,
+            "\x00",
+            "NaN",
+            "Infinity",
+            "-1e400",
+            "1e308",
+            "0000-00-00",
+            "2026-02-30",
+            "9999-12-31",
+        ]
+    ),
 )
-ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**20), max_value=10**20), st.floats(allow_nan=True, allow_infinity=True), HOSTILE_TEXT, st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    HOSTILE_TEXT,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 
 
 def mutated(base: dict, fields: list[str]) -> st.SearchStrategy[dict]:
@@ -78,7 +105,10 @@ ENTRY_FIELDS = ["id", "version", "spent_date", "hours", "billable", "billable_ra
 def test_time_entries_never_crash_and_always_balance(entries):
     from backbone.flows.timesheets import entry_key, judge_chunk
 
-    chunk = [{"source_key": entry_key(str(e.get("id")), e.get("version")) + f"#{n}", "payload": e, "canonical": None, "status": "staged"} for n, e in enumerate(entries)]
+    chunk = [
+        {"source_key": entry_key(str(e.get("id")), e.get("version")) + f"#{n}", "payload": e, "canonical": None, "status": "staged"}
+        for n, e in enumerate(entries)
+    ]
     verdicts, quarantine = judge_chunk(chunk, REFS, overfull_days=set(), last_work_date=date(2026, 10, 30), exported_hashes={})
     check_invariant([c["source_key"] for c in chunk], verdicts, quarantine)
     for _, status, line in verdicts:
@@ -139,7 +169,21 @@ GOOD_INVOICE = {
     "due_date": "2026-11-30", "lines": [{"line_id": "L1", "kind": "time", "quantity": "10", "rate": "100.00", "amount": "1000.00"}],
     "subtotal": "1000.00", "tax_code": "VAT21", "tax_amount": "210.00", "total": "1210.00", "credit_note_for": None,
 }  # fmt: skip
-INVOICE_FIELDS = ["id", "number", "type", "billing_type", "client.name", "currency", "issue_date", "lines", "subtotal", "tax_code", "tax_amount", "total", "project.crm_deal_id"]
+INVOICE_FIELDS = [
+    "id",
+    "number",
+    "type",
+    "billing_type",
+    "client.name",
+    "currency",
+    "issue_date",
+    "lines",
+    "subtotal",
+    "tax_code",
+    "tax_amount",
+    "total",
+    "project.crm_deal_id",
+]
 
 
 @PROPERTY_SETTINGS
@@ -164,12 +208,18 @@ def test_a_new_field_is_reported_and_a_removed_required_field_quarantines(dagbag
     entries = sandbox.state.psa_time.entries
     for entry in entries:
         entry["overtime_flag"] = False  # the vendor added a field
-    victim = next(e for e in entries if e["approved_at"] and e["approved_at"].startswith("2026-10-30") and e["id"] not in sandbox.state.psa_time.bad_entries)
+    victim = next(
+        e
+        for e in entries
+        if e["approved_at"] and e["approved_at"].startswith("2026-10-30") and e["id"] not in sandbox.state.psa_time.bad_entries
+    )
     del victim["billable_rate"]  # and dropped one we need, on one entry
     assert dagbag.get_dag("timesheets_weekly_to_accounting").test(logical_date=datetime(2026, 10, 30, 16, tzinfo=UTC)).state == "success"
     with accounting_warehouse.connect() as connection:
         drift = connection.execute(text("SELECT details->'schema_drift' FROM ops.flow_run")).scalar_one()
-        rules = {r[0] for r in connection.execute(text("SELECT rule FROM ops.quarantine WHERE source_key = :k"), {"k": f"{victim['id']}:v1"})}
+        rules = {
+            r[0] for r in connection.execute(text("SELECT rule FROM ops.quarantine WHERE source_key = :k"), {"k": f"{victim['id']}:v1"})
+        }
     assert drift["new_fields"]["overtime_flag"] > 0 and drift["missing_fields"] == {"billable_rate": 1}
     assert rules == {"time_entry.hourly_rate.required"}
     reliability.count(faults_injected=2, survived=2)
@@ -190,7 +240,14 @@ def test_no_secret_reaches_a_log_or_the_ledger(dagbag, sandbox, accounting_wareh
     ledger = ""
     for engine in (accounting_warehouse, psa_warehouse):
         with engine.connect() as connection:
-            ledger += json.dumps([r[0] for r in connection.execute(text("SELECT row(f.*)::text FROM ops.flow_run f UNION ALL SELECT row(q.*)::text FROM ops.quarantine q"))])
+            ledger += json.dumps(
+                [
+                    r[0]
+                    for r in connection.execute(
+                        text("SELECT row(f.*)::text FROM ops.flow_run f UNION ALL SELECT row(q.*)::text FROM ops.quarantine q")
+                    )
+                ]
+            )
     runtime_tokens = list(sandbox.state.qbo.access_tokens) + list(sandbox.state.qbo.refresh_tokens)
     secrets = ["sandbox-token", QBO_CLIENT_SECRET, QBO_INITIAL_REFRESH_TOKEN, *runtime_tokens]
     assert len(logs) > 1000  # the runs did log
@@ -209,7 +266,11 @@ def test_sql_is_never_built_from_data():
     found = set()
     for path in (ROOT / "include" / "backbone").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("text", "exec_driver_sql", "execute"):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "text",
+                "exec_driver_sql",
+                "execute",
+            ):
                 for arg in node.args[:1]:
                     if isinstance(arg, ast.JoinedStr):
                         for value in arg.values:
@@ -222,7 +283,12 @@ def test_the_sandbox_listens_on_loopback_only(tmp_path):
     import psutil
 
     port = 8799
-    process = subprocess.Popen([sys.executable, "-m", "backbone.sandbox", "--port", str(port), "--deals", "10", "--people", "6"], env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backbone.sandbox", "--port", str(port), "--deals", "10", "--people", "6"],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(100):
             listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]

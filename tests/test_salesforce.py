@@ -73,7 +73,10 @@ def test_the_org_api_limit_is_respected(hook, sandbox):
 
 
 def test_bad_credentials_and_bad_queries_fail_at_once(sandbox, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", '{"conn_type": "salesforce", "host": "' + sandbox.url + '/salesforce", "login": "x", "password": "y"}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SALESFORCE_DEFAULT",
+        '{"conn_type": "salesforce", "host": "' + sandbox.url + '/salesforce", "login": "x", "password": "y"}',
+    )
     with pytest.raises(FatalApiError, match="refused the OAuth grant"):
         SalesforceHook().stage_labels()
     monkeypatch.undo()
@@ -88,8 +91,14 @@ def test_server_errors_are_retried(hook, sandbox):
 
 
 def test_soql_subset():
-    query = soql.parse("SELECT Id, Account.Name FROM Opportunity WHERE IsWon = true AND (Amount > 10 OR Id IN ('a', 'b')) ORDER BY SystemModstamp ASC, Id LIMIT 5")
-    records = [{"Id": "a", "IsWon": True, "Amount": 1.0}, {"Id": "c", "IsWon": True, "Amount": 11.0}, {"Id": "d", "IsWon": False, "Amount": 99.0}]
+    query = soql.parse(
+        "SELECT Id, Account.Name FROM Opportunity WHERE IsWon = true AND (Amount > 10 OR Id IN ('a', 'b')) ORDER BY SystemModstamp ASC, Id LIMIT 5"
+    )
+    records = [
+        {"Id": "a", "IsWon": True, "Amount": 1.0},
+        {"Id": "c", "IsWon": True, "Amount": 11.0},
+        {"Id": "d", "IsWon": False, "Amount": 99.0},
+    ]
     assert [r["Id"] for r in soql.run(query, records)] == ["a", "c"]
     assert soql_string("O'Brien \\ Co") == "'O\\'Brien \\\\ Co'"
     assert soql.parse("SELECT Id FROM Account WHERE Name = " + soql_string("O'Brien")).where == ("cmp", "Name", "=", "O'Brien")

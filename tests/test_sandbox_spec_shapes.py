@@ -30,13 +30,20 @@ SEARCH_RESPONSE = {  # CollectionResponseWithTotalSimplePublicObjectForwardPagin
     "properties": {
         "total": {"type": "integer"},
         "results": {"type": "array", "items": SIMPLE_PUBLIC_OBJECT},
-        "paging": {"type": "object", "required": ["next"], "properties": {"next": {"type": "object", "required": ["after"], "properties": {"after": {"type": "string"}}}}},
+        "paging": {
+            "type": "object",
+            "required": ["next"],
+            "properties": {"next": {"type": "object", "required": ["after"], "properties": {"after": {"type": "string"}}}},
+        },
     },
 }
 BATCH_RESPONSE = {
     "type": "object",
     "required": ["status", "results", "startedAt", "completedAt"],
-    "properties": {"status": {"enum": ["PENDING", "PROCESSING", "CANCELED", "COMPLETE"]}, "results": {"type": "array", "items": SIMPLE_PUBLIC_OBJECT}},
+    "properties": {
+        "status": {"enum": ["PENDING", "PROCESSING", "CANCELED", "COMPLETE"]},
+        "results": {"type": "array", "items": SIMPLE_PUBLIC_OBJECT},
+    },
 }
 ASSOCIATIONS_V4 = {
     "type": "object",
@@ -49,7 +56,17 @@ ASSOCIATIONS_V4 = {
                 "required": ["from", "to"],
                 "properties": {
                     "from": {"type": "object", "required": ["id"]},
-                    "to": {"type": "array", "items": {"type": "object", "required": ["toObjectId", "associationTypes"], "properties": {"toObjectId": {"type": "integer"}, "associationTypes": {"type": "array", "items": {"type": "object", "required": ["category", "typeId"]}}}}},
+                    "to": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["toObjectId", "associationTypes"],
+                            "properties": {
+                                "toObjectId": {"type": "integer"},
+                                "associationTypes": {"type": "array", "items": {"type": "object", "required": ["category", "typeId"]}},
+                            },
+                        },
+                    },
                 },
             },
         }
@@ -58,7 +75,24 @@ ASSOCIATIONS_V4 = {
 PIPELINES = {
     "type": "object",
     "required": ["results"],
-    "properties": {"results": {"type": "array", "items": {"type": "object", "required": ["id", "label", "displayOrder", "stages", "createdAt", "updatedAt", "archived"], "properties": {"stages": {"type": "array", "items": {"type": "object", "required": ["id", "label", "displayOrder", "metadata", "createdAt", "updatedAt", "archived"]}}}}}},
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "label", "displayOrder", "stages", "createdAt", "updatedAt", "archived"],
+                "properties": {
+                    "stages": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "label", "displayOrder", "metadata", "createdAt", "updatedAt", "archived"],
+                        },
+                    }
+                },
+            },
+        }
+    },
 }
 ERROR = {"type": "object", "required": ["status", "message", "correlationId", "category"]}
 AUTH = {"Authorization": "Bearer sandbox-token"}
@@ -73,8 +107,12 @@ def test_hubspot_responses_have_the_published_shapes(sandbox):
     jsonschema.validate(requests.get(f"{base}/crm/v3/pipelines/deals", headers=AUTH, timeout=10).json(), PIPELINES)
     for path in ("0-3", "deals"):
         jsonschema.validate(post(f"{base}/crm/v3/objects/{path}/search", {"limit": 100, "filterGroups": []}).json(), SEARCH_RESPONSE)
-    jsonschema.validate(post(f"{base}/crm/v3/objects/companies/batch/read", {"properties": ["name"], "inputs": [{"id": "1000000"}]}).json(), BATCH_RESPONSE)
-    jsonschema.validate(post(f"{base}/crm/v4/associations/deals/companies/batch/read", {"inputs": [{"id": "3000000"}]}).json(), ASSOCIATIONS_V4)
+    jsonschema.validate(
+        post(f"{base}/crm/v3/objects/companies/batch/read", {"properties": ["name"], "inputs": [{"id": "1000000"}]}).json(), BATCH_RESPONSE
+    )
+    jsonschema.validate(
+        post(f"{base}/crm/v4/associations/deals/companies/batch/read", {"inputs": [{"id": "3000000"}]}).json(), ASSOCIATIONS_V4
+    )
     jsonschema.validate(requests.get(f"{base}/crm/v3/objects/0-3/3000000", headers=AUTH, timeout=10).json(), SIMPLE_PUBLIC_OBJECT)
 
 
@@ -187,7 +225,12 @@ def test_quickbooks_answers_use_the_xsd_names(sandbox):
     assert set(raw["QueryResponse"]) <= _fields_of(types, "QueryResponse") | {"Item"}
 
     token = hook.access_token()
-    fault = requests.post(f"{sandbox.quickbooks_url}/v3/company/9341455000000001/timeactivity", json={"TxnDate": "x"}, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    fault = requests.post(
+        f"{sandbox.quickbooks_url}/v3/company/9341455000000001/timeactivity",
+        json={"TxnDate": "x"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert fault.status_code == 400
     assert set(fault.json()) <= _fields_of(types, "IntuitResponse")
     assert set(fault.json()["Fault"]) <= _fields_of(types, "Fault")
@@ -206,14 +249,22 @@ def test_quickbooks_invoices_and_payments_use_the_xsd_names(sandbox):
     customer = next(iter(state.qbo.entities["Customer"].values()))
     item = next(iter(state.qbo.entities["Item"].values()))
     tax = next(iter(state.qbo.entities["TaxCode"].values()))
-    line = {"Amount": 100.0, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1.0, "UnitPrice": 100.0, "TaxCodeRef": {"value": tax["Id"]}}}
+    line = {
+        "Amount": 100.0,
+        "DetailType": "SalesItemLineDetail",
+        "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1.0, "UnitPrice": 100.0, "TaxCodeRef": {"value": tax["Id"]}},
+    }
     invoice = hook.create("Invoice", {"DocNumber": "T-1", "TxnDate": "2026-10-31", "DueDate": "2026-11-30", "CustomerRef": {"value": customer["Id"]}, "Line": [line],
                                       "TxnTaxDetail": {"TotalTax": 21.0}}, request_id="shape-inv").body  # fmt: skip
     assert set(invoice) <= _fields_of(types, "Invoice")
     assert set(invoice["Line"][0]) <= _fields_of(types, "Line")
     assert set(invoice["Line"][0]["SalesItemLineDetail"]) <= _fields_of(types, "SalesItemLineDetail")
     assert set(invoice["TxnTaxDetail"]) <= _fields_of(types, "TxnTaxDetail")
-    memo = hook.create("CreditMemo", {"DocNumber": "C-1", "TxnDate": "2026-10-31", "CustomerRef": {"value": customer["Id"]}, "Line": [line]}, request_id="shape-cm").body
+    memo = hook.create(
+        "CreditMemo",
+        {"DocNumber": "C-1", "TxnDate": "2026-10-31", "CustomerRef": {"value": customer["Id"]}, "Line": [line]},
+        request_id="shape-cm",
+    ).body
     assert set(memo) <= _fields_of(types, "CreditMemo")
     payment = state.qbo.pay(invoice["Id"], Decimal("50"))
     assert set(payment) <= _fields_of(types, "Payment")

@@ -16,8 +16,20 @@ REFS = AccountingReferences.from_rows(
         {"entity": "Customer", "match_key": normalise("Acme B.V."), "ref_id": "11", "name": "Acme B.V.", "extra": {}},
         {"entity": "Employee", "match_key": "ann@people.example", "ref_id": "21", "name": "Ann Smith", "extra": {}},
         {"entity": "Vendor", "match_key": "cy@people.example", "ref_id": "31", "name": "Cy Contractor", "extra": {}},
-        {"entity": "Item", "match_key": normalise("Consulting Services"), "ref_id": "41", "name": "Consulting Services", "extra": {"income_account": "4000 Consulting Revenue"}},
-        {"entity": "Item", "match_key": normalise("Software Development"), "ref_id": "42", "name": "Software Development", "extra": {"income_account": "9999 Wrong Account"}},
+        {
+            "entity": "Item",
+            "match_key": normalise("Consulting Services"),
+            "ref_id": "41",
+            "name": "Consulting Services",
+            "extra": {"income_account": "4000 Consulting Revenue"},
+        },
+        {
+            "entity": "Item",
+            "match_key": normalise("Software Development"),
+            "ref_id": "42",
+            "name": "Software Development",
+            "extra": {"income_account": "9999 Wrong Account"},
+        },
     ]
 )
 GOOD = {
@@ -57,7 +69,12 @@ def test_a_good_entry_becomes_an_outbox_line_with_codes_and_amount():
     assert quarantine == []
     line = verdicts[0][2]
     assert (line["customer_ref_id"], line["person_ref_id"], line["name_of"], line["item_ref_id"]) == ("11", "21", "Employee", "41")
-    assert (line["gl_account"], line["minutes"], line["amount"], line["billable_status"]) == ("4000 Consulting Revenue", 465, "852.50", "Billable")
+    assert (line["gl_account"], line["minutes"], line["amount"], line["billable_status"]) == (
+        "4000 Consulting Revenue",
+        465,
+        "852.50",
+        "Billable",
+    )
     body = time_activity_body({**line, "work_date": date(2026, 10, 26)})
     assert (body["Hours"], body["Minutes"], body["EmployeeRef"]["value"], body["TxnDate"]) == (7, 45, "21", "2026-10-26")
 
@@ -124,7 +141,13 @@ def test_a_version_already_exported_with_other_content_is_refused():
 
 
 def test_non_billable_codes_are_never_billable():
-    refs_row = {"entity": "Item", "match_key": normalise("Travel Time"), "ref_id": "45", "name": "Travel Time", "extra": {"income_account": "6100 Non-billable Travel"}}
+    refs_row = {
+        "entity": "Item",
+        "match_key": normalise("Travel Time"),
+        "ref_id": "45",
+        "name": "Travel Time",
+        "extra": {"income_account": "6100 Non-billable Travel"},
+    }
     REFS.items[refs_row["match_key"]] = AccountingReferences.from_rows([refs_row]).items[refs_row["match_key"]]
     verdicts, quarantine = judge(entry(task__billing_code="TRAVEL", billable=True))
     assert quarantine == [] and verdicts[0][2]["billable_status"] == "NotBillable"

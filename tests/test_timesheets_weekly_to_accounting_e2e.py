@@ -16,9 +16,6 @@ WEEK_END = datetime(2026, 10, 30, 16, 0, tzinfo=UTC)  # Friday 17:00 CET: the la
 WEEK_START = datetime(2026, 10, 23, 15, 0, tzinfo=UTC)  # Friday 17:00 CEST: the week holds the switch to winter time
 
 
-
-
-
 def checksum(accounting, psa) -> tuple[str, str]:
     outbox = scalar(
         accounting,
@@ -31,7 +28,11 @@ def checksum(accounting, psa) -> tuple[str, str]:
 
 
 def approved_in(state, start: datetime, end: datetime) -> list[dict]:
-    return [e for e in state.psa_time.entries if e["approval_status"] == "approved" and start <= datetime.fromisoformat(e["approved_at"].replace("Z", "+00:00")) < end]
+    return [
+        e
+        for e in state.psa_time.entries
+        if e["approval_status"] == "approved" and start <= datetime.fromisoformat(e["approved_at"].replace("Z", "+00:00")) < end
+    ]
 
 
 def test_week_goes_to_accounting_once_with_exceptions_kept(dagbag, sandbox, accounting_warehouse, psa_warehouse):
@@ -108,14 +109,20 @@ def test_late_approval_goes_out_the_week_it_was_approved(dagbag, sandbox, accoun
 def test_edit_after_export_posts_one_correcting_update(dagbag, sandbox, accounting_warehouse, psa_warehouse):
     state = sandbox.state
     assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
-    entry_id, accounting_id, hours = rows(accounting_warehouse, "SELECT entry_id, accounting_id, hours FROM acct.time_export ORDER BY entry_id LIMIT 1")[0]
+    entry_id, accounting_id, hours = rows(
+        accounting_warehouse, "SELECT entry_id, accounting_id, hours FROM acct.time_export ORDER BY entry_id LIMIT 1"
+    )[0]
     activities_before = len(state.qbo.entities["TimeActivity"])
 
     state.psa_time.edit(entry_id, {"hours": str(hours + Decimal("1.5"))}, approved_at=WEEK_END + timedelta(days=3))
     next_end = WEEK_END + timedelta(days=7)
     assert run_dag(dagbag, FLOW, next_end).state == "success"
 
-    versions = rows(accounting_warehouse, "SELECT entry_version, action, accounting_id, posting_status, hours FROM acct.time_export WHERE entry_id = :e ORDER BY entry_version", e=entry_id)
+    versions = rows(
+        accounting_warehouse,
+        "SELECT entry_version, action, accounting_id, posting_status, hours FROM acct.time_export WHERE entry_id = :e ORDER BY entry_version",
+        e=entry_id,
+    )
     assert [(v.entry_version, v.action, v.posting_status) for v in versions] == [(1, "create", "posted"), (2, "update", "posted")]
     assert versions[1].accounting_id == accounting_id
     assert len(state.qbo.entities["TimeActivity"]) == activities_before

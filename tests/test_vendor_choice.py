@@ -15,7 +15,9 @@ from backbone.hooks.xero import XeroHook
 
 
 def connection(monkeypatch, conn_id: str, conn_type: str, **extra) -> None:  # noqa: ANN001
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": conn_type, "host": "https://example.invalid", "extra": extra}))
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": conn_type, "host": "https://example.invalid", "extra": extra})
+    )
 
 
 def test_the_connection_type_names_the_vendor(monkeypatch):

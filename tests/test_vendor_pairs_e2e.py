@@ -64,9 +64,17 @@ def snapshot(psa_warehouse, accounting_warehouse) -> dict[str, list[tuple]]:
 
 def empty(psa_warehouse, accounting_warehouse) -> None:
     with psa_warehouse.begin() as connection:
-        connection.execute(text("TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.time_entry, psa.invoice_status, ops.flow_run, ops.staged_record, ops.quarantine"))
+        connection.execute(
+            text(
+                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.time_entry, psa.invoice_status, ops.flow_run, ops.staged_record, ops.quarantine"
+            )
+        )
     with accounting_warehouse.begin() as connection:
-        connection.execute(text("TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"))
+        connection.execute(
+            text(
+                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"
+            )
+        )
 
 
 @contextmanager
@@ -102,11 +110,16 @@ def check_salesforce_and_xero(dagbag, salesforce, qbo, psa_warehouse, accounting
 
     # Xero: one time entry per exported PSA entry, hours as sent; invoices and credit notes as posted.
     xero = salesforce.state.xero
-    exported = rows(accounting_warehouse, "SELECT DISTINCT ON (entry_id) entry_id, minutes, accounting_id FROM acct.time_export WHERE posting_status = 'posted' ORDER BY entry_id, entry_version DESC")
+    exported = rows(
+        accounting_warehouse,
+        "SELECT DISTINCT ON (entry_id) entry_id, minutes, accounting_id FROM acct.time_export WHERE posting_status = 'posted' ORDER BY entry_id, entry_version DESC",
+    )
     assert len(xero.time_entries) == len(exported)
     for entry_id, minutes, accounting_id in exported:
         project_id, _, time_entry_id = accounting_id.partition("/")
-        assert xero.time_entries[time_entry_id]["duration"] == minutes and xero.time_entries[time_entry_id]["projectId"] == project_id, entry_id
+        assert xero.time_entries[time_entry_id]["duration"] == minutes and xero.time_entries[time_entry_id]["projectId"] == project_id, (
+            entry_id
+        )
     posted = rows(accounting_warehouse, "SELECT kind, number, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted'")
     documents = {**xero.records["Invoices"], **xero.records["CreditNotes"]}
     assert len(documents) == len(posted) == len(qbo.entities["Invoice"]) + len(qbo.entities["CreditMemo"])

@@ -90,7 +90,9 @@ def an_invoice(state, number: str = "INV-T-1") -> tuple[dict, list[dict]]:
     contact = next(c for c in state.xero.records["Contacts"].values() if c["DefaultCurrency"] == "EUR")
     row = {"number": number, "kind": "invoice", "psa_invoice_id": "PI-1", "project_id": "PJ-1", "customer_ref_id": contact["ContactID"], "client_name": contact["Name"],
            "currency": "EUR", "issue_date": date(2026, 10, 31), "due_date": date(2026, 11, 30), "tax_amount": Decimal("42.00")}  # fmt: skip
-    return row, [{"description": "Consulting", "quantity": Decimal(2), "rate": Decimal(100), "amount": Decimal(200), "item_ref_id": "CONSULT"}]
+    return row, [
+        {"description": "Consulting", "quantity": Decimal(2), "rate": Decimal(100), "amount": Decimal(200), "item_ref_id": "CONSULT"}
+    ]
 
 
 def test_every_xero_answer_the_hook_reads_follows_xeros_openapi(sandbox, tokens):

@@ -74,7 +74,9 @@ def load_mapping() -> AccountingMapping:
     invoicing = InvoicingMapping(
         time_item=str(inv["time_item"]),
         adjustment_item=str(inv["adjustment_item"]),
-        fixed_fee=BillingCodeMapping(code="FIXED_FEE", item=str(inv["fixed_fee"]["item"]), gl_account=str(inv["fixed_fee"]["gl_account"]), billable=True),
+        fixed_fee=BillingCodeMapping(
+            code="FIXED_FEE", item=str(inv["fixed_fee"]["item"]), gl_account=str(inv["fixed_fee"]["gl_account"]), billable=True
+        ),
         tax_codes={str(code): (str(t["name"]), Decimal(str(t["rate"]))) for code, t in inv["tax_codes"].items()},
         currencies=tuple(str(c) for c in inv["currencies"]),
         hours_tolerance=Decimal(str(inv["reconciliation"]["hours_tolerance"])),
@@ -113,7 +115,14 @@ class AccountingReferences:
         refs = cls()
         for row in rows:
             ref = AccountingRef(row["entity"], row["ref_id"], row["name"], row.get("extra") or {})
-            target = {"Customer": refs.customers, "Employee": refs.people, "Vendor": refs.people, "User": refs.people, "Item": refs.items, "TaxCode": refs.tax_codes}.get(row["entity"])
+            target = {
+                "Customer": refs.customers,
+                "Employee": refs.people,
+                "Vendor": refs.people,
+                "User": refs.people,
+                "Item": refs.items,
+                "TaxCode": refs.tax_codes,
+            }.get(row["entity"])
             if target is not None:
                 target.setdefault(row["match_key"], ref)
         return refs

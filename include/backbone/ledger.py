@@ -98,7 +98,9 @@ class Ledger:
             try:
                 engines[name] = engine_for(conn_id)
             except Exception as exc:  # noqa: BLE001 - Airflow's "not found" and a bad Connection alike: say which
-                raise LedgerUnavailable(f"the {name} warehouse cannot be read: Connection {conn_id!r} is missing or unusable ({exc})") from None
+                raise LedgerUnavailable(
+                    f"the {name} warehouse cannot be read: Connection {conn_id!r} is missing or unusable ({exc})"
+                ) from None
         return cls(engines=engines, timezone=settings.company_timezone)
 
     def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,11 +113,17 @@ class Ledger:
                 with engine.connect() as connection:
                     rows += [{**dict(r._mapping), "warehouse": name} for r in connection.execute(text(sql), params)]
             except SQLAlchemyError as exc:
-                reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(getattr(exc, "orig", exc)).strip() else type(exc).__name__
-                raise LedgerUnavailable(f"the {name} warehouse cannot be read right now ({reason}); the ledger is shown again once it answers") from None
+                reason = (
+                    str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(getattr(exc, "orig", exc)).strip() else type(exc).__name__
+                )
+                raise LedgerUnavailable(
+                    f"the {name} warehouse cannot be read right now ({reason}); the ledger is shown again once it answers"
+                ) from None
         return rows
 
-    def runs(self, *, flow: str | None = None, period: Period | None = None, page: int = 1, page_size: int = 50) -> tuple[list[dict[str, Any]], int]:
+    def runs(
+        self, *, flow: str | None = None, period: Period | None = None, page: int = 1, page_size: int = 50
+    ) -> tuple[list[dict[str, Any]], int]:
         """Runs newest first; ``period`` keeps runs whose interval overlaps it. Returns (page, total)."""
         where, params = ["true"], {"limit": page * page_size}
         if flow:
@@ -173,13 +181,35 @@ class Ledger:
         )
         zone = ZoneInfo(self.timezone)
         return [
-            {"flow": r["flow"], "entity": r["entity"], "key": r["source_key"], "rule": r["rule"], "reason": r["reason"],
-             "first_seen": f"{r['first_seen'].astimezone(zone):%Y-%m-%d %H:%M}", "resolved_at": ""}  # fmt: skip
+            {
+                "flow": r["flow"],
+                "entity": r["entity"],
+                "key": r["source_key"],
+                "rule": r["rule"],
+                "reason": r["reason"],
+                "first_seen": f"{r['first_seen'].astimezone(zone):%Y-%m-%d %H:%M}",
+                "resolved_at": "",
+            }  # fmt: skip
             for r in sorted(rows, key=lambda r: (r["first_seen"], r["flow"], r["source_key"]))[:limit]
         ]
 
 
-RUN_COLUMNS = ["flow", "interval", "status", "started", "finished", "extracted", "valid", "exceptions", "loaded", "posted", "hours", "amounts", "failed_rules", "airflow_url"]
+RUN_COLUMNS = [
+    "flow",
+    "interval",
+    "status",
+    "started",
+    "finished",
+    "extracted",
+    "valid",
+    "exceptions",
+    "loaded",
+    "posted",
+    "hours",
+    "amounts",
+    "failed_rules",
+    "airflow_url",
+]
 EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "resolved_at"]
 
 

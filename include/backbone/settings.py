@@ -27,9 +27,7 @@ class Settings:
     accounting_conn_id: str = field(default_factory=lambda: _env("ACCOUNTING_CONN_ID", "quickbooks_default"))
     hr_conn_id: str = field(default_factory=lambda: _env("HR_CONN_ID", "bamboohr_default"))
     psa_warehouse_conn_id: str = field(default_factory=lambda: _env("PSA_WAREHOUSE_CONN_ID", "psa_warehouse"))
-    accounting_warehouse_conn_id: str = field(
-        default_factory=lambda: _env("ACCOUNTING_WAREHOUSE_CONN_ID", "accounting_warehouse")
-    )
+    accounting_warehouse_conn_id: str = field(default_factory=lambda: _env("ACCOUNTING_WAREHOUSE_CONN_ID", "accounting_warehouse"))
 
     finance_psa_conn_id: str = field(default_factory=lambda: _env("FINANCE_PSA_CONN_ID", "finance_psa_warehouse"))
     finance_accounting_conn_id: str = field(default_factory=lambda: _env("FINANCE_ACCOUNTING_CONN_ID", "finance_accounting_warehouse"))
@@ -45,9 +43,7 @@ class Settings:
     crm_lookback_minutes: int = field(default_factory=lambda: int(_env("CRM_LOOKBACK_MINUTES", "15")))
     """Extra minutes read before each interval: HubSpot's search index lags its writes."""
 
-    crm_search_requests_per_second: float = field(
-        default_factory=lambda: float(_env("CRM_SEARCH_REQUESTS_PER_SECOND", "3.8"))
-    )
+    crm_search_requests_per_second: float = field(default_factory=lambda: float(_env("CRM_SEARCH_REQUESTS_PER_SECOND", "3.8")))
     crm_requests_per_second: float = field(default_factory=lambda: float(_env("CRM_REQUESTS_PER_SECOND", "10")))
     http_max_attempts: int = field(default_factory=lambda: int(_env("HTTP_MAX_ATTEMPTS", "6")))
     http_timeout_seconds: float = field(default_factory=lambda: float(_env("HTTP_TIMEOUT_SECONDS", "30")))
@@ -76,7 +72,9 @@ class Settings:
         try:
             ZoneInfo(self.company_timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"BACKBONE_COMPANY_TIMEZONE={self.company_timezone!r} is not an IANA time zone (e.g. Europe/Amsterdam)") from None
+            raise ValueError(
+                f"BACKBONE_COMPANY_TIMEZONE={self.company_timezone!r} is not an IANA time zone (e.g. Europe/Amsterdam)"
+            ) from None
 
     @property
     def finance_conn_ids(self) -> dict[str, str]:

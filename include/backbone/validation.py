@@ -106,9 +106,7 @@ def _expectation_specs(entity: EntitySpec) -> list[tuple[str, dict[str, Any], st
                 )
             )
         if f.unique:
-            specs.append(
-                ("ExpectColumnValuesToBeUnique", {"column": f.name}, f"{rule}.unique", f"{f.name} appears more than once")
-            )
+            specs.append(("ExpectColumnValuesToBeUnique", {"column": f.name}, f"{rule}.unique", f"{f.name} appears more than once"))
     return specs
 
 
@@ -183,9 +181,7 @@ def validate_rows(entity_name: str, rows: list[dict[str, Any]]) -> ValidationOut
     if not rows:
         return outcome
     frame = to_frame(entity, rows)
-    result = _validation_definition(entity_name).run(
-        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
-    )
+    result = _validation_definition(entity_name).run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
     for expectation_result in result.results:
         if expectation_result.success:
             continue

@@ -31,7 +31,12 @@ from backbone.devtools.localenv import (
 )
 
 VENDOR_PAIRS = {
-    "hubspot-quickbooks": {"crm": "hubspot_default", "accounting": "quickbooks_default", "sandbox_crm": "hubspot", "payments": "quickbooks"},
+    "hubspot-quickbooks": {
+        "crm": "hubspot_default",
+        "accounting": "quickbooks_default",
+        "sandbox_crm": "hubspot",
+        "payments": "quickbooks",
+    },
     "salesforce-xero": {"crm": "salesforce_default", "accounting": "xero_default", "sandbox_crm": "salesforce", "payments": "xero"},
 }
 """``BACKBONE_DEMO_VENDORS`` (``make demo VENDORS=salesforce-xero``) picks the pair; each pair keeps its own demo state."""
@@ -39,7 +44,14 @@ VENDORS = os.environ.get("BACKBONE_DEMO_VENDORS", "hubspot-quickbooks")
 if VENDORS not in VENDOR_PAIRS:
     raise SystemExit(f"BACKBONE_DEMO_VENDORS={VENDORS!r}: choose one of {', '.join(VENDOR_PAIRS)}")
 DEMO_DIR = PROJECT_ROOT / (".demo" if VENDORS == "hubspot-quickbooks" else f".demo-{VENDORS}")
-FLOWS = ["crm_closed_won_to_psa", "hr_roster_pto_to_psa", "timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm"]
+FLOWS = [
+    "crm_closed_won_to_psa",
+    "hr_roster_pto_to_psa",
+    "timesheets_weekly_to_accounting",
+    "invoices_month_end_to_accounting",
+    "payments_to_psa",
+    "psa_milestones_to_crm",
+]
 WAREHOUSE_OF_FLOW = {
     "crm_closed_won_to_psa": "psa_warehouse",
     "hr_roster_pto_to_psa": "psa_warehouse",
@@ -55,11 +67,16 @@ def _say(message: str) -> None:
 
 
 def _external_databases() -> bool:
-    return all(k in os.environ for k in ("AIRFLOW_CONN_PSA_WAREHOUSE", "AIRFLOW_CONN_ACCOUNTING_WAREHOUSE", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"))
+    return all(
+        k in os.environ for k in ("AIRFLOW_CONN_PSA_WAREHOUSE", "AIRFLOW_CONN_ACCOUNTING_WAREHOUSE", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    )
 
 
 def _environment(port: int) -> dict[str, str]:
-    env = {**os.environ, **airflow_environment(airflow_home=DEMO_DIR / "airflow", pg_port=port, sandbox_url=f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")}
+    env = {
+        **os.environ,
+        **airflow_environment(airflow_home=DEMO_DIR / "airflow", pg_port=port, sandbox_url=f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}"),
+    }
     pair = VENDOR_PAIRS[VENDORS]
     env.setdefault("BACKBONE_CRM_CONN_ID", pair["crm"])
     env.setdefault("BACKBONE_ACCOUNTING_CONN_ID", pair["accounting"])
@@ -85,8 +102,19 @@ def migrate(env: dict[str, str]) -> None:
 def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (DEMO_DIR / "sandbox.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "backbone.sandbox", "--port", str(DEFAULT_SANDBOX_PORT), "--state-file", str(DEMO_DIR / "sandbox-state.pickle"),
-         "--crm", VENDOR_PAIRS[VENDORS]["sandbox_crm"], "--xero-rate", str(SANDBOX_XERO_REQUESTS_PER_MINUTE)],
+        [
+            sys.executable,
+            "-m",
+            "backbone.sandbox",
+            "--port",
+            str(DEFAULT_SANDBOX_PORT),
+            "--state-file",
+            str(DEMO_DIR / "sandbox-state.pickle"),
+            "--crm",
+            VENDOR_PAIRS[VENDORS]["sandbox_crm"],
+            "--xero-rate",
+            str(SANDBOX_XERO_REQUESTS_PER_MINUTE),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -135,19 +163,27 @@ def _print_runs(env: dict[str, str]) -> None:
         print(f"{flow:<32} {row.span:<40} {row.status:<8} {row.extracted:>9} {row.loaded:>7} {row.quarantined:>10} {row.written_back:>19}")
         details = row.details or {}
         if flow == "invoices_month_end_to_accounting":
-            amounts = ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
+            amounts = (
+                ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
+            )
             notes.append(f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted ({details.get('posted_now', 0)} by this run), "
                          f"{details.get('held', 0)} held with reasons; net invoiced {amounts}")  # fmt: skip
         if flow == "payments_to_psa":
-            notes.append(f"{flow}: {details.get('payments_read', 0)} payments read, {details.get('invoices_checked', 0)} invoices checked, {details.get('statuses_changed', 0)} statuses changed, {row.written_back} PSA updates")
+            notes.append(
+                f"{flow}: {details.get('payments_read', 0)} payments read, {details.get('invoices_checked', 0)} invoices checked, {details.get('statuses_changed', 0)} statuses changed, {row.written_back} PSA updates"
+            )
         if flow == "hr_roster_pto_to_psa":
-            expiring = ", ".join(f"{c['name']} of {c['hr_id']} on {c['expires_on']}" for c in details.get("certifications_expiring", [])) or "none"
+            expiring = (
+                ", ".join(f"{c['name']} of {c['hr_id']} on {c['expires_on']}" for c in details.get("certifications_expiring", [])) or "none"
+            )
             notes.append(f"{flow}: {details.get('snapshot')} snapshot, {row.loaded} people, {details.get('time_off_days', 0)} approved time-off days, "
                          f"{row.quarantined} exceptions; certifications expiring within 30 days: {expiring}")  # fmt: skip
         if flow == "psa_milestones_to_crm":
             notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
         if "hours" in details:
-            amounts = ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
+            amounts = (
+                ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
+            )
             notes.append(
                 f"{flow}: {details['hours']} hours, {amounts}; {row.written_back} time records in accounting "
                 f"({details.get('posted_now', 0)} posted by this run, {details.get('corrections', 0)} corrections); "
@@ -183,7 +219,9 @@ def demo() -> int:
         sandbox = _start_sandbox(env)
         info = _sandbox_info()
         anchor = str(info["anchor"])
-        _say(f"vendors: {VENDORS} (CRM Connection {env['BACKBONE_CRM_CONN_ID']}, accounting Connection {env['BACKBONE_ACCOUNTING_CONN_ID']})")
+        _say(
+            f"vendors: {VENDORS} (CRM Connection {env['BACKBONE_CRM_CONN_ID']}, accounting Connection {env['BACKBONE_ACCOUNTING_CONN_ID']})"
+        )
         if not info["resumed"]:  # a new sandbox knows only its first refresh tokens
             for variable in ("quickbooks_default_refresh_token", "xero_default_refresh_token"):
                 subprocess.run(["airflow", "variables", "delete", variable], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -191,7 +229,13 @@ def demo() -> int:
         (DEMO_DIR / "logs").mkdir()
         for flow in FLOWS:
             if flow == "payments_to_psa":  # finance records a few customer payments in accounting first
-                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/{VENDOR_PAIRS[VENDORS]['payments']}/record-payments", method="POST"), timeout=10).close()
+                urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}/_sandbox/{VENDOR_PAIRS[VENDORS]['payments']}/record-payments",
+                        method="POST",
+                    ),
+                    timeout=10,
+                ).close()
             # The weekly export runs for every seeded week (oldest first), so month-end finds its time exported.
             dates = [str(d) for d in info["time_week_ends"]] if flow == "timesheets_weekly_to_accounting" else [anchor]
             for logical_date in dates:
@@ -207,11 +251,15 @@ def demo() -> int:
             print(f"Sandbox: {info['psa_projects']} PSA projects, {info['salesforce_calls']} Salesforce calls, {sum(info['xero_creates'].values())} Xero objects created, "
                   f"{info['xero_idempotent_replays']} Idempotency-Key replays")  # fmt: skip
         else:
-            print(f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays")
+            print(
+                f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays"
+            )
         again = "make demo" if VENDORS == "hubspot-quickbooks" else f"make demo VENDORS={VENDORS}"
         print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
-        print("Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
-              "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(.venv/bin/python -m backbone.devtools env)`)")
+        print(
+            "Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
+            "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(.venv/bin/python -m backbone.devtools env)`)"
+        )
     finally:
         if sandbox is not None:
             sandbox.send_signal(signal.SIGINT)
@@ -222,7 +270,9 @@ def demo() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backbone.devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m backbone.devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop"])
     args = parser.parse_args(argv)
     port = int(os.environ.get("BACKBONE_DEMO_PG_PORT", DEFAULT_PG_PORT))

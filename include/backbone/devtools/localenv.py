@@ -68,22 +68,35 @@ def airflow_environment(
             host=f"{sandbox_url}/quickbooks",
             login=QBO_CLIENT_ID,
             password=QBO_CLIENT_SECRET,
-            extra={"realm_id": QBO_REALM_ID, "refresh_token": QBO_INITIAL_REFRESH_TOKEN, "token_url": f"{sandbox_url}/quickbooks/oauth2/v1/tokens/bearer"},
+            extra={
+                "realm_id": QBO_REALM_ID,
+                "refresh_token": QBO_INITIAL_REFRESH_TOKEN,
+                "token_url": f"{sandbox_url}/quickbooks/oauth2/v1/tokens/bearer",
+            },
         ),
         "AIRFLOW_CONN_SALESFORCE_DEFAULT": connection_json(
-            conn_type="salesforce", host=f"{sandbox_url}/salesforce", login=SALESFORCE_CLIENT_ID, password=SALESFORCE_CLIENT_SECRET,
+            conn_type="salesforce",
+            host=f"{sandbox_url}/salesforce",
+            login=SALESFORCE_CLIENT_ID,
+            password=SALESFORCE_CLIENT_SECRET,
         ),
         "AIRFLOW_CONN_XERO_DEFAULT": connection_json(
             conn_type="xero",
             host=f"{sandbox_url}/xero",
             login=XERO_CLIENT_ID,
             password=XERO_CLIENT_SECRET,
-            extra={"tenant_id": XERO_TENANT_ID, "refresh_token": XERO_INITIAL_REFRESH_TOKEN, "token_url": f"{sandbox_url}/xero/connect/token",
-                   "requests_per_minute": SANDBOX_XERO_REQUESTS_PER_MINUTE},
+            extra={
+                "tenant_id": XERO_TENANT_ID,
+                "refresh_token": XERO_INITIAL_REFRESH_TOKEN,
+                "token_url": f"{sandbox_url}/xero/connect/token",
+                "requests_per_minute": SANDBOX_XERO_REQUESTS_PER_MINUTE,
+            },
         ),
     }
     for conn_id, database in WAREHOUSE_DATABASES.items():
-        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(conn_type="postgres", host=pg_host, port=pg_port, login="postgres", schema=database)
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(
+            conn_type="postgres", host=pg_host, port=pg_port, login="postgres", schema=database
+        )
         env[f"AIRFLOW_CONN_FINANCE_{conn_id.upper()}"] = connection_json(
             conn_type="postgres", host=pg_host, port=pg_port, login=FINANCE_LOGIN, password=FINANCE_LOCAL_PASSWORD, schema=database
         )

@@ -99,11 +99,31 @@ def create_app() -> FastAPI:
         except LedgerUnavailable as exc:
             return HTMLResponse(_document(f'<p class="notice" id="unavailable">{escape(str(exc))}</p>'), status_code=503)
         except ValueError as exc:
-            return HTMLResponse(_document(_filter_form(flow, period) + f'<p class="notice" id="bad-input">{escape(str(exc))}</p>'), status_code=400)
+            return HTMLResponse(
+                _document(_filter_form(flow, period) + f'<p class="notice" id="bad-input">{escape(str(exc))}</p>'), status_code=400
+            )
         query = {k: v for k, v in {"flow": flow, "period": period}.items() if v}
         body = [_filter_form(flow, period), f"<h2>Runs <small>({total}, times in {escape(led.timezone)})</small></h2>"]
         body.append(f'<p><a id="runs-csv" href="runs.csv?{urlencode(query)}">Download runs (CSV)</a></p>')
-        body.append(_table("runs", runs, ["flow_name", "interval", "status", "extracted", "exceptions", "loaded", "posted", "hours", "amounts", "failed_rules", "airflow_url"]))
+        body.append(
+            _table(
+                "runs",
+                runs,
+                [
+                    "flow_name",
+                    "interval",
+                    "status",
+                    "extracted",
+                    "exceptions",
+                    "loaded",
+                    "posted",
+                    "hours",
+                    "amounts",
+                    "failed_rules",
+                    "airflow_url",
+                ],
+            )
+        )
         body.append(_pager(number, size, total, query))
         body.append(f"<h2>Open exceptions <small>({len(exceptions)})</small></h2>")
         body.append(f'<p><a id="exceptions-csv" href="exceptions.csv?{urlencode(query)}">Download open exceptions (CSV)</a></p>')
@@ -119,7 +139,9 @@ def create_app() -> FastAPI:
             return PlainTextResponse(str(exc), status_code=503)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
-        return Response(to_csv(rows, RUN_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="runs.csv"'})
+        return Response(
+            to_csv(rows, RUN_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="runs.csv"'}
+        )
 
     @app.get("/exceptions.csv")
     def exceptions_csv(flow: str | None = None, period: str | None = None) -> Response:
@@ -130,7 +152,9 @@ def create_app() -> FastAPI:
             return PlainTextResponse(str(exc), status_code=503)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
-        return Response(to_csv(rows, EXCEPTION_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="exceptions.csv"'})
+        return Response(
+            to_csv(rows, EXCEPTION_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="exceptions.csv"'}
+        )
 
     return app
 
@@ -159,7 +183,7 @@ def _table(table_id: str, rows: list[dict[str, Any]], columns: list[str]) -> str
             elif c == "status":
                 cells.append(f'<td class="{escape(str(value))}">{escape(str(value))}</td>')
             else:
-                cells.append(f'<td{" class=num" if isinstance(value, int) else ""}>{escape(str(value))}</td>')
+                cells.append(f"<td{' class=num' if isinstance(value, int) else ''}>{escape(str(value))}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 

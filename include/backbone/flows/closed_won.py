@@ -42,7 +42,13 @@ def extract_deals(crm: CrmSystem, warehouse: Engine, run: RunRef, *, lookback: t
         with warehouse.begin() as connection:
             ops.stage(connection, run, ENTITY, [(str(b["deal"][_deal_id_path(crm.system)]), b) for b in bundles])
         extracted += len(bundles)
-        log.info("extracted %d won deals from %s so far (modified %s → %s)", extracted, crm.system, start.isoformat(), run.interval_end.isoformat())
+        log.info(
+            "extracted %d won deals from %s so far (modified %s → %s)",
+            extracted,
+            crm.system,
+            start.isoformat(),
+            run.interval_end.isoformat(),
+        )
     staged = _count_staged(warehouse, run)  # distinct deals: a deal repeated across pages counts once
     with warehouse.begin() as connection:
         ops.record_run(connection, run, extracted=staged, details={"crm": crm.system})
@@ -153,7 +159,11 @@ def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[s
 def _judge_chunk(chunk: list[dict[str, Any]]) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow], dict[str, int]]:
     mapped = [map_bundle(row["payload"]) for row in chunk]
     clients = {c["crm_company_id"]: c for c, _, _, _ in mapped if c is not None}
-    contacts = {ct["crm_contact_id"]: (ct, raw) for (_, cts, _, _), row in zip(mapped, chunk, strict=True) for ct, raw in zip(cts, bundle_contacts(row["payload"]), strict=True)}
+    contacts = {
+        ct["crm_contact_id"]: (ct, raw)
+        for (_, cts, _, _), row in zip(mapped, chunk, strict=True)
+        for ct, raw in zip(cts, bundle_contacts(row["payload"]), strict=True)
+    }
     client_ids, contact_ids = list(clients), list(contacts)
     client_verdict = validate_rows("client", [clients[i] for i in client_ids])
     contact_verdict = validate_rows("contact", [contacts[i][0] for i in contact_ids])
@@ -241,7 +251,12 @@ def load_projects(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[st
             if links:
                 stale = stale.where(not_(tuple_(project_contact.c.crm_deal_id, project_contact.c.crm_contact_id).in_(links)))
             connection.execute(stale)
-            upsert(connection, project_contact, [{"crm_deal_id": d, "crm_contact_id": c} for d, c in links], key=["crm_deal_id", "crm_contact_id"])
+            upsert(
+                connection,
+                project_contact,
+                [{"crm_deal_id": d, "crm_contact_id": c} for d, c in links],
+                key=["crm_deal_id", "crm_contact_id"],
+            )
             loaded += len(projects)
         ops.record_run(connection, run, loaded=loaded, details={"rows_changed": changed})
     log.info("loaded %d projects (%d rows inserted or changed)", loaded, changed)
@@ -254,9 +269,21 @@ def psa_payload(canonical: dict[str, Any]) -> dict[str, Any]:
     p, c = canonical["project"], canonical["client"]
     return {
         "name": p["project_name"],
-        "client": {"external_id": c["crm_company_id"], "name": c["client_name"], "website": c.get("domain"), "country": c.get("country"), "industry": c.get("industry")},
+        "client": {
+            "external_id": c["crm_company_id"],
+            "name": c["client_name"],
+            "website": c.get("domain"),
+            "country": c.get("country"),
+            "industry": c.get("industry"),
+        },
         "contacts": [
-            {"external_id": ct["crm_contact_id"], "first_name": ct.get("first_name"), "last_name": ct.get("last_name"), "email": ct["email"], "role": ct.get("job_title")}
+            {
+                "external_id": ct["crm_contact_id"],
+                "first_name": ct.get("first_name"),
+                "last_name": ct.get("last_name"),
+                "email": ct["email"],
+                "role": ct.get("job_title"),
+            }
             for ct in canonical["contacts"]
         ],
         "description": p.get("scope"),

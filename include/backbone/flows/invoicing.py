@@ -18,6 +18,8 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -58,7 +60,9 @@ def billing_period(run: RunRef, company_timezone: str) -> str:
 
 
 # --- extract -------------------------------------------------------------------------------------
-def extract_invoices(psa: PsaBilling, accounting: AccountingSystem, crm: CrmSystem, warehouse: Engine, run: RunRef, *, period: str) -> dict[str, int]:
+def extract_invoices(
+    psa: PsaBilling, accounting: AccountingSystem, crm: CrmSystem, warehouse: Engine, run: RunRef, *, period: str
+) -> dict[str, int]:
     """Stage the period's PSA invoices and the CRM deals their fixed fees are bounded by."""
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
@@ -73,7 +77,12 @@ def extract_invoices(psa: PsaBilling, accounting: AccountingSystem, crm: CrmSyst
     deals = crm.read_deals(sorted(deal_ids)) if deal_ids else {}
     with warehouse.begin() as connection:
         ops.stage(connection, run, "deal", [(deal_id, deal) for deal_id, deal in deals.items()])
-        ops.record_run(connection, run, extracted=extracted, details={"period": period, "crm_deals_read": len(deals), "accounting_references": references})
+        ops.record_run(
+            connection,
+            run,
+            extracted=extracted,
+            details={"period": period, "crm_deals_read": len(deals), "accounting_references": references},
+        )
     log.info("extracted %d PSA invoices of %s and %d CRM deals", extracted, period, len(deals))
     return {"extracted": extracted}
 
@@ -139,11 +148,15 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, 
         invoice = row["payload"]
         failures = list(outcome.failures.get(index, []))
         if row["status"] == "conflict":
-            failures.append(RuleFailure("invoice.psa_invoice_id.conflict", f"invoice {row['source_key']} was sent twice with different content"))
+            failures.append(
+                RuleFailure("invoice.psa_invoice_id.conflict", f"invoice {row['source_key']} was sent twice with different content")
+            )
         results, canonical = judge_invoice(invoice, references, context, structurally_valid=not failures)
         failures += [RuleFailure(r["rule"], r["detail"]) for r in results if not r["passed"]]
         checks += [{**r, "psa_invoice_id": row["source_key"], "run_id": run.run_id} for r in results]
-        canonical.update(hold_rule=failures[0].rule if failures else None, hold_reason="; ".join(dict.fromkeys(f.reason for f in failures)) or None)
+        canonical.update(
+            hold_rule=failures[0].rule if failures else None, hold_reason="; ".join(dict.fromkeys(f.reason for f in failures)) or None
+        )
         verdicts.append((row["source_key"], "quarantined" if failures else "valid", canonical))
         quarantine_rows += [QuarantineRow(ENTITY, row["source_key"], f.rule, f.reason, invoice) for f in dict.fromkeys(failures)]
     _save_checks(warehouse, checks)
@@ -202,7 +215,9 @@ class CheckContext:
             context.billed_fixed[f"{deal_id}|{invoice_id}"] = subtotal if kind == "invoice" else -subtotal
         context.known_numbers = {
             number: (invoice_id, content, status)
-            for number, invoice_id, content, status in connection.exec_driver_sql("SELECT number, psa_invoice_id, content_hash, posting_status FROM acct.invoice")
+            for number, invoice_id, content, status in connection.exec_driver_sql(
+                "SELECT number, psa_invoice_id, content_hash, posting_status FROM acct.invoice"
+            )
         }
         for row in staged:
             context.staged_hashes[str(row["payload"].get("number"))].add(content_hash(row["payload"]))
@@ -214,110 +229,323 @@ class CheckContext:
         return sum((v for k, v in self.billed_fixed.items() if k.startswith(f"{deal_id}|") and not k.endswith(f"|{excluding}")), Decimal(0))
 
 
-def judge_invoice(invoice: dict[str, Any], references: AccountingReferences, context: CheckContext, *, structurally_valid: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(check results, the outbox row with its lines) for one invoice."""
-    mapping = load_mapping().invoicing
+@dataclass(frozen=True)
+class CheckResult:
+    """One business check of one invoice: its rule id, whether it passed, and a sentence for finance."""
+
+    rule: str
+    passed: bool
+    expected: Any = None
+    actual: Any = None
+    detail: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "check_name": self.rule.removeprefix("invoice."),
+            "passed": bool(self.passed),
+            "expected": None if self.expected is None else str(self.expected),
+            "actual": None if self.actual is None else str(self.actual),
+            "detail": self.detail,
+        }
+
+
+def failed(rule: str, detail: str, **values: Any) -> CheckResult:
+    return CheckResult(rule, False, detail=detail, **values)
+
+
+@dataclass
+class InvoiceFacts:
+    """What the checks read about one invoice, worked out once: header, lines and their sums."""
+
+    invoice: dict[str, Any]
+    header: dict[str, Any]
+    lines: list[dict[str, Any]]
+    line_problems: list[CheckResult]
+    line_sum: Decimal
+    time_hours: Decimal
+    time_amount: Decimal
+    time_lines: int
+    subtotal: Decimal | None
+    tax: Decimal | None
+    total: Decimal | None
+
+    @property
+    def number(self) -> str:
+        return str(self.header["number"])
+
+    @property
+    def is_invoice(self) -> bool:
+        return self.header["kind"] == "invoice"
+
+
+def invoice_facts(invoice: dict[str, Any]) -> InvoiceFacts:
+    """Header and lines as numbers; a line that cannot be read is a problem, not a crash."""
     header = header_row(invoice)
-    results: list[dict[str, Any]] = []
-
-    def check(rule: str, passed: bool, *, expected: Any = None, actual: Any = None, detail: str = "") -> None:
-        results.append({"rule": rule, "check_name": rule.removeprefix("invoice."), "passed": bool(passed), "expected": None if expected is None else str(expected),
-                        "actual": None if actual is None else str(actual), "detail": detail})  # fmt: skip
-
-    lines = []
-    line_sum = Decimal(0)
-    time_hours = time_amount = Decimal(0)
+    lines: list[dict[str, Any]] = []
+    problems: list[CheckResult] = []
+    line_sum = time_hours = time_amount = Decimal(0)
     time_lines = 0
     raw_lines = invoice_lines(invoice)
     if raw_lines is None:
-        check("invoice.lines.shape", False, detail=f"invoice {header['number']} has no readable lines (lines is {type(invoice.get('lines')).__name__})")
+        kind = type(invoice.get("lines")).__name__
+        problems.append(failed("invoice.lines.shape", f"invoice {header['number']} has no readable lines (lines is {kind})"))
     for line in raw_lines or []:
         qty, rate, amount = _decimal(line.get("quantity")), _decimal(line.get("rate")), _decimal(line.get("amount"))
         if qty is None or rate is None or amount is None:
-            check("invoice.line.numbers", False, detail=f"line {line.get('line_id')}: quantity, rate and amount must be numbers")
+            problems.append(failed("invoice.line.numbers", f"line {line.get('line_id')}: quantity, rate and amount must be numbers"))
             continue
-        if qty < 0 or amount < 0:
-            check("invoice.line.quantity_not_negative", False, actual=qty, detail=f"line {line.get('line_id')} has a negative quantity or amount ({qty} × {rate} = {amount}); use a credit note")
-        if abs(qty * rate - amount) > CENT:
-            check("invoice.line.amount", False, expected=qty * rate, actual=amount, detail=f"line {line.get('line_id')}: {qty} × {rate} is not {amount}")
+        problems += line_checks(line, qty, rate, amount)
         line_sum += amount
         if line.get("kind") == "time":
-            time_hours += qty
-            time_amount += amount
-            time_lines += 1
-        lines.append({"line_id": str(line.get("line_id")), "kind": str(line.get("kind")), "description": line.get("description"), "person_id": as_dict(line.get("person")).get("id"),
-                      "milestone_id": as_dict(line.get("milestone")).get("id"), "quantity": str(qty), "rate": str(rate), "amount": str(amount)})  # fmt: skip
-
+            time_hours, time_amount, time_lines = time_hours + qty, time_amount + amount, time_lines + 1
+        lines.append(outbox_line(line, qty, rate, amount))
     subtotal, tax, total = (_decimal(header[k]) for k in ("subtotal", "tax_amount", "total"))
-    tax_code = mapping.tax_codes.get(str(header["tax_code"]))
-    if None not in (subtotal, tax, total):
-        expected_tax = (line_sum * tax_code[1]).quantize(CENT) if tax_code else tax
-        adds_up = abs(line_sum - subtotal) <= CENT and abs(subtotal + tax - total) <= CENT and abs(expected_tax - tax) <= CENT
-        check("invoice.total.adds_up", adds_up, expected=f"lines {line_sum} + tax {expected_tax} = {line_sum + expected_tax}", actual=f"subtotal {subtotal} + tax {tax} = {total}",
-              detail="" if adds_up else f"total {total} is not the sum of the lines ({line_sum}) plus tax at {header['tax_code']} ({expected_tax})")  # fmt: skip
+    return InvoiceFacts(invoice, header, lines, problems, line_sum, time_hours, time_amount, time_lines, subtotal, tax, total)
 
-    customer = references.customers.get(normalise(load_mapping().client_overrides.get(str(header["client_id"])) or str(header["client_name"] or "")))
-    check("invoice.customer.mapped", customer is not None, actual=header["client_name"], detail="" if customer else f"client {header['client_id']} ({header['client_name']}) has no accounting customer")
-    if customer is not None and customer.extra.get("currency") and header["currency"] != customer.extra["currency"]:
-        check("invoice.customer.currency", False, expected=customer.extra["currency"], actual=header["currency"], detail=f"customer {customer.name} is billed in {customer.extra['currency']}, not {header['currency']}")
-    tax_ref = references.tax_codes.get(normalise(tax_code[0])) if tax_code else None
-    check("invoice.tax_code.mapped", tax_ref is not None, actual=header["tax_code"], detail="" if tax_ref else f"tax code {header['tax_code']} is not mapped to an accounting tax code")
-    if header["currency"] not in mapping.currencies:
-        check("invoice.currency.supported", False, actual=header["currency"], detail=f"accounting does not invoice in {header['currency']} (accounting_mapping.yaml: currencies)")
-    time_code = load_mapping().billing_codes.get(mapping.time_item)
-    item_names = {"time": time_code.item if time_code else None, "fixed_fee": mapping.fixed_fee.item, "adjustment": (load_mapping().billing_codes.get(mapping.adjustment_item) or mapping.fixed_fee).item}
-    for line in lines:
-        item = references.items.get(normalise(item_names.get(line["kind"]) or ""))
-        if item is None:
-            check("invoice.item.mapped", False, actual=line["kind"], detail=f"line {line['line_id']} ({line['kind']}) has no accounting item")
-        line["item_ref_id"] = item.ref_id if item else ""
 
-    number = str(header["number"])
-    reused = len(context.staged_hashes.get(number, ())) > 1
-    known = context.known_numbers.get(number)
-    this_hash = content_hash(invoice)
-    if known and known[0] != header["psa_invoice_id"]:
-        reused = True
-    check("invoice.number.unique", not reused, actual=number, detail=f"invoice number {number} is used by more than one invoice with different content" if reused else "")
-    if known and known[0] == header["psa_invoice_id"] and known[2] in POSTED_STATES and known[1] != this_hash and invoice.get("status") != "voided":
-        check("invoice.unchanged_after_posting", False, detail=f"invoice {number} changed in the PSA after it was posted; correct it with a credit note")
+def line_checks(line: dict[str, Any], qty: Decimal, rate: Decimal, amount: Decimal) -> list[CheckResult]:
+    results = []
+    if qty < 0 or amount < 0:
+        detail = f"line {line.get('line_id')} has a negative quantity or amount ({qty} × {rate} = {amount}); use a credit note"
+        results.append(failed("invoice.line.quantity_not_negative", detail, actual=qty))
+    if abs(qty * rate - amount) > CENT:
+        results.append(
+            failed("invoice.line.amount", f"line {line.get('line_id')}: {qty} × {rate} is not {amount}", expected=qty * rate, actual=amount)
+        )
+    return results
 
-    if structurally_valid and header["kind"] == "invoice" and header["billing_type"] == "time_and_materials":
-        hours, amount = context.exported_time.get(str(header["project_id"]), (Decimal(0), Decimal(0)))
-        tolerance = mapping.amount_tolerance_per_line * max(1, time_lines)
-        ok = abs(hours - time_hours) <= mapping.hours_tolerance and abs(amount - time_amount) <= tolerance
-        check("invoice.time.reconciles", ok, expected=f"{hours} h, {amount}", actual=f"{time_hours} h, {time_amount}",
-              detail="" if ok else f"invoice bills {time_hours} h / {time_amount} but {hours} h / {amount} of billable time was exported for {header['project_id']} in {context.period}")  # fmt: skip
-    if structurally_valid and header["kind"] == "invoice" and header["billing_type"] == "fixed_fee":
-        deal_id = str(header["crm_deal_id"] or "")
-        contract = context.contracts.get(deal_id)
-        if contract is None:
-            check("invoice.fixed_fee.contract_known", False, detail=f"project {header['project_id']} has no CRM deal with a contract value (deal {deal_id or 'missing'})")
-        else:
-            billed = context.billed_to_date(deal_id, excluding=str(header["psa_invoice_id"])) + (subtotal or Decimal(0))
-            check("invoice.fixed_fee.within_contract", billed <= contract, expected=f"≤ {contract}", actual=billed,
-                  detail="" if billed <= contract else f"fixed fees billed to date would be {billed}, above the contract value {contract} of deal {deal_id}")  # fmt: skip
-    if header["kind"] == "credit_note":
-        target = context.known_numbers.get(str(header["credit_note_for"])) or (str(header["credit_note_for"]) in context.staged_hashes or None)
-        check("invoice.credit_note.target_known", bool(target), actual=header["credit_note_for"], detail="" if target else f"credit note {number} refers to unknown invoice {header['credit_note_for']}")
 
+def outbox_line(line: dict[str, Any], qty: Decimal, rate: Decimal, amount: Decimal) -> dict[str, Any]:
+    return {
+        "line_id": str(line.get("line_id")),
+        "kind": str(line.get("kind")),
+        "description": line.get("description"),
+        "person_id": as_dict(line.get("person")).get("id"),
+        "milestone_id": as_dict(line.get("milestone")).get("id"),
+        "quantity": str(qty),
+        "rate": str(rate),
+        "amount": str(amount),
+    }
+
+
+@dataclass(frozen=True)
+class Judging:
+    """Everything an invoice check may consult besides the invoice itself."""
+
+    references: AccountingReferences
+    context: CheckContext
+    mapping: Any
+    """``accounting_mapping.yaml`` as loaded (``.invoicing`` holds the invoicing part)."""
+    structurally_valid: bool
+
+
+def check_total_adds_up(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    if None in (f.subtotal, f.tax, f.total):
+        return []
+    assert f.subtotal is not None and f.tax is not None and f.total is not None
+    tax_code = j.mapping.invoicing.tax_codes.get(str(f.header["tax_code"]))
+    expected_tax = (f.line_sum * tax_code[1]).quantize(CENT) if tax_code else f.tax
+    adds_up = abs(f.line_sum - f.subtotal) <= CENT and abs(f.subtotal + f.tax - f.total) <= CENT and abs(expected_tax - f.tax) <= CENT
+    detail = (
+        "" if adds_up else f"total {f.total} is not the sum of the lines ({f.line_sum}) plus tax at {f.header['tax_code']} ({expected_tax})"
+    )
+    return [
+        CheckResult(
+            "invoice.total.adds_up",
+            adds_up,
+            expected=f"lines {f.line_sum} + tax {expected_tax} = {f.line_sum + expected_tax}",
+            actual=f"subtotal {f.subtotal} + tax {f.tax} = {f.total}",
+            detail=detail,
+        )
+    ]
+
+
+def customer_of(f: InvoiceFacts, j: Judging) -> Any:
+    override = j.mapping.client_overrides.get(str(f.header["client_id"]))
+    return j.references.customers.get(normalise(override or str(f.header["client_name"] or "")))
+
+
+def check_customer(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    customer = customer_of(f, j)
+    h = f.header
+    results = [
+        CheckResult(
+            "invoice.customer.mapped",
+            customer is not None,
+            actual=h["client_name"],
+            detail="" if customer else f"client {h['client_id']} ({h['client_name']}) has no accounting customer",
+        )
+    ]
+    billed_in = customer.extra.get("currency") if customer is not None else None
+    if billed_in and h["currency"] != billed_in:
+        detail = f"customer {customer.name} is billed in {billed_in}, not {h['currency']}"
+        results.append(failed("invoice.customer.currency", detail, expected=billed_in, actual=h["currency"]))
+    return results
+
+
+def tax_ref_of(f: InvoiceFacts, j: Judging) -> Any:
+    tax_code = j.mapping.invoicing.tax_codes.get(str(f.header["tax_code"]))
+    return j.references.tax_codes.get(normalise(tax_code[0])) if tax_code else None
+
+
+def check_tax_code(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    tax_ref = tax_ref_of(f, j)
+    detail = "" if tax_ref else f"tax code {f.header['tax_code']} is not mapped to an accounting tax code"
+    return [CheckResult("invoice.tax_code.mapped", tax_ref is not None, actual=f.header["tax_code"], detail=detail)]
+
+
+def check_currency(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    currency = f.header["currency"]
+    if currency in j.mapping.invoicing.currencies:
+        return []
+    return [
+        failed(
+            "invoice.currency.supported",
+            f"accounting does not invoice in {currency} (accounting_mapping.yaml: currencies)",
+            actual=currency,
+        )
+    ]
+
+
+def item_refs(f: InvoiceFacts, j: Judging) -> list[str]:
+    """The accounting item id of each line, in line order ("" when the line's kind has no item)."""
+    invoicing = j.mapping.invoicing
+    time_code = j.mapping.billing_codes.get(invoicing.time_item)
+    item_names = {
+        "time": time_code.item if time_code else None,
+        "fixed_fee": invoicing.fixed_fee.item,
+        "adjustment": (j.mapping.billing_codes.get(invoicing.adjustment_item) or invoicing.fixed_fee).item,
+    }
+    items = (j.references.items.get(normalise(item_names.get(line["kind"]) or "")) for line in f.lines)
+    return [item.ref_id if item else "" for item in items]
+
+
+def check_items(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    return [
+        failed("invoice.item.mapped", f"line {line['line_id']} ({line['kind']}) has no accounting item", actual=line["kind"])
+        for line, ref in zip(f.lines, item_refs(f, j), strict=True)
+        if not ref
+    ]
+
+
+def check_number(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    known = j.context.known_numbers.get(f.number)
+    reused = len(j.context.staged_hashes.get(f.number, ())) > 1 or bool(known and known[0] != f.header["psa_invoice_id"])
+    detail = f"invoice number {f.number} is used by more than one invoice with different content" if reused else ""
+    results = [CheckResult("invoice.number.unique", not reused, actual=f.number, detail=detail)]
+    posted_before = known and known[0] == f.header["psa_invoice_id"] and known[2] in POSTED_STATES
+    if posted_before and known[1] != content_hash(f.invoice) and f.invoice.get("status") != "voided":
+        results.append(
+            failed(
+                "invoice.unchanged_after_posting",
+                f"invoice {f.number} changed in the PSA after it was posted; correct it with a credit note",
+            )
+        )
+    return results
+
+
+def check_time_reconciles(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    h = f.header
+    if not (j.structurally_valid and f.is_invoice and h["billing_type"] == "time_and_materials"):
+        return []
+    invoicing = j.mapping.invoicing
+    hours, amount = j.context.exported_time.get(str(h["project_id"]), (Decimal(0), Decimal(0)))
+    tolerance = invoicing.amount_tolerance_per_line * max(1, f.time_lines)
+    ok = abs(hours - f.time_hours) <= invoicing.hours_tolerance and abs(amount - f.time_amount) <= tolerance
+    detail = (
+        ""
+        if ok
+        else (
+            f"invoice bills {f.time_hours} h / {f.time_amount} but {hours} h / {amount} of billable time was exported for {h['project_id']} in {j.context.period}"
+        )
+    )
+    return [
+        CheckResult(
+            "invoice.time.reconciles", ok, expected=f"{hours} h, {amount}", actual=f"{f.time_hours} h, {f.time_amount}", detail=detail
+        )
+    ]
+
+
+def check_fixed_fee(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    h = f.header
+    if not (j.structurally_valid and f.is_invoice and h["billing_type"] == "fixed_fee"):
+        return []
+    deal_id = str(h["crm_deal_id"] or "")
+    contract = j.context.contracts.get(deal_id)
+    if contract is None:
+        return [
+            failed(
+                "invoice.fixed_fee.contract_known",
+                f"project {h['project_id']} has no CRM deal with a contract value (deal {deal_id or 'missing'})",
+            )
+        ]
+    billed = j.context.billed_to_date(deal_id, excluding=str(h["psa_invoice_id"])) + (f.subtotal or Decimal(0))
+    detail = (
+        "" if billed <= contract else f"fixed fees billed to date would be {billed}, above the contract value {contract} of deal {deal_id}"
+    )
+    return [CheckResult("invoice.fixed_fee.within_contract", billed <= contract, expected=f"≤ {contract}", actual=billed, detail=detail)]
+
+
+def check_credit_note_target(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    h = f.header
+    if h["kind"] != "credit_note":
+        return []
+    target = j.context.known_numbers.get(str(h["credit_note_for"])) or (str(h["credit_note_for"]) in j.context.staged_hashes or None)
+    detail = "" if target else f"credit note {f.number} refers to unknown invoice {h['credit_note_for']}"
+    return [CheckResult("invoice.credit_note.target_known", bool(target), actual=h["credit_note_for"], detail=detail)]
+
+
+INVOICE_CHECKS: tuple[Callable[[InvoiceFacts, Judging], list[CheckResult]], ...] = (
+    check_total_adds_up,
+    check_customer,
+    check_tax_code,
+    check_currency,
+    check_items,
+    check_number,
+    check_time_reconciles,
+    check_fixed_fee,
+    check_credit_note_target,
+)
+"""The business checks of an invoice, in the order their results are recorded."""
+
+CANONICAL_HEADER = (
+    "psa_invoice_id", "number", "kind", "psa_status", "billing_type", "project_id", "crm_deal_id", "client_id", "client_name",
+    "currency", "issue_date", "due_date", "subtotal", "tax_code", "tax_amount", "total", "credit_note_for",
+)  # fmt: skip
+
+
+def judge_invoice(
+    invoice: dict[str, Any], references: AccountingReferences, context: CheckContext, *, structurally_valid: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(check results, the outbox row with its lines) for one invoice: every check of ``INVOICE_CHECKS``."""
+    judging = Judging(references=references, context=context, mapping=load_mapping(), structurally_valid=structurally_valid)
+    facts = invoice_facts(invoice)
+    results = list(facts.line_problems)
+    for check in INVOICE_CHECKS:
+        results += check(facts, judging)
+    customer, tax_ref, refs = customer_of(facts, judging), tax_ref_of(facts, judging), item_refs(facts, judging)
     canonical = {
-        **{k: header[k] for k in ("psa_invoice_id", "number", "kind", "psa_status", "billing_type", "project_id", "crm_deal_id", "client_id", "client_name", "currency",
-                                  "issue_date", "due_date", "subtotal", "tax_code", "tax_amount", "total", "credit_note_for")},  # fmt: skip
-        "hours": str(time_hours),
+        **{k: facts.header[k] for k in CANONICAL_HEADER},
+        "hours": str(facts.time_hours),
         "customer_ref_id": customer.ref_id if customer else None,
         "tax_ref_id": tax_ref.ref_id if tax_ref else None,
-        "content_hash": this_hash,
-        "lines": lines,
+        "content_hash": content_hash(invoice),
+        "lines": [{**line, "item_ref_id": ref} for line, ref in zip(facts.lines, refs, strict=True)],
     }
-    return results, canonical
+    return [r.as_row() for r in results], canonical
 
 
 def _save_checks(warehouse: Engine, checks: list[dict[str, Any]]) -> None:
     from backbone.warehouse.db import upsert
     from backbone.warehouse.tables import reconciliation
 
-    rows = {(c["psa_invoice_id"], c["check_name"]): {k: c[k] for k in ("psa_invoice_id", "check_name", "passed", "expected", "actual", "detail", "run_id")} for c in checks}
+    rows = {
+        (c["psa_invoice_id"], c["check_name"]): {
+            k: c[k] for k in ("psa_invoice_id", "check_name", "passed", "expected", "actual", "detail", "run_id")
+        }
+        for c in checks
+    }
     with warehouse.begin() as connection:
         upsert(connection, reconciliation, list(rows.values()), key=["psa_invoice_id", "check_name"], bookkeeping=("run_id",))
 
@@ -334,13 +562,17 @@ def load_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, A
     with warehouse.begin() as connection:
         ops.lock_for_transaction(connection, f"{run.flow}:outbox")
         staged = [row for chunk in ops.iter_staged(warehouse, run, ENTITY) for row in chunk if row["canonical"]]
-        existing = {r.psa_invoice_id: r.posting_status for r in connection.execute(select(invoice.c.psa_invoice_id, invoice.c.posting_status))}
+        existing = {
+            r.psa_invoice_id: r.posting_status for r in connection.execute(select(invoice.c.psa_invoice_id, invoice.c.posting_status))
+        }
         for row in staged:
             canon, held = row["canonical"], row["status"] == "quarantined"
             state = existing.get(canon["psa_invoice_id"])
             if state in POSTED_STATES:
                 if canon["psa_status"] == "voided" and state == "posted":
-                    connection.execute(invoice.update().where(invoice.c.psa_invoice_id == canon["psa_invoice_id"]).values(posting_status="void_pending"))
+                    connection.execute(
+                        invoice.update().where(invoice.c.psa_invoice_id == canon["psa_invoice_id"]).values(posting_status="void_pending")
+                    )
                     voids += 1
                 continue
             status = "not_posted" if canon["psa_status"] == "voided" else "held" if held else "pending"
@@ -352,7 +584,9 @@ def load_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, A
         totals = period_totals(connection, run)
         # ``loaded`` is the interval's invoices now in the outbox, whatever an earlier attempt already
         # wrote: the same after a clean run and after a kill and rerun; this attempt's writes are in details.
-        ops.record_run(connection, run, loaded=len(staged), details={"voids_requested": voids, "written_by_this_attempt": written, **totals})
+        ops.record_run(
+            connection, run, loaded=len(staged), details={"voids_requested": voids, "written_by_this_attempt": written, **totals}
+        )
     return {"loaded": len(staged), "written_by_this_attempt": written, "voids_requested": voids}
 
 
@@ -361,8 +595,25 @@ def _invoice_row(canon: dict[str, Any], run: RunRef, status: str, period: str) -
         return _decimal(canon[key]) or Decimal(0)
 
     return {
-        **{k: canon[k] for k in ("psa_invoice_id", "number", "kind", "billing_type", "project_id", "crm_deal_id", "client_id", "client_name", "customer_ref_id",
-                                 "currency", "tax_code", "credit_note_for", "psa_status", "content_hash")},  # fmt: skip
+        **{
+            k: canon[k]
+            for k in (
+                "psa_invoice_id",
+                "number",
+                "kind",
+                "billing_type",
+                "project_id",
+                "crm_deal_id",
+                "client_id",
+                "client_name",
+                "customer_ref_id",
+                "currency",
+                "tax_code",
+                "credit_note_for",
+                "psa_status",
+                "content_hash",
+            )
+        },  # fmt: skip
         "number": str(canon["number"])[:21],
         "currency": str(canon["currency"])[:3],
         "period": period,
@@ -426,7 +677,10 @@ def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) 
             pending = [dict(r._mapping) for r in connection.execute(
                 select(invoice).where(invoice.c.posting_status.in_(("pending", "void_pending"))).order_by(invoice.c.kind.desc(), invoice.c.number)
             )]  # fmt: skip
-            tax_refs = {r.match_key: r.ref_id for r in connection.execute(select(reference.c.match_key, reference.c.ref_id).where(reference.c.entity == "TaxCode"))}
+            tax_refs = {
+                r.match_key: r.ref_id
+                for r in connection.execute(select(reference.c.match_key, reference.c.ref_id).where(reference.c.entity == "TaxCode"))
+            }
         for row in pending:
             outcome = _post_one(accounting, warehouse, row, tax_refs, mapping)
             if outcome == "posted":
@@ -437,11 +691,18 @@ def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) 
                 voided += 1
             else:
                 failed += 1
-                rejections.append(QuarantineRow(ENTITY, row["psa_invoice_id"], "accounting.rejected", outcome, {k: str(v) for k, v in row.items()}))
+                rejections.append(
+                    QuarantineRow(ENTITY, row["psa_invoice_id"], "accounting.rejected", outcome, {k: str(v) for k, v in row.items()})
+                )
     with warehouse.begin() as connection:
         ops.add_quarantine(connection, run, rejections)
         totals = period_totals(connection, run)
-        ops.record_run(connection, run, written_back=totals["posted_total"], details={"posted_now": posted, "found_by_number": adopted, "voided_now": voided, "rejected_by_accounting": failed, **totals})
+        ops.record_run(
+            connection,
+            run,
+            written_back=totals["posted_total"],
+            details={"posted_now": posted, "found_by_number": adopted, "voided_now": voided, "rejected_by_accounting": failed, **totals},
+        )
     log.info("invoices: %d posted, %d found already posted by number, %d voided, %d rejected", posted, adopted, voided, failed)
     return {"posted": posted, "found_by_number": adopted, "voided": voided, "rejected": failed}
 
@@ -462,11 +723,18 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
         if found is not None:
             found_id, found_total = found
             if abs(found_total - row["total"]) > CENT:
-                raise FatalApiError(f"{entity} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}")
+                raise FatalApiError(
+                    f"{entity} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}"
+                )
             _mark(warehouse, row, posting_status="posted", accounting_id=found_id, posted_at=func.now())
             return "found"
         with warehouse.connect() as connection:
-            lines = [dict(r._mapping) for r in connection.execute(select(invoice_line).where(invoice_line.c.psa_invoice_id == row["psa_invoice_id"]).order_by(invoice_line.c.line_id))]
+            lines = [
+                dict(r._mapping)
+                for r in connection.execute(
+                    select(invoice_line).where(invoice_line.c.psa_invoice_id == row["psa_invoice_id"]).order_by(invoice_line.c.line_id)
+                )
+            ]
         tax_name = mapping.tax_codes.get(row["tax_code"], ("", Decimal(0)))[0]
         answer = accounting.create_invoice(entity, row, lines, tax_refs.get(normalise(tax_name)), request_id=row["request_id"])
         _mark(warehouse, row, posting_status="posted", accounting_id=answer.object_id, posted_at=func.now())

@@ -45,7 +45,16 @@ def _checkable(payment: dict[str, object]) -> dict[str, object]:
     return {k: float(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, date) else v for k, v in payment.items()}
 
 
-def sync_payments(accounting: AccountingSystem, psa: PsaBilling, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef, *, overlap: timedelta, company_timezone: str) -> dict[str, int]:
+def sync_payments(
+    accounting: AccountingSystem,
+    psa: PsaBilling,
+    accounting_warehouse: Engine,
+    psa_warehouse: Engine,
+    run: RunRef,
+    *,
+    overlap: timedelta,
+    company_timezone: str,
+) -> dict[str, int]:
     """Read payments changed since the interval start (minus overlap) and the balance of every open
     posted invoice; write statuses to both warehouses and to the PSA where they changed."""
     from sqlalchemy import select
@@ -55,7 +64,10 @@ def sync_payments(accounting: AccountingSystem, psa: PsaBilling, accounting_ware
 
     payments = [{**asdict(p), "last_run_id": run.run_id} for p in accounting.payments_since(run.interval_start - overlap)]
     with accounting_warehouse.begin() as connection:  # a payment PostgreSQL cannot hold is an exception, not a failed run
-        storable = {key for key, _ in ops.set_aside_unstorable(connection, run, "payment", [(str(p["accounting_id"]), _checkable(p)) for p in payments])}
+        storable = {
+            key
+            for key, _ in ops.set_aside_unstorable(connection, run, "payment", [(str(p["accounting_id"]), _checkable(p)) for p in payments])
+        }
     payments = [p for p in payments if str(p["accounting_id"]) in storable]
     with accounting_warehouse.connect() as connection:
         tracked = [dict(r._mapping) for r in connection.execute(
@@ -74,20 +86,38 @@ def sync_payments(accounting: AccountingSystem, psa: PsaBilling, accounting_ware
                 log.warning("invoice %s (accounting id %s) was not found in accounting", row["number"], row["accounting_id"])
                 continue
             balance = balance if balance is not None else Decimal(0)
-            status = payment_status(posting_status=row["posting_status"], total=row["total"], balance=balance, due_date=row["due_date"], as_of=as_of)
+            status = payment_status(
+                posting_status=row["posting_status"], total=row["total"], balance=balance, due_date=row["due_date"], as_of=as_of
+            )
             paid = Decimal(0) if status == "voided" else row["total"] - balance
             if (row["payment_status"], row["balance"], row["amount_paid"]) != (status, balance, paid):
-                connection.execute(invoice.update().where(invoice.c.psa_invoice_id == row["psa_invoice_id"]).values(payment_status=status, balance=balance, amount_paid=paid))
+                connection.execute(
+                    invoice.update()
+                    .where(invoice.c.psa_invoice_id == row["psa_invoice_id"])
+                    .values(payment_status=status, balance=balance, amount_paid=paid)
+                )
                 changed += 1
             statuses.append({"psa_invoice_id": row["psa_invoice_id"], "number": row["number"], "status": status, "currency": row["currency"], "total": row["total"],
                              "amount_paid": paid, "balance": balance, "accounting_id": row["accounting_id"], "last_run_id": run.run_id})  # fmt: skip
-        ops.record_run(connection, run, extracted=len(payments) + len(tracked), loaded=changed, details={"payments_read": len(payments), "invoices_checked": len(tracked)})
+        ops.record_run(
+            connection,
+            run,
+            extracted=len(payments) + len(tracked),
+            loaded=changed,
+            details={"payments_read": len(payments), "invoices_checked": len(tracked)},
+        )
     with psa_warehouse.begin() as connection:
         upsert(connection, invoice_status, statuses, key=["psa_invoice_id"])
     for status in statuses:
-        body = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in status.items() if k in ("status", "amount_paid", "balance", "currency", "accounting_id")}
+        body = {
+            k: (str(v) if isinstance(v, Decimal) else v)
+            for k, v in status.items()
+            if k in ("status", "amount_paid", "balance", "currency", "accounting_id")
+        }
         psa_updates += psa.set_invoice_payment_status(status["psa_invoice_id"], body)
     with accounting_warehouse.begin() as connection:
         ops.record_run(connection, run, written_back=psa_updates, details={"statuses_changed": changed, "psa_updates": psa_updates})
-    log.info("payments: %d read, %d invoices checked, %d statuses changed, %d PSA updates", len(payments), len(tracked), changed, psa_updates)
+    log.info(
+        "payments: %d read, %d invoices checked, %d statuses changed, %d PSA updates", len(payments), len(tracked), changed, psa_updates
+    )
     return {"payments": len(payments), "statuses_changed": changed, "psa_updates": psa_updates}

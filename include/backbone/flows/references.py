@@ -34,7 +34,13 @@ def refresh_references(accounting: AccountingSystem, warehouse: Engine, run: Run
             })  # fmt: skip
     with warehouse.begin() as connection:
         # Every listed record is stamped with this run, so whatever accounting no longer lists stops matching.
-        copy_upsert(connection, reference, sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])), key=["entity", "match_key"], bookkeeping=())
+        copy_upsert(
+            connection,
+            reference,
+            sorted(rows.values(), key=lambda r: (r["entity"], r["match_key"])),
+            key=["entity", "match_key"],
+            bookkeeping=(),
+        )
         if rows:
             connection.execute(reference.delete().where(reference.c.last_run_id != stamp))
     counts = {entity: n for entity in REFERENCE_ENTITIES if (n := sum(1 for e, _ in rows if e == entity))}

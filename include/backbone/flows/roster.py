@@ -58,7 +58,9 @@ def full_snapshot_due(warehouse: Engine, run: RunRef, *, every_days: int) -> boo
            AND interval_end > %(since)s AND interval_end <= %(end)s AND run_id <> %(run_id)s
     """
     with warehouse.connect() as connection:
-        recent = connection.exec_driver_sql(query, {"flow": run.flow, "since": run.interval_end - timedelta(days=every_days), "end": run.interval_end, "run_id": run.run_id}).scalar_one()
+        recent = connection.exec_driver_sql(
+            query, {"flow": run.flow, "since": run.interval_end - timedelta(days=every_days), "end": run.interval_end, "run_id": run.run_id}
+        ).scalar_one()
     return recent == 0
 
 
@@ -85,7 +87,9 @@ def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, 
         details = {"snapshot": "full" if full else "delta", "changed_since": since.isoformat(), "deleted_in_hr": len(deleted), "time_off_window": [window.start.isoformat(), window.end.isoformat()],
                    "time_off_requests_received": len(requests), "duplicate_request_conflicts": conflicts}  # fmt: skip
         ops.record_run(connection, run, extracted=len(employees) + len({str(r.get("id")) for r in requests}), details=details)
-    log.info("%s snapshot: %d employees, %d deleted, %d time-off requests", details["snapshot"], len(employees), len(deleted), len(requests))
+    log.info(
+        "%s snapshot: %d employees, %d deleted, %d time-off requests", details["snapshot"], len(employees), len(deleted), len(requests)
+    )
     return {"employees": len(employees), "time_off_requests": len(requests), "deleted": len(deleted)}
 
 
@@ -136,7 +140,9 @@ def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
     for index, (staged, person) in enumerate(zip(employees, people, strict=True)):
         failures = outcome.failures.get(index, [])
         verdicts.append((staged["source_key"], "quarantined" if failures else "valid", None if failures else person))
-        quarantine_rows += [QuarantineRow("person", staged["source_key"], f.rule, f.reason, staged["payload"]) for f in dict.fromkeys(failures)]
+        quarantine_rows += [
+            QuarantineRow("person", staged["source_key"], f.rule, f.reason, staged["payload"]) for f in dict.fromkeys(failures)
+        ]
     with warehouse.begin() as connection:
         ops.set_verdicts(connection, run, "person", verdicts)
         known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
@@ -162,7 +168,9 @@ def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
     return {"valid": valid, "quarantined": quarantined}
 
 
-def judge_requests(requests: list[dict[str, Any]], known_people: set[str]) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow]]:
+def judge_requests(
+    requests: list[dict[str, Any]], known_people: set[str]
+) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow]]:
     days_by_request = [request_days(r["payload"]) for r in requests]
     flat = [d for days in days_by_request for d in days]
     outcome = validate_rows("time_off_day", flat)
@@ -174,11 +182,23 @@ def judge_requests(requests: list[dict[str, Any]], known_people: set[str]) -> tu
         failures = [f for d in days for f in failures_by_day.get(d["day_key"], [])]
         status = as_dict(request.get("status")).get("status")
         if staged["status"] == "conflict":
-            failures.append(RuleFailure("time_off.request_id.conflict", f"request {staged['source_key']} was sent twice with different content"))
+            failures.append(
+                RuleFailure("time_off.request_id.conflict", f"request {staged['source_key']} was sent twice with different content")
+            )
         if str(request.get("end")) < str(request.get("start")):
-            failures.append(RuleFailure("time_off.dates.ordered", f"request {staged['source_key']} ends ({request.get('end')}) before it starts ({request.get('start')})"))
+            failures.append(
+                RuleFailure(
+                    "time_off.dates.ordered",
+                    f"request {staged['source_key']} ends ({request.get('end')}) before it starts ({request.get('start')})",
+                )
+            )
         if str(request.get("employeeId")) not in known_people:
-            failures.append(RuleFailure("time_off.employee.known", f"employee {request.get('employeeId')} of request {staged['source_key']} is not in the roster"))
+            failures.append(
+                RuleFailure(
+                    "time_off.employee.known",
+                    f"employee {request.get('employeeId')} of request {staged['source_key']} is not in the roster",
+                )
+            )
         if failures:
             verdicts.append((staged["source_key"], "quarantined", None))
             raw = request if staged["status"] != "conflict" else {"first": request, **(staged["canonical"] or {})}
@@ -210,7 +230,12 @@ def _validate_table_rows(warehouse: Engine, run: RunRef) -> list[QuarantineRow]:
 
 
 def _skill_row(raw: dict[str, Any]) -> dict[str, Any]:
-    return {"skill_key": f"{raw.get('employeeId')}:{raw.get('customSkill')}", "hr_id": str(raw.get("employeeId")), "skill": raw.get("customSkill"), "level": raw.get("customLevel")}
+    return {
+        "skill_key": f"{raw.get('employeeId')}:{raw.get('customSkill')}",
+        "hr_id": str(raw.get("employeeId")),
+        "skill": raw.get("customSkill"),
+        "level": raw.get("customLevel"),
+    }
 
 
 def _certification_row(raw: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +302,9 @@ def _load_people(connection: Connection, warehouse: Engine, run: RunRef, *, full
     gone = 0
     if gone_ids:
         result = connection.execute(
-            update(hr_person).where(hr_person.c.hr_id.in_(sorted(gone_ids)), hr_person.c.deleted_in_hr.is_(False)).values(deleted_in_hr=True, is_active=False, last_run_id=run.run_id)
+            update(hr_person)
+            .where(hr_person.c.hr_id.in_(sorted(gone_ids)), hr_person.c.deleted_in_hr.is_(False))
+            .values(deleted_in_hr=True, is_active=False, last_run_id=run.run_id)
         )
         gone = result.rowcount
         changed += sorted(gone_ids & set(before))
@@ -306,8 +333,17 @@ def _load_history(connection: Connection, warehouse: Engine, run: RunRef) -> int
                         "division": raw.get("division"), "employment_status": raw.get("employmentStatus"), "last_run_id": run.run_id,
                     }  # fmt: skip
                     if raw.get("department"):
-                        departments[raw["department"]] = {"department": raw["department"], "division": raw.get("division"), "last_run_id": run.run_id}
-    changed = upsert(connection, hr_person_history, sorted(rows.values(), key=lambda r: (r["hr_id"], r["kind"], r["effective_date"])), key=["hr_id", "kind", "effective_date"])
+                        departments[raw["department"]] = {
+                            "department": raw["department"],
+                            "division": raw.get("division"),
+                            "last_run_id": run.run_id,
+                        }
+    changed = upsert(
+        connection,
+        hr_person_history,
+        sorted(rows.values(), key=lambda r: (r["hr_id"], r["kind"], r["effective_date"])),
+        key=["hr_id", "kind", "effective_date"],
+    )
     upsert(connection, hr_department, sorted(departments.values(), key=lambda r: r["department"]), key=["department"])
     return changed
 
@@ -353,7 +389,14 @@ def _load_time_off(connection: Connection, warehouse: Engine, run: RunRef, windo
             for d in verdict["days"]:
                 day = date.fromisoformat(d["day"])
                 if window.start <= day <= window.end:
-                    rows[(d["request_id"], day)] = {"request_id": d["request_id"], "day": day, "hr_id": d["hr_id"], "hours": Decimal(d["hours"]), "type": d["type"], "last_run_id": run.run_id}
+                    rows[(d["request_id"], day)] = {
+                        "request_id": d["request_id"],
+                        "day": day,
+                        "hr_id": d["hr_id"],
+                        "hours": Decimal(d["hours"]),
+                        "type": d["type"],
+                        "last_run_id": run.run_id,
+                    }
     new = {(r["hr_id"], r["request_id"], r["day"], r["hours"]) for r in rows.values()}
     if old != new:
         connection.execute(delete(hr_time_off_day).where(in_window))
@@ -370,7 +413,12 @@ def _load_holidays(connection: Connection, window: Window, country: str) -> None
 
     years = sorted({window.start.year, window.end.year, (window.as_of + timedelta(weeks=CAPACITY_WEEKS)).year})
     calendar = holidays.country_holidays(country, years=years)
-    upsert(connection, hr_company_holiday, [{"day": day, "name": name, "country": country} for day, name in sorted(calendar.items())], key=["day"])
+    upsert(
+        connection,
+        hr_company_holiday,
+        [{"day": day, "name": name, "country": country} for day, name in sorted(calendar.items())],
+        key=["day"],
+    )
 
 
 def _recompute_capacity(connection: Connection, window: Window) -> int:
@@ -424,12 +472,19 @@ def push_to_psa(psa: PsaPeople, warehouse: Engine, run: RunRef, *, window: Windo
     time_off_ids = [r["source_key"] for chunk in ops.iter_staged(warehouse, run, "push:time_off") for r in chunk]
     created = updated = time_off_updates = 0
     with warehouse.connect() as connection:
-        people = {r.hr_id: dict(r._mapping) for r in connection.execute(select(hr_person).where(hr_person.c.hr_id.in_(sorted(set(person_ids) | set(time_off_ids)))))}
+        people = {
+            r.hr_id: dict(r._mapping)
+            for r in connection.execute(select(hr_person).where(hr_person.c.hr_id.in_(sorted(set(person_ids) | set(time_off_ids)))))
+        }
         skills: dict[str, list[str]] = defaultdict(list)
-        for r in connection.execute(select(hr_skill.c.hr_id, hr_skill.c.skill).where(hr_skill.c.hr_id.in_(person_ids)).order_by(hr_skill.c.skill)):
+        for r in connection.execute(
+            select(hr_skill.c.hr_id, hr_skill.c.skill).where(hr_skill.c.hr_id.in_(person_ids)).order_by(hr_skill.c.skill)
+        ):
             skills[r.hr_id].append(r.skill)
         certifications: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in connection.execute(select(hr_certification).where(hr_certification.c.hr_id.in_(person_ids)).order_by(hr_certification.c.name)):
+        for r in connection.execute(
+            select(hr_certification).where(hr_certification.c.hr_id.in_(person_ids)).order_by(hr_certification.c.name)
+        ):
             certifications[r.hr_id].append({"name": r.name, "expires_on": r.expires_on.isoformat() if r.expires_on else None})
         days: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in connection.execute(
@@ -451,6 +506,11 @@ def push_to_psa(psa: PsaPeople, warehouse: Engine, run: RunRef, *, window: Windo
             payload = [{"date": d, "hours": str(min(h, Decimal(24)))} for d, h in sorted(merged.items())]
             time_off_updates += psa.replace_time_off(HR_SOURCE, hr_id, window.start.isoformat(), window.end.isoformat(), payload)
     with warehouse.begin() as connection:
-        ops.record_run(connection, run, written_back=created + time_off_updates + updated, details={"psa_people_created": created, "psa_people_sent": updated, "psa_time_off_changed": time_off_updates})
+        ops.record_run(
+            connection,
+            run,
+            written_back=created + time_off_updates + updated,
+            details={"psa_people_created": created, "psa_people_sent": updated, "psa_time_off_changed": time_off_updates},
+        )
     log.info("PSA: %d people created, %d updated, %d time-off windows changed", created, updated, time_off_updates)
     return {"created": created, "updated": updated, "time_off_changed": time_off_updates}

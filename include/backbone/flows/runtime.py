@@ -107,7 +107,9 @@ def airflow_run_url(context: dict[str, Any]) -> str | None:
     return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{context['run_id']}"
 
 
-def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, context: dict[str, Any], expects_verdicts: bool = True) -> dict[str, Any]:
+def finish_flow_run(
+    flow: str, warehouse_conn_id: str, *, last_task_id: str, context: dict[str, Any], expects_verdicts: bool = True
+) -> dict[str, Any]:
     """Close the run record; raise after recording when an upstream step failed.
 
     The flow succeeded when its last step left its result in XCom, and (``expects_verdicts``)
@@ -125,7 +127,9 @@ def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, con
     run = run_ref(flow, context)
     owner = run_owner(engine, run)
     if owner not in (None, context["run_id"]):
-        raise AirflowFailException(f"{flow} run {context['run_id']} did not run {run.run_id}: Airflow run {owner!r} of the same interval owns it; its record is left to that run")
+        raise AirflowFailException(
+            f"{flow} run {context['run_id']} did not run {run.run_id}: Airflow run {owner!r} of the same interval owns it; its record is left to that run"
+        )
     succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
     problem = unaccounted_records(read_run(engine, run) or {}) if succeeded and expects_verdicts else None
     if problem:
@@ -137,7 +141,9 @@ def finish_flow_run(flow: str, warehouse_conn_id: str, *, last_task_id: str, con
     _alert(flow, engine, run, record)
     summary = {k: record.get(k) for k in ("status", "extracted", "valid", "quarantined", "loaded", "written_back")}
     if not succeeded:
-        raise AirflowFailException(f"{flow} run {context['run_id']} failed{': ' + problem if problem else ' upstream'}; run record: {summary}")
+        raise AirflowFailException(
+            f"{flow} run {context['run_id']} failed{': ' + problem if problem else ' upstream'}; run record: {summary}"
+        )
     return summary
 
 

@@ -58,7 +58,9 @@ def entry_key(entry_id: str, version: Any) -> str:
 
 
 # --- extract -------------------------------------------------------------------------------------
-def extract_time_entries(psa: PsaTimeSource, accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, page_size: int) -> dict[str, int]:
+def extract_time_entries(
+    psa: PsaTimeSource, accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, page_size: int
+) -> dict[str, int]:
     """Refresh the accounting reference lists, then stage every entry approved in the interval."""
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
@@ -72,7 +74,12 @@ def extract_time_entries(psa: PsaTimeSource, accounting: AccountingSystem, wareh
         log.info("extracted %d time entries approved %s → %s", extracted, run.interval_start.isoformat(), run.interval_end.isoformat())
     staged = count_staged(warehouse, run)
     with warehouse.begin() as connection:
-        ops.record_run(connection, run, extracted=staged, details={"entries_received": extracted, "conflicting_repeats": conflicts, "accounting_references": references})
+        ops.record_run(
+            connection,
+            run,
+            extracted=staged,
+            details={"entries_received": extracted, "conflicting_repeats": conflicts, "accounting_references": references},
+        )
     return {"extracted": staged, "conflicts": conflicts}
 
 
@@ -119,7 +126,20 @@ def map_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 def content_hash(row: dict[str, Any]) -> str:
     """What must not change within one entry version (approval time and notes aside)."""
-    fields = ("person_id", "person_email", "person_type", "project_id", "client_id", "client_name", "billing_code", "work_date", "hours", "billable", "hourly_rate", "currency")
+    fields = (
+        "person_id",
+        "person_email",
+        "person_type",
+        "project_id",
+        "client_id",
+        "client_name",
+        "billing_code",
+        "work_date",
+        "hours",
+        "billable",
+        "hourly_rate",
+        "currency",
+    )
     return hashlib.sha256(json.dumps([str(row.get(f)) for f in fields]).encode()).hexdigest()
 
 
@@ -143,7 +163,9 @@ def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: s
         for row in chunk:
             drift.observe(row["payload"])
         exported = _exported_hashes(warehouse, [row["source_key"] for row in chunk])
-        verdicts, quarantine_rows = judge_chunk(chunk, references, overfull_days=overfull_days, last_work_date=last_work_date, exported_hashes=exported)
+        verdicts, quarantine_rows = judge_chunk(
+            chunk, references, overfull_days=overfull_days, last_work_date=last_work_date, exported_hashes=exported
+        )
         with warehouse.begin() as connection:
             ops.set_verdicts(connection, run, ENTITY, verdicts)
             ops.add_quarantine(connection, run, quarantine_rows)
@@ -182,7 +204,9 @@ def _overfull_person_days(warehouse: Engine, run: RunRef) -> set[tuple[str, str]
         SELECT person_id, work_date FROM day_hours GROUP BY person_id, work_date HAVING sum(hours) > %(limit)s
     """
     with warehouse.connect() as connection:
-        rows = connection.exec_driver_sql(query, {"flow": run.flow, "run_id": run.run_id, "entity": ENTITY, "limit": MAX_HOURS_PER_PERSON_DAY}).all()
+        rows = connection.exec_driver_sql(
+            query, {"flow": run.flow, "run_id": run.run_id, "entity": ENTITY, "limit": MAX_HOURS_PER_PERSON_DAY}
+        ).all()
     return {(r[0], r[1]) for r in rows}
 
 
@@ -222,12 +246,22 @@ def judge_chunk(
         failures = list(outcome.failures.get(index, []))
         key = staged["source_key"]
         if staged["status"] == "conflict":
-            failures.append(RuleFailure("time_entry.entry_key.conflict", f"entry {row['entry_id']} version {row['entry_version']} was sent twice with different content"))
+            failures.append(
+                RuleFailure(
+                    "time_entry.entry_key.conflict",
+                    f"entry {row['entry_id']} version {row['entry_version']} was sent twice with different content",
+                )
+            )
         line: dict[str, Any] = {}
         if not failures:
             failures += _flow_rules(row, references, mapping, overfull_days=overfull_days, last_work_date=last_work_date, line=line)
         if not failures and key in exported_hashes and exported_hashes[key] != line["content_hash"]:
-            failures.append(RuleFailure("time_entry.entry_key.exported_differently", f"entry {row['entry_id']} version {row['entry_version']} was already exported with different content; the PSA must issue a new version"))
+            failures.append(
+                RuleFailure(
+                    "time_entry.entry_key.exported_differently",
+                    f"entry {row['entry_id']} version {row['entry_version']} was already exported with different content; the PSA must issue a new version",
+                )
+            )
         if failures:
             verdicts.append((key, "quarantined", None))
             raw = staged["payload"] if staged["status"] != "conflict" else {"first": staged["payload"], **(staged["canonical"] or {})}
@@ -253,31 +287,60 @@ def _flow_rules(
     except ValueError:
         return [RuleFailure("time_entry.work_date.type", f"work date {row['work_date']!r} is not a calendar date")]
     if work_date > last_work_date:
-        failures.append(RuleFailure("time_entry.work_date.not_future", f"work date {work_date} is after the end of the export week ({last_work_date})"))
+        failures.append(
+            RuleFailure("time_entry.work_date.not_future", f"work date {work_date} is after the end of the export week ({last_work_date})")
+        )
     max_age = load_entity(ENTITY).fields["work_date"].max_age_days
     if max_age is not None and work_date < last_work_date - timedelta(days=max_age):
         failures.append(RuleFailure(
             "time_entry.work_date.plausible", f"work date {work_date} is more than {max_age} days before the end of the export week ({last_work_date})",
         ))  # fmt: skip
     if (row["person_id"], row["work_date"]) in overfull_days:
-        failures.append(RuleFailure("time_entry.person_day_hours.max", f"{row['person_id']} has more than {MAX_HOURS_PER_PERSON_DAY} hours on {row['work_date']}"))
+        failures.append(
+            RuleFailure(
+                "time_entry.person_day_hours.max",
+                f"{row['person_id']} has more than {MAX_HOURS_PER_PERSON_DAY} hours on {row['work_date']}",
+            )
+        )
     code = mapping.billing_codes.get(row["billing_code"])
     item = references.items.get(normalise(code.item)) if code else None
     if code is None:
-        failures.append(RuleFailure("time_entry.billing_code.mapped", f"billing code {row['billing_code']} has no accounting item in accounting_mapping.yaml"))
+        failures.append(
+            RuleFailure(
+                "time_entry.billing_code.mapped", f"billing code {row['billing_code']} has no accounting item in accounting_mapping.yaml"
+            )
+        )
     elif item is None:
-        failures.append(RuleFailure("time_entry.billing_code.item_exists", f"billing code {row['billing_code']} maps to item {code.item!r}, which the accounting system does not have"))
+        failures.append(
+            RuleFailure(
+                "time_entry.billing_code.item_exists",
+                f"billing code {row['billing_code']} maps to item {code.item!r}, which the accounting system does not have",
+            )
+        )
     elif normalise(item.extra.get("income_account") or "") != normalise(code.gl_account):
-        failures.append(RuleFailure("time_entry.billing_code.gl_account", f"item {code.item!r} posts to {item.extra.get('income_account')!r} in accounting, but the mapping says {code.gl_account!r}"))
+        failures.append(
+            RuleFailure(
+                "time_entry.billing_code.gl_account",
+                f"item {code.item!r} posts to {item.extra.get('income_account')!r} in accounting, but the mapping says {code.gl_account!r}",
+            )
+        )
     customer = references.customers.get(mapping.customer_key(row["client_id"], row["client_name"]))
     if customer is None:
-        failures.append(RuleFailure("time_entry.client.mapped", f"client {row['client_id']} ({row['client_name']}) has no accounting customer with that name"))
+        failures.append(
+            RuleFailure(
+                "time_entry.client.mapped", f"client {row['client_id']} ({row['client_name']}) has no accounting customer with that name"
+            )
+        )
     person = references.people.get(mapping.person_key(row["person_id"], row["person_email"]))
     wanted_entity = "Vendor" if row["person_type"] == "contractor" else "Employee"
     if person is None:
-        failures.append(RuleFailure("time_entry.person.mapped", f"{row['person_id']} ({row['person_email']}) is not an accounting employee or vendor"))
+        failures.append(
+            RuleFailure("time_entry.person.mapped", f"{row['person_id']} ({row['person_email']}) is not an accounting employee or vendor")
+        )
     elif person.entity not in (wanted_entity, "User"):  # a User: the system does not tell employees from contractors
-        failures.append(RuleFailure("time_entry.person.mapped", f"{row['person_id']} is a PSA {row['person_type']} but an accounting {person.entity}"))
+        failures.append(
+            RuleFailure("time_entry.person.mapped", f"{row['person_id']} is a PSA {row['person_type']} but an accounting {person.entity}")
+        )
     if failures:
         return failures
     assert code is not None and item is not None and customer is not None and person is not None
@@ -315,7 +378,21 @@ def _flow_rules(
 
 
 # --- load ----------------------------------------------------------------------------------------
-MIRROR_FIELDS = ("entry_id", "entry_version", "person_id", "person_email", "project_id", "client_id", "billing_code", "work_date", "hours", "billable", "hourly_rate", "currency", "approved_at")
+MIRROR_FIELDS = (
+    "entry_id",
+    "entry_version",
+    "person_id",
+    "person_email",
+    "project_id",
+    "client_id",
+    "billing_code",
+    "work_date",
+    "hours",
+    "billable",
+    "hourly_rate",
+    "currency",
+    "approved_at",
+)
 OUTBOX_FIELDS = (
     "entry_id", "entry_version", "content_hash", "person_id", "person_name", "name_of", "person_ref_id", "client_id", "client_name",
     "customer_ref_id", "project_id", "project_name", "billing_code", "item_ref_id", "item_name", "gl_account", "work_date", "hours",
@@ -339,8 +416,19 @@ def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: 
         for chunk in ops.iter_staged(accounting_warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
             written += _write_outbox(connection, run, [r["canonical"] for r in chunk])
         totals = outbox_totals(connection, run)
-        ops.record_run(connection, run, loaded=totals["lines"], details={"outbox_lines_written": written, "psa_mirror_rows_changed": mirrored, **totals})
-    log.info("outbox: %d new lines (%d in this run), %s hours, amounts %s", written, totals["lines"], totals["hours"], totals["amount_by_currency"])
+        ops.record_run(
+            connection,
+            run,
+            loaded=totals["lines"],
+            details={"outbox_lines_written": written, "psa_mirror_rows_changed": mirrored, **totals},
+        )
+    log.info(
+        "outbox: %d new lines (%d in this run), %s hours, amounts %s",
+        written,
+        totals["lines"],
+        totals["hours"],
+        totals["amount_by_currency"],
+    )
     return {"loaded": totals["lines"], "outbox_lines_written": written}
 
 
@@ -366,7 +454,11 @@ def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any
     if not lines:
         return 0
     entry_ids = sorted({line["entry_id"] for line in lines})
-    earlier = set(connection.exec_driver_sql("SELECT entry_id, entry_version FROM acct.time_export WHERE entry_id = ANY(%(ids)s)", {"ids": entry_ids}).all())
+    earlier = set(
+        connection.exec_driver_sql(
+            "SELECT entry_id, entry_version FROM acct.time_export WHERE entry_id = ANY(%(ids)s)", {"ids": entry_ids}
+        ).all()
+    )
     rows = []
     for line in lines:
         has_earlier = any(e == line["entry_id"] and v < line["entry_version"] for e, v in earlier)
@@ -422,7 +514,12 @@ def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: R
             "SELECT count(*) FILTER (WHERE posting_status = 'posted'), count(*) FILTER (WHERE posting_status = 'failed') FROM acct.time_export WHERE run_id = %(r)s",
             {"r": run.run_id},
         ).one()
-        ops.record_run(connection, run, written_back=int(posted_in_run[0]), details={"posted_now": outcome["posted"], "rejected_by_accounting": int(posted_in_run[1])})
+        ops.record_run(
+            connection,
+            run,
+            written_back=int(posted_in_run[0]),
+            details={"posted_now": outcome["posted"], "rejected_by_accounting": int(posted_in_run[1])},
+        )
     if outcome["error"] is not None:
         raise outcome["error"]
     return {"posted": outcome["posted"], "rejected": outcome["rejected"], "posted_in_run": int(posted_in_run[0])}
@@ -444,22 +541,34 @@ def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) 
             entry_ids = [
                 r[0]
                 for r in connection.execute(
-                    select(time_export.c.entry_id).where(postable, time_export.c.entry_id > last_entry).group_by(time_export.c.entry_id).order_by(time_export.c.entry_id).limit(entries_per_batch)
+                    select(time_export.c.entry_id)
+                    .where(postable, time_export.c.entry_id > last_entry)
+                    .group_by(time_export.c.entry_id)
+                    .order_by(time_export.c.entry_id)
+                    .limit(entries_per_batch)
                 )
             ]
             if not entry_ids:
                 return
-            lines = connection.execute(select(time_export).where(postable, time_export.c.entry_id.in_(entry_ids)).order_by(time_export.c.entry_id, time_export.c.entry_version))
+            lines = connection.execute(
+                select(time_export)
+                .where(postable, time_export.c.entry_id.in_(entry_ids))
+                .order_by(time_export.c.entry_id, time_export.c.entry_version)
+            )
             by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for line in lines:
                 by_entry[line.entry_id].append(dict(line._mapping))
         with warehouse.begin() as connection:  # counted before the calls: a crash mid-call leaves attempts > 0, so the next try looks first
-            connection.execute(time_export.update().where(postable, time_export.c.entry_id.in_(entry_ids)).values(attempts=time_export.c.attempts + 1))
+            connection.execute(
+                time_export.update().where(postable, time_export.c.entry_id.in_(entry_ids)).values(attempts=time_export.c.attempts + 1)
+            )
         yield list(by_entry.values())
         last_entry = entry_ids[-1]
 
 
-def _post_entries(accounting: AccountingSystem, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int) -> dict[str, Any]:
+def _post_entries(
+    accounting: AccountingSystem, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int
+) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
 
@@ -508,7 +617,12 @@ def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versio
         try:
             found = accounting.find_time_entry(line) if target is None and line.get("attempts") else None
             if found is not None:  # an earlier attempt created it and its answer was lost: adopt, never create twice
-                log.info("time entry %s v%s already in accounting as %s (an earlier attempt); adopted", line["entry_id"], line["entry_version"], found.object_id)
+                log.info(
+                    "time entry %s v%s already in accounting as %s (an earlier attempt); adopted",
+                    line["entry_id"],
+                    line["entry_version"],
+                    found.object_id,
+                )
             answer = found or accounting.post_time_entry(line, target=target, request_id=line["request_id"])
         except ReauthorisationRequired:
             raise  # the Connection itself is dead: fail the task now, every line stays pending
@@ -520,7 +634,15 @@ def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versio
     return results
 
 
-def _result(line: dict[str, Any], status: str, *, accounting_id: str | None = None, sync_token: str | None = None, target: str | None = None, error: str | None = None) -> dict[str, Any]:
+def _result(
+    line: dict[str, Any],
+    status: str,
+    *,
+    accounting_id: str | None = None,
+    sync_token: str | None = None,
+    target: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     return {
         "entry_id": line["entry_id"],
         "entry_version": line["entry_version"],
@@ -546,13 +668,30 @@ def _record_results(warehouse: Engine, run: RunRef, results: Iterable[dict[str, 
                          unnest(%(target_ref_id)s::text[]) AS target_ref_id, unnest(%(last_error)s::text[]) AS last_error) AS v
             WHERE t.entry_id = v.entry_id AND t.entry_version = v.entry_version
             """,
-            {k: [r[k] for r in results] for k in ("entry_id", "entry_version", "posting_status", "accounting_id", "accounting_sync_token", "target_ref_id", "last_error")},
+            {
+                k: [r[k] for r in results]
+                for k in (
+                    "entry_id",
+                    "entry_version",
+                    "posting_status",
+                    "accounting_id",
+                    "accounting_sync_token",
+                    "target_ref_id",
+                    "last_error",
+                )
+            },
         )
         ops.add_quarantine(
             connection,
             run,
             [
-                QuarantineRow("time_activity", entry_key(r["entry_id"], r["entry_version"]), "accounting.rejected", r["last_error"] or "rejected", r["raw"])
+                QuarantineRow(
+                    "time_activity",
+                    entry_key(r["entry_id"], r["entry_version"]),
+                    "accounting.rejected",
+                    r["last_error"] or "rejected",
+                    r["raw"],
+                )
                 for r in results
                 if r["posting_status"] == "failed"
             ],

@@ -100,7 +100,9 @@ class AccountingSystem(Protocol):
         """``(id, total)`` of the invoice or credit memo with this number, if accounting has one."""
         ...
 
-    def create_invoice(self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str) -> PostedObject:
+    def create_invoice(
+        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+    ) -> PostedObject:
         """Create an outbox invoice (``entity`` Invoice) or credit note (``entity`` CreditMemo)."""
         ...
 

@@ -79,7 +79,9 @@ class BambooHRHook(JsonApiHook):
             if not employee_ids:
                 return []
             body["filters"] = {"employeeIds": [int(i) for i in employee_ids]}
-        answer = self.request("POST", "/api/v1/reports/custom", params={"format": "json", "onlyCurrent": "false"}, json=body, limiter=self.limiter)
+        answer = self.request(
+            "POST", "/api/v1/reports/custom", params={"format": "json", "onlyCurrent": "false"}, json=body, limiter=self.limiter
+        )
         return list((answer or {}).get("employees") or [])
 
     def changed_employees(self, since: datetime) -> dict[str, dict[str, Any]]:
@@ -89,12 +91,16 @@ class BambooHRHook(JsonApiHook):
 
     def changed_table(self, table: str, since: datetime) -> dict[str, list[dict[str, Any]]]:
         """Employee id → all rows of ``table`` for employees changed since ``since``."""
-        answer = self.request("GET", f"/api/v1/employees/changed/tables/{quote(table)}", params={"since": since.isoformat()}, limiter=self.limiter)
+        answer = self.request(
+            "GET", f"/api/v1/employees/changed/tables/{quote(table)}", params={"since": since.isoformat()}, limiter=self.limiter
+        )
         return {eid: list(v.get("rows") or []) for eid, v in ((answer or {}).get("employees") or {}).items()}
 
     def time_off_requests(self, start: date, end: date) -> list[dict[str, Any]]:
         """Requests of any status whose leave overlaps ``[start, end]`` (dates the leave happens)."""
-        answer = self.request("GET", "/api/v1/time_off/requests", params={"start": start.isoformat(), "end": end.isoformat()}, limiter=self.limiter)
+        answer = self.request(
+            "GET", "/api/v1/time_off/requests", params={"start": start.isoformat(), "end": end.isoformat()}, limiter=self.limiter
+        )
         if not isinstance(answer, list):
             from backbone.http import RetriableApiError
 

@@ -104,7 +104,12 @@ class HubSpotHook(JsonApiHook):
             has_next = bool(((page.get("paging") or {}).get("next") or {}).get("after"))
             if page.get("results") or not has_next or attempt == EMPTY_PAGE_RETRIES:
                 return page
-            log.warning("HubSpot %s search returned an empty page with a next cursor; asking again (%d/%d)", object_type, attempt + 1, EMPTY_PAGE_RETRIES)
+            log.warning(
+                "HubSpot %s search returned an empty page with a next cursor; asking again (%d/%d)",
+                object_type,
+                attempt + 1,
+                EMPTY_PAGE_RETRIES,
+            )
             self.retry_policy.sleep(self.retry_policy.backoff(attempt + 1, RetriableApiError("empty page")))
         return page
 

@@ -28,7 +28,9 @@ class PsaClient(Protocol):
 class PsaTimeSource(Protocol):
     """Approved time, read by approval time."""
 
-    def iter_approved_time_entries(self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500) -> Iterator[list[dict[str, Any]]]: ...
+    def iter_approved_time_entries(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]: ...
 
 
 class PsaBilling(Protocol):
@@ -78,7 +80,9 @@ class PsaHook(JsonApiHook):
         status, body = self.request_with_status("PUT", path, json=project)
         return PsaProjectRef(project_id=body["id"], url=body["url"], created=status == 201)
 
-    def iter_approved_time_entries(self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+    def iter_approved_time_entries(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
         """Time entries approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
         if approved_from.tzinfo is None or approved_to.tzinfo is None:
             raise ValueError("approval window bounds need a time zone")
@@ -118,7 +122,9 @@ class PsaHook(JsonApiHook):
         return bool(body.get("changed"))
 
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]:
-        body = self.request("GET", "/api/v1/milestones", params={"completed_from": completed_from.isoformat(), "completed_to": completed_to.isoformat()})
+        body = self.request(
+            "GET", "/api/v1/milestones", params={"completed_from": completed_from.isoformat(), "completed_to": completed_to.isoformat()}
+        )
         return list((body or {}).get("items") or [])
 
     def upsert_person(self, source: str, external_id: str, person: dict[str, Any]) -> bool:

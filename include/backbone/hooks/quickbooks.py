@@ -84,7 +84,9 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return True, "QuickBooks answered"
 
     # --- calls ----------------------------------------------------------------------------------
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None) -> Any:
+    def call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None
+    ) -> Any:
         """One company-scoped call with budget, concurrency cap, retries and one token refresh on 401."""
         session = self.get_conn()
         url = f"{self.base_url}/v3/company/{quote(self.realm_id)}{path}"
@@ -93,9 +95,18 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         def attempt() -> Any:
             self.limiter.acquire()
             with self.concurrency:
-                response = session.request(method, url, params=query, json=json, headers={"Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout)
+                response = session.request(
+                    method, url, params=query, json=json, headers={"Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout
+                )
                 if response.status_code == 401:  # expired early or revoked: refresh once, then judge
-                    response = session.request(method, url, params=query, json=json, headers={"Authorization": f"Bearer {self.access_token(force_refresh=True)}"}, timeout=self.timeout)
+                    response = session.request(
+                        method,
+                        url,
+                        params=query,
+                        json=json,
+                        headers={"Authorization": f"Bearer {self.access_token(force_refresh=True)}"},
+                        timeout=self.timeout,
+                    )
             return check_response(response, system=self.system_name)
 
         return self.retry_policy.call(attempt, description=description or f"QuickBooks {method} {path}")
@@ -107,7 +118,9 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         start = 1
         while True:
             guard.check(str(start))
-            statement = f"SELECT * FROM {entity}{f' WHERE {where}' if where else ''} ORDERBY Id STARTPOSITION {start} MAXRESULTS {page_size}"
+            statement = (
+                f"SELECT * FROM {entity}{f' WHERE {where}' if where else ''} ORDERBY Id STARTPOSITION {start} MAXRESULTS {page_size}"
+            )
             body = self.call("GET", "/query", params={"query": statement}, description=f"QuickBooks query {entity} from {start}")
             rows = ((body or {}).get("QueryResponse") or {}).get(entity) or []
             if rows:
@@ -148,7 +161,9 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     def _write(self, entity: str, body: dict[str, Any], request_id: str) -> PostedObject:
         if len(request_id) > REQUEST_ID_MAX:
             raise ValueError(f"requestid {request_id!r} is longer than {REQUEST_ID_MAX} characters")
-        answer = self.call("POST", f"/{entity.lower()}", params={"requestid": request_id}, json=body, description=f"QuickBooks {entity} write {request_id}")
+        answer = self.call(
+            "POST", f"/{entity.lower()}", params={"requestid": request_id}, json=body, description=f"QuickBooks {entity} write {request_id}"
+        )
         record = answer[entity]
         return PostedObject(entity=entity, object_id=str(record["Id"]), sync_token=str(record.get("SyncToken", "0")), body=record)
 
@@ -191,7 +206,9 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         found = self.find_by_doc_number(entity, number)
         return (str(found["Id"]), Decimal(str(found.get("TotalAmt", 0)))) if found is not None else None
 
-    def create_invoice(self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str) -> PostedObject:
+    def create_invoice(
+        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+    ) -> PostedObject:
         return self.create(entity, invoice_body(row, lines, tax_ref_id), request_id=request_id)
 
     def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
@@ -201,7 +218,14 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         since = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
         for page in self.query_all("Payment", f"MetaData.LastUpdatedTime >= '{since}'"):
             for record in page:
-                linked = sorted({str(t["TxnId"]) for line in record.get("Line") or [] for t in line.get("LinkedTxn") or [] if t.get("TxnType") == "Invoice"})
+                linked = sorted(
+                    {
+                        str(t["TxnId"])
+                        for line in record.get("Line") or []
+                        for t in line.get("LinkedTxn") or []
+                        if t.get("TxnType") == "Invoice"
+                    }
+                )
                 yield AccountingPayment(
                     accounting_id=str(record["Id"]), customer_ref_id=(record.get("CustomerRef") or {}).get("value"), amount=Decimal(str(record.get("TotalAmt", 0))),
                     currency=(record.get("CurrencyRef") or {}).get("value"), txn_date=date.fromisoformat(record["TxnDate"]) if record.get("TxnDate") else None,
@@ -236,7 +260,6 @@ def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-
 def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None) -> dict[str, Any]:
     """An outbox invoice → QuickBooks ``Invoice`` / ``CreditMemo`` (SalesTransaction names from Finance.xsd)."""
     body: dict[str, Any] = {
@@ -251,8 +274,12 @@ def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: s
                 "Amount": float(line["amount"]),
                 "Description": (line["description"] or "")[:4000],
                 "DetailType": "SalesItemLineDetail",
-                "SalesItemLineDetail": {"ItemRef": {"value": line["item_ref_id"]}, "Qty": float(line["quantity"]), "UnitPrice": float(line["rate"]),
-                                        **({"TaxCodeRef": {"value": tax_ref_id}} if tax_ref_id else {})},  # fmt: skip
+                "SalesItemLineDetail": {
+                    "ItemRef": {"value": line["item_ref_id"]},
+                    "Qty": float(line["quantity"]),
+                    "UnitPrice": float(line["rate"]),
+                    **({"TaxCodeRef": {"value": tax_ref_id}} if tax_ref_id else {}),
+                },  # fmt: skip
             }
             for n, line in enumerate(lines, start=1)
         ],

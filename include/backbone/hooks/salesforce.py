@@ -107,15 +107,21 @@ class SalesforceHook(JsonApiHook):
 
         conn = self.connection
         if not (conn.login and conn.password):
-            raise FatalApiError(f"Connection {self.conn_id!r} needs login (consumer key) and password (consumer secret) of the Connected App")
+            raise FatalApiError(
+                f"Connection {self.conn_id!r} needs login (consumer key) and password (consumer secret) of the Connected App"
+            )
         form = {"grant_type": "client_credentials", "client_id": conn.login, "client_secret": conn.password}
         if self.extras.get("refresh_token"):
             form.update(grant_type="refresh_token", refresh_token=self.extras["refresh_token"])
 
         def attempt() -> Any:
-            response = requests.post(f"{self.base_url}/services/oauth2/token", data=form, headers={"Accept": "application/json"}, timeout=self.timeout)
+            response = requests.post(
+                f"{self.base_url}/services/oauth2/token", data=form, headers={"Accept": "application/json"}, timeout=self.timeout
+            )
             if response.status_code == 400:
-                raise FatalApiError(f"Salesforce refused the OAuth grant of {self.conn_id!r}: {response.text[:200]}. Check the consumer key, secret and refresh token.")
+                raise FatalApiError(
+                    f"Salesforce refused the OAuth grant of {self.conn_id!r}: {response.text[:200]}. Check the consumer key, secret and refresh token."
+                )
             return check_response(response, system="Salesforce OAuth")
 
         body = self.retry_policy.call(attempt, description="Salesforce OAuth token")
@@ -130,7 +136,9 @@ class SalesforceHook(JsonApiHook):
         return True, "Salesforce answered a SOQL query"
 
     # --- calls ----------------------------------------------------------------------------------
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None) -> Any:
+    def call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None
+    ) -> Any:
         """One REST call on the org's instance: budget, retries, one session renewal on 401, usage check."""
         session = self.get_conn()
         batch = int(self.extras.get("batch_size", 2000))
@@ -147,7 +155,10 @@ class SalesforceHook(JsonApiHook):
                 response = session.request(method, f"{instance}{path}", params=params, json=json, headers=headers, timeout=self.timeout)
             self.api_usage = parse_api_usage(response.headers.get("Sforce-Limit-Info")) or self.api_usage
             if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
-                raise QuotaExhaustedError(f"Salesforce: the org's API request limit is used up ({response.text[:200]}); the run stops until the limit resets", status=403)
+                raise QuotaExhaustedError(
+                    f"Salesforce: the org's API request limit is used up ({response.text[:200]}); the run stops until the limit resets",
+                    status=403,
+                )
             return check_response(response, system=self.system_name)
 
         return self.retry_policy.call(attempt, description=description or f"Salesforce {method} {path}")
@@ -189,7 +200,11 @@ class SalesforceHook(JsonApiHook):
     # --- the CRM interface the flows use (backbone.hooks.crm.CrmSystem) -------------------------
     def stage_labels(self) -> dict[str, str]:
         """Active opportunity stages: picklist value (``ApiName``) → label."""
-        return {r["ApiName"]: r.get("MasterLabel") or r["ApiName"] for page in self.query("SELECT ApiName, MasterLabel, IsWon, IsClosed FROM OpportunityStage WHERE IsActive = true") for r in page}
+        return {
+            r["ApiName"]: r.get("MasterLabel") or r["ApiName"]
+            for page in self.query("SELECT ApiName, MasterLabel, IsWon, IsClosed FROM OpportunityStage WHERE IsActive = true")
+            for r in page
+        }
 
     def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
         """Won Opportunities modified in ``[start, end)``, bundled with Account and contact roles."""
@@ -221,7 +236,12 @@ class SalesforceHook(JsonApiHook):
         accounts = {r["Id"]: r for r in self.query_ids(_select("company"), "Account", "Id", account_ids)}
         roles: dict[str, list[dict[str, Any]]] = {}
         contact_select = ", ".join(f"Contact.{f}" for f in field_paths("salesforce", "contact").values())
-        for role in self.query_ids(f"OpportunityId, ContactId, IsPrimary, {contact_select}", "OpportunityContactRole", "OpportunityId", [o["Id"] for o in opportunities]):
+        for role in self.query_ids(
+            f"OpportunityId, ContactId, IsPrimary, {contact_select}",
+            "OpportunityContactRole",
+            "OpportunityId",
+            [o["Id"] for o in opportunities],
+        ):
             if role.get("Contact"):
                 roles.setdefault(role["OpportunityId"], []).append(role)
         bundles = []
@@ -237,7 +257,9 @@ class SalesforceHook(JsonApiHook):
         return bundles
 
     def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return {r["Id"]: canonical(r, self.system, "deal") for r in self.query_ids(_deal_select(), "Opportunity", "Id", sorted(set(deal_ids)))}
+        return {
+            r["Id"]: canonical(r, self.system, "deal") for r in self.query_ids(_deal_select(), "Opportunity", "Id", sorted(set(deal_ids)))
+        }
 
     def update_deal(self, deal_id: str, values: dict[str, str]) -> None:
         """PATCH the Opportunity (Salesforce answers 204; the same values again change nothing)."""

@@ -43,7 +43,10 @@ PROJECTS_PAGE = 500
 ID_BATCH = 40
 IDEMPOTENCY_KEY_MAX = 128
 MSDATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
-CREDIT = {"Invoice": ("Invoices", "InvoiceID", "InvoiceNumber", "ACCREC"), "CreditMemo": ("CreditNotes", "CreditNoteID", "CreditNoteNumber", "ACCRECCREDIT")}
+CREDIT = {
+    "Invoice": ("Invoices", "InvoiceID", "InvoiceNumber", "ACCREC"),
+    "CreditMemo": ("CreditNotes", "CreditNoteID", "CreditNoteNumber", "ACCRECCREDIT"),
+}
 """Canonical outbox entity → (Xero collection, id field, number field, type)."""
 
 
@@ -131,9 +134,23 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         def attempt() -> Any:
             self.limiter.acquire()
             with self.concurrency:
-                response = session.request(method, url, params=params, json=json, headers={**fixed, "Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout)
+                response = session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers={**fixed, "Authorization": f"Bearer {self.access_token()}"},
+                    timeout=self.timeout,
+                )
                 if response.status_code == 401:  # expired early or revoked: refresh once, then judge
-                    response = session.request(method, url, params=params, json=json, headers={**fixed, "Authorization": f"Bearer {self.access_token(force_refresh=True)}"}, timeout=self.timeout)
+                    response = session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json,
+                        headers={**fixed, "Authorization": f"Bearer {self.access_token(force_refresh=True)}"},
+                        timeout=self.timeout,
+                    )
             if response.status_code == 429 and response.headers.get("X-Rate-Limit-Problem", "").lower() == "day":
                 raise QuotaExhaustedError(
                     f"Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in {response.headers.get('Retry-After', '?')} s. "
@@ -144,7 +161,9 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
 
         return self.retry_policy.call(attempt, description=description or f"Xero {method} {path}")
 
-    def list_all(self, collection: str, *, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None, paged: bool = True) -> Iterator[list[dict[str, Any]]]:
+    def list_all(
+        self, collection: str, *, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None, paged: bool = True
+    ) -> Iterator[list[dict[str, Any]]]:
         """Pages of an Accounting collection (``page`` 1, 2, ... until a short page)."""
         guard = CursorGuard(f"Xero {collection}")
         page = 1
@@ -173,16 +192,30 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     def reference_records(self) -> Iterator[ReferenceRecord]:
         for page in self.list_all("Contacts", params={"where": 'ContactStatus=="ACTIVE"'}):
             for contact in page:
-                yield ReferenceRecord("Customer", normalise(contact.get("Name") or ""), str(contact["ContactID"]), str(contact.get("Name") or ""), {"currency": contact.get("DefaultCurrency")})
+                yield ReferenceRecord(
+                    "Customer",
+                    normalise(contact.get("Name") or ""),
+                    str(contact["ContactID"]),
+                    str(contact.get("Name") or ""),
+                    {"currency": contact.get("DefaultCurrency")},
+                )
         accounts = {a.get("Code"): a.get("Name") for page in self.list_all("Accounts", paged=False) for a in page}
         for page in self.list_all("Items", paged=False):
             for item in page:
                 code = (item.get("SalesDetails") or {}).get("AccountCode")
                 income = f"{code} {accounts[code]}" if code in accounts else code
-                yield ReferenceRecord("Item", normalise(item.get("Name") or ""), str(item["Code"]), str(item.get("Name") or ""), {"income_account": income})
+                yield ReferenceRecord(
+                    "Item", normalise(item.get("Name") or ""), str(item["Code"]), str(item.get("Name") or ""), {"income_account": income}
+                )
         for page in self.list_all("TaxRates", params={"where": 'Status=="ACTIVE"'}, paged=False):
             for rate in page:
-                yield ReferenceRecord("TaxCode", normalise(rate.get("Name") or ""), str(rate["TaxType"]), str(rate.get("Name") or ""), {"rate": rate.get("EffectiveRate")})
+                yield ReferenceRecord(
+                    "TaxCode",
+                    normalise(rate.get("Name") or ""),
+                    str(rate["TaxType"]),
+                    str(rate.get("Name") or ""),
+                    {"rate": rate.get("EffectiveRate")},
+                )
         for user in self.projects_all("/ProjectsUsers"):
             yield ReferenceRecord("User", normalise(user.get("email") or ""), str(user["userId"]), str(user.get("name") or ""), {})
 
@@ -192,7 +225,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         name = f"{line['project_name'] or line['project_id']} ({line['project_id']})"[:100]
         with self._lookup_lock:
             if line["project_id"] not in self._projects:
-                found = next((p for p in self.projects_all("/Projects", {"contactID": line["customer_ref_id"], "states": "INPROGRESS"}) if p.get("name") == name), None)
+                found = next(
+                    (
+                        p
+                        for p in self.projects_all("/Projects", {"contactID": line["customer_ref_id"], "states": "INPROGRESS"})
+                        if p.get("name") == name
+                    ),
+                    None,
+                )
                 if found is None:
                     found = self.call("POST", "/Projects", api=PROJECTS_PATH, json={"contactId": line["customer_ref_id"], "name": name},
                                       idempotency_key=request_id_for("xero-project", line["project_id"]), description=f"Xero create project {name}")  # fmt: skip
@@ -230,14 +270,28 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         if target is not None:
             old_project, _, entry_id = target.partition("/")
             if old_project == project_id:
-                self.call("PUT", f"/Projects/{project_id}/Time/{entry_id}", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero update time entry {entry_id}")
+                self.call(
+                    "PUT",
+                    f"/Projects/{project_id}/Time/{entry_id}",
+                    api=PROJECTS_PATH,
+                    json=body,
+                    idempotency_key=request_id,
+                    description=f"Xero update time entry {entry_id}",
+                )
                 return PostedObject("TimeEntry", target, str(line["entry_version"]), body)
         # A moved entry: the new one is created first (idempotent, and found again by its key on a
         # replay), then the old one deleted, so a crash between the two leaves the time once in
         # the new project plus an old entry the replay deletes, never no entry at all.
         found = self.find_time_entry(line) if target is not None else None
         if found is None:
-            created = self.call("POST", f"/Projects/{project_id}/Time", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=f"Xero time entry {request_id}")
+            created = self.call(
+                "POST",
+                f"/Projects/{project_id}/Time",
+                api=PROJECTS_PATH,
+                json=body,
+                idempotency_key=request_id,
+                description=f"Xero time entry {request_id}",
+            )
             found = PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", str(line["entry_version"]), created)
         if target is not None:
             self._delete_time_entry(target)
@@ -246,7 +300,12 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     def _delete_time_entry(self, target: str) -> None:
         project_id, _, entry_id = target.partition("/")
         try:
-            self.call("DELETE", f"/Projects/{project_id}/Time/{entry_id}", api=PROJECTS_PATH, description=f"Xero delete moved time entry {entry_id}")
+            self.call(
+                "DELETE",
+                f"/Projects/{project_id}/Time/{entry_id}",
+                api=PROJECTS_PATH,
+                description=f"Xero delete moved time entry {entry_id}",
+            )
         except FatalApiError as exc:
             if exc.status != 404:  # already deleted by an attempt whose answer was lost
                 raise
@@ -274,7 +333,9 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                     return str(record[id_field]), Decimal(str(record.get("Total", 0)))
         return None
 
-    def create_invoice(self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str) -> PostedObject:
+    def create_invoice(
+        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+    ) -> PostedObject:
         collection, id_field, number_field, kind = CREDIT[entity]
         document: dict[str, Any] = {
             "Type": kind,
@@ -293,7 +354,13 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         }  # fmt: skip
         if entity == "Invoice":
             document["DueDate"] = row["due_date"].isoformat()
-        answer = self.call("PUT", f"/{collection}", json={collection: [document]}, idempotency_key=request_id, description=f"Xero create {entity} {row['number']}")
+        answer = self.call(
+            "PUT",
+            f"/{collection}",
+            json={collection: [document]},
+            idempotency_key=request_id,
+            description=f"Xero create {entity} {row['number']}",
+        )
         record = answer[collection][0]
         return PostedObject(entity, str(record[id_field]), "0", record)
 
@@ -324,4 +391,3 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             for page in self.list_all("Invoices", params={"IDs": ",".join(ids[start : start + ID_BATCH])}):
                 balances.update({str(r["InvoiceID"]): Decimal(str(r.get("AmountDue", 0))) for r in page})
         return balances
-

@@ -19,12 +19,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--anchor", help="ISO time the seeded deals were modified up to (default: last half hour boundary)")
     parser.add_argument("--people", type=int, default=12, help="PSA people with time entries")
-    parser.add_argument("--weeks", type=int, default=None, help="weeks of approved time up to the last Friday 17:00 (default: back to the last closed month)")
+    parser.add_argument(
+        "--weeks",
+        type=int,
+        default=None,
+        help="weeks of approved time up to the last Friday 17:00 (default: back to the last closed month)",
+    )
     parser.add_argument("--qbo-rate", type=int, default=500, help="QuickBooks requests per minute before 429")
     parser.add_argument("--xero-rate", type=int, default=60, help="Xero calls per minute per tenant before 429 (Xero's own limit is 60)")
     parser.add_argument("--token", default="sandbox-token", help="bearer token every API expects")
     parser.add_argument("--state-file", type=Path, help="keep state across restarts in this file (saved on shutdown)")
-    parser.add_argument("--crm", choices=["hubspot", "salesforce"], default=None, help="CRM the PSA's projects came from (default: $BACKBONE_SANDBOX_CRM or hubspot)")
+    parser.add_argument(
+        "--crm",
+        choices=["hubspot", "salesforce"],
+        default=None,
+        help="CRM the PSA's projects came from (default: $BACKBONE_SANDBOX_CRM or hubspot)",
+    )
     parser.add_argument("--search-rate", type=int, default=4, help="HubSpot search requests per second before 429")
     args = parser.parse_args(argv)
 
@@ -49,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Salesforce  : {base}/salesforce   (OAuth: {base}/salesforce/services/oauth2/token)", flush=True)
     print(f"PSA API     : {base}/psa   (OpenAPI: {base}/psa/openapi.json)", flush=True)
     print(f"QuickBooks  : {base}/quickbooks   (OAuth: {base}/quickbooks/oauth2/v1/tokens/bearer)", flush=True)
-    print(f"Xero        : {base}/xero   (Accounting: /xero/api.xro/2.0, Projects: /xero/projects.xro/2.0, OAuth: /xero/connect/token)", flush=True)
+    print(
+        f"Xero        : {base}/xero   (Accounting: /xero/api.xro/2.0, Projects: /xero/projects.xro/2.0, OAuth: /xero/connect/token)",
+        flush=True,
+    )
     print(f"BambooHR    : {base}/bamboohr   (Basic auth: API key as user name)", flush=True)
     print(f"Controls    : {base}/_sandbox/info", flush=True)
     try:

@@ -94,7 +94,9 @@ class SandboxState:
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
         billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor)
         if config.crm == "salesforce":
-            billing_seed.project_deals = {project: salesforce_id("Opportunity", int(deal)) for project, deal in billing_seed.project_deals.items()}
+            billing_seed.project_deals = {
+                project: salesforce_id("Opportunity", int(deal)) for project, deal in billing_seed.project_deals.items()
+            }
             for record in [*billing_seed.milestones, *(i["project"] for i in billing_seed.invoices)]:
                 if str(record.get("crm_deal_id") or "").isdigit():
                     record["crm_deal_id"] = salesforce_id("Opportunity", int(record["crm_deal_id"]))
@@ -131,7 +133,20 @@ class SandboxState:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
-            pickle.dump({"anchor": self.anchor, "crm": self.crm, "psa": self.psa, "psa_time": self.psa_time, "qbo": self.qbo, "billing": self.billing, "hr": self.hr, "xero": self.xero, "crm_writes": self.crm_writes}, fh)
+            pickle.dump(
+                {
+                    "anchor": self.anchor,
+                    "crm": self.crm,
+                    "psa": self.psa,
+                    "psa_time": self.psa_time,
+                    "qbo": self.qbo,
+                    "billing": self.billing,
+                    "hr": self.hr,
+                    "xero": self.xero,
+                    "crm_writes": self.crm_writes,
+                },
+                fh,
+            )
         tmp.replace(path)
 
     def info(self) -> dict[str, Any]:
@@ -172,7 +187,11 @@ class SandboxState:
             "xero_idempotent_replays": self.xero.replays,
             "xero_token_refreshes": self.xero.token_refreshes,
             "faults_fired": dict(self.faults.fired),
-            "rate_limited": {**{name: limit.rejected for name, limit in self.limits.items()}, "quickbooks_concurrency": self.qbo_in_flight["rejected"], "xero_concurrency": self.xero_concurrency_rejected},
+            "rate_limited": {
+                **{name: limit.rejected for name, limit in self.limits.items()},
+                "quickbooks_concurrency": self.qbo_in_flight["rejected"],
+                "xero_concurrency": self.xero_concurrency_rejected,
+            },
         }
 
 
@@ -222,7 +241,9 @@ def build_app(state: SandboxState) -> FastAPI:
 
         if state.qbo.entities["Payment"]:
             return {"payments": sorted(state.qbo.entities["Payment"]), "already_recorded": True}
-        open_invoices = sorted((i for i in state.qbo.entities["Invoice"].values() if Decimal(str(i.get("Balance", 0))) > 0), key=lambda i: int(i["Id"]))
+        open_invoices = sorted(
+            (i for i in state.qbo.entities["Invoice"].values() if Decimal(str(i.get("Balance", 0))) > 0), key=lambda i: int(i["Id"])
+        )
         applied = []
         for invoice, share in zip(open_invoices, (Decimal(1), Decimal("0.5")), strict=False):
             amount = (Decimal(str(invoice["Balance"])) * share).quantize(Decimal("0.01"))
@@ -237,7 +258,10 @@ def build_app(state: SandboxState) -> FastAPI:
         with state.xero._lock:
             if state.xero.records["Payments"]:
                 return {"payments": sorted(state.xero.records["Payments"]), "already_recorded": True}
-            open_invoices = sorted((i for i in state.xero.records["Invoices"].values() if i["Status"] == "AUTHORISED" and Decimal(str(i["AmountDue"])) > 0), key=lambda i: i["InvoiceNumber"])
+            open_invoices = sorted(
+                (i for i in state.xero.records["Invoices"].values() if i["Status"] == "AUTHORISED" and Decimal(str(i["AmountDue"])) > 0),
+                key=lambda i: i["InvoiceNumber"],
+            )
             applied = []
             for invoice, share in zip(open_invoices, (Decimal(1), Decimal("0.5")), strict=False):
                 amount = (Decimal(str(invoice["AmountDue"])) * share).quantize(Decimal("0.01"))

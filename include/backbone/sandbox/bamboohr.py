@@ -97,7 +97,9 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
                                        "division": division, "jobTitle": out.employees[eid]["jobTitle"], "reportsTo": "100" if n else None}]  # fmt: skip
         out.tables["employmentStatus"][eid] = [{"id": next_row(), "employeeId": eid, "date": hired.isoformat(), "employmentStatus": status}]
         skills = rng.sample(SKILLS, 3) if n >= 3 else ["Airflow", "Python", "SQL"]
-        out.tables["customSkills"][eid] = [{"id": next_row(), "employeeId": eid, "customSkill": s, "customLevel": rng.choice(["Intermediate", "Expert"])} for s in skills]
+        out.tables["customSkills"][eid] = [
+            {"id": next_row(), "employeeId": eid, "customSkill": s, "customLevel": rng.choice(["Intermediate", "Expert"])} for s in skills
+        ]
         out.tables["customCertifications"][eid] = []
         if n % 4 == 1:
             out.tables["customCertifications"][eid].append({"id": next_row(), "employeeId": eid, "customCertification": CERTIFICATIONS[n % len(CERTIFICATIONS)],
@@ -107,18 +109,26 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
     # Joiners: one hired a week ago, one starting next week.
     for eid, offset, case in ((ids[-1], -7, "joiner"), (ids[-2], 7, "future_joiner")):
         start = today + timedelta(days=offset)
-        out.employees[eid].update(hireDate=start.isoformat(), originalHireDate=start.isoformat(), lastChanged=changed_at(today - timedelta(days=1)))
+        out.employees[eid].update(
+            hireDate=start.isoformat(), originalHireDate=start.isoformat(), lastChanged=changed_at(today - timedelta(days=1))
+        )
         out.tables["jobInfo"][eid][0]["date"] = start.isoformat()
         out.tables["employmentStatus"][eid][0]["date"] = start.isoformat()
         out.cases[case] = eid
     # Leavers: one left three weeks ago, one leaves in ten days.
     gone, leaving = ids[4], ids[5]
     left = today - timedelta(days=21)
-    out.employees[gone].update(status="Inactive", employmentHistoryStatus="Terminated", terminationDate=left.isoformat(), lastChanged=changed_at(left))
-    out.tables["employmentStatus"][gone].append({"id": next_row(), "employeeId": gone, "date": left.isoformat(), "employmentStatus": "Terminated"})
+    out.employees[gone].update(
+        status="Inactive", employmentHistoryStatus="Terminated", terminationDate=left.isoformat(), lastChanged=changed_at(left)
+    )
+    out.tables["employmentStatus"][gone].append(
+        {"id": next_row(), "employeeId": gone, "date": left.isoformat(), "employmentStatus": "Terminated"}
+    )
     leaves = today + timedelta(days=10)
     out.employees[leaving].update(terminationDate=leaves.isoformat(), lastChanged=changed_at(today - timedelta(days=1)))
-    out.tables["employmentStatus"][leaving].append({"id": next_row(), "employeeId": leaving, "date": leaves.isoformat(), "employmentStatus": "Terminated"})
+    out.tables["employmentStatus"][leaving].append(
+        {"id": next_row(), "employeeId": leaving, "date": leaves.isoformat(), "employmentStatus": "Terminated"}
+    )
     out.cases.update(leaver=gone, leaving_soon=leaving)
     # A rehire keeps the id: terminated in 2024, back two months ago.
     rehire = ids[6]
@@ -128,7 +138,13 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
         {"id": next_row(), "employeeId": rehire, "date": "2024-06-30", "employmentStatus": "Terminated"},
         {"id": next_row(), "employeeId": rehire, "date": back.isoformat(), "employmentStatus": "Full-Time"},
     ]
-    out.employees[rehire].update(originalHireDate="2022-01-03", hireDate=back.isoformat(), employmentHistoryStatus="Full-Time", customStandardHoursPerWeek="40", lastChanged=changed_at(back))
+    out.employees[rehire].update(
+        originalHireDate="2022-01-03",
+        hireDate=back.isoformat(),
+        employmentHistoryStatus="Full-Time",
+        customStandardHoursPerWeek="40",
+        lastChanged=changed_at(back),
+    )
     out.cases["rehire"] = rehire
     # A department change ten days ago.
     mover = ids[7]
@@ -137,7 +153,9 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
                                          "division": "Delivery", "jobTitle": "Data Engineer", "reportsTo": "100"})  # fmt: skip
     out.employees[mover].update(department="Data Engineering", division="Delivery", jobTitle="Data Engineer", lastChanged=changed_at(moved))
     if not any(r["customSkill"] == "Airflow" for r in out.tables["customSkills"][mover]):
-        out.tables["customSkills"][mover].append({"id": next_row(), "employeeId": mover, "customSkill": "Airflow", "customLevel": "Intermediate"})
+        out.tables["customSkills"][mover].append(
+            {"id": next_row(), "employeeId": mover, "customSkill": "Airflow", "customLevel": "Intermediate"}
+        )
     out.cases["department_change"] = mover
     # A certification that expires within 30 days.
     expiring = ids[1]
@@ -163,7 +181,9 @@ def _workdays(start: date, end: date) -> list[date]:
 def _seed_time_off(out: HrSeed, ids: list[str], today: date, zone: ZoneInfo) -> None:
     serial = 5000
 
-    def request(eid: str, start: date, end: date, *, status: str = "approved", hours_per_day: float = 8.0, case: str | None = None, **overrides: Any) -> dict[str, Any]:
+    def request(
+        eid: str, start: date, end: date, *, status: str = "approved", hours_per_day: float = 8.0, case: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
         nonlocal serial
         serial += 1
         employee = out.employees.get(eid, {"displayName": "Unknown"})
@@ -201,10 +221,28 @@ def _seed_time_off(out: HrSeed, ids: list[str], today: date, zone: ZoneInfo) -> 
         record = request(**kwargs)
         out.bad_requests[str(record["id"])] = rule
 
-    bad("time_off_day.status.allowed_values", eid=ids[12], start=next_monday + timedelta(days=21), end=next_monday + timedelta(days=21), status="pending_review")
+    bad(
+        "time_off_day.status.allowed_values",
+        eid=ids[12],
+        start=next_monday + timedelta(days=21),
+        end=next_monday + timedelta(days=21),
+        status="pending_review",
+    )
     bad("time_off.dates.ordered", eid=ids[13], start=next_monday + timedelta(days=22), end=next_monday + timedelta(days=20))
-    bad("time_off_day.hours.range", eid=ids[14], start=next_monday + timedelta(days=23), end=next_monday + timedelta(days=23), hours_per_day=30.0)
-    bad("time_off_day.hours.range", eid=ids[15], start=next_monday + timedelta(days=24), end=next_monday + timedelta(days=24), hours_per_day=-4.0)
+    bad(
+        "time_off_day.hours.range",
+        eid=ids[14],
+        start=next_monday + timedelta(days=23),
+        end=next_monday + timedelta(days=23),
+        hours_per_day=30.0,
+    )
+    bad(
+        "time_off_day.hours.range",
+        eid=ids[15],
+        start=next_monday + timedelta(days=24),
+        end=next_monday + timedelta(days=24),
+        hours_per_day=-4.0,
+    )
     bad("time_off.employee.known", eid="4242", start=next_monday, end=next_monday)
 
 
@@ -260,7 +298,10 @@ def build_bamboohr_app(state: Any) -> FastAPI:
 
     @app.get("/api/v1/employees/directory")
     def directory(onlyCurrent: bool = True) -> dict[str, Any]:  # noqa: N803 - BambooHR's parameter name
-        fields = [{"id": f, "type": "text", "name": REPORT_FIELDS[f]} for f in ("displayName", "firstName", "lastName", "jobTitle", "workEmail", "department", "location", "division")]
+        fields = [
+            {"id": f, "type": "text", "name": REPORT_FIELDS[f]}
+            for f in ("displayName", "firstName", "lastName", "jobTitle", "workEmail", "department", "location", "division")
+        ]
         people = [e for e in store.employees.values() if not onlyCurrent or e["status"] == "Active"]
         return {"fields": fields, "employees": [{"id": e["id"], **{f["id"]: e.get(f["id"]) for f in fields}} for e in people]}
 
@@ -312,7 +353,11 @@ def build_bamboohr_app(state: Any) -> FastAPI:
                 continue
             if record["end"] < record["start"]:
                 overlaps = date.fromisoformat(record["start"]) >= start and date.fromisoformat(record["start"]) <= end
-            if overlaps and (wanted is None or record["status"]["status"] in wanted) and (employeeId is None or record["employeeId"] == employeeId):
+            if (
+                overlaps
+                and (wanted is None or record["status"]["status"] in wanted)
+                and (employeeId is None or record["employeeId"] == employeeId)
+            ):
                 hits.append(record)
         return hits
 

@@ -105,7 +105,6 @@ class CrmStore:
         self._match_cache: dict[tuple[str, str, int], list[int]] = {}
         self._lock = threading.RLock()
 
-
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_match_cache")}
 
@@ -113,13 +112,16 @@ class CrmStore:
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._match_cache = {}
+
     def search(self, object_type: str, body: dict[str, Any]) -> dict[str, Any]:
         limit = int(body.get("limit") or 10)
         if limit > MAX_PAGE or limit < 1:
             raise HubSpotError(400, f"limit must be between 1 and {MAX_PAGE}", "VALIDATION_ERROR")
         after = int(body.get("after") or 0)
         if after + limit > SEARCH_CAP:
-            raise HubSpotError(400, f"The search API cannot page past {SEARCH_CAP} results (after={after}, limit={limit})", "VALIDATION_ERROR")
+            raise HubSpotError(
+                400, f"The search API cannot page past {SEARCH_CAP} results (after={after}, limit={limit})", "VALIDATION_ERROR"
+            )
         groups = body.get("filterGroups") or []
         if len(groups) > 5 or sum(len(g.get("filters", [])) for g in groups) > 25:
             raise HubSpotError(400, "at most 5 filterGroups and 25 filters", "VALIDATION_ERROR")
@@ -146,9 +148,7 @@ class CrmStore:
                         start = max(start, (bisect.bisect_right if flt["operator"] == "GT" else bisect.bisect_left)(ids, bound))
             objects = self.objects[object_type]
             matched = [
-                i
-                for i in ids[start:]
-                if not groups or any(all(_matches(objects[str(i)], f) for f in g.get("filters", [])) for g in groups)
+                i for i in ids[start:] if not groups or any(all(_matches(objects[str(i)], f) for f in g.get("filters", [])) for g in groups)
             ]
             if len(self._match_cache) > 64:
                 self._match_cache.clear()
@@ -189,11 +189,17 @@ def build_hubspot_app(state: Any) -> FastAPI:
     def authorised(request: Request) -> str:
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer ") or header.removeprefix("Bearer ") != state.config.token:
-            raise HubSpotError(401, "Authentication credentials not found. This API supports OAuth 2.0 authentication and private app access tokens.", "INVALID_AUTHENTICATION")
+            raise HubSpotError(
+                401,
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication and private app access tokens.",
+                "INVALID_AUTHENTICATION",
+            )
         token = header.removeprefix("Bearer ")
         wait = general_limit.check(token)
         if wait is not None:
-            raise HubSpotError(429, "You have reached your ten_secondly_rolling limit.", "RATE_LIMITS", {"Retry-After": retry_after_header(wait)})
+            raise HubSpotError(
+                429, "You have reached your ten_secondly_rolling limit.", "RATE_LIMITS", {"Retry-After": retry_after_header(wait)}
+            )
         return token
 
     def object_type(name: str) -> str:
@@ -219,11 +225,23 @@ def build_hubspot_app(state: Any) -> FastAPI:
                 }
                 for n, (sid, label, closed, prob) in enumerate(p["stages"])
             ]
-            results.append({"id": p["id"], "label": p["label"], "displayOrder": p["displayOrder"], "stages": stages, "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z", "archived": False})
+            results.append(
+                {
+                    "id": p["id"],
+                    "label": p["label"],
+                    "displayOrder": p["displayOrder"],
+                    "stages": stages,
+                    "createdAt": "2025-01-01T00:00:00Z",
+                    "updatedAt": "2025-01-01T00:00:00Z",
+                    "archived": False,
+                }
+            )
         return {"results": results}
 
     @app.post("/crm/v3/objects/{object_type_name}/search")
-    def search(object_type_name: str, request: Request, body: dict[str, Any] = Body(...), token: str = Depends(authorised)) -> dict[str, Any]:
+    def search(
+        object_type_name: str, request: Request, body: dict[str, Any] = Body(...), token: str = Depends(authorised)
+    ) -> dict[str, Any]:
         wait = search_limit.check(token)
         if wait is not None:
             raise HubSpotError(429, "You have reached your secondly limit.", "RATE_LIMITS", {"Retry-After": retry_after_header(wait)})
@@ -236,7 +254,9 @@ def build_hubspot_app(state: Any) -> FastAPI:
         return response
 
     @app.get("/crm/v3/objects/{object_type_name}/{object_id}")
-    def read(object_type_name: str, object_id: str, properties: str | None = None, associations: str | None = None, _: str = Depends(authorised)) -> dict[str, Any]:
+    def read(
+        object_type_name: str, object_id: str, properties: str | None = None, associations: str | None = None, _: str = Depends(authorised)
+    ) -> dict[str, Any]:
         kind = object_type(object_type_name)
         if object_id not in state.crm.objects[kind]:
             raise HubSpotError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
@@ -276,7 +296,14 @@ def build_hubspot_app(state: Any) -> FastAPI:
         }
         if missing:
             payload["numErrors"] = 1
-            payload["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some objects, they may be deleted or not exist.", "context": {"ids": missing}}]
+            payload["errors"] = [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some objects, they may be deleted or not exist.",
+                    "context": {"ids": missing},
+                }
+            ]
             return JSONResponse(payload, status_code=207)
         return JSONResponse(payload)
 

@@ -76,7 +76,11 @@ async def apply_transport_fault(board: FaultBoard, request: Request) -> Response
         return None
     if rule.kind == "status":
         headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
-        return JSONResponse({"status": "error", "message": f"injected fault {rule.status}", "category": "INJECTED"}, status_code=rule.status, headers=headers)
+        return JSONResponse(
+            {"status": "error", "message": f"injected fault {rule.status}", "category": "INJECTED"},
+            status_code=rule.status,
+            headers=headers,
+        )
     if rule.kind == "malformed":
         return Response('{"results": [{"id": "1", "properties": ', media_type="application/json")
     if rule.kind == "truncated":

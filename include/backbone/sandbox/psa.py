@@ -160,7 +160,12 @@ class PsaStore(PicklableLockMixin):
             fields = person.model_dump(mode="json")
             current = self.people.get(key)
             if current is None:
-                self.people[key] = {**fields, "id": f"PER-{len(self.people) + 1:06d}", "external_source": source, "external_id": external_id}
+                self.people[key] = {
+                    **fields,
+                    "id": f"PER-{len(self.people) + 1:06d}",
+                    "external_source": source,
+                    "external_id": external_id,
+                }
                 self.people_writes += 1
                 return self.people[key], True
             if any(current.get(k) != v for k, v in fields.items()):
@@ -228,7 +233,9 @@ def build_psa_app(state: Any) -> FastAPI:
         response_model=ProjectOut,
         responses={201: {"model": ProjectOut, "description": "created"}, 200: {"description": "already existed; changed fields updated"}},
     )
-    def upsert_project(source: str, external_id: str, project: ProjectIn, request: Request, response: Response, _: None = Depends(authorised)) -> dict[str, Any]:
+    def upsert_project(
+        source: str, external_id: str, project: ProjectIn, request: Request, response: Response, _: None = Depends(authorised)
+    ) -> dict[str, Any]:
         base = str(request.base_url).rstrip("/")
         record, created = state.psa.upsert(source, external_id, project, base)
         response.status_code = 201 if created else 200
@@ -241,10 +248,18 @@ def build_psa_app(state: Any) -> FastAPI:
         return state.psa.projects[project_id]
 
     @app.get("/api/v1/projects", response_model=ProjectPage)
-    def list_projects(page: int = Query(1, ge=1), page_size: int = Query(100, ge=1, le=500), _: None = Depends(authorised)) -> dict[str, Any]:
+    def list_projects(
+        page: int = Query(1, ge=1), page_size: int = Query(100, ge=1, le=500), _: None = Depends(authorised)
+    ) -> dict[str, Any]:
         items = list(state.psa.projects.values())
         chunk = items[(page - 1) * page_size : page * page_size]
-        return {"items": chunk, "page": page, "page_size": page_size, "total": len(items), "next_page": page + 1 if page * page_size < len(items) else None}
+        return {
+            "items": chunk,
+            "page": page,
+            "page_size": page_size,
+            "total": len(items),
+            "next_page": page + 1 if page * page_size < len(items) else None,
+        }
 
     @app.get("/api/v1/time-entries", response_model=TimeEntryPage)
     def list_time_entries(
@@ -258,7 +273,9 @@ def build_psa_app(state: Any) -> FastAPI:
         if approved_from.tzinfo is None or approved_to.tzinfo is None:
             raise HTTPException(422, "approved_from and approved_to need a time zone")
         try:
-            items, next_cursor = state.psa_time.page(approved_from=approved_from, approved_to=approved_to, status=approval_status, cursor=cursor, page_size=page_size)
+            items, next_cursor = state.psa_time.page(
+                approved_from=approved_from, approved_to=approved_to, status=approval_status, cursor=cursor, page_size=page_size
+            )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         # Served as stored (no response-model round trip): large pages stay cheap.
@@ -301,7 +318,9 @@ def build_psa_app(state: Any) -> FastAPI:
         return {"id": invoice_id, "changed": changed, **status.model_dump(mode="json")}
 
     @app.get("/api/v1/milestones")
-    def list_milestones(completed_from: datetime = Query(...), completed_to: datetime = Query(...), _: None = Depends(authorised)) -> dict[str, Any]:
+    def list_milestones(
+        completed_from: datetime = Query(...), completed_to: datetime = Query(...), _: None = Depends(authorised)
+    ) -> dict[str, Any]:
         """Project milestones completed in ``[completed_from, completed_to)``."""
         items = [
             m for m in state.billing.milestones

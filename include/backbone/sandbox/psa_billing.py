@@ -53,7 +53,11 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
     out = BillingSeed(period=period)
     issue = (month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)  # last day of the month
     approved_at = iso_millis(datetime.combine(issue + timedelta(days=1), time(10), tzinfo=zone).astimezone(UTC))
-    won = [d for d, o in sorted(crm.deals.items()) if o["properties"]["dealstage"] in ("closedwon", "renewal_signed") and d not in crm.bad_deals]
+    won = [
+        d
+        for d, o in sorted(crm.deals.items())
+        if o["properties"]["dealstage"] in ("closedwon", "renewal_signed") and d not in crm.bad_deals
+    ]
     fixed = [d for d in won if crm.deals[d]["properties"]["billing_type"] == "fixed_fee"]
     tm_deals = [d for d in won if d not in fixed]
     for n, project_id in enumerate(sorted(time_seed.projects)):
@@ -62,7 +66,9 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
 
     serial = 0
 
-    def invoice(project_id: str, client: dict[str, Any], billing_type: str, lines: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+    def invoice(
+        project_id: str, client: dict[str, Any], billing_type: str, lines: list[dict[str, Any]], **overrides: Any
+    ) -> dict[str, Any]:
         nonlocal serial
         serial += 1
         currency = client["currency"]
@@ -168,7 +174,18 @@ def _plant(out: BillingSeed, tm: list[dict[str, Any]], time_seed: TimeSeed, invo
     bad(skewed, "invoice.time.reconciles")
 
     negative = tm[3]
-    negative["lines"].append({"line_id": "LX", "kind": "adjustment", "description": "Correction", "person": None, "quantity": "-1", "rate": "100.00", "amount": "-100.00", "milestone": None})
+    negative["lines"].append(
+        {
+            "line_id": "LX",
+            "kind": "adjustment",
+            "description": "Correction",
+            "person": None,
+            "quantity": "-1",
+            "rate": "100.00",
+            "amount": "-100.00",
+            "milestone": None,
+        }
+    )
     _retotal(negative)
     bad(negative, "invoice.line.quantity_not_negative")
 

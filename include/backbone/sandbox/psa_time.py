@@ -83,7 +83,11 @@ def seed_time(*, people: int = 12, weeks: int = 3, anchor: datetime, timezone: s
         out.clients[cid] = {"id": cid, "name": f"{fake.company()} {n + 1}", "currency": "USD" if n % 4 == 3 else "EUR"}
         for k in range(2):
             pid = f"PJ-{n * 2 + k + 1:05d}"
-            out.projects[pid] = {"id": pid, "name": f"{out.clients[cid]['name']} — {rng.choice(['Data platform', 'ERP rollout', 'Cloud migration', 'Audit'])}", "client_id": cid}
+            out.projects[pid] = {
+                "id": pid,
+                "name": f"{out.clients[cid]['name']} — {rng.choice(['Data platform', 'ERP rollout', 'Cloud migration', 'Audit'])}",
+                "client_id": cid,
+            }
     project_ids = list(out.projects)
     for n in range(people):
         pid = f"EMP-{n + 1:05d}"
@@ -126,7 +130,15 @@ def _plant_bad_entries(out: TimeSeed, zone: ZoneInfo) -> None:
     approved = _local(friday, 15, 30, zone)
     first_project = next(iter(out.projects))
 
-    def bad(rule: str, person_id: str, hours: str = "2", code: str = "CONSULT", project_id: str = first_project, day: date = monday, **overrides: Any) -> dict[str, Any]:
+    def bad(
+        rule: str,
+        person_id: str,
+        hours: str = "2",
+        code: str = "CONSULT",
+        project_id: str = first_project,
+        day: date = monday,
+        **overrides: Any,
+    ) -> dict[str, Any]:
         # A fresh entry with its own id, added to the real ones.
         record = _append_entry(out, person_id, project_id, code, day, hours, approved, **overrides)
         out.bad_entries[record["id"]] = rule
@@ -146,7 +158,13 @@ def _plant_bad_entries(out: TimeSeed, zone: ZoneInfo) -> None:
     bad("time_entry.person_day_hours.max", people[5], hours="12", day=over)
     # A person the accounting system does not know, and a client with no accounting customer.
     stranger = "EMP-09999"
-    out.people[stranger] = {"id": stranger, "name": "Pat Unknown", "email": "pat.unknown@people.example", "type": "employee", "rate": "100.00"}
+    out.people[stranger] = {
+        "id": stranger,
+        "name": "Pat Unknown",
+        "email": "pat.unknown@people.example",
+        "type": "employee",
+        "rate": "100.00",
+    }
     out.unknown_person_ids.add(stranger)
     bad("time_entry.person.mapped", stranger)
     orphan = "CL-09999"
@@ -159,7 +177,9 @@ def _plant_bad_entries(out: TimeSeed, zone: ZoneInfo) -> None:
     out.entries.append({**copy.deepcopy(twin), "hours": "6.5"})
 
 
-def _append_entry(out: TimeSeed, person_id: str, project_id: str, code: str, day: date, hours: str, approved: datetime, **overrides: Any) -> dict[str, Any]:
+def _append_entry(
+    out: TimeSeed, person_id: str, project_id: str, code: str, day: date, hours: str, approved: datetime, **overrides: Any
+) -> dict[str, Any]:
     person, project = out.people[person_id], out.projects[project_id]
     client = out.clients[project["client_id"]]
     record = {
@@ -217,7 +237,9 @@ class TimeStore(PicklableLockMixin):
         self.entries = sorted(entries, key=lambda e: (e["approved_at"] or "", e["id"]))
         self._keys = [(e["approved_at"] or "", e["id"]) for e in self.entries]
 
-    def page(self, *, approved_from: datetime, approved_to: datetime, status: str | None, cursor: str | None, page_size: int) -> tuple[list[dict[str, Any]], str | None]:
+    def page(
+        self, *, approved_from: datetime, approved_to: datetime, status: str | None, cursor: str | None, page_size: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
         start_key = (iso_millis(approved_from), "")
         end_key = (iso_millis(approved_to), "")
         with self._lock:
@@ -238,7 +260,13 @@ class TimeStore(PicklableLockMixin):
             if not matches:
                 raise KeyError(entry_id)
             record = matches[-1]
-            record.update(changes, version=record["version"] + 1, approved_at=iso_millis(approved_at), updated_at=iso_millis(approved_at), approval_status="approved")
+            record.update(
+                changes,
+                version=record["version"] + 1,
+                approved_at=iso_millis(approved_at),
+                updated_at=iso_millis(approved_at),
+                approval_status="approved",
+            )
             self._reindex(self.entries)
             return record
 

@@ -40,7 +40,9 @@ QUERY = re.compile(
     r"(?:\s+maxresults\s+(?P<max>\d+))?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
-CONDITION = re.compile(r"^\s*(?P<field>[\w.]+)\s*(?P<op><=|>=|<>|=|<|>|\bin\b|\blike\b)\s*(?P<value>'(?:[^'\\]|\\.)*'|\(.*\)|\S+)\s*$", re.IGNORECASE)
+CONDITION = re.compile(
+    r"^\s*(?P<field>[\w.]+)\s*(?P<op><=|>=|<>|=|<|>|\bin\b|\blike\b)\s*(?P<value>'(?:[^'\\]|\\.)*'|\(.*\)|\S+)\s*$", re.IGNORECASE
+)
 
 
 class QboFault(Exception):
@@ -49,7 +51,10 @@ class QboFault(Exception):
 
 
 def fault_response(exc: QboFault) -> JSONResponse:
-    body = {"Fault": {"Error": [{"Message": exc.message, "Detail": exc.detail, "code": exc.code}], "type": exc.fault_type}, "time": _now_text()}
+    body = {
+        "Fault": {"Error": [{"Message": exc.message, "Detail": exc.detail, "code": exc.code}], "type": exc.fault_type},
+        "time": _now_text(),
+    }
     return JSONResponse(body, status_code=exc.status)
 
 
@@ -82,13 +87,22 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             return self._insert(entity, fields, at or datetime.now(UTC))
 
     def _insert(self, entity: str, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
-        record = {**fields, "Id": str(self.next_id), "SyncToken": "0", "domain": "QBO", "sparse": False, "MetaData": {"CreateTime": _qbo_time(at), "LastUpdatedTime": _qbo_time(at)}}
+        record = {
+            **fields,
+            "Id": str(self.next_id),
+            "SyncToken": "0",
+            "domain": "QBO",
+            "sparse": False,
+            "MetaData": {"CreateTime": _qbo_time(at), "LastUpdatedTime": _qbo_time(at)},
+        }
         self.next_id += 1
         self.entities[entity][record["Id"]] = record
         return record
 
     # --- writes ---------------------------------------------------------------------------------
-    def write(self, entity: str, body: dict[str, Any], request_id: str | None, *, operation: str | None = None) -> tuple[int, dict[str, Any]]:
+    def write(
+        self, entity: str, body: dict[str, Any], request_id: str | None, *, operation: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Create (no ``Id``), full-update (``Id`` + current ``SyncToken``) or void; a known requestid replays."""
         with self._lock:
             if request_id and request_id in self.request_results:
@@ -102,9 +116,19 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             if body.get("Id"):
                 current = self.entities[entity].get(str(body["Id"]))
                 if current is None:
-                    raise QboFault(400, "610", "Object Not Found", f"Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({entity} {body['Id']})")
+                    raise QboFault(
+                        400,
+                        "610",
+                        "Object Not Found",
+                        f"Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({entity} {body['Id']})",
+                    )
                 if str(body.get("SyncToken")) != current["SyncToken"]:
-                    raise QboFault(400, "5010", "Stale Object Error", f"Stale Object Error : You and {current['SyncToken']} were working on this at the same time. SyncToken {body.get('SyncToken')} is not the current one.")
+                    raise QboFault(
+                        400,
+                        "5010",
+                        "Stale Object Error",
+                        f"Stale Object Error : You and {current['SyncToken']} were working on this at the same time. SyncToken {body.get('SyncToken')} is not the current one.",
+                    )
                 record = {**body, "Id": current["Id"], "SyncToken": str(int(current["SyncToken"]) + 1), "domain": "QBO", "sparse": False,
                           "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": _qbo_time(now)}}  # fmt: skip
                 self.entities[entity][record["Id"]] = record
@@ -122,7 +146,9 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         if current is None:
             raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity} {body.get('Id')}")
         if str(body.get("SyncToken")) != current["SyncToken"]:
-            raise QboFault(400, "5010", "Stale Object Error", f"Stale Object Error : SyncToken {body.get('SyncToken')} is not the current one.")
+            raise QboFault(
+                400, "5010", "Stale Object Error", f"Stale Object Error : SyncToken {body.get('SyncToken')} is not the current one."
+            )
         current.update(TotalAmt=0, Balance=0, PrivateNote="Voided", SyncToken=str(int(current["SyncToken"]) + 1))
         current["MetaData"]["LastUpdatedTime"] = _qbo_time(now)
         self.updates[entity] = self.updates.get(entity, 0) + 1
@@ -141,8 +167,15 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         derived = {**body, "TotalAmt": float(total)}
         if entity == "Invoice":
             derived["Balance"] = float(total)
-            if "DocNumber" in body and any(i.get("DocNumber") == body["DocNumber"] and i["Id"] != str(body.get("Id")) for i in self.entities["Invoice"].values()):
-                raise QboFault(400, "6140", "Duplicate Document Number Error", f"Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={body['DocNumber']}")
+            if "DocNumber" in body and any(
+                i.get("DocNumber") == body["DocNumber"] and i["Id"] != str(body.get("Id")) for i in self.entities["Invoice"].values()
+            ):
+                raise QboFault(
+                    400,
+                    "6140",
+                    "Duplicate Document Number Error",
+                    f"Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={body['DocNumber']}",
+                )
         else:
             derived["RemainingCredit"] = float(total)
         return derived
@@ -154,8 +187,13 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             invoice = self.entities["Invoice"][invoice_id]
             payment = self._insert(
                 "Payment",
-                {"CustomerRef": invoice["CustomerRef"], "TotalAmt": float(amount), "CurrencyRef": invoice.get("CurrencyRef"), "TxnDate": now.date().isoformat(),
-                 "Line": [{"Amount": float(amount), "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]}]},  # fmt: skip
+                {
+                    "CustomerRef": invoice["CustomerRef"],
+                    "TotalAmt": float(amount),
+                    "CurrencyRef": invoice.get("CurrencyRef"),
+                    "TxnDate": now.date().isoformat(),
+                    "Line": [{"Amount": float(amount), "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]}],
+                },  # fmt: skip
                 now,
             )
             invoice["Balance"] = float(Decimal(str(invoice["Balance"])) - amount)
@@ -182,14 +220,29 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             return
         name_of = body.get("NameOf")
         if name_of not in ("Employee", "Vendor"):
-            raise QboFault(400, "2020", "Required param missing, need to supply the required value for the API", "Required parameter NameOf (Employee or Vendor) is missing in the request")
+            raise QboFault(
+                400,
+                "2020",
+                "Required param missing, need to supply the required value for the API",
+                "Required parameter NameOf (Employee or Vendor) is missing in the request",
+            )
         ref_field = "EmployeeRef" if name_of == "Employee" else "VendorRef"
         for field, target in ((ref_field, name_of), ("CustomerRef", "Customer"), ("ItemRef", "Item")):
             value = (body.get(field) or {}).get("value")
             if field == ref_field and value is None:
-                raise QboFault(400, "2020", "Required param missing, need to supply the required value for the API", f"Required parameter {field} is missing in the request")
+                raise QboFault(
+                    400,
+                    "2020",
+                    "Required param missing, need to supply the required value for the API",
+                    f"Required parameter {field} is missing in the request",
+                )
             if value is not None and str(value) not in self.entities[target]:
-                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : {target} assigned to this transaction has been deleted or does not exist ({value})")
+                raise QboFault(
+                    400,
+                    "2500",
+                    "Invalid Reference Id",
+                    f"Invalid Reference Id : {target} assigned to this transaction has been deleted or does not exist ({value})",
+                )
         for field in ("Hours", "Minutes"):
             if field in body and (not isinstance(body[field], int) or body[field] < 0):
                 raise QboFault(400, "2030", "Invalid ID", f"{field} must be a whole number of at least 0")
@@ -277,7 +330,14 @@ def _holds(record: dict[str, Any], condition: tuple[str, str, Any]) -> bool:
     if actual is None:
         return False
     try:
-        return {"=": actual == target, "<>": actual != target, "<": actual < target, ">": actual > target, "<=": actual <= target, ">=": actual >= target}[op]
+        return {
+            "=": actual == target,
+            "<>": actual != target,
+            "<": actual < target,
+            ">": actual > target,
+            "<=": actual <= target,
+            ">=": actual >= target,
+        }[op]
     except TypeError:
         return False
 
@@ -294,17 +354,38 @@ def build_quickbooks_app(state: Any) -> FastAPI:
 
     @app.post("/oauth2/v1/tokens/bearer")
     def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
-        return store.token_endpoint(request.headers.get("authorization"), grant_type, refresh_token, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, bad_client_status=401)
+        return store.token_endpoint(
+            request.headers.get("authorization"),
+            grant_type,
+            refresh_token,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            bad_client_status=401,
+        )
 
     def guard(request: Request, realm_id: str) -> None:
         if realm_id != REALM_ID:
-            raise QboFault(403, "3100", "ApplicationAuthorizationFailed", f"message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403; realm {realm_id}", "AuthorizationFault")
+            raise QboFault(
+                403,
+                "3100",
+                "ApplicationAuthorizationFailed",
+                f"message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403; realm {realm_id}",
+                "AuthorizationFault",
+            )
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer ") or not store.token_valid(header.removeprefix("Bearer ")):
-            raise QboFault(401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", "Token expired or invalid", "AUTHENTICATION")
+            raise QboFault(
+                401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", "Token expired or invalid", "AUTHENTICATION"
+            )
         wait = state.limits.setdefault("quickbooks", SlidingWindowLimit(state.config.qbo_requests_per_minute, 60.0)).check(realm_id)
         if wait is not None:
-            raise QboFault(429, "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429", "The request limit of requests per minute was reached", "SERVICE")
+            raise QboFault(
+                429,
+                "3001",
+                "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                "The request limit of requests per minute was reached",
+                "SERVICE",
+            )
 
     @app.middleware("http")
     async def limit_concurrency(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
@@ -317,7 +398,11 @@ def build_quickbooks_app(state: Any) -> FastAPI:
             else:
                 in_flight["count"] += 1
         if busy:
-            return fault_response(QboFault(429, "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429", "Too many concurrent requests", "SERVICE"))
+            return fault_response(
+                QboFault(
+                    429, "3001", "message=ThrottleExceeded; errorCode=003001; statusCode=429", "Too many concurrent requests", "SERVICE"
+                )
+            )
         try:
             return await call_next(request)
         finally:
@@ -331,7 +416,13 @@ def build_quickbooks_app(state: Any) -> FastAPI:
 
     @app.post("/v3/company/{realm_id}/{entity_name}")
     def write(
-        realm_id: str, entity_name: str, request: Request, body: dict[str, Any], requestid: str | None = None, operation: str | None = None, minorversion: int | None = None
+        realm_id: str,
+        entity_name: str,
+        request: Request,
+        body: dict[str, Any],
+        requestid: str | None = None,
+        operation: str | None = None,
+        minorversion: int | None = None,
     ) -> JSONResponse:
         guard(request, realm_id)
         entity = ENTITIES.get(entity_name.lower())
@@ -354,23 +445,57 @@ def build_quickbooks_app(state: Any) -> FastAPI:
     return app
 
 
-def seed_quickbooks(store: QuickBooksStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime, tax_codes: dict[str, str] | None = None) -> None:
+def seed_quickbooks(
+    store: QuickBooksStore,
+    time_seed: Any,
+    billing_items: dict[str, dict[str, Any]],
+    *,
+    at: datetime,
+    tax_codes: dict[str, str] | None = None,
+) -> None:
     """The company's customers, employees, vendors, items and accounts, matching the PSA's seed.
 
     The seed's unmapped client and unknown person are left out on purpose.
     """
     for mapping in sorted(billing_items.values(), key=lambda m: m["item"]):
-        account = store.add("Account", {"Name": mapping["gl_account"], "AccountType": "Income", "AcctNum": mapping["gl_account"].split()[0], "Active": True}, at=at)
-        store.add("Item", {"Name": mapping["item"], "Type": "Service", "Active": True, "IncomeAccountRef": {"value": account["Id"], "name": account["Name"]}}, at=at)
+        account = store.add(
+            "Account",
+            {"Name": mapping["gl_account"], "AccountType": "Income", "AcctNum": mapping["gl_account"].split()[0], "Active": True},
+            at=at,
+        )
+        store.add(
+            "Item",
+            {
+                "Name": mapping["item"],
+                "Type": "Service",
+                "Active": True,
+                "IncomeAccountRef": {"value": account["Id"], "name": account["Name"]},
+            },
+            at=at,
+        )
     for name in sorted((tax_codes or {}).values()):
         store.add("TaxCode", {"Name": name, "Active": True, "Taxable": name != "Exempt"}, at=at)
     for client_id, client in sorted(time_seed.clients.items()):
         if client_id in time_seed.unmapped_client_ids:
             continue
-        store.add("Customer", {"DisplayName": client["name"], "CompanyName": client["name"], "Active": True, "CurrencyRef": {"value": client["currency"]}}, at=at)
+        store.add(
+            "Customer",
+            {"DisplayName": client["name"], "CompanyName": client["name"], "Active": True, "CurrencyRef": {"value": client["currency"]}},
+            at=at,
+        )
     for person_id, person in sorted(time_seed.people.items()):
         if person_id in time_seed.unknown_person_ids:
             continue
         entity = "Vendor" if person["type"] == "contractor" else "Employee"
         given, _, family = person["name"].partition(" ")
-        store.add(entity, {"DisplayName": person["name"], "GivenName": given, "FamilyName": family, "Active": True, "PrimaryEmailAddr": {"Address": person["email"]}}, at=at)
+        store.add(
+            entity,
+            {
+                "DisplayName": person["name"],
+                "GivenName": given,
+                "FamilyName": family,
+                "Active": True,
+                "PrimaryEmailAddr": {"Address": person["email"]},
+            },
+            at=at,
+        )

@@ -92,8 +92,11 @@ class SalesforceView:
         self.state = state
         mapping = crm_mapping()["systems"]
         self.fields = {
-            kind: {mapping["salesforce"][kind][name]: path.removeprefix("properties.") for name, path in mapping["hubspot"][kind].items()
-                   if path.startswith("properties.") and name in mapping["salesforce"][kind]}
+            kind: {
+                mapping["salesforce"][kind][name]: path.removeprefix("properties.")
+                for name, path in mapping["hubspot"][kind].items()
+                if path.startswith("properties.") and name in mapping["salesforce"][kind]
+            }
             for kind in ("deal", "company", "contact")
         }  # Salesforce field → HubSpot property, per kind of record
         self.deal_fields = self.fields["deal"]
@@ -162,7 +165,11 @@ class SalesforceView:
         if unknown:
             raise SalesforceError(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type Opportunity")
         deal_id = str(number_of(opportunity_id))
-        if len(opportunity_id) != 18 or salesforce_id("Opportunity", int(deal_id)) != opportunity_id or deal_id not in self.state.crm.objects["deals"]:
+        if (
+            len(opportunity_id) != 18
+            or salesforce_id("Opportunity", int(deal_id)) != opportunity_id
+            or deal_id not in self.state.crm.objects["deals"]
+        ):
             raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
         self.state.crm.update("deals", deal_id, {self.deal_fields[k]: v for k, v in fields.items()}, now)
 
@@ -178,7 +185,9 @@ def render(record: dict[str, Any], sobject: str, fields: list[str], version: str
         if related is None:
             out[head] = None
             continue
-        target = out.setdefault(head, {"attributes": {"type": head, "url": f"/services/data/v{version}/sobjects/{head}/{related.get('Id')}"}})
+        target = out.setdefault(
+            head, {"attributes": {"type": head, "url": f"/services/data/v{version}/sobjects/{head}/{related.get('Id')}"}}
+        )
         if target is not None:
             target[rest] = soql.read_field(related, rest)
     return out
@@ -213,7 +222,13 @@ def build_salesforce_app(state: Any) -> FastAPI:
             raise SalesforceError(401, "INVALID_SESSION_ID", "Session expired or invalid")
 
     @app.post("/services/oauth2/token")
-    def token(request: Request, grant_type: str = Form(...), client_id: str = Form(""), client_secret: str = Form(""), refresh_token: str = Form("")) -> JSONResponse:
+    def token(
+        request: Request,
+        grant_type: str = Form(...),
+        client_id: str = Form(""),
+        client_secret: str = Form(""),
+        refresh_token: str = Form(""),
+    ) -> JSONResponse:
         if grant_type not in ("client_credentials", "refresh_token") or (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
             return JSONResponse({"error": "invalid_client", "error_description": "invalid client credentials"}, status_code=400)
         if grant_type == "refresh_token" and not refresh_token:

@@ -46,6 +46,7 @@ PIPELINES: list[dict[str, Any]] = [
 CURRENCIES = ["EUR", "EUR", "EUR", "USD", "GBP"]
 INDUSTRIES = ["COMPUTER_SOFTWARE", "FINANCIAL_SERVICES", "HOSPITAL_HEALTH_CARE", "RETAIL", "LOGISTICS_AND_SUPPLY_CHAIN"]
 
+
 def iso_millis(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -75,7 +76,13 @@ def _object(object_id: int, properties: dict[str, Any], created: datetime, updat
         createdate=iso_millis(created),
         hs_lastmodifieddate=iso_millis(updated),
     )
-    return {"id": str(object_id), "properties": props, "createdAt": iso_millis(created), "updatedAt": iso_millis(updated), "archived": False}
+    return {
+        "id": str(object_id),
+        "properties": props,
+        "createdAt": iso_millis(created),
+        "updatedAt": iso_millis(updated),
+        "archived": False,
+    }
 
 
 def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> CrmSeed:
@@ -95,7 +102,12 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
         domain = ("".join(ch for ch in name.lower() if ch.isascii() and ch.isalnum())[:40] or f"client{n}") + ".example"
         out.companies[str(cid)] = _object(
             cid,
-            {"name": name, "domain": domain, "country": rng.choice(["Netherlands", "Germany", "United States", "United Kingdom"]), "industry": rng.choice(INDUSTRIES)},
+            {
+                "name": name,
+                "domain": domain,
+                "country": rng.choice(["Netherlands", "Germany", "United States", "United Kingdom"]),
+                "industry": rng.choice(INDUSTRIES),
+            },
             created_base,
             created_base + timedelta(days=1),
         )
@@ -110,7 +122,12 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
         email = f"{first}.{last}.{n}@{out.companies[company_ids[n // 2]]['properties']['domain']}".lower().replace(" ", "")
         out.contacts[str(pid)] = _object(
             pid,
-            {"firstname": first, "lastname": last, "email": email, "jobtitle": rng.choice(["CFO", "CTO", "Head of Operations", "Project Sponsor"])},
+            {
+                "firstname": first,
+                "lastname": last,
+                "email": email,
+                "jobtitle": rng.choice(["CFO", "CTO", "Head of Operations", "Project Sponsor"]),
+            },
             created_base,
             created_base + timedelta(days=2),
         )
@@ -135,7 +152,9 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
             "dealstage": stage,
             "amount": f"{hours * rng.choice([95, 110, 125, 150])}.00",
             "deal_currency_code": rng.choice(CURRENCIES),
-            "closedate": iso_millis(datetime.combine((modified - timedelta(hours=1)).astimezone(UTC).date(), time(), UTC)),  # a date: midnight UTC
+            "closedate": iso_millis(
+                datetime.combine((modified - timedelta(hours=1)).astimezone(UTC).date(), time(), UTC)
+            ),  # a date: midnight UTC
             "description": fake.sentence(nb_words=12),
             "estimated_hours": str(hours),
             "billing_type": billing,
@@ -174,7 +193,12 @@ def _plant_bad_records(out: CrmSeed) -> None:
     out.bad_deals[won[2]] = "project.crm_company_id.required"
 
     nameless = "1999999"
-    out.companies[nameless] = _object(1999999, {"name": "", "domain": None, "country": None, "industry": None}, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+    out.companies[nameless] = _object(
+        1999999,
+        {"name": "", "domain": None, "country": None, "industry": None},
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
     out.deal_companies[won[3]] = [nameless]
     out.bad_deals[won[3]] = "client.client_name.required"
 

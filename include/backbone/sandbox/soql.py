@@ -17,7 +17,27 @@ TOKEN = re.compile(
     r"|(?P<lit>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))?|-?\d+(?:\.\d+)?)"
     r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
 )
-KEYWORDS = {"SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "ORDER", "BY", "ASC", "DESC", "LIMIT", "OFFSET", "TRUE", "FALSE", "NULL", "NULLS", "FIRST", "LAST"}
+KEYWORDS = {
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "ORDER",
+    "BY",
+    "ASC",
+    "DESC",
+    "LIMIT",
+    "OFFSET",
+    "TRUE",
+    "FALSE",
+    "NULL",
+    "NULLS",
+    "FIRST",
+    "LAST",
+}
 
 
 class SoqlError(ValueError):
@@ -40,7 +60,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         match = TOKEN.match(text, pos)
         if not match or match.end() == pos:
-            raise SoqlError(f"unexpected token at position {pos}: {text[pos:pos + 20]!r}")
+            raise SoqlError(f"unexpected token at position {pos}: {text[pos : pos + 20]!r}")
         kind = match.lastgroup or ""
         value = match.group(kind)
         if kind == "word" and value.upper() in KEYWORDS:

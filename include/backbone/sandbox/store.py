@@ -68,13 +68,20 @@ class RotatingTokenIssuer:
                 return None
             access = f"{self.token_prefix}-access-{secrets.token_hex(16)}"
             self.access_tokens[access] = datetime.now(UTC) + self.access_lifetime
-            return {**self.token_answer, "access_token": access, "expires_in": int(self.access_lifetime.total_seconds()), "refresh_token": new_refresh}
+            return {
+                **self.token_answer,
+                "access_token": access,
+                "expires_in": int(self.access_lifetime.total_seconds()),
+                "refresh_token": new_refresh,
+            }
 
     def token_valid(self, token: str) -> bool:
         expiry = self.access_tokens.get(token)
         return expiry is not None and expiry > datetime.now(UTC)
 
-    def token_endpoint(self, authorization: str | None, grant_type: str, refresh_token: str, *, client_id: str, client_secret: str, bad_client_status: int) -> JSONResponse:
+    def token_endpoint(
+        self, authorization: str | None, grant_type: str, refresh_token: str, *, client_id: str, client_secret: str, bad_client_status: int
+    ) -> JSONResponse:
         """The refresh-token grant with the client in Basic auth, answered as the vendor does."""
         if authorization != "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode():
             return JSONResponse({"error": "invalid_client"}, status_code=bad_client_status)

@@ -46,11 +46,23 @@ def _money(value: Any) -> Decimal:
 
 
 class XeroError(Exception):
-    def __init__(self, status: int, message: str, *, kind: str = "ValidationException", headers: dict[str, str] | None = None, errors: list[str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "ValidationException",
+        headers: dict[str, str] | None = None,
+        errors: list[str] | None = None,
+    ):
         self.status, self.message, self.kind, self.headers, self.errors = status, message, kind, headers or {}, errors or []
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"ErrorNumber": {400: 10, 401: 16, 403: 403, 404: 404, 429: 429}.get(self.status, 500), "Type": self.kind, "Message": self.message}
+        body: dict[str, Any] = {
+            "ErrorNumber": {400: 10, 401: 16, 403: 403, 404: 404, 429: 429}.get(self.status, 500),
+            "Type": self.kind,
+            "Message": self.message,
+        }
         if self.errors:
             body["Elements"] = [{"ValidationErrors": [{"Message": e} for e in self.errors]}]
         return body
@@ -126,7 +138,9 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         errors = []
         contact = self.records["Contacts"].get(str((document.get("Contact") or {}).get("ContactID")))
         if contact is None:
-            errors.append("The Contact must contain at least 1 of the following elements to identify the contact: Name, ContactID, ContactNumber")
+            errors.append(
+                "The Contact must contain at least 1 of the following elements to identify the contact: Name, ContactID, ContactNumber"
+            )
         items = {i["Code"]: i for i in self.records["Items"].values()}
         lines = []
         for line in document.get("LineItems") or []:
@@ -134,10 +148,23 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
                 errors.append(f"Item code '{line['ItemCode']}' is not valid")
             if line.get("TaxType") and not any(r["TaxType"] == line["TaxType"] for r in self.records["TaxRates"].values()):
                 errors.append(f"The TaxType code '{line['TaxType']}' does not exist or cannot be used for this type of transaction.")
-            amount = _money(line["LineAmount"]) if line.get("LineAmount") is not None else _money(Decimal(str(line.get("Quantity", 1))) * Decimal(str(line.get("UnitAmount", 0))))
-            lines.append({**line, "LineItemID": str(uuid.uuid4()), "LineAmount": float(amount), "TaxAmount": float(_money(amount * self.tax_rate(line.get("TaxType"))))})
+            amount = (
+                _money(line["LineAmount"])
+                if line.get("LineAmount") is not None
+                else _money(Decimal(str(line.get("Quantity", 1))) * Decimal(str(line.get("UnitAmount", 0))))
+            )
+            lines.append(
+                {
+                    **line,
+                    "LineItemID": str(uuid.uuid4()),
+                    "LineAmount": float(amount),
+                    "TaxAmount": float(_money(amount * self.tax_rate(line.get("TaxType")))),
+                }
+            )
         number = document.get(number_field)
-        if number and any(r.get(number_field) == number and r["Status"] not in ("DELETED", "VOIDED") for r in self.records[collection].values()):
+        if number and any(
+            r.get(number_field) == number and r["Status"] not in ("DELETED", "VOIDED") for r in self.records[collection].values()
+        ):
             errors.append(f"{number_field} must be unique.")
         if errors:
             raise XeroError(400, "A validation exception occurred", errors=errors)
@@ -152,7 +179,12 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
             "LineItems": lines, "SubTotal": float(subtotal), "TotalTax": float(tax), "Total": float(total), "UpdatedDateUTC": msdate(now),
         }  # fmt: skip
         if collection == "Invoices":
-            record.update(DueDate=msdate(date.fromisoformat(document["DueDate"])) if document.get("DueDate") else None, AmountDue=float(total), AmountPaid=0.0, AmountCredited=0.0)
+            record.update(
+                DueDate=msdate(date.fromisoformat(document["DueDate"])) if document.get("DueDate") else None,
+                AmountDue=float(total),
+                AmountPaid=0.0,
+                AmountCredited=0.0,
+            )
             record = {k: v for k, v in record.items() if v is not None}
         else:
             record["RemainingCredit"] = float(total)
@@ -165,7 +197,11 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         if record is None:
             raise XeroError(404, "The resource you're looking for cannot be found", kind="NotFound")
         if Decimal(str(record.get("AmountPaid", 0))) > 0:
-            raise XeroError(400, "A validation exception occurred", errors=["Invoice not of valid status for modification. This document has payments allocated to it."])
+            raise XeroError(
+                400,
+                "A validation exception occurred",
+                errors=["Invoice not of valid status for modification. This document has payments allocated to it."],
+            )
         record.update(Status="VOIDED", UpdatedDateUTC=msdate(now))
         if collection == "Invoices":
             record["AmountDue"] = 0.0
@@ -187,13 +223,21 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         return payment
 
 
-def seed_xero(store: XeroStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime, tax_codes: dict[str, tuple[str, Decimal]]) -> None:
+def seed_xero(
+    store: XeroStore, time_seed: Any, billing_items: dict[str, dict[str, Any]], *, at: datetime, tax_codes: dict[str, tuple[str, Decimal]]
+) -> None:
     """The organisation's accounts, items, tax rates, contacts and project users, matching the PSA's seed
     (the seed's unmapped client and unknown person are left out on purpose, as in QuickBooks)."""
     for code, mapping in sorted(billing_items.items()):
         number, _, name = mapping["gl_account"].partition(" ")
         if not any(a["Code"] == number for a in store.records["Accounts"].values()):
-            store.add("Accounts", {"Code": number, "Name": name, "Type": "REVENUE", "Status": "ACTIVE", "Class": "REVENUE"}, id_field="AccountID", key=number, at=at)
+            store.add(
+                "Accounts",
+                {"Code": number, "Name": name, "Type": "REVENUE", "Status": "ACTIVE", "Class": "REVENUE"},
+                id_field="AccountID",
+                key=number,
+                at=at,
+            )
         store.add("Items", {"Code": code, "Name": mapping["item"], "IsSold": True, "IsPurchased": False, "SalesDetails": {"AccountCode": number, "UnitPrice": 0.0}},
                   id_field="ItemID", key=code, at=at)  # fmt: skip
     for code, (name, rate) in sorted(tax_codes.items()):
@@ -241,19 +285,35 @@ def build_xero_app(state: Any) -> FastAPI:
             return await call_next(request)
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer ") or not store.token_valid(header.removeprefix("Bearer ")):
-            return JSONResponse({"Type": None, "Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired: token expired"}, status_code=401)
+            return JSONResponse(
+                {"Type": None, "Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired: token expired"}, status_code=401
+            )
         if request.headers.get("xero-tenant-id") != TENANT_ID:
-            return JSONResponse({"Type": None, "Title": "Forbidden", "Status": 403, "Detail": "AuthenticationUnsuccessful"}, status_code=403)
+            return JSONResponse(
+                {"Type": None, "Title": "Forbidden", "Status": 403, "Detail": "AuthenticationUnsuccessful"}, status_code=403
+            )
         wait = per_day.check(TENANT_ID)
         if wait is not None:
-            return JSONResponse(XeroError(429, "Daily rate limit exceeded").body(), status_code=429, headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "day"})
+            return JSONResponse(
+                XeroError(429, "Daily rate limit exceeded").body(),
+                status_code=429,
+                headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "day"},
+            )
         wait = per_minute.check(TENANT_ID)
         if wait is not None:
-            return JSONResponse(XeroError(429, "Rate limit exceeded").body(), status_code=429, headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "minute"})
+            return JSONResponse(
+                XeroError(429, "Rate limit exceeded").body(),
+                status_code=429,
+                headers={"Retry-After": retry_after_header(wait), "X-Rate-Limit-Problem": "minute"},
+            )
         with in_flight_lock:
             if in_flight["count"] >= state.config.xero_max_concurrent:
                 state.xero_concurrency_rejected += 1
-                return JSONResponse(XeroError(429, "Concurrent request limit exceeded").body(), status_code=429, headers={"Retry-After": "1", "X-Rate-Limit-Problem": "concurrent"})
+                return JSONResponse(
+                    XeroError(429, "Concurrent request limit exceeded").body(),
+                    status_code=429,
+                    headers={"Retry-After": "1", "X-Rate-Limit-Problem": "concurrent"},
+                )
             in_flight["count"] += 1
         try:
             return await call_next(request)
@@ -263,7 +323,14 @@ def build_xero_app(state: Any) -> FastAPI:
 
     @app.post("/connect/token")
     def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
-        return store.token_endpoint(request.headers.get("authorization"), grant_type, refresh_token, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, bad_client_status=400)
+        return store.token_endpoint(
+            request.headers.get("authorization"),
+            grant_type,
+            refresh_token,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            bad_client_status=400,
+        )
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -296,7 +363,11 @@ def build_xero_app(state: Any) -> FastAPI:
     # --- Accounting API -----------------------------------------------------------------------
     @app.get("/api.xro/2.0/Organisation")
     def organisation() -> dict[str, Any]:
-        return {"Organisations": [{"Name": "Backbone Services B.V. (sandbox)", "BaseCurrency": "EUR", "CountryCode": "NL", "OrganisationID": TENANT_ID}]}
+        return {
+            "Organisations": [
+                {"Name": "Backbone Services B.V. (sandbox)", "BaseCurrency": "EUR", "CountryCode": "NL", "OrganisationID": TENANT_ID}
+            ]
+        }
 
     def lister(collection: str, paged: bool) -> Any:
         def handler(request: Request) -> dict[str, Any]:
@@ -304,7 +375,14 @@ def build_xero_app(state: Any) -> FastAPI:
 
         return handler
 
-    for collection, paged in (("Contacts", True), ("Accounts", False), ("Items", False), ("TaxRates", False), ("CreditNotes", True), ("Payments", True)):
+    for collection, paged in (
+        ("Contacts", True),
+        ("Accounts", False),
+        ("Items", False),
+        ("TaxRates", False),
+        ("CreditNotes", True),
+        ("Payments", True),
+    ):
         app.add_api_route(f"/api.xro/2.0/{collection}", lister(collection, paged), methods=["GET"], name=f"list {collection}")
 
     @app.get("/api.xro/2.0/Invoices")
@@ -366,7 +444,11 @@ def build_xero_app(state: Any) -> FastAPI:
 
     @app.get("/projects.xro/2.0/Projects")
     def list_projects(request: Request, contactID: str | None = None, states: str | None = None) -> dict[str, Any]:  # noqa: N803 - Xero's name
-        chosen = [p for p in store.projects.values() if (not contactID or p["contactId"] == contactID) and (not states or p["status"] in states.split(","))]
+        chosen = [
+            p
+            for p in store.projects.values()
+            if (not contactID or p["contactId"] == contactID) and (not states or p["status"] in states.split(","))
+        ]
         return projects_page(chosen, request)
 
     def with_idempotency(scope: str, key: str | None, make: Any, status: int) -> JSONResponse:
@@ -412,7 +494,12 @@ def build_xero_app(state: Any) -> FastAPI:
         project_of(project_id)
         body = await request.json()
         rate = body.get("rate")
-        if not body.get("name") or body.get("chargeType") not in ("TIME", "FIXED", "NON_CHARGEABLE") or not isinstance(rate, dict) or rate.get("value") is None:
+        if (
+            not body.get("name")
+            or body.get("chargeType") not in ("TIME", "FIXED", "NON_CHARGEABLE")
+            or not isinstance(rate, dict)
+            or rate.get("value") is None
+        ):
             raise XeroError(400, "name, rate ({currency, value}) and chargeType (TIME, FIXED or NON_CHARGEABLE) are required")
 
         def make() -> dict[str, Any]:

@@ -141,7 +141,11 @@ def copy_upsert(
         changed = "(" + (" OR ".join(f't."{c}" IS DISTINCT FROM excluded."{c}"' for c in compared) or "false") + ")"
         if newer_column:
             changed += f' AND excluded."{newer_column}" >= t."{newer_column}"'
-        conflict = f"DO UPDATE SET {', '.join(f'{chr(34)}{c}{chr(34)} = excluded.{chr(34)}{c}{chr(34)}' for c in updates)} WHERE {changed}" if updates and not insert_only else "DO NOTHING"
+        conflict = (
+            f"DO UPDATE SET {', '.join(f'{chr(34)}{c}{chr(34)} = excluded.{chr(34)}{c}{chr(34)}' for c in updates)} WHERE {changed}"
+            if updates and not insert_only
+            else "DO NOTHING"
+        )
         cursor.execute(
             f"INSERT INTO {qualified} AS t ({column_list}) SELECT {column_list} FROM _copy_upsert "
             f"ON CONFLICT ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in key_cols)}) {conflict}"

@@ -88,7 +88,7 @@ def waiting_lock(engine: Engine, lock: str, *, timeout_seconds: float) -> Iterat
     with engine.connect() as connection:
         connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
         connection.commit()
-        connection.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_seconds * 1000)}ms'"))
+        connection.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": f"{int(timeout_seconds * 1000)}ms"})
         connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE"), {"lock": lock})
         try:
             yield
@@ -104,7 +104,9 @@ UNSTORABLE = "unstorable"
 """Staging status of a record PostgreSQL cannot hold as it is (see ``backbone.storable``)."""
 
 
-def set_aside_unstorable(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def set_aside_unstorable(
+    connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
     """Return the records that can be stored; quarantine the others with their reason.
 
     An unstorable record is staged as ``unstorable`` under a safe key with a safe copy of its
@@ -122,7 +124,14 @@ def set_aside_unstorable(connection: Connection, run: RunRef, entity: str, recor
             storable.append((key, payload))
             continue
         stored_key, raw = safe_key(key), safe_raw(payload, reason)
-        set_aside[stored_key] = {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": stored_key, "payload": raw, "status": UNSTORABLE}
+        set_aside[stored_key] = {
+            "flow": run.flow,
+            "run_id": run.run_id,
+            "entity": entity,
+            "source_key": stored_key,
+            "payload": raw,
+            "status": UNSTORABLE,
+        }
         problems.append(QuarantineRow(entity, stored_key, f"{entity.split(':')[0]}.unstorable", f"the record {reason}", raw))
     if set_aside:
         from sqlalchemy.dialects.postgresql import insert
@@ -134,7 +143,9 @@ def set_aside_unstorable(connection: Connection, run: RunRef, entity: str, recor
         add_quarantine(connection, run, problems)
         import logging
 
-        logging.getLogger(__name__).warning("%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]])
+        logging.getLogger(__name__).warning(
+            "%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]]
+        )
     return storable
 
 
@@ -145,7 +156,9 @@ def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tu
     records = set_aside_unstorable(connection, run, entity, records)
     if not records:
         return
-    rows = {key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records}
+    rows = {
+        key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records
+    }
     statement = insert(staged_record).values(list(rows.values()))
     connection.execute(
         statement.on_conflict_do_update(
@@ -182,7 +195,10 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
                 index_elements=["flow", "run_id", "entity", "source_key"],
                 set_={
                     "status": case((differs, literal("conflict")), else_=staged_record.c.status),
-                    "canonical": case((differs, func.jsonb_build_object("conflicting_payload", statement.excluded.payload)), else_=staged_record.c.canonical),
+                    "canonical": case(
+                        (differs, func.jsonb_build_object("conflicting_payload", statement.excluded.payload)),
+                        else_=staged_record.c.canonical,
+                    ),
                 },
             ).returning(staged_record.c.status)
         )
@@ -191,7 +207,9 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
     return conflicts
 
 
-def iter_staged(engine: Engine, run: RunRef, entity: str, *, status: str | None = None, chunk_size: int = 5000) -> Iterator[list[dict[str, Any]]]:
+def iter_staged(
+    engine: Engine, run: RunRef, entity: str, *, status: str | None = None, chunk_size: int = 5000
+) -> Iterator[list[dict[str, Any]]]:
     """Staged rows of the run in key order, ``chunk_size`` at a time (keyset paging: flat memory).
     Unstorable records (already exceptions) are left out unless asked for by status."""
     from sqlalchemy import select
@@ -249,7 +267,15 @@ def add_quarantine(connection: Connection, run: RunRef, rows: Sequence[Quarantin
     if not rows:
         return
     values = [
-        {"flow": run.flow, "run_id": run.run_id, "entity": r.entity, "source_key": r.source_key, "rule": r.rule, "reason": r.reason, "raw": r.raw}
+        {
+            "flow": run.flow,
+            "run_id": run.run_id,
+            "entity": r.entity,
+            "source_key": r.source_key,
+            "rule": r.rule,
+            "reason": r.reason,
+            "raw": r.raw,
+        }
         for r in rows
     ]
     connection.execute(insert(quarantine).values(values).on_conflict_do_nothing(constraint="uq_quarantine_record_rule"))
@@ -273,7 +299,9 @@ def record_run(connection: Connection, run: RunRef, **fields: Any) -> None:
 def count_unstorable(connection: Connection, run: RunRef) -> int:
     from sqlalchemy import func, select
 
-    query = select(func.count()).where(staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id, staged_record.c.status == UNSTORABLE)
+    query = select(func.count()).where(
+        staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id, staged_record.c.status == UNSTORABLE
+    )
     return int(connection.execute(query).scalar_one())
 
 
@@ -333,7 +361,9 @@ def claim_interval(connection: Connection, run: RunRef, owner: str, *, is_active
     return Claim(previous_owner=previous if previous != owner else None, previous_status=status)
 
 
-def close_abandoned_runs(connection: Connection, flow: str, *, except_run_id: str, is_active: Callable[[str], bool], at: datetime) -> list[str]:
+def close_abandoned_runs(
+    connection: Connection, flow: str, *, except_run_id: str, is_active: Callable[[str], bool], at: datetime
+) -> list[str]:
     """Mark ``failed`` the run records of ``flow`` still ``running`` whose Airflow run has ended
     (a killed task or a lost database never closed them); returns their interval keys."""
     from sqlalchemy import select, update

@@ -11,6 +11,4 @@ from alembic import op
 
 
 def add_flow_locks() -> None:
-    op.execute(
-        "CREATE TABLE IF NOT EXISTS ops.flow_lock (name varchar(300) PRIMARY KEY, holder varchar(300), taken_at timestamptz)"
-    )
+    op.execute("CREATE TABLE IF NOT EXISTS ops.flow_lock (name varchar(300) PRIMARY KEY, holder varchar(300), taken_at timestamptz)")

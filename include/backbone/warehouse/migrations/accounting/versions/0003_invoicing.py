@@ -50,7 +50,10 @@ def upgrade() -> None:
         sa.Column("amount_paid", sa.Numeric(14, 2)),
         sa.Column("balance", sa.Numeric(14, 2)),
         sa.Column("last_error", sa.Text),
-        sa.CheckConstraint("posting_status IN ('pending', 'posted', 'held', 'failed', 'void_pending', 'voided', 'not_posted')", name="ck_invoice_posting_status"),
+        sa.CheckConstraint(
+            "posting_status IN ('pending', 'posted', 'held', 'failed', 'void_pending', 'voided', 'not_posted')",
+            name="ck_invoice_posting_status",
+        ),
         schema="acct",
     )
     op.create_index("ix_invoice_number", "invoice", ["number"], schema="acct")
