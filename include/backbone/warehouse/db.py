@@ -44,9 +44,8 @@ def engine_for(conn_id: str) -> Engine:
     return create_engine(url_from_connection(conn_id), pool_pre_ping=True, future=True)
 
 
-def migrate(url: str, warehouse: str) -> None:
-    """Bring one warehouse to its newest schema (additive migrations only: nothing is dropped)."""
-    from alembic import command
+def alembic_config(url: str, warehouse: str) -> Any:
+    """Alembic's configuration for one warehouse (its own version chain, shared env.py)."""
     from alembic.config import Config
 
     if warehouse not in WAREHOUSES:
@@ -56,8 +55,24 @@ def migrate(url: str, warehouse: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / warehouse / "versions"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    config.set_main_option("warehouse", warehouse)
+    return config
+
+
+def migrate(url: str, warehouse: str) -> None:
+    """Bring one warehouse to its newest schema (additive migrations only: nothing is dropped)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url, warehouse), "head")
     log.info("%s warehouse migrated to head", warehouse)
+
+
+def check_schema(url: str, warehouse: str) -> None:
+    """``alembic check``: raise when the migrated warehouse and ``tables.py`` disagree (a table, a
+    column, a type or an index the code declares that the migrations do not make, or the reverse)."""
+    from alembic import command
+
+    command.check(alembic_config(url, warehouse))
 
 
 def upsert(

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -412,3 +413,41 @@ hr_company_holiday = Table(
     Column("country", String(2), nullable=False),
     schema="hr",
 )
+
+hr_capacity = Table(
+    "capacity",
+    metadata,
+    Column("hr_id", String(12), nullable=False),
+    Column("iso_week", String(8), nullable=False),
+    Column("week_start", Date, nullable=False),
+    Column("standard_hours", Numeric(6, 2), nullable=False),
+    Column("holiday_hours", Numeric(6, 2), nullable=False),
+    Column("time_off_hours", Numeric(6, 2), nullable=False),
+    Column("available_hours", Numeric(6, 2), nullable=False),
+    Column("as_of", Date, nullable=False),
+    PrimaryKeyConstraint("hr_id", "week_start"),
+    schema="hr",
+)
+"""Available hours per person and ISO week: standard hours less holidays and approved time off."""
+
+# --- indexes the migrations create (declared here too, so a drift check sees them) -----------------
+Index("ix_flow_run_interval_end", flow_run.c.interval_end.desc())
+Index("ix_quarantine_flow_entity", quarantine.c.flow, quarantine.c.entity, quarantine.c.source_key)
+Index(
+    "ix_quarantine_open",
+    quarantine.c.flow,
+    quarantine.c.entity,
+    quarantine.c.source_key,
+    postgresql_where=quarantine.c.resolved_at.is_(None),
+)
+Index("ix_project_crm_company_id", project.c.crm_company_id)
+Index("ix_time_entry_person_day", time_entry.c.person_id, time_entry.c.work_date)
+Index("ix_time_entry_project_day", time_entry.c.project_id, time_entry.c.work_date)
+Index("ix_time_off_day_person_day", hr_time_off_day.c.hr_id, hr_time_off_day.c.day)
+Index("ix_time_export_run_status", time_export.c.run_id, time_export.c.posting_status)
+Index("ix_time_export_person_day", time_export.c.person_id, time_export.c.work_date)
+Index("ix_invoice_number", invoice.c.number)
+Index("ix_invoice_period", invoice.c.period, invoice.c.posting_status)
+
+WAREHOUSE_SCHEMAS = {"psa": frozenset({"ops", "psa", "hr"}), "accounting": frozenset({"ops", "acct"})}
+"""Which schemas of ``metadata`` each warehouse holds (``ops`` is in both)."""
