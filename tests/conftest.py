@@ -27,15 +27,17 @@ from backbone.devtools import pg  # noqa: E402
 from backbone.devtools.localenv import airflow_environment  # noqa: E402
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now (for a server a test starts)."""
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 # Free ports unless told otherwise, so two test runs can share a machine.
-PG_PORT = int(os.environ.get("BACKBONE_TEST_PG_PORT") or _free_port())
-SANDBOX_PORT = int(os.environ.get("BACKBONE_TEST_SANDBOX_PORT") or _free_port())
+PG_PORT = int(os.environ.get("BACKBONE_TEST_PG_PORT") or free_port())
+SANDBOX_PORT = int(os.environ.get("BACKBONE_TEST_SANDBOX_PORT") or free_port())
 TEST_ROOT = ROOT / ".test"
 TEST_DIR = TEST_ROOT / f"run-{PG_PORT}"
 """This run's PostgreSQL data and Airflow home (each run its own, next to any other run's)."""

@@ -10,7 +10,7 @@ import pytest
 from backbone.hooks.hubspot import HubSpotHook
 from backbone.http import FatalApiError, RepeatedCursorError, RetriableApiError
 from backbone.sandbox.faults import FaultRule
-from tests.conftest import ANCHOR, start_sandbox
+from tests.conftest import ANCHOR, free_port, start_sandbox
 
 WON = [{"propertyName": "dealstage", "operator": "IN", "values": ["closedwon", "renewal_signed"]}]
 
@@ -39,7 +39,7 @@ def test_search_pages_through_every_match_100_at_a_time(hook, sandbox):
 
 
 def test_search_gets_past_the_10000_result_cap_by_windowing_on_object_id(monkeypatch):
-    running, server, thread = start_sandbox(8767, deals=10_250, hubspot_search_per_second=0, hubspot_calls_per_ten_seconds=0)
+    running, server, thread = start_sandbox(free_port(), deals=10_250, hubspot_search_per_second=0, hubspot_calls_per_ten_seconds=0)
     try:
         monkeypatch.setenv(
             "AIRFLOW_CONN_HUBSPOT_CAP",

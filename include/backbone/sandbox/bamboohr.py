@@ -288,7 +288,13 @@ def _since(value: str) -> datetime:
 def build_bamboohr_app(state: Any) -> FastAPI:
     app = FastAPI(title="BambooHR API (sandbox)", docs_url=None, redoc_url=None)
     store: HrStore = state.hr
+    _add_basic_auth(app, state, store)
+    _add_reports(app, state, store)
+    _add_changes(app, state, store)
+    return app
 
+
+def _add_basic_auth(app: FastAPI, state: Any, store: Any) -> None:
     @app.middleware("http")
     async def basic_auth(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
         expected = "Basic " + base64.b64encode(f"{state.config.token}:x".encode()).decode()
@@ -296,6 +302,8 @@ def build_bamboohr_app(state: Any) -> FastAPI:
             return JSONResponse({"error": "Unauthorized. Invalid API credentials."}, status_code=401)
         return await call_next(request)
 
+
+def _add_reports(app: FastAPI, state: Any, store: Any) -> None:
     @app.get("/api/v1/employees/directory")
     def directory(onlyCurrent: bool = True) -> dict[str, Any]:  # noqa: N803 - BambooHR's parameter name
         fields = [
@@ -323,6 +331,8 @@ def build_bamboohr_app(state: Any) -> FastAPI:
             "employees": [{"id": e["id"], **{f: e.get(f) for f in fields}} for e in sorted(people, key=lambda e: int(e["id"]))],
         }
 
+
+def _add_changes(app: FastAPI, state: Any, store: Any) -> None:
     @app.get("/api/v1/employees/changed")
     def changed(since: str, type: str | None = None) -> dict[str, Any]:  # noqa: A002
         moment = _since(since)
@@ -360,5 +370,3 @@ def build_bamboohr_app(state: Any) -> FastAPI:
             ):
                 hits.append(record)
         return hits
-
-    return app

@@ -177,6 +177,7 @@ class CrmStore:
 def build_hubspot_app(state: Any) -> FastAPI:
     """The HubSpot API as a sub-application (mounted at ``/hubspot``)."""
     app = FastAPI(title="HubSpot CRM (sandbox)", docs_url=None, redoc_url=None)
+    store = state.crm
     search_limit = SlidingWindowLimit(state.config.hubspot_search_per_second, 1.0)
     general_limit = SlidingWindowLimit(state.config.hubspot_calls_per_ten_seconds, 10.0)
     state.limits["hubspot_search"] = search_limit
@@ -207,6 +208,13 @@ def build_hubspot_app(state: Any) -> FastAPI:
             raise HubSpotError(400, f"Unable to infer object type from: {name}", "VALIDATION_ERROR")
         return OBJECT_TYPES[name]
 
+    _add_pipelines_and_search(app, state, store, authorised, object_type, search_limit)
+    _add_objects(app, state, store, authorised, object_type, search_limit)
+    _add_associations(app, state, store, authorised, object_type, search_limit)
+    return app
+
+
+def _add_pipelines_and_search(app: FastAPI, state: Any, store: Any, authorised: Any, object_type: Any, search_limit: Any) -> None:
     @app.get("/crm/v3/pipelines/{object_type_name}")
     def pipelines(object_type_name: str, _: str = Depends(authorised)) -> dict[str, Any]:
         if object_type(object_type_name) != "deals":
@@ -253,6 +261,8 @@ def build_hubspot_app(state: Any) -> FastAPI:
             response["paging"] = {"next": {"after": str(body["after"]), "link": f"?after={body['after']}"}}
         return response
 
+
+def _add_objects(app: FastAPI, state: Any, store: Any, authorised: Any, object_type: Any, search_limit: Any) -> None:
     @app.get("/crm/v3/objects/{object_type_name}/{object_id}")
     def read(
         object_type_name: str, object_id: str, properties: str | None = None, associations: str | None = None, _: str = Depends(authorised)
@@ -307,6 +317,8 @@ def build_hubspot_app(state: Any) -> FastAPI:
             return JSONResponse(payload, status_code=207)
         return JSONResponse(payload)
 
+
+def _add_associations(app: FastAPI, state: Any, store: Any, authorised: Any, object_type: Any, search_limit: Any) -> None:
     @app.post("/crm/v4/associations/{from_type}/{to_type}/batch/read")
     def associations(from_type: str, to_type: str, body: dict[str, Any] = Body(...), _: str = Depends(authorised)) -> dict[str, Any]:
         pair = (object_type(from_type), object_type(to_type))
@@ -333,5 +345,3 @@ def build_hubspot_app(state: Any) -> FastAPI:
             )
         now = iso_millis(datetime.now(UTC))
         return {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
-
-    return app

@@ -223,11 +223,19 @@ def build_psa_app(state: Any) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
+    store = state.psa
 
     def authorised(request: Request) -> None:
         if request.headers.get("authorization") != f"Bearer {state.config.token}":
             raise HTTPException(401, "missing or invalid bearer token")
 
+    _add_projects(app, state, store, authorised)
+    _add_time_and_people(app, state, store, authorised)
+    _add_billing(app, state, store, authorised)
+    return app
+
+
+def _add_projects(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
     @app.put(
         "/api/v1/projects/by-external-id/{source}/{external_id}",
         response_model=ProjectOut,
@@ -261,6 +269,8 @@ def build_psa_app(state: Any) -> FastAPI:
             "next_page": page + 1 if page * page_size < len(items) else None,
         }
 
+
+def _add_time_and_people(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
     @app.get("/api/v1/time-entries", response_model=TimeEntryPage)
     def list_time_entries(
         approved_from: datetime = Query(..., description="Approval time, inclusive (ISO 8601 with zone)."),
@@ -295,6 +305,8 @@ def build_psa_app(state: Any) -> FastAPI:
             raise HTTPException(404, f"person {source}:{external_id} not found")
         return {"changed": state.psa.replace_time_off(source, external_id, body)}
 
+
+def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
     @app.get("/api/v1/invoices")
     def list_invoices(
         period: str = Query(..., pattern=r"^\d{4}-\d{2}$", description="Billing month, YYYY-MM."),
@@ -327,5 +339,3 @@ def build_psa_app(state: Any) -> FastAPI:
             if completed_from <= datetime.fromisoformat(m["completed_at"].replace("Z", "+00:00")) < completed_to
         ]  # fmt: skip
         return {"items": items}
-
-    return app

@@ -387,6 +387,12 @@ def build_quickbooks_app(state: Any) -> FastAPI:
                 "SERVICE",
             )
 
+    _add_concurrency_limit(app, state, store, guard, in_flight, in_flight_lock)
+    _add_api(app, state, store, guard, in_flight, in_flight_lock)
+    return app
+
+
+def _add_concurrency_limit(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, in_flight_lock: Any) -> None:
     @app.middleware("http")
     async def limit_concurrency(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
         if not request.url.path.startswith("/v3/"):
@@ -409,6 +415,8 @@ def build_quickbooks_app(state: Any) -> FastAPI:
             with in_flight_lock:
                 in_flight["count"] -= 1
 
+
+def _add_api(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, in_flight_lock: Any) -> None:
     @app.get("/v3/company/{realm_id}/query")
     def query(realm_id: str, request: Request, query: str, minorversion: int | None = None) -> dict[str, Any]:
         guard(request, realm_id)
@@ -441,8 +449,6 @@ def build_quickbooks_app(state: Any) -> FastAPI:
         if record is None:
             raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity_name} {entity_id}")
         return {entity: record, "time": _now_text()}
-
-    return app
 
 
 def seed_quickbooks(

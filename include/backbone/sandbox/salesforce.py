@@ -193,10 +193,20 @@ def render(record: dict[str, Any], sobject: str, fields: list[str], version: str
     return out
 
 
+def _batch_size(request: Request) -> int:
+    options = request.headers.get("sforce-query-options", "")
+    for part in options.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "batchSize" and value.isdigit():
+            return max(MIN_BATCH, min(int(value), DEFAULT_BATCH))
+    return DEFAULT_BATCH
+
+
 def build_salesforce_app(state: Any) -> FastAPI:
     """The Salesforce REST API as a sub-application (mounted at ``/salesforce``)."""
     app = FastAPI(title="Salesforce (sandbox)", docs_url=None, redoc_url=None)
     view = SalesforceView(state)
+    store = view
     tokens: set[str] = set()
     cursors: dict[str, tuple[list[dict[str, Any]], int, int]] = {}
     usage = {"calls": 0}
@@ -249,14 +259,12 @@ def build_salesforce_app(state: Any) -> FastAPI:
             body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}"
         return body
 
-    def batch_size(request: Request) -> int:
-        options = request.headers.get("sforce-query-options", "")
-        for part in options.split(","):
-            name, _, value = part.strip().partition("=")
-            if name == "batchSize" and value.isdigit():
-                return max(MIN_BATCH, min(int(value), DEFAULT_BATCH))
-        return DEFAULT_BATCH
+    _add_queries(app, state, store, authorised, page, view, cursors, lock)
+    _add_updates(app, state, store, authorised, page, view, cursors, lock)
+    return app
 
+
+def _add_queries(app: FastAPI, state: Any, store: Any, authorised: Any, page: Any, view: Any, cursors: Any, lock: Any) -> None:
     @app.get("/services/data/v{version}/query")
     @app.get("/services/data/v{version}/query/")
     def query(version: str, request: Request, q: str = "") -> dict[str, Any]:
@@ -267,7 +275,7 @@ def build_salesforce_app(state: Any) -> FastAPI:
         except soql.SoqlError as exc:
             raise SalesforceError(400, "MALFORMED_QUERY", str(exc)) from exc
         rendered = [render(r, parsed.sobject, parsed.fields, version) for r in found]
-        return page(rendered, 0, batch_size(request), version)
+        return page(rendered, 0, _batch_size(request), version)
 
     @app.get("/services/data/v{version}/query/{locator}")
     def query_more(version: str, locator: str, request: Request) -> dict[str, Any]:
@@ -279,11 +287,11 @@ def build_salesforce_app(state: Any) -> FastAPI:
         records, start, batch = cursor
         return page(records, start, batch, version)
 
+
+def _add_updates(app: FastAPI, state: Any, store: Any, authorised: Any, page: Any, view: Any, cursors: Any, lock: Any) -> None:
     @app.patch("/services/data/v{version}/sobjects/Opportunity/{opportunity_id}")
     async def update(version: str, opportunity_id: str, request: Request) -> Response:
         authorised(request)
         at = request.query_params.get("_at")
         view.update_opportunity(opportunity_id, await request.json(), datetime.fromisoformat(at) if at else datetime.now().astimezone())
         return Response(status_code=204)
-
-    return app

@@ -264,20 +264,127 @@ def _page(items: list[Any], request: Request, default_size: int, maximum: int) -
     return chunk, {"page": page, "pageSize": size, "pageCount": max(1, -(-len(items) // size)), "itemCount": len(items)}
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _since(request: Request) -> datetime | None:
+    value = request.headers.get("if-modified-since")
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _updated(record: dict[str, Any]) -> datetime:
+    match = re.fullmatch(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/", record.get("UpdatedDateUTC") or "/Date(0)/")
+    return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC) if match else datetime.min.replace(tzinfo=UTC)
+
+
+def _listing(store: Any, collection: str, request: Request, *, paged: bool, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+    with store._lock:
+        records = list(store.records[collection].values())
+    where = request.query_params.get("where")
+    changed_since = _since(request)
+    chosen = [r for r in records if where_matches(r, where) and (changed_since is None or _updated(r) >= changed_since)]
+    for name, wanted in (filters or {}).items():
+        if wanted:
+            chosen = [r for r in chosen if str(r.get(name)) in wanted]
+    if not paged:
+        return {collection: chosen}
+    chunk, pagination = _page(chosen, request, 100, 1000)
+    return {"pagination": pagination, collection: chunk}
+
+
+async def _create_documents(store: Any, collection: str, request: Request) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    body = await request.json()
+    with store._lock:
+        replayed = store.replay(key, f"PUT {collection}")
+        if replayed is not None:
+            return JSONResponse(replayed[1], status_code=replayed[0])
+        created = [store.create_document(collection, document, now=_now()) for document in body.get(collection) or []]
+        answer = {collection: created}
+        store.remember(key, f"PUT {collection}", answer)
+    return JSONResponse(answer)
+
+
+async def _void_document(store: Any, collection: str, object_id: str, request: Request) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    body = await request.json()
+    wanted = (body.get(collection) or [{}])[0]
+    if wanted.get("Status") != "VOIDED":
+        raise XeroError(400, "A validation exception occurred", errors=["The sandbox only supports voiding through this call"])
+    with store._lock:
+        replayed = store.replay(key, f"POST {collection}/{object_id}")
+        if replayed is not None:
+            return JSONResponse(replayed[1], status_code=replayed[0])
+        answer = {collection: [store.void(collection, object_id, now=_now())]}
+        store.remember(key, f"POST {collection}/{object_id}", answer)
+    return JSONResponse(answer)
+
+
+def _projects_page(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    chunk, pagination = _page(items, request, 50, 500)
+    return {"pagination": pagination, "items": chunk}
+
+
+def _with_idempotency(store: Any, scope: str, key: str | None, make: Any, status: int) -> JSONResponse:
+    with store._lock:
+        replayed = store.replay(key, scope)
+        if replayed is not None:
+            return JSONResponse(replayed[1], status_code=replayed[0])
+        answer = make()
+        store.remember(key, scope, answer, status)
+    return JSONResponse(answer, status_code=status)
+
+
+def _project_of(store: Any, project_id: str) -> dict[str, Any]:
+    project = store.projects.get(project_id)
+    if project is None:
+        raise XeroError(404, "Project not found", kind="NotFound")
+    return project
+
+
+def _checked_entry(store: Any, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    missing = [f for f in ("userId", "taskId", "dateUtc", "duration") if body.get(f) in (None, "")]
+    if missing:
+        raise XeroError(400, f"Missing required fields: {', '.join(missing)}")
+    if body["userId"] not in store.users:
+        raise XeroError(400, f"User {body['userId']} is not a user of the organisation")
+    task = store.tasks.get(body["taskId"])
+    if task is None or task["projectId"] != project_id:
+        raise XeroError(400, f"Task {body['taskId']} is not a task of project {project_id}")
+    if not isinstance(body["duration"], int) or not 1 <= body["duration"] <= 59940:
+        raise XeroError(400, "duration must be between 1 and 59940 minutes")
+    return body
+
+
 def build_xero_app(state: Any) -> FastAPI:
     """Xero's identity server, Accounting API and Projects API as one sub-application (``/xero``)."""
     app = FastAPI(title="Xero (sandbox)", docs_url=None, redoc_url=None)
     store: XeroStore = state.xero
+
+    @app.exception_handler(XeroError)
+    async def _error(_: Request, exc: XeroError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    _add_tenant_limits(app, state, store)
+    _add_identity(app, state, store)
+    _add_accounting(app, state, store)
+    _add_projects(app, state, store)
+    _add_project_time(app, state, store)
+    return app
+
+
+def _add_tenant_limits(app: FastAPI, state: Any, store: Any) -> None:
+    """Bearer token, tenant header, and Xero's per-day, per-minute and concurrent-call limits."""
     in_flight = {"count": 0}
     in_flight_lock = threading.Lock()
     per_minute = SlidingWindowLimit(state.config.xero_requests_per_minute, 60.0)
     per_day = SlidingWindowLimit(state.config.xero_requests_per_day, 86_400.0)
     state.limits["xero_minute"] = per_minute
     state.limits["xero_day"] = per_day
-
-    @app.exception_handler(XeroError)
-    async def _error(_: Request, exc: XeroError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.middleware("http")
     async def tenant_limits(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
@@ -321,6 +428,8 @@ def build_xero_app(state: Any) -> FastAPI:
             with in_flight_lock:
                 in_flight["count"] -= 1
 
+
+def _add_identity(app: FastAPI, state: Any, store: Any) -> None:
     @app.post("/connect/token")
     def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
         return store.token_endpoint(
@@ -332,34 +441,8 @@ def build_xero_app(state: Any) -> FastAPI:
             bad_client_status=400,
         )
 
-    def now() -> datetime:
-        return datetime.now(UTC)
 
-    def since(request: Request) -> datetime | None:
-        value = request.headers.get("if-modified-since")
-        if not value:
-            return None
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-    def updated(record: dict[str, Any]) -> datetime:
-        match = re.fullmatch(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/", record.get("UpdatedDateUTC") or "/Date(0)/")
-        return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC) if match else datetime.min.replace(tzinfo=UTC)
-
-    def listing(collection: str, request: Request, *, paged: bool, filters: dict[str, Any] | None = None) -> dict[str, Any]:
-        with store._lock:
-            records = list(store.records[collection].values())
-        where = request.query_params.get("where")
-        changed_since = since(request)
-        chosen = [r for r in records if where_matches(r, where) and (changed_since is None or updated(r) >= changed_since)]
-        for name, wanted in (filters or {}).items():
-            if wanted:
-                chosen = [r for r in chosen if str(r.get(name)) in wanted]
-        if not paged:
-            return {collection: chosen}
-        chunk, pagination = _page(chosen, request, 100, 1000)
-        return {"pagination": pagination, collection: chunk}
-
+def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
     # --- Accounting API -----------------------------------------------------------------------
     @app.get("/api.xro/2.0/Organisation")
     def organisation() -> dict[str, Any]:
@@ -371,7 +454,7 @@ def build_xero_app(state: Any) -> FastAPI:
 
     def lister(collection: str, paged: bool) -> Any:
         def handler(request: Request) -> dict[str, Any]:
-            return listing(collection, request, paged=paged)
+            return _listing(store, collection, request, paged=paged)
 
         return handler
 
@@ -389,58 +472,31 @@ def build_xero_app(state: Any) -> FastAPI:
     def invoices(request: Request) -> dict[str, Any]:
         ids = {i for i in (request.query_params.get("IDs") or "").split(",") if i}
         numbers = {n for n in (request.query_params.get("InvoiceNumbers") or "").split(",") if n}
-        return listing("Invoices", request, paged=True, filters={"InvoiceID": ids, "InvoiceNumber": numbers})
-
-    async def create_documents(collection: str, request: Request) -> JSONResponse:
-        key = request.headers.get("idempotency-key")
-        body = await request.json()
-        with store._lock:
-            replayed = store.replay(key, f"PUT {collection}")
-            if replayed is not None:
-                return JSONResponse(replayed[1], status_code=replayed[0])
-            created = [store.create_document(collection, document, now=now()) for document in body.get(collection) or []]
-            answer = {collection: created}
-            store.remember(key, f"PUT {collection}", answer)
-        return JSONResponse(answer)
-
-    async def void_document(collection: str, object_id: str, request: Request) -> JSONResponse:
-        key = request.headers.get("idempotency-key")
-        body = await request.json()
-        wanted = (body.get(collection) or [{}])[0]
-        if wanted.get("Status") != "VOIDED":
-            raise XeroError(400, "A validation exception occurred", errors=["The sandbox only supports voiding through this call"])
-        with store._lock:
-            replayed = store.replay(key, f"POST {collection}/{object_id}")
-            if replayed is not None:
-                return JSONResponse(replayed[1], status_code=replayed[0])
-            answer = {collection: [store.void(collection, object_id, now=now())]}
-            store.remember(key, f"POST {collection}/{object_id}", answer)
-        return JSONResponse(answer)
+        return _listing(store, "Invoices", request, paged=True, filters={"InvoiceID": ids, "InvoiceNumber": numbers})
 
     @app.put("/api.xro/2.0/Invoices")
     async def create_invoices(request: Request) -> JSONResponse:
-        return await create_documents("Invoices", request)
+        return await _create_documents(store, "Invoices", request)
 
     @app.put("/api.xro/2.0/CreditNotes")
     async def create_credit_notes(request: Request) -> JSONResponse:
-        return await create_documents("CreditNotes", request)
+        return await _create_documents(store, "CreditNotes", request)
 
     @app.post("/api.xro/2.0/Invoices/{invoice_id}")
     async def update_invoice(invoice_id: str, request: Request) -> JSONResponse:
-        return await void_document("Invoices", invoice_id, request)
+        return await _void_document(store, "Invoices", invoice_id, request)
 
     @app.post("/api.xro/2.0/CreditNotes/{credit_note_id}")
     async def update_credit_note(credit_note_id: str, request: Request) -> JSONResponse:
-        return await void_document("CreditNotes", credit_note_id, request)
+        return await _void_document(store, "CreditNotes", credit_note_id, request)
 
+
+def _add_projects(app: FastAPI, state: Any, store: Any) -> None:
     # --- Projects API -------------------------------------------------------------------------
-    def projects_page(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
-        chunk, pagination = _page(items, request, 50, 500)
-        return {"pagination": pagination, "items": chunk}
 
     @app.get("/projects.xro/2.0/ProjectsUsers")
     def project_users(request: Request) -> dict[str, Any]:
-        return projects_page(sorted(store.users.values(), key=lambda u: u["name"]), request)
+        return _projects_page(sorted(store.users.values(), key=lambda u: u["name"]), request)
 
     @app.get("/projects.xro/2.0/Projects")
     def list_projects(request: Request, contactID: str | None = None, states: str | None = None) -> dict[str, Any]:  # noqa: N803 - Xero's name
@@ -449,16 +505,7 @@ def build_xero_app(state: Any) -> FastAPI:
             for p in store.projects.values()
             if (not contactID or p["contactId"] == contactID) and (not states or p["status"] in states.split(","))
         ]
-        return projects_page(chosen, request)
-
-    def with_idempotency(scope: str, key: str | None, make: Any, status: int) -> JSONResponse:
-        with store._lock:
-            replayed = store.replay(key, scope)
-            if replayed is not None:
-                return JSONResponse(replayed[1], status_code=replayed[0])
-            answer = make()
-            store.remember(key, scope, answer, status)
-        return JSONResponse(answer, status_code=status)
+        return _projects_page(chosen, request)
 
     @app.post("/projects.xro/2.0/Projects")
     async def create_project(request: Request) -> JSONResponse:
@@ -476,22 +523,16 @@ def build_xero_app(state: Any) -> FastAPI:
             store.creates["Projects"] = store.creates.get("Projects", 0) + 1
             return store.projects[project_id]
 
-        return with_idempotency("POST Projects", request.headers.get("idempotency-key"), make, 201)
-
-    def project_of(project_id: str) -> dict[str, Any]:
-        project = store.projects.get(project_id)
-        if project is None:
-            raise XeroError(404, "Project not found", kind="NotFound")
-        return project
+        return _with_idempotency(store, "POST Projects", request.headers.get("idempotency-key"), make, 201)
 
     @app.get("/projects.xro/2.0/Projects/{project_id}/Tasks")
     def list_tasks(project_id: str, request: Request) -> dict[str, Any]:
-        project_of(project_id)
-        return projects_page([t for t in store.tasks.values() if t["projectId"] == project_id], request)
+        _project_of(store, project_id)
+        return _projects_page([t for t in store.tasks.values() if t["projectId"] == project_id], request)
 
     @app.post("/projects.xro/2.0/Projects/{project_id}/Tasks")
     async def create_task(project_id: str, request: Request) -> JSONResponse:
-        project_of(project_id)
+        _project_of(store, project_id)
         body = await request.json()
         rate = body.get("rate")
         if (
@@ -508,40 +549,29 @@ def build_xero_app(state: Any) -> FastAPI:
                                     "estimateMinutes": int(body.get("estimateMinutes") or 0), "totalMinutes": 0, "status": "ACTIVE"}  # fmt: skip
             return store.tasks[task_id]
 
-        return with_idempotency(f"POST Tasks {project_id}", request.headers.get("idempotency-key"), make, 201)
+        return _with_idempotency(store, f"POST Tasks {project_id}", request.headers.get("idempotency-key"), make, 201)
 
-    def checked_entry(project_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        missing = [f for f in ("userId", "taskId", "dateUtc", "duration") if body.get(f) in (None, "")]
-        if missing:
-            raise XeroError(400, f"Missing required fields: {', '.join(missing)}")
-        if body["userId"] not in store.users:
-            raise XeroError(400, f"User {body['userId']} is not a user of the organisation")
-        task = store.tasks.get(body["taskId"])
-        if task is None or task["projectId"] != project_id:
-            raise XeroError(400, f"Task {body['taskId']} is not a task of project {project_id}")
-        if not isinstance(body["duration"], int) or not 1 <= body["duration"] <= 59940:
-            raise XeroError(400, "duration must be between 1 and 59940 minutes")
-        return body
 
+def _add_project_time(app: FastAPI, state: Any, store: Any) -> None:
     @app.get("/projects.xro/2.0/Projects/{project_id}/Time")
     def list_time(project_id: str, request: Request) -> dict[str, Any]:
-        project_of(project_id)
-        return projects_page([e for e in store.time_entries.values() if e["projectId"] == project_id], request)
+        _project_of(store, project_id)
+        return _projects_page([e for e in store.time_entries.values() if e["projectId"] == project_id], request)
 
     @app.post("/projects.xro/2.0/Projects/{project_id}/Time")
     async def create_time(project_id: str, request: Request) -> JSONResponse:
-        project_of(project_id)
-        body = checked_entry(project_id, await request.json())
+        _project_of(store, project_id)
+        body = _checked_entry(store, project_id, await request.json())
 
         def make() -> dict[str, Any]:
             entry_id = str(uuid.uuid4())
             store.time_entries[entry_id] = {"timeEntryId": entry_id, "userId": body["userId"], "projectId": project_id, "taskId": body["taskId"], "dateUtc": body["dateUtc"],
-                                            "dateEnteredUtc": now().strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": body["duration"], "description": body.get("description") or "",
+                                            "dateEnteredUtc": _now().strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": body["duration"], "description": body.get("description") or "",
                                             "status": "ACTIVE"}  # fmt: skip
             store.creates["TimeEntries"] = store.creates.get("TimeEntries", 0) + 1
             return store.time_entries[entry_id]
 
-        return with_idempotency(f"POST Time {project_id}", request.headers.get("idempotency-key"), make, 200)
+        return _with_idempotency(store, f"POST Time {project_id}", request.headers.get("idempotency-key"), make, 200)
 
     @app.get("/projects.xro/2.0/Projects/{project_id}/Time/{entry_id}")
     def read_time(project_id: str, entry_id: str) -> dict[str, Any]:
@@ -552,7 +582,7 @@ def build_xero_app(state: Any) -> FastAPI:
 
     @app.put("/projects.xro/2.0/Projects/{project_id}/Time/{entry_id}")
     async def update_time(project_id: str, entry_id: str, request: Request) -> Response:
-        body = checked_entry(project_id, await request.json())
+        body = _checked_entry(store, project_id, await request.json())
         with store._lock:
             entry = store.time_entries.get(entry_id)
             if entry is None or entry["projectId"] != project_id:
@@ -568,5 +598,3 @@ def build_xero_app(state: Any) -> FastAPI:
             if entry is not None and entry["projectId"] == project_id:
                 del store.time_entries[entry_id]
         return Response(status_code=204)
-
-    return app
