@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)/include
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/devkit
 export GX_ANALYTICS_ENABLED := false
 
 .PHONY: demo test install browser bench bench-quick sandbox airflow demo-reset lint clean
@@ -20,7 +20,7 @@ install: $(STAMP)
 VENDORS ?= hubspot-quickbooks
 
 demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero for the other pair)
-	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) $(BIN)/python -m backbone.devtools demo
+	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) $(BIN)/python -m backbone_devtools demo
 
 test: $(STAMP) browser lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, sandbox and Airflow API server)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
@@ -39,20 +39,20 @@ bench-quick: $(STAMP)  ## the same at small sizes, a few minutes on 2 cores
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py --quick
 
 sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765
-	$(BIN)/python -m backbone.sandbox --state-file .demo/sandbox-state.pickle
+	$(BIN)/python -m backbone_sandbox --state-file .demo/sandbox-state.pickle
 
 AIRFLOW_HOST ?= 127.0.0.1
 
 airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080, loopback only unless AIRFLOW_HOST=0.0.0.0) on the demo's database and sandbox
-	$(BIN)/python -m backbone.devtools pg-start
-	eval "$$($(BIN)/python -m backbone.devtools env)" && AIRFLOW__API__HOST=$(AIRFLOW_HOST) PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
+	$(BIN)/python -m backbone_devtools pg-start
+	eval "$$($(BIN)/python -m backbone_devtools env)" && AIRFLOW__API__HOST=$(AIRFLOW_HOST) PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
 
 demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both vendor pairs)
-	-$(BIN)/python -m backbone.devtools pg-stop
-	-BACKBONE_DEMO_VENDORS=salesforce-xero $(BIN)/python -m backbone.devtools pg-stop
+	-$(BIN)/python -m backbone_devtools pg-stop
+	-BACKBONE_DEMO_VENDORS=salesforce-xero $(BIN)/python -m backbone_devtools pg-stop
 	rm -rf .demo .demo-salesforce-xero
 
-LINTED := include dags tests plugins bench
+LINTED := include devkit dags tests plugins bench
 
 lint: $(STAMP)  ## ruff's rules (with function complexity at most 15) and its formatting, on all project code
 	$(BIN)/ruff check $(LINTED)

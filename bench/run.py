@@ -27,10 +27,10 @@ from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "include"))
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "devkit")]
 
-from backbone.devtools import pg  # noqa: E402
-from backbone.devtools.localenv import airflow_environment  # noqa: E402
+from backbone_devtools import pg  # noqa: E402
+from backbone_devtools.localenv import airflow_environment  # noqa: E402
 
 BENCH_DIR = ROOT / ".bench"
 RESULTS = ROOT / "bench" / "results"
@@ -267,7 +267,7 @@ def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int
         [
             sys.executable,
             "-m",
-            "backbone.sandbox",
+            "backbone_sandbox",
             "--port",
             str(SANDBOX_PORT),
             "--people",
@@ -342,7 +342,7 @@ def main() -> int:
     BENCH_DIR.mkdir(exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **airflow_environment(airflow_home=BENCH_DIR / "airflow", pg_port=PG_PORT, sandbox_url=f"http://127.0.0.1:{SANDBOX_PORT}"),
-           "BACKBONE_HTTP_MAX_BACKOFF_SECONDS": "5", "BACKBONE_QBO_REQUESTS_PER_MINUTE": "100000", "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'bench'}"}  # fmt: skip
+           "BACKBONE_HTTP_MAX_BACKOFF_SECONDS": "5", "BACKBONE_QBO_REQUESTS_PER_MINUTE": "100000", "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'devkit'}:{ROOT / 'bench'}"}  # fmt: skip
     os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "BACKBONE", "PYTHONPATH"))})
     started_pg = pg.start(BENCH_DIR / "pgdata", PG_PORT)
     try:

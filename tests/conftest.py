@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "include"))
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "devkit")]
 
-from backbone.devtools import pg  # noqa: E402
-from backbone.devtools.localenv import airflow_environment  # noqa: E402
+from backbone_devtools import pg  # noqa: E402
+from backbone_devtools.localenv import airflow_environment  # noqa: E402
 
 
 def free_port() -> int:
@@ -110,8 +110,8 @@ def services() -> None:
 
     for name in ("psa", "accounting"):
         migrate(warehouse_url(f"{name}_warehouse"), name)
-    from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
     from backbone.warehouse.migrations.ops_ledger import FINANCE_READER_ROLE
+    from backbone_devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
 
     pg.ensure_login(ADMIN_URL, FINANCE_LOGIN, FINANCE_LOCAL_PASSWORD, FINANCE_READER_ROLE)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
@@ -171,7 +171,7 @@ class RunningSandbox:
 def start_sandbox(port: int, **config: object) -> tuple[RunningSandbox, object, threading.Thread]:
     import uvicorn
 
-    from backbone.sandbox.app import SandboxConfig, SandboxState, build_app
+    from backbone_sandbox.app import SandboxConfig, SandboxState, build_app
 
     config = {"people": 12, "qbo_requests_per_minute": 0, "xero_requests_per_minute": 0, **config}
     state = SandboxState.fresh(SandboxConfig(anchor=ANCHOR, **config))

@@ -12,7 +12,7 @@ import yaml
 
 from backbone.hooks.bamboohr import BambooHRHook
 from backbone.http import FatalApiError
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 
 SPEC = Path(__file__).resolve().parent / "specs" / "bamboohr" / "public.yaml"
 

@@ -111,7 +111,7 @@ def test_deal_edited_after_load_updates_its_project(dagbag, sandbox, psa_warehou
 
 def test_a_failing_vendor_fails_the_run_and_records_it(dagbag, sandbox, psa_warehouse, monkeypatch):
     monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     sandbox.state.faults.arm([FaultRule(kind="status", status=503, path_contains="/search", times=100)])
     dag_run = run_dag(dagbag, FLOW, ANCHOR, retries=0)

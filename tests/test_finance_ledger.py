@@ -79,7 +79,7 @@ def test_a_fixed_exception_leaves_the_open_list(dagbag, sandbox, accounting_ware
 
 
 def test_the_finance_role_can_only_read(services):
-    from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
+    from backbone_devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
 
     engine = create_engine(f"postgresql+psycopg2://{FINANCE_LOGIN}:{FINANCE_LOCAL_PASSWORD}@127.0.0.1:{PG_PORT}/accounting_warehouse")
     with engine.connect() as connection:
@@ -153,7 +153,7 @@ class _Webhook(BaseHTTPRequestHandler):
 def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_warehouse, monkeypatch):
     from aiosmtpd.controller import Controller
 
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     class Sink:
         messages: list[bytes] = []

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 from tests import reliability
 from tests.conftest import ANCHOR, PG_PORT, ROOT
 from tests.helpers import rows, run_dag, scalar
@@ -136,7 +136,7 @@ def test_two_runs_of_one_interval_never_interleave_and_never_end_green_and_empty
 
 
 def test_the_finance_role_cannot_take_or_block_a_posting_lock(dagbag, sandbox, accounting_warehouse, psa_warehouse):
-    from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
+    from backbone_devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
 
     finance = create_engine(f"postgresql+psycopg2://{FINANCE_LOGIN}:{FINANCE_LOCAL_PASSWORD}@127.0.0.1:{PG_PORT}/accounting_warehouse")
     try:

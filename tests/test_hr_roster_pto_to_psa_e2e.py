@@ -168,7 +168,7 @@ def test_a_cancelled_request_loses_its_days_and_deltas_agree_with_a_full_load(da
 
 
 def test_a_503_storm_is_survived_and_a_dead_hr_system_fails_clearly(dagbag, sandbox, hr_warehouse, monkeypatch):
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     sandbox.state.faults.arm(
         [

@@ -9,7 +9,7 @@ import pytest
 
 from backbone.hooks.hubspot import HubSpotHook
 from backbone.http import FatalApiError, RepeatedCursorError, RetriableApiError
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 from tests.conftest import ANCHOR, free_port, start_sandbox
 
 WON = [{"propertyName": "dealstage", "operator": "IN", "values": ["closedwon", "renewal_signed"]}]

@@ -121,7 +121,7 @@ def test_a_rerun_after_the_requestid_window_finds_the_invoice_by_number(dagbag, 
 def test_a_post_that_times_out_after_accounting_created_it_is_one_invoice(
     dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
 ):
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     export_october_time(dagbag, sandbox)
     monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")

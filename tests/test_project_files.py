@@ -64,3 +64,15 @@ def test_warehouse_migrations_are_repeatable(psa_warehouse):
     tables = set(inspect(psa_warehouse).get_table_names(schema="psa"))
     assert {"client", "contact", "project", "project_contact"} <= tables
     assert {"flow_run", "quarantine", "staged_record"} <= set(inspect(psa_warehouse).get_table_names(schema="ops"))
+
+
+def test_production_code_never_imports_the_devkit():
+    """The sandbox and the demo tooling live in devkit/, outside what the image ships."""
+    shipped = [*(ROOT / "include").rglob("*.py"), *(ROOT / "dags").glob("*.py"), *(ROOT / "plugins").glob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in shipped if "backbone_sandbox" in p.read_text() or "backbone_devtools" in p.read_text()]
+    assert shipped and not offenders
+
+
+def test_the_image_build_context_leaves_dev_code_and_local_state_out():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert {".venv", ".test", ".demo", "devkit", "tests", "bench", ".git"} <= ignored

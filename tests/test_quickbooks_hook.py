@@ -12,7 +12,7 @@ from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.psa import PsaHook
 from backbone.hooks.quickbooks import QuickBooksHook
 from backbone.http import FatalApiError, RepeatedCursorError
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 
 WEEK = (datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
 

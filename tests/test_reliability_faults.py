@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 from tests import reliability
 from tests.conftest import ANCHOR
 from tests.helpers import run_dag

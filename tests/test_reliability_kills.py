@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 from tests import reliability
 from tests.conftest import PG_PORT, ROOT, TEST_DIR
 from tests.helpers import rows, run_dag, scalar
@@ -93,8 +93,8 @@ def test_sigkill_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, a
 
 
 def test_postgresql_restart_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
-    from backbone.devtools import pg
     from backbone.warehouse.db import engine_for
+    from backbone_devtools import pg
 
     state = sandbox.state
     state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=0.3, times=100_000)])

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from backbone.sandbox.faults import FaultRule
+from backbone_sandbox.faults import FaultRule
 from tests import reliability
 from tests.conftest import ANCHOR
 from tests.helpers import rows, run_dag, scalar

@@ -228,7 +228,7 @@ def test_a_new_field_is_reported_and_a_removed_required_field_quarantines(dagbag
 # --- security ---------------------------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_no_secret_reaches_a_log_or_the_ledger(dagbag, sandbox, accounting_warehouse, psa_warehouse, capfd, caplog):
-    from backbone.devtools.localenv import QBO_CLIENT_SECRET, QBO_INITIAL_REFRESH_TOKEN
+    from backbone_devtools.localenv import QBO_CLIENT_SECRET, QBO_INITIAL_REFRESH_TOKEN
 
     assert dagbag.get_dag("timesheets_weekly_to_accounting").test(logical_date=datetime(2026, 10, 30, 16, tzinfo=UTC)).state == "success"
     assert dagbag.get_dag("crm_closed_won_to_psa").test(logical_date=datetime(2026, 11, 2, 12, tzinfo=UTC)).state == "success"
@@ -284,7 +284,7 @@ def test_the_sandbox_listens_on_loopback_only(tmp_path):
 
     port = 8799
     process = subprocess.Popen(
-        [sys.executable, "-m", "backbone.sandbox", "--port", str(port), "--deals", "10", "--people", "6"],
+        [sys.executable, "-m", "backbone_sandbox", "--port", str(port), "--deals", "10", "--people", "6"],
         env={**os.environ},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

@@ -10,9 +10,9 @@ from backbone.flows.closed_won import map_bundle
 from backbone.hooks import salesforce as salesforce_module
 from backbone.hooks.salesforce import SalesforceHook, parse_api_usage, soql_string
 from backbone.http import FatalApiError, QuotaExhaustedError
-from backbone.sandbox import soql
-from backbone.sandbox.faults import FaultRule
-from backbone.sandbox.salesforce import number_of, salesforce_id
+from backbone_sandbox import soql
+from backbone_sandbox.faults import FaultRule
+from backbone_sandbox.salesforce import number_of, salesforce_id
 from tests.conftest import ANCHOR
 
 

@@ -158,7 +158,7 @@ def test_psa_answers_match_its_openapi_document(sandbox):
 def test_sandbox_state_survives_a_restart(tmp_path):
     import pickle
 
-    from backbone.sandbox.app import SandboxConfig, SandboxState
+    from backbone_sandbox.app import SandboxConfig, SandboxState
     from tests.conftest import ANCHOR
 
     config = SandboxConfig(deals=30, anchor=ANCHOR, state_file=tmp_path / "state.pickle")

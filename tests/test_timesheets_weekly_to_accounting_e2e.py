@@ -137,7 +137,7 @@ def test_edit_after_export_posts_one_correcting_update(dagbag, sandbox, accounti
 
 
 def test_post_that_times_out_after_accounting_created_it_is_not_duplicated(dagbag, sandbox, accounting_warehouse, monkeypatch):
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
     state = sandbox.state
@@ -150,7 +150,7 @@ def test_post_that_times_out_after_accounting_created_it_is_not_duplicated(dagba
 
 
 def test_throttling_and_server_errors_are_retried(dagbag, sandbox, accounting_warehouse):
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     state = sandbox.state
     state.faults.arm(
@@ -166,7 +166,7 @@ def test_throttling_and_server_errors_are_retried(dagbag, sandbox, accounting_wa
 
 
 def test_accounting_down_fails_the_run_and_a_later_run_posts_the_rest_once(dagbag, sandbox, accounting_warehouse, monkeypatch):
-    from backbone.sandbox.faults import FaultRule
+    from backbone_sandbox.faults import FaultRule
 
     monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
     state = sandbox.state

@@ -21,8 +21,8 @@ from backbone.hooks.accounting import request_id_for
 from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.xero import XeroHook, parse_msdate
 from backbone.http import FatalApiError, QuotaExhaustedError
-from backbone.sandbox.faults import FaultRule
-from backbone.sandbox.xero import msdate
+from backbone_sandbox.faults import FaultRule
+from backbone_sandbox.xero import msdate
 
 SPECS = Path(__file__).parent / "specs" / "xero"
 XERO_ROOT = "https://api.xero.com"

@@ -16,6 +16,8 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from backbone.months import first_of_next_month
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -58,7 +60,7 @@ def _period_days(text: str) -> tuple[date, date]:
         first, last = monday, monday + timedelta(days=7)
     elif match := re.fullmatch(r"(\d{4})-(\d{2})", text):
         first = date(int(match[1]), int(match[2]), 1)
-        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        last = first_of_next_month(first)
     elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         first = date.fromisoformat(text)
         last = first + timedelta(days=1)

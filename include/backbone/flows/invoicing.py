@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.accounting import request_id_for
 from backbone.hooks.oauth import ReauthorisationRequired
 from backbone.http import FatalApiError
+from backbone.months import first_of_next_month
 from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
@@ -53,7 +54,7 @@ def billing_period(run: RunRef, company_timezone: str) -> str:
     """``YYYY-MM`` of the run's interval, which must be exactly one calendar month in company time."""
     zone = ZoneInfo(company_timezone)
     start, end = run.interval_start.astimezone(zone), run.interval_end.astimezone(zone)
-    next_month = (start.replace(day=28).date().replace(day=1) + timedelta(days=32)).replace(day=1)
+    next_month = first_of_next_month(start.date())
     if (start.day, start.hour, start.minute) != (1, 0, 0) or end.date() != next_month or (end.hour, end.minute) != (0, 0):
         raise ValueError(f"{FLOW} needs a data interval of one calendar month in {company_timezone}; got {start} → {end}")
     return start.strftime("%Y-%m")
@@ -193,7 +194,7 @@ class CheckContext:
         context = cls()
         context.period = period
         month_start = date.fromisoformat(f"{period}-01")
-        month_end = (month_start.replace(day=28) + timedelta(days=4)).replace(day=1)
+        month_end = first_of_next_month(month_start)
         context.exported_time = {
             project: (hours, amount)
             for project, hours, amount in connection.exec_driver_sql(

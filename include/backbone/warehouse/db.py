@@ -17,23 +17,36 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WAREHOUSES = ("psa", "accounting")
 
 
-def url_from_connection(conn_id: str) -> str:
-    """A SQLAlchemy URL for an Airflow Connection of type ``postgres``."""
-    from airflow.sdk import BaseHook
-    from sqlalchemy.engine import URL
+LIBPQ_EXTRAS = frozenset({
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout", "application_name", "options", "keepalives",
+    "keepalives_idle", "target_session_attrs", "gssencmode",
+})  # fmt: skip
+"""Connection extras handed to libpq as they are (the ones ``PostgresHook.get_conn`` passes too)."""
 
-    conn = BaseHook.get_connection(conn_id)
-    database = conn.schema or (conn.extra_dejson or {}).get("database")
-    if not database:
-        raise ValueError(f"Connection {conn_id!r} names no database: set its schema field to the database name")
-    return URL.create(
-        "postgresql+psycopg2",
-        username=conn.login or None,
-        password=conn.password or None,
-        host=conn.host or "localhost",
-        port=conn.port or 5432,
-        database=database,
-    ).render_as_string(hide_password=False)
+
+def url_from_connection(conn_id: str) -> str:
+    """A SQLAlchemy URL for an Airflow Connection of type ``postgres``, built by the Postgres provider
+    (``PostgresHook.sqlalchemy_url``: its ``sqlalchemy_query`` and IAM extras included)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    url = hook.sqlalchemy_url
+    if not url.database:
+        database = (hook.connection.extra_dejson or {}).get("database")
+        if not database:
+            raise ValueError(f"Connection {conn_id!r} names no database: set its schema field to the database name")
+        url = url.set(database=database)
+    return url.set(drivername="postgresql+psycopg2", host=url.host or "localhost", port=url.port or 5432).render_as_string(
+        hide_password=False
+    )
+
+
+def connect_args(conn_id: str) -> dict[str, Any]:
+    """libpq options from the Connection's extras (``sslmode``, ``sslrootcert``, ``connect_timeout``, ...)."""
+    from airflow.sdk import BaseHook
+
+    extras = BaseHook.get_connection(conn_id).extra_dejson or {}
+    return {k: v for k, v in extras.items() if k in LIBPQ_EXTRAS}
 
 
 @cache
@@ -41,7 +54,7 @@ def engine_for(conn_id: str) -> Engine:
     """One pooled engine per Connection per process."""
     from sqlalchemy import create_engine
 
-    return create_engine(url_from_connection(conn_id), pool_pre_ping=True, future=True)
+    return create_engine(url_from_connection(conn_id), connect_args=connect_args(conn_id), pool_pre_ping=True, future=True)
 
 
 def alembic_config(url: str, warehouse: str) -> Any:
@@ -142,32 +155,50 @@ def copy_upsert(
         buffer.write(",".join("" if row[c] is None else '"' + _copy_text(row[c]).replace('"', '""') + '"' for c in columns))
         buffer.write("\n")
     buffer.seek(0)
-    qualified = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
     for name in [*columns, *key_cols, *([newer_column] if newer_column else [])]:
         table.c[name]  # noqa: B018 - raises KeyError for a column the table does not have
-    column_list = ", ".join(f'"{c}"' for c in columns)
+    statements = _copy_upsert_sql(table, columns, key_cols, set(bookkeeping), insert_only=insert_only, newer_column=newer_column)
     raw = connection.connection.driver_connection
     with raw.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS _copy_upsert (LIKE {qualified} INCLUDING DEFAULTS) ON COMMIT DROP")
+        cursor.execute(statements["create"])
         cursor.execute("TRUNCATE _copy_upsert")
-        cursor.copy_expert(f"COPY _copy_upsert ({column_list}) FROM STDIN WITH (FORMAT csv)", buffer)
-        updates = [c for c in columns if c not in key_cols]
-        compared = [c for c in updates if c not in set(bookkeeping)] or updates
-        changed = "(" + (" OR ".join(f't."{c}" IS DISTINCT FROM excluded."{c}"' for c in compared) or "false") + ")"
-        if newer_column:
-            changed += f' AND excluded."{newer_column}" >= t."{newer_column}"'
-        conflict = (
-            f"DO UPDATE SET {', '.join(f'{chr(34)}{c}{chr(34)} = excluded.{chr(34)}{c}{chr(34)}' for c in updates)} WHERE {changed}"
-            if updates and not insert_only
-            else "DO NOTHING"
-        )
-        cursor.execute(
-            f"INSERT INTO {qualified} AS t ({column_list}) SELECT {column_list} FROM _copy_upsert "
-            f"ON CONFLICT ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in key_cols)}) {conflict}"
-        )
+        cursor.copy_expert(statements["copy"].as_string(raw), buffer)
+        cursor.execute(statements["upsert"])
         count = cursor.rowcount
         cursor.execute("DROP TABLE _copy_upsert")
     return count
+
+
+def _copy_upsert_sql(
+    table: Table, columns: list[str], key_cols: list[str], bookkeeping: set[str], *, insert_only: bool, newer_column: str | None
+) -> dict[str, Any]:
+    """The statements of :func:`copy_upsert`, composed with ``psycopg2.sql`` (identifiers quoted by the driver)."""
+    from psycopg2 import sql
+
+    qualified = sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    updates = [c for c in columns if c not in key_cols]
+    compared = [c for c in updates if c not in bookkeeping] or updates
+    changed = (
+        sql.SQL(" OR ").join(sql.SQL("t.{0} IS DISTINCT FROM excluded.{0}").format(sql.Identifier(c)) for c in compared)
+        if compared
+        else sql.SQL("false")
+    )
+    condition = sql.SQL("({})").format(changed)
+    if newer_column:
+        condition = sql.SQL("{} AND excluded.{} >= t.{}").format(condition, sql.Identifier(newer_column), sql.Identifier(newer_column))
+    if updates and not insert_only:
+        assignments = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates)
+        conflict = sql.SQL("DO UPDATE SET {} WHERE {}").format(assignments, condition)
+    else:
+        conflict = sql.SQL("DO NOTHING")
+    return {
+        "create": sql.SQL("CREATE TEMP TABLE IF NOT EXISTS _copy_upsert (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(qualified),
+        "copy": sql.SQL("COPY _copy_upsert ({}) FROM STDIN WITH (FORMAT csv)").format(column_list),
+        "upsert": sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM _copy_upsert ON CONFLICT ({}) {}").format(
+            qualified, column_list, column_list, sql.SQL(", ").join(map(sql.Identifier, key_cols)), conflict
+        ),
+    }
 
 
 def _copy_text(value: Any) -> str:

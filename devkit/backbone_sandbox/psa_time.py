@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 
 from faker import Faker
 
-from backbone.sandbox.seed import iso_millis
-from backbone.sandbox.store import PicklableLockMixin
+from backbone_sandbox.seed import iso_millis
+from backbone_sandbox.store import PicklableLockMixin
 
 BILLING_CODES = {"CONSULT": "Consulting", "DEV": "Development", "PM": "Project management", "TRAINING": "Training", "TRAVEL": "Travel"}
 NON_BILLABLE_CODES = frozenset({"TRAVEL"})

@@ -24,7 +24,8 @@ from faker import Faker
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from backbone.sandbox.store import PicklableLockMixin
+from backbone.months import first_of_next_month
+from backbone_sandbox.store import PicklableLockMixin
 
 DEPARTMENTS = {
     "Data Engineering": ("Delivery", ["Data Engineer", "Senior Data Engineer", "Analytics Engineer"]),
@@ -204,7 +205,7 @@ def _seed_time_off(out: HrSeed, ids: list[str], today: date, zone: ZoneInfo) -> 
     next_monday = today + timedelta(days=7 - today.weekday())
     request(ids[8], next_monday + timedelta(days=1), next_monday + timedelta(days=1), hours_per_day=4.0, case="partial_day")
     request(ids[9], next_monday, next_monday + timedelta(days=16), case="multi_week")  # Monday to the Wednesday two weeks on
-    month_end = (today.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    month_end = first_of_next_month(today) - timedelta(days=1)
     request(ids[10], month_end - timedelta(days=2), month_end + timedelta(days=4), case="across_month_end")
     request(ids[11], next_monday, next_monday + timedelta(days=4), status="canceled", case="cancelled")
     request(ids[2], next_monday + timedelta(days=7), next_monday + timedelta(days=8), status="denied", case="denied")

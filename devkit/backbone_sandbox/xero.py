@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, Response
 
-from backbone.sandbox.limits import SlidingWindowLimit, retry_after_header
-from backbone.sandbox.store import PicklableLockMixin, RotatingTokenIssuer
+from backbone_sandbox.limits import SlidingWindowLimit, retry_after_header
+from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
 TENANT_ID = "7a513ee1-b13c-4f3a-9c3e-4b3a2e1b0c51"
 CLIENT_ID = "sandbox-xero-client"

@@ -18,8 +18,8 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, Response
 
 from backbone.hooks.crm import crm_mapping
-from backbone.sandbox import soql
-from backbone.sandbox.seed import PIPELINES
+from backbone_sandbox import soql
+from backbone_sandbox.seed import PIPELINES
 
 CLIENT_ID = "sandbox-salesforce-consumer-key"
 CLIENT_SECRET = "sandbox-salesforce-consumer-secret"

@@ -14,19 +14,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from backbone.sandbox.bamboohr import HrStore, build_bamboohr_app, seed_hr
-from backbone.sandbox.crm import CrmStore, build_hubspot_app
-from backbone.sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
-from backbone.sandbox.limits import SlidingWindowLimit
-from backbone.sandbox.psa import PsaStore, build_psa_app
-from backbone.sandbox.psa_billing import BillingStore, seed_billing
-from backbone.sandbox.psa_time import TimeStore, seed_time, weeks_back_to_last_closed_month
-from backbone.sandbox.quickbooks import REALM_ID as QBO_REALM_ID
-from backbone.sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
-from backbone.sandbox.salesforce import build_salesforce_app, salesforce_id
-from backbone.sandbox.seed import default_anchor, iso_millis, seed_crm
-from backbone.sandbox.xero import TENANT_ID as XERO_TENANT_ID
-from backbone.sandbox.xero import XeroStore, build_xero_app, seed_xero
+from backbone_sandbox.bamboohr import HrStore, build_bamboohr_app, seed_hr
+from backbone_sandbox.crm import CrmStore, build_hubspot_app
+from backbone_sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
+from backbone_sandbox.limits import SlidingWindowLimit
+from backbone_sandbox.psa import PsaStore, build_psa_app
+from backbone_sandbox.psa_billing import BillingStore, seed_billing
+from backbone_sandbox.psa_time import TimeStore, seed_time, weeks_back_to_last_closed_month
+from backbone_sandbox.quickbooks import REALM_ID as QBO_REALM_ID
+from backbone_sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
+from backbone_sandbox.salesforce import build_salesforce_app, salesforce_id
+from backbone_sandbox.seed import default_anchor, iso_millis, seed_crm
+from backbone_sandbox.xero import TENANT_ID as XERO_TENANT_ID
+from backbone_sandbox.xero import XeroStore, build_xero_app, seed_xero
 
 log = logging.getLogger(__name__)
 

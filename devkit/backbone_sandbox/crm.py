@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from backbone.sandbox.limits import SlidingWindowLimit, retry_after_header
-from backbone.sandbox.seed import PIPELINES, CrmSeed, iso_millis
+from backbone_sandbox.limits import SlidingWindowLimit, retry_after_header
+from backbone_sandbox.seed import PIPELINES, CrmSeed, iso_millis
 
 SEARCH_CAP = 10_000
 MAX_PAGE = 100

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from backbone.sandbox.store import PicklableLockMixin, dumps_any_depth
+from backbone_sandbox.store import PicklableLockMixin, dumps_any_depth
 
 
 class ClientIn(BaseModel):

@@ -17,9 +17,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from backbone.sandbox.psa_time import NON_BILLABLE_CODES, TimeSeed
-from backbone.sandbox.seed import CrmSeed, iso_millis
-from backbone.sandbox.store import PicklableLockMixin
+from backbone_sandbox.psa_time import NON_BILLABLE_CODES, TimeSeed
+from backbone_sandbox.seed import CrmSeed, iso_millis
+from backbone_sandbox.store import PicklableLockMixin
 
 CENT = Decimal("0.01")
 TAX = {"EUR": ("VAT21", Decimal("0.21")), "USD": ("EXEMPT", Decimal("0"))}

@@ -1,4 +1,4 @@
-"""``python -m backbone.devtools <command>`` — what the Makefile runs.
+"""``python -m backbone_devtools <command>`` — what the Makefile runs.
 
 Commands:
   demo      start PostgreSQL (embedded unless configured) and the sandbox, migrate, run every
@@ -20,8 +20,8 @@ import sys
 import time
 import urllib.request
 
-from backbone.devtools import pg
-from backbone.devtools.localenv import (
+from backbone_devtools import pg
+from backbone_devtools.localenv import (
     DEFAULT_PG_PORT,
     DEFAULT_SANDBOX_PORT,
     PROJECT_ROOT,
@@ -105,7 +105,7 @@ def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "backbone.sandbox",
+            "backbone_sandbox",
             "--port",
             str(DEFAULT_SANDBOX_PORT),
             "--state-file",
@@ -209,8 +209,8 @@ def demo() -> int:
         _say("migrating the warehouses")
         migrate(env)
         if not _external_databases():
-            from backbone.devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
             from backbone.warehouse.migrations.ops_ledger import FINANCE_READER_ROLE
+            from backbone_devtools.localenv import FINANCE_LOCAL_PASSWORD, FINANCE_LOGIN
 
             pg.ensure_login(f"postgresql://postgres@127.0.0.1:{port}/postgres", FINANCE_LOGIN, FINANCE_LOCAL_PASSWORD, FINANCE_READER_ROLE)
         _say("migrating Airflow's metadata database")
@@ -258,7 +258,7 @@ def demo() -> int:
         print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
         print(
             "Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
-            "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(.venv/bin/python -m backbone.devtools env)`)"
+            "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(PYTHONPATH=include:devkit .venv/bin/python -m backbone_devtools env)`)"
         )
     finally:
         if sandbox is not None:
@@ -271,7 +271,7 @@ def demo() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m backbone.devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m backbone_devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop"])
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""``python -m backbone.sandbox`` — serve the vendor sandbox on loopback and print its base URLs."""
+"""``python -m backbone_sandbox`` — serve the vendor sandbox on loopback and print its base URLs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import uvicorn
 
-from backbone.sandbox.app import SandboxConfig, SandboxState, build_app
+from backbone_sandbox.app import SandboxConfig, SandboxState, build_app
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m backbone.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m backbone_sandbox", description=__doc__)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--deals", type=int, default=120, help="number of CRM deals to seed (tens to a million)")
     parser.add_argument("--seed", type=int, default=20261127)

@@ -10,13 +10,13 @@ import json
 import os
 from pathlib import Path
 
-# The sandbox's own fake QuickBooks app credentials (see backbone.sandbox.quickbooks).
+# The sandbox's own fake QuickBooks app credentials (see backbone_sandbox.quickbooks).
 QBO_CLIENT_ID = "sandbox-qbo-client"
 QBO_CLIENT_SECRET = "sandbox-qbo-secret"  # noqa: S105
 QBO_REALM_ID = "9341455000000001"
 QBO_INITIAL_REFRESH_TOKEN = "sandbox-qbo-refresh-0"  # noqa: S105
 
-# The sandbox's Salesforce Connected App and Xero app (see backbone.sandbox.salesforce / .xero).
+# The sandbox's Salesforce Connected App and Xero app (see backbone_sandbox.salesforce / .xero).
 SALESFORCE_CLIENT_ID = "sandbox-salesforce-consumer-key"
 SALESFORCE_CLIENT_SECRET = "sandbox-salesforce-consumer-secret"  # noqa: S105
 XERO_CLIENT_ID = "sandbox-xero-client"
@@ -30,7 +30,7 @@ SANDBOX_XERO_REQUESTS_PER_MINUTE = 6000
 FINANCE_LOGIN = "finance_page"
 FINANCE_LOCAL_PASSWORD = "finance-page-local"  # noqa: S105 - local embedded database only
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG_PORT = 54329
 DEFAULT_SANDBOX_PORT = 8765
 WAREHOUSE_DATABASES = {"psa_warehouse": "psa_warehouse", "accounting_warehouse": "accounting_warehouse"}
@@ -59,7 +59,9 @@ def airflow_environment(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@{pg_host}:{pg_port}/{metadata_db}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "GX_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PROJECT_ROOT / "include"), str(PROJECT_ROOT / "devkit"), os.environ.get("PYTHONPATH")])
+        ),
         "AIRFLOW_CONN_HUBSPOT_DEFAULT": connection_json(conn_type="hubspot", host=f"{sandbox_url}/hubspot", password=sandbox_token),
         "AIRFLOW_CONN_PSA_DEFAULT": connection_json(conn_type="psa", host=f"{sandbox_url}/psa", password=sandbox_token),
         "AIRFLOW_CONN_BAMBOOHR_DEFAULT": connection_json(conn_type="bamboohr", host=f"{sandbox_url}/bamboohr", password=sandbox_token),

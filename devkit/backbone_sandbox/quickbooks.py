@@ -20,12 +20,12 @@ from typing import Any
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse
 
-from backbone.devtools.localenv import QBO_CLIENT_ID as CLIENT_ID
-from backbone.devtools.localenv import QBO_CLIENT_SECRET as CLIENT_SECRET
-from backbone.devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFRESH_TOKEN
-from backbone.devtools.localenv import QBO_REALM_ID as REALM_ID
-from backbone.sandbox.limits import SlidingWindowLimit
-from backbone.sandbox.store import PicklableLockMixin, RotatingTokenIssuer
+from backbone_devtools.localenv import QBO_CLIENT_ID as CLIENT_ID
+from backbone_devtools.localenv import QBO_CLIENT_SECRET as CLIENT_SECRET
+from backbone_devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFRESH_TOKEN
+from backbone_devtools.localenv import QBO_REALM_ID as REALM_ID
+from backbone_sandbox.limits import SlidingWindowLimit
+from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
 ENTITIES = {
     "timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account",
