@@ -6,6 +6,7 @@ The environment is set before anything imports Airflow.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -49,6 +50,10 @@ ANCHOR = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
     del os.environ[key]
 os.environ.update(airflow_environment(airflow_home=TEST_DIR / "airflow", pg_port=PG_PORT, metadata_db="airflow", sandbox_url=SANDBOX_URL))
+# One Fernet key for every process of the run (this one, `airflow dags test` subprocesses, the API
+# server): otherwise each would generate its own in airflow.cfg and could not read the others'
+# encrypted Variables, such as the rotated refresh tokens.
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
 os.environ["BACKBONE_HTTP_MAX_BACKOFF_SECONDS"] = "2"
 os.environ["BACKBONE_CRM_LOOKBACK_MINUTES"] = "0"
 os.environ["BACKBONE_QBO_REQUESTS_PER_MINUTE"] = "60000"
@@ -100,8 +105,7 @@ def services() -> None:
     DB: started once, on first use, by the tests that need it; stopped at the end of the session."""
     if _started["postgres"]:
         return
-    shutil.rmtree(TEST_DIR, ignore_errors=True)
-    TEST_DIR.mkdir(parents=True)
+    TEST_DIR.mkdir(parents=True, exist_ok=True)  # Airflow may have made its home here already: keep it
     (TEST_DIR / "owner.pid").write_text(str(os.getpid()))
     pg.start(TEST_DIR / "pgdata", PG_PORT)
     _started["postgres"] = True

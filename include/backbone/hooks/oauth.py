@@ -49,7 +49,7 @@ class AirflowVariableTokenStore:
         try:
             return Variable.get(key, default=None)
         except Exception:  # noqa: BLE001 - no Variable backend outside a task: fall back to the Connection
-            log.debug("no Variable backend reachable for %s", key, exc_info=True)
+            log.warning("no Variable backend reachable for %s", key, exc_info=True)
             return None
 
     def save(self, key: str, token: str) -> None:
