@@ -45,7 +45,7 @@ def crm_closed_won_to_psa() -> None:
     def extract_deals(**context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.crm import crm_hook
+        from backbone.hooks.vendors import crm_hook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
@@ -73,8 +73,8 @@ def crm_closed_won_to_psa() -> None:
     def write_back(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.crm import crm_hook
         from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import crm_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()

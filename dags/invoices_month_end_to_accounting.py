@@ -48,9 +48,8 @@ def invoices_month_end_to_accounting() -> None:
     def extract_invoices(**context) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.accounting import accounting_hook
-        from backbone.hooks.crm import crm_hook
         from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import accounting_hook, crm_hook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
@@ -92,7 +91,7 @@ def invoices_month_end_to_accounting() -> None:
     def post_invoices(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.accounting import accounting_hook
+        from backbone.hooks.vendors import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()

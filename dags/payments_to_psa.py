@@ -38,8 +38,8 @@ def payments_to_psa() -> None:
     def sync_payments(**context) -> dict[str, int]:
         from backbone.flows import payments
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.accounting import accounting_hook
         from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()

@@ -37,8 +37,8 @@ def psa_milestones_to_crm() -> None:
     def push_milestones(**context) -> dict[str, int]:
         from backbone.flows import milestones
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.crm import crm_hook
         from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import crm_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()

@@ -51,8 +51,8 @@ def timesheets_weekly_to_accounting() -> None:
     def extract_time_entries(**context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.accounting import accounting_hook
         from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import accounting_hook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
@@ -92,7 +92,7 @@ def timesheets_weekly_to_accounting() -> None:
     def post_time_activities(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.accounting import accounting_hook
+        from backbone.hooks.vendors import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from backbone.hooks.accounting import accounting_hook
-from backbone.hooks.crm import crm_hook
 from backbone.hooks.hubspot import HubSpotHook
 from backbone.hooks.quickbooks import QuickBooksHook
 from backbone.hooks.salesforce import SalesforceHook
+from backbone.hooks.vendors import accounting_hook, crm_hook
 from backbone.hooks.xero import XeroHook
 
 

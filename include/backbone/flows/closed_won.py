@@ -114,7 +114,7 @@ def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict
         "contract_start_date": deal.get("contract_start_date"),
         "contract_end_date": deal.get("contract_end_date"),
         "payment_terms_days": deal.get("payment_terms_days"),
-        "close_date": _as_timestamp(deal.get("close_date")),
+        "close_date": deal.get("close_date"),
         "crm_modified_at": deal.get("crm_modified_at"),
     }
     issues = []
@@ -122,13 +122,6 @@ def map_bundle(bundle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict
         where = f" of pipeline {deal.get('pipeline')!r}" if deal.get("pipeline") else " the CRM knows"
         issues.append(RuleFailure("project.deal_stage.known", f"deal stage {deal.get('stage')!r} is not a stage{where}"))
     return client, contacts, project, issues
-
-
-def _as_timestamp(value: Any) -> Any:
-    """A close date some CRMs keep as a bare date (Salesforce ``CloseDate``) → midnight UTC of that day."""
-    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
-        return f"{value}T00:00:00.000Z"
-    return value
 
 
 def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:

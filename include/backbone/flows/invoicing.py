@@ -27,9 +27,8 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.accounting import request_id_for
+from backbone.hooks.accounting import RejectedByAccounting, request_id_for
 from backbone.hooks.oauth import ReauthorisationRequired
-from backbone.http import FatalApiError
 from backbone.months import first_of_next_month
 from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops
@@ -724,7 +723,7 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
         if found is not None:
             found_id, found_total = found
             if abs(found_total - row["total"]) > CENT:
-                raise FatalApiError(
+                raise RejectedByAccounting(
                     f"{entity} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}"
                 )
             _mark(warehouse, row, posting_status="posted", accounting_id=found_id, posted_at=func.now())
@@ -742,7 +741,7 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
         return "posted"
     except ReauthorisationRequired:
         raise  # the Connection itself is dead: fail the task now, every invoice stays pending
-    except FatalApiError as exc:
+    except RejectedByAccounting as exc:
         _mark(warehouse, row, posting_status="failed", last_error=str(exc))
         return str(exc)
 

@@ -25,9 +25,8 @@ from zoneinfo import ZoneInfo
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.data_dictionary import load_entity
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.accounting import request_id_for
+from backbone.hooks.accounting import RejectedByAccounting, request_id_for
 from backbone.hooks.oauth import ReauthorisationRequired
-from backbone.http import FatalApiError
 from backbone.validation import RuleFailure, SchemaDrift, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
@@ -252,10 +251,11 @@ def judge_chunk(
                     f"entry {row['entry_id']} version {row['entry_version']} was sent twice with different content",
                 )
             )
-        line: dict[str, Any] = {}
+        line: dict[str, Any] | None = None
         if not failures:
-            failures += _flow_rules(row, references, mapping, overfull_days=overfull_days, last_work_date=last_work_date, line=line)
-        if not failures and key in exported_hashes and exported_hashes[key] != line["content_hash"]:
+            rule_failures, line = _flow_rules(row, references, mapping, overfull_days=overfull_days, last_work_date=last_work_date)
+            failures += rule_failures
+        if not failures and line is not None and key in exported_hashes and exported_hashes[key] != line["content_hash"]:
             failures.append(
                 RuleFailure(
                     "time_entry.entry_key.exported_differently",
@@ -278,14 +278,16 @@ def _flow_rules(
     *,
     overfull_days: set[tuple[str, str]],
     last_work_date: date,
-    line: dict[str, Any],
-) -> list[RuleFailure]:
-    """Rules beyond single fields: dates, person-day totals, and every mapping to accounting."""
+) -> tuple[list[RuleFailure], dict[str, Any] | None]:
+    """Rules beyond single fields: dates, person-day totals, and every mapping to accounting.
+
+    Returns the failures, or no failures and the entry's outbox line (a pure function: nothing
+    passed in is changed)."""
     failures = []
     try:
         work_date = date.fromisoformat(row["work_date"])
     except ValueError:
-        return [RuleFailure("time_entry.work_date.type", f"work date {row['work_date']!r} is not a calendar date")]
+        return [RuleFailure("time_entry.work_date.type", f"work date {row['work_date']!r} is not a calendar date")], None
     if work_date > last_work_date:
         failures.append(
             RuleFailure("time_entry.work_date.not_future", f"work date {work_date} is after the end of the export week ({last_work_date})")
@@ -342,11 +344,11 @@ def _flow_rules(
             RuleFailure("time_entry.person.mapped", f"{row['person_id']} is a PSA {row['person_type']} but an accounting {person.entity}")
         )
     if failures:
-        return failures
+        return failures, None
     assert code is not None and item is not None and customer is not None and person is not None
     hours = Decimal(row["hours"])
     rate = Decimal(row["hourly_rate"])
-    line.update(
+    line = dict(
         entry_id=row["entry_id"],
         entry_version=int(row["entry_version"]),
         content_hash=content_hash(row),
@@ -374,7 +376,7 @@ def _flow_rules(
         person_email=row["person_email"],
         billable=row["billable"] == "true",
     )
-    return []
+    return [], line
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -626,7 +628,7 @@ def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versio
             answer = found or accounting.post_time_entry(line, target=target, request_id=line["request_id"])
         except ReauthorisationRequired:
             raise  # the Connection itself is dead: fail the task now, every line stays pending
-        except FatalApiError as exc:
+        except RejectedByAccounting as exc:
             results.append(_result(line, "failed", error=str(exc)))
             break  # later versions of this entry wait until this one is fixed
         results.append(_result(line, "posted", accounting_id=answer.object_id, sync_token=answer.sync_token, target=target))

@@ -1,4 +1,4 @@
-"""What the flows need from an accounting system, and which vendor's hook a Connection names.
+"""What the flows need from an accounting system (the factory that picks a vendor's hook is ``backbone.hooks.vendors``).
 
 The timesheet, month-end and payments flows speak in outbox lines, outbox invoices and canonical
 payments; each vendor hook turns those into its own wire format (QuickBooks ``TimeActivity`` and
@@ -15,7 +15,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from backbone.hooks.crm import vendor_of
+from backbone.http import FatalApiError
+
+RejectedByAccounting = FatalApiError
+"""Accounting refused this one request for good (a validation error, a missing reference, a number in use):
+the protocol-level error flows catch to record the line or invoice as failed and go on with the others.
+Transport trouble (timeouts, throttling, 5xx) is retried inside the hooks and never reaches a flow as this."""
 
 ACCOUNTING_SYSTEMS = ("quickbooks", "xero")
 
@@ -115,14 +120,3 @@ class AccountingSystem(Protocol):
     def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
         """Amount still due per invoice id (ids accounting does not know are absent)."""
         ...
-
-
-def accounting_hook(conn_id: str) -> AccountingSystem:
-    """The accounting hook for a Connection (QuickBooks unless the Connection says Xero)."""
-    if vendor_of(conn_id, known=ACCOUNTING_SYSTEMS, default="quickbooks") == "xero":
-        from backbone.hooks.xero import XeroHook
-
-        return XeroHook(conn_id)
-    from backbone.hooks.quickbooks import QuickBooksHook
-
-    return QuickBooksHook(conn_id)

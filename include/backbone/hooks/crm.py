@@ -1,4 +1,4 @@
-"""What the flows need from a CRM, and which vendor's hook a Connection names.
+"""What the flows need from a CRM (the factory that picks a vendor's hook is ``backbone.hooks.vendors``).
 
 The flows speak the data dictionary's canonical names; each vendor hook turns them into its own
 field names through ``dictionary/crm_mapping.yaml``. Pick the vendor with the Connection's type
@@ -77,28 +77,3 @@ def as_text(value: Any) -> Any:
 def canonical(record: Any, system: str, kind: str) -> dict[str, Any]:
     """A vendor record → ``{canonical name: value}`` through the mapping."""
     return {name: as_text(pluck(record, path)) for name, path in field_paths(system, kind).items()}
-
-
-def vendor_of(conn_id: str, *, known: tuple[str, ...], default: str) -> str:
-    """The vendor a Connection names: its ``vendor`` extra, else its type, else ``default``."""
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    chosen = str((conn.extra_dejson or {}).get("vendor") or "").strip().lower()
-    if not chosen and (conn.conn_type or "").lower() in known:
-        chosen = conn.conn_type.lower()
-    chosen = chosen or default
-    if chosen not in known:
-        raise ValueError(f"Connection {conn_id!r} names vendor {chosen!r}; this backbone speaks {', '.join(known)}")
-    return chosen
-
-
-def crm_hook(conn_id: str) -> CrmSystem:
-    """The CRM hook for a Connection (HubSpot unless the Connection says Salesforce)."""
-    if vendor_of(conn_id, known=CRM_SYSTEMS, default="hubspot") == "salesforce":
-        from backbone.hooks.salesforce import SalesforceHook
-
-        return SalesforceHook(conn_id)
-    from backbone.hooks.hubspot import HubSpotHook
-
-    return HubSpotHook(conn_id)

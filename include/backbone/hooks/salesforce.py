@@ -249,7 +249,7 @@ class SalesforceHook(JsonApiHook):
             contacts = {r["Contact"]["Id"]: r["Contact"] for r in sorted(roles.get(opportunity["Id"], []), key=lambda r: r["ContactId"])}
             bundles.append({
                 "system": self.system,
-                "deal": opportunity,
+                "deal": _close_date_as_timestamp(opportunity),
                 "company": accounts.get(opportunity.get("AccountId") or ""),
                 "contacts": list(contacts.values()),
                 "stage_label": stages.get(opportunity.get("StageName") or ""),
@@ -274,3 +274,13 @@ def _select(kind: str) -> str:
 
 def _deal_select() -> str:
     return ", ".join(dict.fromkeys([*field_paths("salesforce", "deal").values(), "AccountId"]))
+
+
+def _close_date_as_timestamp(opportunity: dict[str, Any]) -> dict[str, Any]:
+    """Salesforce keeps ``CloseDate`` as a bare date; the dictionary's ``close_date`` is a moment:
+    midnight UTC of that day (as HubSpot's date properties are)."""
+    field = field_paths("salesforce", "deal")["close_date"]
+    value = opportunity.get(field)
+    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        return {**opportunity, field: f"{value}T00:00:00.000Z"}
+    return opportunity
