@@ -56,7 +56,7 @@ class BambooHRHook(JsonApiHook):
     @property
     def limiter(self) -> RateLimiter:
         if self._limiter is None:
-            self._limiter = RateLimiter(float(self.extras.get("requests_per_second", 5)))
+            self._limiter = RateLimiter(self.budget("requests_per_second", setting=None, default=5))
         return self._limiter
 
     def auth_headers(self) -> dict[str, str]:

@@ -51,6 +51,20 @@ class JsonApiHook(BaseHook):
     def extras(self) -> dict[str, Any]:
         return dict(self.connection.extra_dejson or {})
 
+    def budget(self, extra: str, *, setting: float | None, default: float) -> float:
+        """A rate or concurrency limit, read the same way by every hook: the Connection's extra
+        ``extra``, else the ``BACKBONE_*`` setting (when there is one), else the vendor's own default."""
+        value = self.extras.get(extra)
+        if value in (None, ""):
+            value = setting if setting is not None else default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Connection {self.conn_id!r}: extra {extra!r} must be a number, not {value!r}") from None
+        if number <= 0:
+            raise ValueError(f"Connection {self.conn_id!r}: extra {extra!r} must be positive, not {value!r}")
+        return number
+
     @cached_property
     def base_url(self) -> str:
         return base_url_of(self.connection, self.default_base_url)

@@ -62,13 +62,11 @@ class HubSpotHook(JsonApiHook):
 
     @cached_property
     def search_limiter(self) -> RateLimiter:
-        default = load_settings().crm_search_requests_per_second
-        return RateLimiter(float(self.extras.get("search_requests_per_second", default)))
+        return RateLimiter(self.budget("search_requests_per_second", setting=load_settings().crm_search_requests_per_second, default=4))
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        default = load_settings().crm_requests_per_second
-        return RateLimiter(float(self.extras.get("requests_per_second", default)))
+        return RateLimiter(self.budget("requests_per_second", setting=load_settings().crm_requests_per_second, default=10))
 
     def test_connection(self) -> tuple[bool, str]:
         try:

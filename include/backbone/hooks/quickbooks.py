@@ -45,7 +45,8 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     or ``https://sandbox-quickbooks.api.intuit.com``), ``login`` = OAuth client id, ``password`` =
     client secret. Extras: ``realm_id`` (company id, required), ``refresh_token`` (the first one;
     rotated tokens are kept by the token store), ``token_url`` (default Intuit's),
-    ``minor_version`` (default 75).
+    ``minor_version`` (default 75), ``requests_per_minute`` and ``max_concurrency`` (else the
+    ``BACKBONE_QBO_*`` settings; every hook reads its budget this way: extra, setting, vendor default).
     """
 
     conn_name_attr = "quickbooks_conn_id"
@@ -59,11 +60,21 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
 
     def __init__(self, quickbooks_conn_id: str = default_conn_name, *, token_store: TokenStore | None = None, **kwargs: Any):
         super().__init__(quickbooks_conn_id, **kwargs)
-        settings = load_settings()
         self.token_store = token_store or AirflowVariableTokenStore()
-        self.limiter = RateLimiter(settings.qbo_requests_per_minute / 60.0)
-        self.concurrency = threading.BoundedSemaphore(max(1, min(settings.qbo_max_concurrency, 10)))
         self._token_lock = threading.Lock()
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        """QuickBooks allows 500 requests a minute per company: extra ``requests_per_minute``, else
+        ``BACKBONE_QBO_REQUESTS_PER_MINUTE`` (480)."""
+        return RateLimiter(self.budget("requests_per_minute", setting=load_settings().qbo_requests_per_minute, default=480) / 60.0)
+
+    @cached_property
+    def concurrency(self) -> threading.BoundedSemaphore:
+        """At most 10 calls at once per company: extra ``max_concurrency``, else ``BACKBONE_QBO_MAX_CONCURRENCY`` (4)."""
+        return threading.BoundedSemaphore(
+            max(1, min(int(self.budget("max_concurrency", setting=load_settings().qbo_max_concurrency, default=4)), 10))
+        )
 
     # --- connection and tokens ------------------------------------------------------------------
     @cached_property

@@ -24,7 +24,6 @@ from typing import Any
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.crm import canonical, field_paths
 from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
-from backbone.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class SalesforceHook(JsonApiHook):
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        return RateLimiter(float(self.extras.get("requests_per_second", load_settings().crm_requests_per_second / 2)))
+        return RateLimiter(self.budget("requests_per_second", setting=None, default=5))
 
     @property
     def api_path(self) -> str:

@@ -103,11 +103,11 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        return RateLimiter(float(self.extras.get("requests_per_minute", 60)) / 60.0)
+        return RateLimiter(self.budget("requests_per_minute", setting=None, default=60) / 60.0)
 
     @cached_property
     def concurrency(self) -> threading.BoundedSemaphore:
-        return threading.BoundedSemaphore(max(1, min(int(self.extras.get("max_concurrency", 5)), 5)))
+        return threading.BoundedSemaphore(max(1, min(int(self.budget("max_concurrency", setting=None, default=5)), 5)))
 
     def auth_headers(self) -> dict[str, str]:
         return {}  # the bearer token is added per request: it lasts 30 minutes and is refreshed
