@@ -49,6 +49,16 @@ def _duplicates(state) -> int:
     return sum(n - 1 for n in Counter(a["Description"] for a in state.qbo.entities["TimeActivity"].values()).values() if n > 1)
 
 
+def _rerun_posts_everything_once(dagbag, state, accounting_warehouse, *, created_before: int) -> None:  # noqa: ANN001
+    """The interval run again: every line posted, each once in QuickBooks, more than before the fault."""
+    assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
+    posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
+    assert posted == len(state.qbo.entities["TimeActivity"]) > created_before
+    duplicates = _duplicates(state)
+    assert duplicates == 0
+    reliability.count(faults_injected=1, survived=1, duplicates=duplicates, rows_compared=posted)
+
+
 def _mark_dag_run_failed(airflow_run_id: str) -> None:
     """What Airflow's scheduler does when a run's task process is gone (no heartbeat): the run fails."""
     from airflow.models import DagRun
@@ -84,12 +94,7 @@ def test_sigkill_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, a
     )[0]
     assert closed.status == "failed" and "ended without closing" in closed.failure
 
-    assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
-    posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
-    assert posted == len(state.qbo.entities["TimeActivity"]) > created
-    duplicates = _duplicates(state)
-    assert duplicates == 0
-    reliability.count(faults_injected=1, survived=1, duplicates=duplicates, rows_compared=posted)
+    _rerun_posts_everything_once(dagbag, state, accounting_warehouse, created_before=created)
 
 
 def test_postgresql_restart_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
@@ -114,9 +119,4 @@ def test_postgresql_restart_mid_posting_then_rerun_posts_each_entry_once(dagbag,
 
     owner = rows(accounting_warehouse, "SELECT details->>'airflow_run_id' FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS)[0][0]
     _mark_dag_run_failed(owner)
-    assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
-    posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
-    assert posted == len(state.qbo.entities["TimeActivity"]) > created
-    duplicates = _duplicates(state)
-    assert duplicates == 0
-    reliability.count(faults_injected=1, survived=1, duplicates=duplicates, rows_compared=posted)
+    _rerun_posts_everything_once(dagbag, state, accounting_warehouse, created_before=created)
