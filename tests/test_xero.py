@@ -187,3 +187,18 @@ def test_ms_json_dates_both_ways():
     assert parse_msdate(msdate(moment)) == moment
     assert parse_msdate("/Date(1573755038314)/") == datetime(2019, 11, 14, 18, 10, 38, 314000, tzinfo=UTC)
     assert parse_msdate("/Date(1573755038314+1300)/").tzinfo == UTC
+
+
+def test_a_projects_page_served_twice_stops_instead_of_looping(salesforce_sandbox, tokens, monkeypatch):
+    from backbone.http import RepeatedCursorError
+
+    hook = XeroHook(token_store=tokens)
+    answers = iter(
+        [
+            {"pagination": {"page": 1, "pageCount": 3}, "items": [{"projectId": "a"}]},
+            {"pagination": {"page": 1, "pageCount": 3}, "items": []},
+        ]
+    )
+    monkeypatch.setattr(hook, "call", lambda *args, **kwargs: next(answers))
+    with pytest.raises(RepeatedCursorError):
+        list(hook.projects_all("/Projects"))

@@ -180,11 +180,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
 
     def projects_all(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a Projects list (``page``/``pageSize`` up to ``pagination.pageCount``)."""
+        guard = CursorGuard(f"Xero Projects {path}")
         page = 1
         while True:
             body = self.call("GET", path, api=PROJECTS_PATH, params={**(params or {}), "page": page, "pageSize": PROJECTS_PAGE}) or {}
+            pagination = body.get("pagination") or {}
+            guard.check(str(pagination.get("page") or page))  # a page served twice would loop for ever
             yield from body.get("items") or []
-            if page >= int((body.get("pagination") or {}).get("pageCount") or 1):
+            if page >= int(pagination.get("pageCount") or 1):
                 return
             page += 1
 
