@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException
+from requests.auth import AuthBase
 
 from backbone.http import FatalApiError, check_response
 
@@ -100,6 +101,37 @@ class MemoryTokenStore:
         if "_thread_lock" not in self.__dict__:
             self.__dict__["_thread_lock"] = threading.Lock()
         return self.__dict__["_thread_lock"]
+
+
+class RefreshingBearerAuth(AuthBase):
+    """``requests`` auth for an OAuth bearer token that expires: request code never touches tokens.
+
+    Adds ``Authorization: Bearer <token>`` to each request; when the answer is 401 (the token
+    expired early or was revoked) it asks for a fresh token once and sends the request again.
+    A second 401 is returned as it is, for the caller's error handling to judge.
+    """
+
+    def __init__(self, token: Callable[..., str]):
+        self.token = token
+        """``token()`` gives the current access token, ``token(force_refresh=True)`` a new one."""
+
+    def __call__(self, request: Any) -> Any:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        request.register_hook("response", self._resend_once_on_401)
+        return request
+
+    def _resend_once_on_401(self, response: Any, **kwargs: Any) -> Any:
+        if response.status_code != 401 or getattr(response.request, "bearer_refreshed", False):
+            return response
+        response.content  # noqa: B018 - read the body so the connection can be reused
+        response.close()
+        retry = response.request.copy()
+        retry.headers["Authorization"] = f"Bearer {self.token(force_refresh=True)}"
+        retry.bearer_refreshed = True
+        answer = response.connection.send(retry, **kwargs)
+        answer.history.append(response)
+        answer.request = retry
+        return answer
 
 
 class RotatingOAuthMixin:

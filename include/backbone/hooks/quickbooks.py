@@ -26,7 +26,7 @@ from backbone.hooks.accounting import (
     time_entry_marker,
 )
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
+from backbone.hooks.oauth import AirflowVariableTokenStore, RefreshingBearerAuth, RotatingOAuthMixin, TokenStore
 from backbone.http import CursorGuard, RateLimiter, check_response
 from backbone.settings import load_settings
 
@@ -85,7 +85,11 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return realm
 
     def auth_headers(self) -> dict[str, str]:
-        return {}  # the bearer token is added per request: it expires and is refreshed
+        return {}  # the bearer token is added per request by self.bearer: it expires and is refreshed
+
+    @cached_property
+    def bearer(self) -> RefreshingBearerAuth:
+        return RefreshingBearerAuth(self.access_token)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -106,18 +110,7 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         def attempt() -> Any:
             self.limiter.acquire()
             with self.concurrency:
-                response = session.request(
-                    method, url, params=query, json=json, headers={"Authorization": f"Bearer {self.access_token()}"}, timeout=self.timeout
-                )
-                if response.status_code == 401:  # expired early or revoked: refresh once, then judge
-                    response = session.request(
-                        method,
-                        url,
-                        params=query,
-                        json=json,
-                        headers={"Authorization": f"Bearer {self.access_token(force_refresh=True)}"},
-                        timeout=self.timeout,
-                    )
+                response = session.request(method, url, params=query, json=json, auth=self.bearer, timeout=self.timeout)
             return check_response(response, system=self.system_name)
 
         return self.retry_policy.call(attempt, description=description or f"QuickBooks {method} {path}")

@@ -30,7 +30,7 @@ from backbone.hooks.accounting import (
     time_entry_marker,
 )
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
+from backbone.hooks.oauth import AirflowVariableTokenStore, RefreshingBearerAuth, RotatingOAuthMixin, TokenStore
 from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,11 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         return threading.BoundedSemaphore(max(1, min(int(self.budget("max_concurrency", setting=None, default=5)), 5)))
 
     def auth_headers(self) -> dict[str, str]:
-        return {}  # the bearer token is added per request: it lasts 30 minutes and is refreshed
+        return {}  # the bearer token is added per request by self.bearer: it lasts 30 minutes and is refreshed
+
+    @cached_property
+    def bearer(self) -> RefreshingBearerAuth:
+        return RefreshingBearerAuth(self.access_token)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -134,23 +138,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         def attempt() -> Any:
             self.limiter.acquire()
             with self.concurrency:
-                response = session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers={**fixed, "Authorization": f"Bearer {self.access_token()}"},
-                    timeout=self.timeout,
-                )
-                if response.status_code == 401:  # expired early or revoked: refresh once, then judge
-                    response = session.request(
-                        method,
-                        url,
-                        params=params,
-                        json=json,
-                        headers={**fixed, "Authorization": f"Bearer {self.access_token(force_refresh=True)}"},
-                        timeout=self.timeout,
-                    )
+                response = session.request(method, url, params=params, json=json, headers=fixed, auth=self.bearer, timeout=self.timeout)
             if response.status_code == 429 and response.headers.get("X-Rate-Limit-Problem", "").lower() == "day":
                 raise QuotaExhaustedError(
                     f"Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in {response.headers.get('Retry-After', '?')} s. "
