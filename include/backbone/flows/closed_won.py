@@ -129,24 +129,14 @@ def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[s
 
     Quarantine rows are kept per run and never deleted by a rerun: evidence is not rewritten.
     """
-    valid = quarantined = contacts_quarantined = 0
-    failed_rules: dict[str, int] = {}
-    for chunk in ops.iter_staged(warehouse, run, ENTITY, chunk_size=chunk_size):
-        verdicts, quarantine_rows, chunk_stats = _judge_chunk(chunk)
-        with warehouse.begin() as connection:
-            ops.set_verdicts(connection, run, ENTITY, verdicts)
-            ops.add_quarantine(connection, run, quarantine_rows)
-        valid += chunk_stats["valid"]
-        quarantined += chunk_stats["quarantined"]
-        contacts_quarantined += chunk_stats["contacts_quarantined"]
-        for rule in (r.rule for r in quarantine_rows):
-            failed_rules[rule] = failed_rules.get(rule, 0) + 1
-    counts = {"valid": valid, "quarantined": quarantined}
-    with warehouse.begin() as connection:
-        ops.record_run(connection, run, **counts, details={"contacts_quarantined": contacts_quarantined, "failed_rules": failed_rules})
-    if failed_rules:
-        log.warning("quarantined %d deals and %d contacts: %s", quarantined, contacts_quarantined, failed_rules)
-    return {**counts, "contacts_quarantined": contacts_quarantined}
+    tally = ops.validate_staged(
+        warehouse, run, ENTITY, _judge_chunk, chunk_size=chunk_size,
+        details=lambda t: {"contacts_quarantined": t.extra.get("contacts_quarantined", 0)},
+    )  # fmt: skip
+    contacts_quarantined = tally.extra.get("contacts_quarantined", 0)
+    if tally.failed_rules:
+        log.warning("quarantined %d deals and %d contacts: %s", tally.quarantined, contacts_quarantined, tally.failed_rules)
+    return {"valid": tally.valid, "quarantined": tally.quarantined, "contacts_quarantined": contacts_quarantined}
 
 
 def _judge_chunk(chunk: list[dict[str, Any]]) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow], dict[str, int]]:

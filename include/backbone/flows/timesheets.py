@@ -155,31 +155,23 @@ def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: s
     references = load_references(warehouse)
     overfull_days = _overfull_person_days(warehouse, run)
     last_work_date = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
-    valid = quarantined = 0
-    failed_rules: dict[str, int] = defaultdict(int)
     drift = SchemaDrift(PSA_ENTRY_FIELDS)
-    for chunk in ops.iter_staged(warehouse, run, ENTITY, chunk_size=chunk_size):
+
+    def judge(chunk: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
         for row in chunk:
             drift.observe(row["payload"])
         exported = _exported_hashes(warehouse, [row["source_key"] for row in chunk])
         verdicts, quarantine_rows = judge_chunk(
             chunk, references, overfull_days=overfull_days, last_work_date=last_work_date, exported_hashes=exported
         )
-        with warehouse.begin() as connection:
-            ops.set_verdicts(connection, run, ENTITY, verdicts)
-            ops.add_quarantine(connection, run, quarantine_rows)
-        valid += sum(1 for _, status, _ in verdicts if status == "valid")
-        quarantined += sum(1 for _, status, _ in verdicts if status == "quarantined")
-        for row in quarantine_rows:
-            failed_rules[row.rule] += 1
-    counts = {"valid": valid, "quarantined": quarantined}
-    with warehouse.begin() as connection:
-        ops.record_run(connection, run, **counts, details={"failed_rules": dict(failed_rules), "schema_drift": drift.report()})
-    if failed_rules:
-        log.warning("%d time entries are exceptions for finance: %s", quarantined, dict(failed_rules))
+        return verdicts, quarantine_rows, {}
+
+    tally = ops.validate_staged(warehouse, run, ENTITY, judge, chunk_size=chunk_size, details=lambda _: {"schema_drift": drift.report()})
+    if tally.failed_rules:
+        log.warning("%d time entries are exceptions for finance: %s", tally.quarantined, tally.failed_rules)
     if drift:
         log.warning("the PSA's time entries changed shape (new fields are ignored): %s", drift.report())
-    return counts
+    return {"valid": tally.valid, "quarantined": tally.quarantined}
 
 
 def _overfull_person_days(warehouse: Engine, run: RunRef) -> set[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +237,56 @@ def iter_staged(
             return
         yield rows
         last_key = rows[-1]["source_key"]
+
+
+Verdict = tuple[str, str, "dict[str, Any] | None"]
+"""(source key, ``valid`` or ``quarantined``, the canonical row kept for loading)."""
+
+
+@dataclass
+class Tally:
+    """What validating a run's staged records came to."""
+
+    valid: int = 0
+    quarantined: int = 0
+    failed_rules: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)
+    """Flow-specific counts a judge reports per chunk (e.g. contacts quarantined), summed."""
+
+
+def validate_staged(
+    warehouse: Engine,
+    run: RunRef,
+    entity: str,
+    judge: Callable[[list[dict[str, Any]]], tuple[list[Verdict], list[QuarantineRow], dict[str, int]]],
+    *,
+    chunk_size: int,
+    details: Callable[[Tally], dict[str, Any]] | None = None,
+) -> Tally:
+    """The skeleton every validating flow shares: staged records chunk by chunk → ``judge`` →
+    verdicts and quarantine rows written per chunk → counts, rule counts and the run record.
+
+    ``judge`` is the flow's own rules (pure where it can be); ``details`` adds what the flow wants
+    in the run record besides ``failed_rules``.
+    """
+    tally = Tally()
+    for chunk in iter_staged(warehouse, run, entity, chunk_size=chunk_size):
+        verdicts, quarantine_rows, extra = judge(chunk)
+        with warehouse.begin() as connection:
+            set_verdicts(connection, run, entity, verdicts)
+            add_quarantine(connection, run, quarantine_rows)
+        tally.valid += sum(1 for _, status, _ in verdicts if status == "valid")
+        tally.quarantined += sum(1 for _, status, _ in verdicts if status == "quarantined")
+        for row in quarantine_rows:
+            tally.failed_rules[row.rule] = tally.failed_rules.get(row.rule, 0) + 1
+        for name, count in extra.items():
+            tally.extra[name] = tally.extra.get(name, 0) + count
+    with warehouse.begin() as connection:
+        record_run(
+            connection, run, valid=tally.valid, quarantined=tally.quarantined,
+            details={"failed_rules": dict(tally.failed_rules), **(details(tally) if details else {})},
+        )  # fmt: skip
+    return tally
 
 
 def set_verdicts(connection: Connection, run: RunRef, entity: str, verdicts: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
