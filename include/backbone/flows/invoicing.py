@@ -134,13 +134,34 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def check_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, Any]:
-    """Every check on every invoice; results in ``acct.reconciliation``, failures held with reasons."""
+    """Every check on every invoice; results in ``acct.reconciliation``, failures held with reasons.
+
+    The month's invoices are judged as one chunk: numbers must be unique across all of them."""
     references = load_references(warehouse)
     staged = [row for chunk in ops.iter_staged(warehouse, run, ENTITY) for row in chunk]
     contracts = {row["source_key"]: row["payload"] for chunk in ops.iter_staged(warehouse, run, "deal") for row in chunk}
     with warehouse.connect() as connection:
         context = CheckContext.load(connection, staged, contracts, period)
-    verdicts: list[tuple[str, str, dict[str, Any] | None]] = []
+
+    def judge(chunk: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
+        verdicts, quarantine_rows, checks = judge_invoices(chunk, references, context, run)
+        _save_checks(warehouse, checks)
+        return verdicts, quarantine_rows, {}
+
+    tally = ops.validate_staged(
+        warehouse, run, ENTITY, judge, chunk_size=max(1, len(staged)),
+        details=lambda t: {"held": t.quarantined, "failed_checks": dict(t.failed_rules)},
+    )  # fmt: skip
+    if tally.quarantined:
+        log.warning("%d invoices held for finance: %s", tally.quarantined, tally.failed_rules)
+    return {"valid": tally.valid, "quarantined": tally.quarantined}
+
+
+def judge_invoices(
+    staged: list[dict[str, Any]], references: AccountingReferences, context: CheckContext, run: RunRef
+) -> tuple[list[ops.Verdict], list[QuarantineRow], list[dict[str, Any]]]:
+    """Verdicts, exception rows and reconciliation rows for staged invoices (no I/O)."""
+    verdicts: list[ops.Verdict] = []
     quarantine_rows: list[QuarantineRow] = []
     checks: list[dict[str, Any]] = []
     outcome = validate_rows(ENTITY, [header_row(r["payload"]) for r in staged])
@@ -159,22 +180,7 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, 
         )
         verdicts.append((row["source_key"], "quarantined" if failures else "valid", canonical))
         quarantine_rows += [QuarantineRow(ENTITY, row["source_key"], f.rule, f.reason, invoice) for f in dict.fromkeys(failures)]
-    _save_checks(warehouse, checks)
-    with warehouse.begin() as connection:
-        ops.set_verdicts(connection, run, ENTITY, verdicts)
-        ops.add_quarantine(connection, run, quarantine_rows)
-        counts = {"valid": sum(1 for v in verdicts if v[1] == "valid"), "quarantined": sum(1 for v in verdicts if v[1] == "quarantined")}
-        ops.record_run(connection, run, **counts, details={"held": counts["quarantined"], "failed_checks": _count_rules(quarantine_rows)})
-    if quarantine_rows:
-        log.warning("%d invoices held for finance: %s", counts["quarantined"], _count_rules(quarantine_rows))
-    return counts
-
-
-def _count_rules(rows: list[QuarantineRow]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        counts[row.rule] += 1
-    return dict(counts)
+    return verdicts, quarantine_rows, checks
 
 
 class CheckContext:
