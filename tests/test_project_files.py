@@ -45,6 +45,7 @@ def test_requirements_are_pinned():
         "great-expectations",
         "sqlalchemy",
         "psycopg2-binary",
+        "pydantic-settings",
         "pytest",
     } <= names
 
