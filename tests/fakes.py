@@ -16,6 +16,9 @@ from typing import Any
 
 from backbone.hooks.accounting import (
     AccountingPayment,
+    InvoiceLine,
+    InvoiceRow,
+    OutboxLine,
     PostedObject,
     ReferenceRecord,
     RejectedByAccounting,
@@ -45,7 +48,7 @@ class FakeAccounting:
         self._alive()
         yield from self.references
 
-    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+    def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         self._alive()
         if line["entry_id"] in self.refuse:
             raise RejectedByAccounting(self.refuse[line["entry_id"]], status=400)
@@ -59,7 +62,7 @@ class FakeAccounting:
         self.time_records[object_id] = body
         return PostedObject("TimeRecord", object_id, "0", body)
 
-    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+    def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         self._alive()
         self.lookups += 1
         marker = time_entry_marker(line)
@@ -73,7 +76,7 @@ class FakeAccounting:
         return None
 
     def create_invoice(
-        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
         raise NotImplementedError("invoices are not faked yet")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from backbone.http import FatalApiError
 
@@ -21,6 +21,67 @@ RejectedByAccounting = FatalApiError
 """Accounting refused this one request for good (a validation error, a missing reference, a number in use):
 the protocol-level error flows catch to record the line or invoice as failed and go on with the others.
 Transport trouble (timeouts, throttling, 5xx) is retried inside the hooks and never reaches a flow as this."""
+
+
+class OutboxLine(TypedDict, total=False):
+    """One line of the time-export outbox (``acct.time_export``) as the hooks receive it."""
+
+    entry_id: str
+    entry_version: int
+    request_id: str
+    attempts: int
+    person_id: str
+    person_name: str | None
+    name_of: str
+    """``Employee`` or ``Vendor`` (``User`` where the system does not tell them apart)."""
+    person_ref_id: str
+    client_id: str
+    client_name: str
+    customer_ref_id: str
+    project_id: str
+    project_name: str | None
+    billing_code: str
+    item_ref_id: str
+    item_name: str
+    gl_account: str
+    work_date: date | str
+    hours: Decimal | str
+    minutes: int
+    hourly_rate: Decimal | str
+    amount: Decimal | str
+    currency: str
+    billable_status: str
+
+
+class InvoiceRow(TypedDict, total=False):
+    """One outbox invoice or credit note (``acct.invoice``) as the hooks receive it."""
+
+    psa_invoice_id: str
+    number: str
+    kind: str
+    project_id: str
+    client_name: str
+    customer_ref_id: str
+    currency: str
+    issue_date: date
+    due_date: date
+    subtotal: Decimal
+    tax_amount: Decimal
+    total: Decimal
+    request_id: str
+
+
+class InvoiceLine(TypedDict, total=False):
+    """One line of an outbox invoice (``acct.invoice_line``)."""
+
+    line_id: str
+    kind: str
+    description: str | None
+    quantity: Decimal | str
+    rate: Decimal | str
+    amount: Decimal | str
+    item_ref_id: str
+
 
 ACCOUNTING_SYSTEMS = ("quickbooks", "xero")
 
@@ -66,12 +127,12 @@ def request_id_for(*parts: str) -> str:
     return f"bb-{digest}"
 
 
-def time_entry_marker(line: dict[str, Any]) -> str:
+def time_entry_marker(line: OutboxLine) -> str:
     """The start of every posted time record's description: our key for finding it again."""
     return f"PSA {line['entry_id']} v{line['entry_version']} · "
 
 
-def time_entry_description(line: dict[str, Any]) -> str:
+def time_entry_description(line: OutboxLine) -> str:
     """What a posted time record says about its PSA origin (entry, version, code, project)."""
     return f"{time_entry_marker(line)}{line['billing_code']} · {line['project_name'] or line['project_id']}"
 
@@ -91,11 +152,11 @@ class AccountingSystem(Protocol):
         """Active customers, people, items (with their income account) and tax codes."""
         ...
 
-    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+    def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         """Create the time record of an outbox line, or update ``target`` (an earlier version's record)."""
         ...
 
-    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+    def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The time record an earlier attempt at this outbox line created, found by our own key
         (``time_entry_description``'s ``PSA <entry> v<version> ·`` prefix), or None: how a replay
         past the vendor's idempotency memory stays single."""
@@ -106,7 +167,7 @@ class AccountingSystem(Protocol):
         ...
 
     def create_invoice(
-        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
         """Create an outbox invoice (``entity`` Invoice) or credit note (``entity`` CreditMemo)."""
         ...

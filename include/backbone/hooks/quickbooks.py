@@ -19,6 +19,9 @@ from urllib.parse import quote
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    InvoiceLine,
+    InvoiceRow,
+    OutboxLine,
     PostedObject,
     ReferenceRecord,
     invoice_note,
@@ -188,13 +191,13 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
                     name = str(record.get("DisplayName") or record.get("Name") or "")
                     yield ReferenceRecord(entity, key, str(record["Id"]), name, extra)
 
-    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+    def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         body = time_activity_body(line)
         if target is not None:
             return self.update("TimeActivity", target, body, request_id=request_id)
         return self.create("TimeActivity", body, request_id=request_id)
 
-    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+    def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The TimeActivity of this entry version, looked up on its work date by the description's
         key. QuickBooks keeps requestids for a limited time only, so a create whose answer was lost
         is looked up before it is sent again (as invoices are by DocNumber)."""
@@ -211,7 +214,7 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return (str(found["Id"]), Decimal(str(found.get("TotalAmt", 0)))) if found is not None else None
 
     def create_invoice(
-        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
         return self.create(entity, invoice_body(row, lines, tax_ref_id), request_id=request_id)
 
@@ -246,7 +249,7 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return balances
 
 
-def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
+def time_activity_body(line: OutboxLine) -> dict[str, Any]:
     """An outbox line → QuickBooks ``TimeActivity`` (element names from Finance.xsd)."""
     ref_field = "VendorRef" if line["name_of"] == "Vendor" else "EmployeeRef"
     minutes = int(line["minutes"])
@@ -264,7 +267,7 @@ def time_activity_body(line: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def invoice_body(row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None) -> dict[str, Any]:
+def invoice_body(row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None) -> dict[str, Any]:
     """An outbox invoice → QuickBooks ``Invoice`` / ``CreditMemo`` (SalesTransaction names from Finance.xsd)."""
     body: dict[str, Any] = {
         "DocNumber": row["number"],

@@ -22,6 +22,9 @@ from typing import Any
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    InvoiceLine,
+    InvoiceRow,
+    OutboxLine,
     PostedObject,
     ReferenceRecord,
     invoice_note,
@@ -211,7 +214,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             yield ReferenceRecord("User", normalise(user.get("email") or ""), str(user["userId"]), str(user.get("name") or ""), {})
 
     # time entries (Projects API)
-    def _project_for(self, line: dict[str, Any]) -> str:
+    def _project_for(self, line: OutboxLine) -> str:
         """The Xero project of a PSA project: found by name under the customer, else created once."""
         name = f"{line['project_name'] or line['project_id']} ({line['project_id']})"[:100]
         with self._lookup_lock:
@@ -230,7 +233,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 self._projects[line["project_id"]] = str(found["projectId"])
             return self._projects[line["project_id"]]
 
-    def _task_for(self, project_id: str, line: dict[str, Any]) -> str:
+    def _task_for(self, project_id: str, line: OutboxLine) -> str:
         """The task of a billing item in a project (``TIME`` when billable, else ``NON_CHARGEABLE``)."""
         chargeable = line["billable_status"] == "Billable"
         name = line["item_name"] if chargeable else f"{line['item_name']} (non-billable)"
@@ -246,7 +249,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 self._tasks[(project_id, name)] = str(task["taskId"])
             return self._tasks[(project_id, name)]
 
-    def post_time_entry(self, line: dict[str, Any], *, target: str | None, request_id: str) -> PostedObject:
+    def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         """Create the time entry, or update ``target`` (``<projectId>/<timeEntryId>``); an entry that
         moved to another project is deleted there and created in the new one."""
         project_id = self._project_for(line)
@@ -301,7 +304,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             if exc.status != 404:  # already deleted by an attempt whose answer was lost
                 raise
 
-    def find_time_entry(self, line: dict[str, Any]) -> PostedObject | None:
+    def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The Projects time entry of this entry version, found by the description's key in the
         line's project on its work date (Idempotency-Keys are not kept for ever)."""
         project_id = self._project_for(line)
@@ -325,7 +328,7 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         return None
 
     def create_invoice(
-        self, entity: str, row: dict[str, Any], lines: list[dict[str, Any]], tax_ref_id: str | None, *, request_id: str
+        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
         collection, id_field, number_field, kind = CREDIT[entity]
         document: dict[str, Any] = {
