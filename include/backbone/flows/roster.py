@@ -10,7 +10,7 @@ days. Capacity (``hr.capacity``) is recomputed for the 12 ISO weeks from the run
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -130,40 +130,47 @@ def request_days(request: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+ALL_AT_ONCE = 10_000_000
+"""People and requests are judged as one chunk each (uniqueness rules span all of them)."""
+
+
 def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
     """People, their table rows and time-off requests against the dictionary and the flow's rules."""
-    quarantine_rows: list[QuarantineRow] = []
-    employees = [r for chunk in ops.iter_staged(warehouse, run, "person") for r in chunk]
-    people = [person_row(r["payload"]) for r in employees]
-    outcome = validate_rows("person", people)
-    verdicts = []
-    for index, (staged, person) in enumerate(zip(employees, people, strict=True)):
-        failures = outcome.failures.get(index, [])
-        verdicts.append((staged["source_key"], "quarantined" if failures else "valid", None if failures else person))
-        quarantine_rows += [
-            QuarantineRow("person", staged["source_key"], f.rule, f.reason, staged["payload"]) for f in dict.fromkeys(failures)
-        ]
-    with warehouse.begin() as connection:
-        ops.set_verdicts(connection, run, "person", verdicts)
-        known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
-    known |= {key for key, status, _ in verdicts if status == "valid"}
-    deleted = {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
-    known -= deleted
+    valid_people: set[str] = set()
 
-    quarantine_rows += _validate_table_rows(warehouse, run)
-    requests = [r for chunk in ops.iter_staged(warehouse, run, "time_off") for r in chunk]
-    request_verdicts, request_quarantine = judge_requests(requests, known)
-    quarantine_rows += request_quarantine
+    def judge_people(staged: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
+        people = [person_row(r["payload"]) for r in staged]
+        outcome = validate_rows("person", people)
+        verdicts: list[ops.Verdict] = []
+        rows: list[QuarantineRow] = []
+        for index, (row, person) in enumerate(zip(staged, people, strict=True)):
+            failures = outcome.failures.get(index, [])
+            verdicts.append((row["source_key"], "quarantined" if failures else "valid", None if failures else person))
+            rows += [QuarantineRow("person", row["source_key"], f.rule, f.reason, row["payload"]) for f in dict.fromkeys(failures)]
+            if not failures:
+                valid_people.add(row["source_key"])
+        return verdicts, rows, {}
+
+    people = ops.validate_staged(warehouse, run, "person", judge_people, chunk_size=ALL_AT_ONCE, record=False)
+    with warehouse.connect() as connection:
+        known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
+    known = (known | valid_people) - {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
+    table_rows = _validate_table_rows(warehouse, run)
     with warehouse.begin() as connection:
-        ops.set_verdicts(connection, run, "time_off", request_verdicts)
-        ops.add_quarantine(connection, run, quarantine_rows)
-        valid = sum(1 for v in verdicts if v[1] == "valid") + sum(1 for v in request_verdicts if v[1] == "valid")
-        quarantined = sum(1 for v in verdicts if v[1] == "quarantined") + sum(1 for v in request_verdicts if v[1] == "quarantined")
-        rules: dict[str, int] = defaultdict(int)
-        for row in quarantine_rows:
-            rules[row.rule] += 1
+        ops.add_quarantine(connection, run, table_rows)
+
+    def judge(staged: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
+        verdicts, rows = judge_requests(staged, known)
+        return verdicts, rows, {}
+
+    requests = ops.validate_staged(warehouse, run, "time_off", judge, chunk_size=ALL_AT_ONCE, record=False)
+    rules: Counter[str] = Counter(people.failed_rules)
+    rules.update(requests.failed_rules)
+    rules.update(row.rule for row in table_rows)
+    valid, quarantined = people.valid + requests.valid, people.quarantined + requests.quarantined
+    with warehouse.begin() as connection:
         ops.record_run(connection, run, valid=valid, quarantined=quarantined, details={"failed_rules": dict(rules)})
-    if quarantine_rows:
+    if rules:
         log.warning("HR exceptions: %s", dict(rules))
     return {"valid": valid, "quarantined": quarantined}
 

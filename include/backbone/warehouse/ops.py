@@ -262,12 +262,14 @@ def validate_staged(
     *,
     chunk_size: int,
     details: Callable[[Tally], dict[str, Any]] | None = None,
+    record: bool = True,
 ) -> Tally:
     """The skeleton every validating flow shares: staged records chunk by chunk → ``judge`` →
     verdicts and quarantine rows written per chunk → counts, rule counts and the run record.
 
     ``judge`` is the flow's own rules (pure where it can be); ``details`` adds what the flow wants
-    in the run record besides ``failed_rules``.
+    in the run record besides ``failed_rules``. ``record=False`` leaves the run record to the caller
+    (a flow that validates several entities and records their sum).
     """
     tally = Tally()
     for chunk in iter_staged(warehouse, run, entity, chunk_size=chunk_size):
@@ -281,6 +283,8 @@ def validate_staged(
             tally.failed_rules[row.rule] = tally.failed_rules.get(row.rule, 0) + 1
         for name, count in extra.items():
             tally.extra[name] = tally.extra.get(name, 0) + count
+    if not record:
+        return tally
     with warehouse.begin() as connection:
         record_run(
             connection, run, valid=tally.valid, quarantined=tally.quarantined,
