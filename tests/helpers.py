@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -26,3 +30,12 @@ def rows(engine, query: str, **params: Any) -> list[Any]:  # noqa: ANN001
 def scalar(engine, query: str, **params: Any) -> Any:  # noqa: ANN001
     with engine.connect() as connection:
         return connection.execute(text(query), params).scalar_one()
+
+
+def dags_test_process(flow: str, logical_date, log_path: Path) -> subprocess.Popen:  # noqa: ANN001 - a datetime
+    """``airflow dags test`` in a process of its own (its own session, so a test can kill it as a whole)."""
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    return subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", flow, logical_date.isoformat()],
+        env={**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip

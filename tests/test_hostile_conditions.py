@@ -7,9 +7,6 @@ Each test counts what it proved into the reliability report printed at the end o
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +16,7 @@ from sqlalchemy import create_engine, text
 from backbone_sandbox.faults import FaultRule
 from tests import reliability
 from tests.conftest import ANCHOR, PG_PORT, ROOT
-from tests.helpers import rows, run_dag, scalar
+from tests.helpers import dags_test_process, rows, run_dag, scalar
 
 pytestmark = pytest.mark.e2e
 TIMESHEETS = "timesheets_weekly_to_accounting"
@@ -102,17 +99,8 @@ def test_a_deal_name_with_nul_is_one_exception_not_a_failed_run(dagbag, sandbox,
 
 def test_two_runs_of_one_interval_never_interleave_and_never_end_green_and_empty(sandbox, accounting_warehouse, psa_warehouse, tmp_path):
     """A scheduled run and a manual trigger one second apart, started together as separate processes."""
-    env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")}
     dates = [WEEK_END + timedelta(hours=1), WEEK_END + timedelta(hours=1, seconds=1)]  # both: the week ending WEEK_END
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "airflow", "dags", "test", TIMESHEETS, d.isoformat()],
-            env=env,
-            stdout=(tmp_path / f"run{i}.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        for i, d in enumerate(dates)
-    ]
+    processes = [dags_test_process(TIMESHEETS, d, tmp_path / f"run{i}.log") for i, d in enumerate(dates)]
     for process in processes:
         process.wait(timeout=600)
     logs = [(tmp_path / f"run{i}.log").read_text() for i in range(2)]

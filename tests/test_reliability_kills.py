@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import timedelta
@@ -19,19 +18,11 @@ import pytest
 
 from backbone_sandbox.faults import FaultRule
 from tests import reliability
-from tests.conftest import PG_PORT, ROOT, TEST_DIR
-from tests.helpers import rows, run_dag, scalar
+from tests.conftest import PG_PORT, TEST_DIR
+from tests.helpers import dags_test_process, rows, run_dag, scalar
 from tests.test_hostile_conditions import TIMESHEETS, WEEK_END
 
 pytestmark = pytest.mark.e2e
-
-
-def _dags_test(logical_date, log_path) -> subprocess.Popen:
-    env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "airflow", "dags", "test", TIMESHEETS, logical_date.isoformat()],
-        env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
 
 
 def _wait_for_posts(state, process, at_least: int, timeout: float = 300) -> int:
@@ -73,7 +64,7 @@ def _mark_dag_run_failed(airflow_run_id: str) -> None:
 def test_sigkill_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
     state = sandbox.state
     state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=0.3, times=100_000)])
-    process = _dags_test(WEEK_END, tmp_path / "killed.log")
+    process = dags_test_process(TIMESHEETS, WEEK_END, tmp_path / "killed.log")
     created = _wait_for_posts(state, process, at_least=10)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -103,7 +94,7 @@ def test_postgresql_restart_mid_posting_then_rerun_posts_each_entry_once(dagbag,
 
     state = sandbox.state
     state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=0.3, times=100_000)])
-    process = _dags_test(WEEK_END, tmp_path / "restarted.log")
+    process = dags_test_process(TIMESHEETS, WEEK_END, tmp_path / "restarted.log")
     created = _wait_for_posts(state, process, at_least=10)
     pg.stop(TEST_DIR / "pgdata")
     time.sleep(1)

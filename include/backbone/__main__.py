@@ -14,7 +14,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backbone.ledger import EXCEPTION_COLUMNS, RUN_COLUMNS, Ledger, LedgerUnavailable, parse_period, resolve_flow, to_csv, to_table
+from backbone.ledger import (
+    EXCEPTION_COLUMNS,
+    RUN_COLUMNS,
+    Ledger,
+    LedgerUnavailable,
+    check_paging,
+    parse_period,
+    resolve_flow,
+    to_csv,
+    to_table,
+)
 
 TABLE_RUN_COLUMNS = ["flow", "interval", "status", "extracted", "exceptions", "loaded", "posted", "hours", "amounts"]
 TABLE_EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen"]
@@ -33,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     args = parser.parse_args(argv)
     try:
-        if not 1 <= args.page <= 100_000 or not 1 <= args.page_size <= 100_000:
-            raise ValueError(f"--page and --page-size must be between 1 and 100000 (got {args.page}, {args.page_size})")
+        check_paging(args.page, args.page_size)
         ledger = Ledger.from_settings()
         flow = resolve_flow(args.flow)
         period = parse_period(args.week or args.month or args.day, ledger.timezone)

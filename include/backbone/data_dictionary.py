@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,8 @@ class EntitySpec:
         return self.fields[field_name].sources.get(system)
 
 
-FIELD_KEYS = frozenset({
-    "type", "required", "unique", "pattern", "allowed_values", "min", "max", "exclusive_min", "max_length", "max_age_days", "description", "sources",
-})  # fmt: skip
+FIELD_KEYS = frozenset(f.name for f in fields(FieldSpec)) - {"name"}
+"""The properties a dictionary field may state: every ``FieldSpec`` attribute but its name."""
 KNOWN_TYPES = frozenset({*TYPE_PATTERNS, "string", "enum", "boolean"})
 
 

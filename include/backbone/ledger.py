@@ -69,6 +69,18 @@ def _period_days(text: str) -> tuple[date, date]:
     return first, last
 
 
+MAX_PAGE = 100_000
+MAX_PAGE_SIZE = 100_000
+
+
+def check_paging(page: int, page_size: int, *, max_page_size: int = MAX_PAGE_SIZE) -> None:
+    """A page and page size a person asked for, refused with a sentence when out of range."""
+    if not 1 <= page <= MAX_PAGE:
+        raise ValueError(f"page must be between 1 and {MAX_PAGE} (got {page})")
+    if not 1 <= page_size <= max_page_size:
+        raise ValueError(f"page size must be between 1 and {max_page_size} (got {page_size})")
+
+
 def resolve_flow(name: str | None) -> str | None:
     """Accept a flow's id or any unambiguous part of it (``timesheets``, ``invoices``)."""
     if not name:

@@ -23,7 +23,17 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backbone.ledger import EXCEPTION_COLUMNS, FLOW_NAMES, RUN_COLUMNS, Ledger, LedgerUnavailable, parse_period, resolve_flow, to_csv
+from backbone.ledger import (
+    EXCEPTION_COLUMNS,
+    FLOW_NAMES,
+    RUN_COLUMNS,
+    Ledger,
+    LedgerUnavailable,
+    check_paging,
+    parse_period,
+    resolve_flow,
+    to_csv,
+)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2933}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
@@ -35,8 +45,7 @@ th{background:#f0f4f8}.failed{color:#b42318;font-weight:600}.success{color:#0676
 
 FINANCE_VIEW = "Finance"
 """The custom-view resource name a user must be allowed (``GET``) to read the Finance page."""
-MAX_PAGE = 100_000
-MAX_PAGE_SIZE = 500
+PAGE_SIZE_LIMIT = 500
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -66,10 +75,7 @@ def _paging(page: str, page_size: str) -> tuple[int, int]:
         number, size = int(page), int(page_size)
     except ValueError:
         raise ValueError(f"page and page_size must be whole numbers (got {page!r}, {page_size!r})") from None
-    if not 1 <= number <= MAX_PAGE:
-        raise ValueError(f"page must be between 1 and {MAX_PAGE} (got {number})")
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE} (got {size})")
+    check_paging(number, size, max_page_size=PAGE_SIZE_LIMIT)
     return number, size
 
 

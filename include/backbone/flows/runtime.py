@@ -81,14 +81,6 @@ def dag_run_is_active(dag_id: str, airflow_run_id: str) -> bool:
     return str(getattr(state, "value", state)) not in FINISHED_DAG_RUN_STATES
 
 
-def run_owner(engine: Engine, run: RunRef) -> str | None:
-    """The Airflow run id that claimed this flow's interval last (None when no record exists)."""
-    from backbone.warehouse.ops import read_run
-
-    record = read_run(engine, run)
-    return (record.get("details") or {}).get("airflow_run_id") if record else None
-
-
 def interval_key(start: datetime, end: datetime) -> str:
     """The identity of a run's work: its data interval in UTC. A rerun, a retry or a backfill of
     the same interval gets the same key (and so the same run record and quarantine rows), whatever
@@ -121,23 +113,25 @@ def finish_flow_run(
     from airflow.sdk.exceptions import AirflowFailException
 
     from backbone.warehouse.db import engine_for
-    from backbone.warehouse.ops import finish_run, read_run, record_run
+    from backbone.warehouse.ops import finish_run, read_run
 
     engine = engine_for(warehouse_conn_id)
     run = run_ref(flow, context)
-    owner = run_owner(engine, run)
+    current = read_run(engine, run) or {}
+    owner = (current.get("details") or {}).get("airflow_run_id")
     if owner not in (None, context["run_id"]):
         raise AirflowFailException(
             f"{flow} run {context['run_id']} did not run {run.run_id}: Airflow run {owner!r} of the same interval owns it; its record is left to that run"
         )
     succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
-    problem = unaccounted_records(read_run(engine, run) or {}) if succeeded and expects_verdicts else None
+    problem = unaccounted_records(current) if succeeded and expects_verdicts else None
     if problem:
         succeeded = False
-        with engine.begin() as connection:
-            record_run(connection, run, details={"failure": problem})
         log.error("%s: %s", flow, problem)
-    record = finish_run(engine, run, succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context))
+    record = finish_run(
+        engine, run, succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context),
+        details={"failure": problem} if problem else None,
+    )  # fmt: skip
     _alert(flow, engine, run, record)
     summary = {k: record.get(k) for k in ("status", "extracted", "valid", "quarantined", "loaded", "written_back")}
     if not succeeded:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import cached_property
 from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -86,6 +87,7 @@ class MemoryTokenStore:
 
     def __init__(self) -> None:
         self.tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def load(self, key: str) -> str | None:
         return self.tokens.get(key)
@@ -95,12 +97,6 @@ class MemoryTokenStore:
 
     def lock(self, key: str) -> AbstractContextManager[None]:
         return self._lock
-
-    @property
-    def _lock(self) -> threading.Lock:
-        if "_thread_lock" not in self.__dict__:
-            self.__dict__["_thread_lock"] = threading.Lock()
-        return self.__dict__["_thread_lock"]
 
 
 class RefreshingBearerAuth(AuthBase):
@@ -153,6 +149,14 @@ class RotatingOAuthMixin:
     @property
     def token_key(self) -> str:
         return f"{self.conn_id}_refresh_token"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}  # the session carries no token: ``bearer`` adds a fresh one to each request
+
+    @cached_property
+    def bearer(self) -> RefreshingBearerAuth:
+        """The ``requests`` auth every call of the hook sends with (token added, one refresh on 401)."""
+        return RefreshingBearerAuth(self.access_token)
 
     def access_token(self, *, force_refresh: bool = False) -> str:
         if self._token_lock is None:

@@ -29,7 +29,7 @@ from backbone.hooks.accounting import (
     time_entry_marker,
 )
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.oauth import AirflowVariableTokenStore, RefreshingBearerAuth, RotatingOAuthMixin, TokenStore
+from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
 from backbone.http import CursorGuard, RateLimiter, check_response
 from backbone.settings import load_settings
 
@@ -86,13 +86,6 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         if not realm:
             raise ValueError(f"Connection {self.conn_id!r} has no realm_id extra: set it to the QuickBooks company id")
         return realm
-
-    def auth_headers(self) -> dict[str, str]:
-        return {}  # the bearer token is added per request by self.bearer: it expires and is refreshed
-
-    @cached_property
-    def bearer(self) -> RefreshingBearerAuth:
-        return RefreshingBearerAuth(self.access_token)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

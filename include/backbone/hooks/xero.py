@@ -33,7 +33,7 @@ from backbone.hooks.accounting import (
     time_entry_marker,
 )
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.oauth import AirflowVariableTokenStore, RefreshingBearerAuth, RotatingOAuthMixin, TokenStore
+from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
 from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,6 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     @cached_property
     def concurrency(self) -> threading.BoundedSemaphore:
         return threading.BoundedSemaphore(max(1, min(int(self.budget("max_concurrency", setting=None, default=5)), 5)))
-
-    def auth_headers(self) -> dict[str, str]:
-        return {}  # the bearer token is added per request by self.bearer: it lasts 30 minutes and is refreshed
-
-    @cached_property
-    def bearer(self) -> RefreshingBearerAuth:
-        return RefreshingBearerAuth(self.access_token)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

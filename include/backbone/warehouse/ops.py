@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ from backbone.warehouse.tables import flow_run, quarantine, staged_record
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,28 +45,31 @@ class FlowBusy(RuntimeError):
     """Another run holds the lock this run needs; nothing was touched."""
 
 
-@contextmanager
-def exclusive(engine: Engine, lock: str, *, what: str) -> Iterator[None]:
-    """Hold the row lock ``lock`` of ``ops.flow_lock`` on a dedicated connection for the block, across
-    processes and hosts; if someone else holds it, fail at once with ``what`` (never race them).
+ENSURE_LOCK_ROW = "INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"
+TAKE_LOCK_ROW = "SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE"
+TRY_LOCK_ROW = "SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE NOWAIT"
 
-    The lock is a row locked ``FOR UPDATE NOWAIT`` in a transaction kept open for the block: a
-    process that dies drops its connection and so its lock, and a role without UPDATE on the ops
-    tables (the finance reader) cannot take it at all.
-    """
+
+@contextmanager
+def _held_lock_row(engine: Engine, lock: str, *, busy: str | None, timeout_seconds: float | None = None) -> Iterator[None]:
+    """Hold the row ``lock`` of ``ops.flow_lock`` on a dedicated connection for the block, in a
+    transaction kept open: a process that dies drops its connection and so its lock, and a role
+    without UPDATE on the ops tables (the finance reader) cannot take it at all. With ``busy`` set,
+    a held lock fails at once with that sentence; otherwise it is waited for (up to ``timeout_seconds``)."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
     with engine.connect() as connection:
-        connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
-        connection.commit()
+        connection.execute(text(ENSURE_LOCK_ROW), {"lock": lock})
+        connection.commit()  # committed first: another taker must find the row, not wait on our insert
+        if timeout_seconds is not None:
+            connection.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": f"{int(timeout_seconds * 1000)}ms"})
         try:
-            connection.execute(text("SET LOCAL lock_timeout = '1ms'"))
-            connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE NOWAIT"), {"lock": lock})
+            connection.execute(text(TRY_LOCK_ROW if busy is not None else TAKE_LOCK_ROW), {"lock": lock})
         except OperationalError as exc:
             connection.rollback()
-            if "could not obtain lock" in str(exc) or "lock timeout" in str(exc) or "canceling statement" in str(exc):
-                raise FlowBusy(f"{what}; this run will retry after it") from None
+            if busy is not None and "could not obtain lock" in str(exc):
+                raise FlowBusy(f"{busy}; this run will retry after it") from None
             raise
         try:
             yield
@@ -71,29 +77,24 @@ def exclusive(engine: Engine, lock: str, *, what: str) -> Iterator[None]:
             connection.rollback()
 
 
-def lock_for_transaction(connection: Connection, lock: str) -> None:
-    """Take the row lock ``lock`` of ``ops.flow_lock`` until the current transaction ends (waits for
-    a holder). For loads that must not interleave; the finance role cannot take it."""
-    from sqlalchemy import text
-
-    connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
-    connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE"), {"lock": lock})
+def exclusive(engine: Engine, lock: str, *, what: str) -> AbstractContextManager[None]:
+    """Hold the flow lock ``lock`` for the block, across processes and hosts; if someone else holds
+    it, fail at once with ``what`` (never race them)."""
+    return _held_lock_row(engine, lock, busy=what)
 
 
-@contextmanager
-def waiting_lock(engine: Engine, lock: str, *, timeout_seconds: float) -> Iterator[None]:
+def waiting_lock(engine: Engine, lock: str, *, timeout_seconds: float) -> AbstractContextManager[None]:
     """Like :func:`exclusive`, but wait up to ``timeout_seconds`` for the holder instead of failing."""
+    return _held_lock_row(engine, lock, busy=None, timeout_seconds=timeout_seconds)
+
+
+def lock_for_transaction(connection: Connection, lock: str) -> None:
+    """Take the flow lock ``lock`` until the current transaction ends (waits for a holder). For
+    loads that must not interleave; the finance role cannot take it."""
     from sqlalchemy import text
 
-    with engine.connect() as connection:
-        connection.execute(text("INSERT INTO ops.flow_lock (name) VALUES (:lock) ON CONFLICT DO NOTHING"), {"lock": lock})
-        connection.commit()
-        connection.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": f"{int(timeout_seconds * 1000)}ms"})
-        connection.execute(text("SELECT name FROM ops.flow_lock WHERE name = :lock FOR UPDATE"), {"lock": lock})
-        try:
-            yield
-        finally:
-            connection.rollback()
+    connection.execute(text(ENSURE_LOCK_ROW), {"lock": lock})
+    connection.execute(text(TAKE_LOCK_ROW), {"lock": lock})
 
 
 def clear_staging(connection: Connection, run: RunRef) -> None:
@@ -141,11 +142,7 @@ def set_aside_unstorable(
             index_elements=["flow", "run_id", "entity", "source_key"], set_={"payload": statement.excluded.payload, "status": UNSTORABLE, "canonical": None},
         ))  # fmt: skip
         add_quarantine(connection, run, problems)
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]]
-        )
+        log.warning("%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]])
     return storable
 
 
@@ -447,10 +444,19 @@ def read_run(engine: Engine, run: RunRef) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def finish_run(engine: Engine, run: RunRef, *, succeeded: bool, finished_at: datetime, airflow_url: str | None = None) -> dict[str, Any]:
+def finish_run(
+    engine: Engine,
+    run: RunRef,
+    *,
+    succeeded: bool,
+    finished_at: datetime,
+    airflow_url: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Close the run's record; on success drop its staging rows (they are evidence only on failure)."""
     with engine.begin() as connection:
-        record_run(connection, run, status="success" if succeeded else "failed", finished_at=finished_at, airflow_url=airflow_url)
+        extra = {"details": details} if details else {}
+        record_run(connection, run, status="success" if succeeded else "failed", finished_at=finished_at, airflow_url=airflow_url, **extra)
         if succeeded:
             resolve_exceptions(connection, run, resolved_at=finished_at)
             clear_staging(connection, run)
