@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backbone.http import CursorGuard, FatalApiError, RateLimiter, RepeatedCursorError, RetriableApiError, RetryPolicy, parse_retry_after
+from backbone.http import FatalApiError, RateLimiter, RetriableApiError, RetryPolicy, parse_retry_after
 
 
 def policy(sleeps: list[float], attempts: int = 4) -> RetryPolicy:
@@ -71,11 +71,3 @@ def test_rate_limiter_spaces_calls_evenly():
         limiter.acquire()
     assert now[0] == pytest.approx(1.0)
     assert slept == pytest.approx([0.25] * 4)
-
-
-def test_cursor_guard_stops_a_repeating_cursor():
-    guard = CursorGuard("search")
-    assert guard.check("100") == "100"
-    assert guard.check(None) is None
-    with pytest.raises(RepeatedCursorError, match="repeated cursor"):
-        guard.check("100")

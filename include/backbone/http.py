@@ -1,4 +1,4 @@
-"""HTTP plumbing every vendor hook shares: error split, retry policy, rate budget, paging guard.
+"""HTTP plumbing every vendor hook shares: error split, retry policy, rate budget (paging: ``backbone.paging``).
 
 The split follows what vendors mean: 429 and 5xx (and dropped connections, timeouts and
 truncated bodies) are worth retrying, with ``Retry-After`` honoured when present and
@@ -177,19 +177,3 @@ class RateLimiter:
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
-
-
-class CursorGuard:
-    """Remembers the cursors of one paging loop and refuses one it has already seen."""
-
-    def __init__(self, description: str):
-        self.description = description
-        self._seen: set[str] = set()
-
-    def check(self, cursor: str | None) -> str | None:
-        if cursor is None:
-            return None
-        if cursor in self._seen:
-            raise RepeatedCursorError(f"{self.description}: the vendor repeated cursor {cursor!r}; stopping instead of looping")
-        self._seen.add(cursor)
-        return cursor

@@ -6,11 +6,12 @@ with 503 today and with 429 + ``Retry-After`` from 2026-09-16; both are retried 
 
 from __future__ import annotations
 
-import base64
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from backbone.hooks.auth import ApiKeyBasicAuth
 from backbone.hooks.base import JsonApiHook
 from backbone.http import RateLimiter
 
@@ -51,19 +52,17 @@ class BambooHRHook(JsonApiHook):
 
     def __init__(self, bamboohr_conn_id: str = default_conn_name, **kwargs: Any):
         super().__init__(bamboohr_conn_id, **kwargs)
-        self._limiter: RateLimiter | None = None
 
-    @property
+    @cached_property
     def limiter(self) -> RateLimiter:
-        if self._limiter is None:
-            self._limiter = RateLimiter(self.budget("requests_per_second", setting=None, default=5))
-        return self._limiter
+        return RateLimiter(self.budget("requests_per_second", setting=None, default=5))
 
-    def auth_headers(self) -> dict[str, str]:
+    @cached_property
+    def auth(self) -> ApiKeyBasicAuth:
         key = self.connection.password
         if not key:
             raise ValueError(f"Connection {self.conn_id!r} has no API key: put it in the password field")
-        return {"Authorization": "Basic " + base64.b64encode(f"{key}:x".encode()).decode()}
+        return ApiKeyBasicAuth(key)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

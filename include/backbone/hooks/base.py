@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from backbone.hooks.auth import BearerTokenAuth
 from backbone.http import RateLimiter, RetryPolicy, check_response
 from backbone.settings import load_settings
 
 if TYPE_CHECKING:
     import requests
     from airflow.sdk import Connection
+    from requests.auth import AuthBase
 
 
 def base_url_of(conn: Connection, default: str) -> str:
@@ -28,7 +31,7 @@ def base_url_of(conn: Connection, default: str) -> str:
 
 
 class JsonApiHook(BaseHook):
-    """A JSON REST API reached with a bearer token; subclasses name the system and its limits."""
+    """A JSON REST API; subclasses name the system, its auth, its limits and its response checks."""
 
     system_name = "api"
     default_base_url = ""
@@ -69,21 +72,36 @@ class JsonApiHook(BaseHook):
     def base_url(self) -> str:
         return base_url_of(self.connection, self.default_base_url)
 
-    def auth_headers(self) -> dict[str, str]:
+    @cached_property
+    def auth(self) -> AuthBase:
+        """How each request proves who it is (``backbone.hooks.auth``): here a fixed bearer token from
+        the Connection's password; hooks with other schemes override this, and nothing else."""
         token = self.connection.password
         if not token:
             raise ValueError(f"Connection {self.conn_id!r} has no token: put the API token in its password field")
-        return {"Authorization": f"Bearer {token}"}
+        return BearerTokenAuth(token)
 
     def get_conn(self) -> requests.Session:
-        """A session carrying the Connection's credentials (built once per hook instance)."""
+        """The HTTP session of this hook (built once per hook instance; auth is added per request)."""
         if self._session is None:
             import requests
 
             session = requests.Session()
-            session.headers.update({"Accept": "application/json", **self.auth_headers()})
+            session.headers.update({"Accept": "application/json"})
             self._session = session
         return self._session
+
+    def url_for(self, path: str) -> str:
+        """The full URL of ``path`` (a hook whose API lives elsewhere than its base URL overrides this)."""
+        return f"{self.base_url}{path}"
+
+    def before_send(self) -> None:
+        """Called before every attempt: a hook that must stop before sending (a usage ceiling) raises here."""
+
+    def validate_response(self, response: requests.Response) -> Any:
+        """The one place an answer is judged: the decoded body, or the error class its status calls
+        for. A vendor with its own signals (a daily-quota header, a usage header) overrides this."""
+        return check_response(response, system=self.system_name)
 
     def request(
         self,
@@ -91,11 +109,12 @@ class JsonApiHook(BaseHook):
         path: str,
         *,
         limiter: RateLimiter | None = None,
+        concurrency: AbstractContextManager[Any] | None = None,
         description: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Send one call with the retry policy; return decoded JSON (None for an empty body)."""
-        return self.request_with_status(method, path, limiter=limiter, description=description, **kwargs)[1]
+        return self.request_with_status(method, path, limiter=limiter, concurrency=concurrency, description=description, **kwargs)[1]
 
     def request_with_status(
         self,
@@ -103,18 +122,22 @@ class JsonApiHook(BaseHook):
         path: str,
         *,
         limiter: RateLimiter | None = None,
+        concurrency: AbstractContextManager[Any] | None = None,
         description: str | None = None,
         **kwargs: Any,
     ) -> tuple[int, Any]:
-        """Like :meth:`request`, also returning the HTTP status (201 vs 200 matters to upserts)."""
+        """The request pipeline every vendor call goes through: usage check, rate budget,
+        concurrency cap, auth, the vendor's response check, and retries of what is retriable.
+        Also returns the HTTP status (201 vs 200 matters to upserts)."""
         session = self.get_conn()
-        url = f"{self.base_url}{path}"
         kwargs.setdefault("timeout", self.timeout)
 
         def attempt() -> tuple[int, Any]:
+            self.before_send()
             if limiter is not None:
                 limiter.acquire()
-            response = session.request(method, url, **kwargs)
-            return response.status_code, check_response(response, system=self.system_name)
+            with concurrency or nullcontext():
+                response = session.request(method, self.url_for(path), auth=self.auth, **kwargs)
+            return response.status_code, self.validate_response(response)
 
         return self.retry_policy.call(attempt, description=description or f"{self.system_name} {method} {path}")

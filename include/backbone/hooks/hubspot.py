@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -11,7 +11,8 @@ from typing import Any
 
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.crm import canonical, field_paths
-from backbone.http import CursorGuard, RateLimiter, RetriableApiError
+from backbone.http import RateLimiter, RetriableApiError
+from backbone.paging import CursorPaginator, keyset_windows, pages
 from backbone.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class HubSpotHook(JsonApiHook):
         path = f"/crm/v3/objects/{OBJECT_TYPE_IDS.get(object_type, object_type)}/search"
         for attempt in range(EMPTY_PAGE_RETRIES + 1):
             page = self.request("POST", path, json=body, limiter=self.search_limiter)
-            has_next = bool(((page.get("paging") or {}).get("next") or {}).get("after"))
+            has_next = bool(_next_after(page))
             if page.get("results") or not has_next or attempt == EMPTY_PAGE_RETRIES:
                 return page
             log.warning(
@@ -123,35 +124,33 @@ class HubSpotHook(JsonApiHook):
         Paging uses ``after``; since a search stops at 10,000 results, the loop opens a new
         window (``hs_object_id`` greater than the last id seen) before reaching the cap.
         """
-        last_id: int | None = None
-        while True:
+        description = f"HubSpot {object_type} search"
+
+        def window(after_id: int | None) -> Generator[list[dict[str, Any]], None, bool]:
             window_filters = list(filters)
-            if last_id is not None:
-                window_filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)})
-            guard = CursorGuard(f"HubSpot {object_type} search")
-            after: str | None = None
+            if after_id is not None:
+                window_filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": str(after_id)})
+                log.info("HubSpot %s search: opening a new window after id %s", object_type, after_id)
+            body: dict[str, Any] = {
+                "filterGroups": [{"filters": window_filters}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "properties": properties,
+                "limit": SEARCH_PAGE_SIZE,
+            }
+
+            def fetch(after: str | None) -> dict[str, Any]:
+                return self._search_page(object_type, {**body, **({"after": after} if after is not None else {})})
+
+            paginator = CursorPaginator(_next_after, description=description, continue_if_empty=False)
             in_window = 0
-            while True:
-                body = {
-                    "filterGroups": [{"filters": window_filters}],
-                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                    "properties": properties,
-                    "limit": SEARCH_PAGE_SIZE,
-                }
-                if after is not None:
-                    body["after"] = after
-                page = self._search_page(object_type, body)
-                results = page.get("results") or []
-                if results:
-                    yield results
-                    last_id = max(int(r["id"]) for r in results)
-                in_window += len(results)
-                after = guard.check(((page.get("paging") or {}).get("next") or {}).get("after"))
-                if after is None or not results:
-                    return
-                if in_window + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP:
-                    log.info("HubSpot %s search: %d results in this window; opening a new one after id %s", object_type, in_window, last_id)
-                    break
+            for page in pages(paginator, fetch, lambda answer: answer.get("results")):
+                yield page
+                in_window += len(page)
+                if not paginator.finished and in_window + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP:
+                    return True  # the cap is near: the rest comes in a new window
+            return False
+
+        yield from keyset_windows(window, lambda record: int(record["id"]), description=description)
 
     def search_modified(
         self,
@@ -266,6 +265,11 @@ def primary_association(targets: list[dict[str, Any]], primary_type_id: int = PR
         if any(t.get("typeId") == primary_type_id for t in target.get("associationTypes", [])):
             return str(target["toObjectId"])
     return str(min(int(t["toObjectId"]) for t in targets))
+
+
+def _next_after(page: dict[str, Any]) -> str | None:
+    """The ``after`` cursor of a search answer's next page, if it offers one."""
+    return ((page.get("paging") or {}).get("next") or {}).get("after")
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

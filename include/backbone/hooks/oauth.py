@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException
-from requests.auth import AuthBase
 
+from backbone.hooks.auth import RefreshingBearerAuth
 from backbone.http import FatalApiError, check_response
 
 log = logging.getLogger(__name__)
@@ -99,37 +99,6 @@ class MemoryTokenStore:
         return self._lock
 
 
-class RefreshingBearerAuth(AuthBase):
-    """``requests`` auth for an OAuth bearer token that expires: request code never touches tokens.
-
-    Adds ``Authorization: Bearer <token>`` to each request; when the answer is 401 (the token
-    expired early or was revoked) it asks for a fresh token once and sends the request again.
-    A second 401 is returned as it is, for the caller's error handling to judge.
-    """
-
-    def __init__(self, token: Callable[..., str]):
-        self.token = token
-        """``token()`` gives the current access token, ``token(force_refresh=True)`` a new one."""
-
-    def __call__(self, request: Any) -> Any:
-        request.headers["Authorization"] = f"Bearer {self.token()}"
-        request.register_hook("response", self._resend_once_on_401)
-        return request
-
-    def _resend_once_on_401(self, response: Any, **kwargs: Any) -> Any:
-        if response.status_code != 401 or getattr(response.request, "bearer_refreshed", False):
-            return response
-        response.content  # noqa: B018 - read the body so the connection can be reused
-        response.close()
-        retry = response.request.copy()
-        retry.headers["Authorization"] = f"Bearer {self.token(force_refresh=True)}"
-        retry.bearer_refreshed = True
-        answer = response.connection.send(retry, **kwargs)
-        answer.history.append(response)
-        answer.request = retry
-        return answer
-
-
 class RotatingOAuthMixin:
     """For a hook whose Connection holds an OAuth client (login = client id, password = secret) and
     whose ``refresh_token`` extra is the first refresh token; rotated ones go to ``token_store``."""
@@ -150,11 +119,8 @@ class RotatingOAuthMixin:
     def token_key(self) -> str:
         return f"{self.conn_id}_refresh_token"
 
-    def auth_headers(self) -> dict[str, str]:
-        return {}  # the session carries no token: ``bearer`` adds a fresh one to each request
-
     @cached_property
-    def bearer(self) -> RefreshingBearerAuth:
+    def auth(self) -> RefreshingBearerAuth:
         """The ``requests`` auth every call of the hook sends with (token added, one refresh on 401)."""
         return RefreshingBearerAuth(self.access_token)
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from backbone.hooks.base import JsonApiHook
-from backbone.http import CursorGuard
+from backbone.paging import CursorPaginator, pages
 
 
 @dataclass(frozen=True)
@@ -86,35 +86,28 @@ class PsaHook(JsonApiHook):
         """Time entries approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
         if approved_from.tzinfo is None or approved_to.tzinfo is None:
             raise ValueError("approval window bounds need a time zone")
-        guard = CursorGuard("PSA time entries")
-        params: dict[str, Any] = {
+        window = {
             "approved_from": approved_from.isoformat(),
             "approved_to": approved_to.isoformat(),
             "approval_status": "approved",
             "page_size": page_size,
         }
-        while True:
-            body = self.request("GET", "/api/v1/time-entries", params=params, description="PSA list time entries")
-            items = (body or {}).get("items") or []
-            if items:
-                yield items
-            cursor = guard.check((body or {}).get("next_cursor"))
-            if cursor is None:
-                return
-            params["cursor"] = cursor
+        yield from self._cursor_pages("/api/v1/time-entries", window, description="PSA list time entries")
 
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
         """PM-approved invoices and credit notes of a billing month (``YYYY-MM``), voided ones marked."""
-        guard = CursorGuard("PSA invoices")
-        params: dict[str, Any] = {"period": period, "page_size": page_size}
-        while True:
-            body = self.request("GET", "/api/v1/invoices", params=params, description=f"PSA list invoices {period}")
-            if items := (body or {}).get("items") or []:
-                yield items
-            cursor = guard.check((body or {}).get("next_cursor"))
-            if cursor is None:
-                return
-            params["cursor"] = cursor
+        yield from self._cursor_pages(
+            "/api/v1/invoices", {"period": period, "page_size": page_size}, description=f"PSA list invoices {period}"
+        )
+
+    def _cursor_pages(self, path: str, params: dict[str, Any], *, description: str) -> Iterator[list[dict[str, Any]]]:
+        """The PSA's list paging: ``items`` and a ``next_cursor`` until there is none."""
+
+        def fetch(cursor: str | None) -> Any:
+            return self.request("GET", path, params={**params, **({"cursor": cursor} if cursor else {})}, description=description)
+
+        paginator = CursorPaginator(lambda body: (body or {}).get("next_cursor"), description=description)
+        yield from pages(paginator, fetch, lambda body: (body or {}).get("items"))
 
     def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool:
         """Tell the PSA what accounting says about an invoice; True when the PSA changed."""

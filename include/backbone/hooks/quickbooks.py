@@ -30,7 +30,8 @@ from backbone.hooks.accounting import (
 )
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import CursorGuard, RateLimiter, check_response
+from backbone.http import RateLimiter
+from backbone.paging import OffsetPaginator, pages
 from backbone.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -98,36 +99,26 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     def call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None
     ) -> Any:
-        """One company-scoped call with budget, concurrency cap, retries and one token refresh on 401."""
-        session = self.get_conn()
-        url = f"{self.base_url}/v3/company/{quote(self.realm_id)}{path}"
+        """One company-scoped call through the hook's request pipeline (budget, at most
+        ``max_concurrency`` at once, one token refresh on 401, retries)."""
         query = {"minorversion": self.extras.get("minor_version", 75), **(params or {})}
-
-        def attempt() -> Any:
-            self.limiter.acquire()
-            with self.concurrency:
-                response = session.request(method, url, params=query, json=json, auth=self.bearer, timeout=self.timeout)
-            return check_response(response, system=self.system_name)
-
-        return self.retry_policy.call(attempt, description=description or f"QuickBooks {method} {path}")
+        return self.request(
+            method, f"/v3/company/{quote(self.realm_id)}{path}", params=query, json=json, limiter=self.limiter, concurrency=self.concurrency,
+            description=description or f"QuickBooks {method} {path}",
+        )  # fmt: skip
 
     def query_all(self, entity: str, where: str | None = None, *, page_size: int = QUERY_PAGE_MAX) -> Iterator[list[dict[str, Any]]]:
-        """Every ``entity`` row matching ``where`` (a QuickBooks query condition), page by page."""
+        """Every ``entity`` row matching ``where`` (a QuickBooks query condition), page by page
+        (``STARTPOSITION`` from 1 until a short page)."""
         page_size = min(page_size, QUERY_PAGE_MAX)
-        guard = CursorGuard(f"QuickBooks query {entity}")
-        start = 1
-        while True:
-            guard.check(str(start))
-            statement = (
-                f"SELECT * FROM {entity}{f' WHERE {where}' if where else ''} ORDERBY Id STARTPOSITION {start} MAXRESULTS {page_size}"
-            )
-            body = self.call("GET", "/query", params={"query": statement}, description=f"QuickBooks query {entity} from {start}")
-            rows = ((body or {}).get("QueryResponse") or {}).get(entity) or []
-            if rows:
-                yield rows
-            if len(rows) < page_size:
-                return
-            start += len(rows)
+        condition = f" WHERE {where}" if where else ""
+
+        def fetch(start: int | None) -> Any:
+            statement = f"SELECT * FROM {entity}{condition} ORDERBY Id STARTPOSITION {start} MAXRESULTS {page_size}"
+            return self.call("GET", "/query", params={"query": statement}, description=f"QuickBooks query {entity} from {start}")
+
+        paginator = OffsetPaginator(page_size=page_size, first=1, description=f"QuickBooks query {entity}")
+        yield from pages(paginator, fetch, lambda body: ((body or {}).get("QueryResponse") or {}).get(entity))
 
     def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> PostedObject:
         return self._write(entity, body, request_id)

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from backbone.hooks.auth import RefreshingBearerAuth
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.crm import canonical, field_paths
-from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
+from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter, check_response
+from backbone.paging import NextUrlPaginator, keyset_windows, pages
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +94,12 @@ class SalesforceHook(JsonApiHook):
     def api_path(self) -> str:
         return f"/services/data/v{self.extras.get('api_version', DEFAULT_API_VERSION)}"
 
-    def auth_headers(self) -> dict[str, str]:
-        return {}  # the session token is added per request: it expires and is renewed
-
     # --- OAuth ----------------------------------------------------------------------------------
+    @cached_property
+    def auth(self) -> RefreshingBearerAuth:
+        """The session's bearer token on every request, renewed once when Salesforce answers 401."""
+        return RefreshingBearerAuth(lambda *, force_refresh=False: self.session_token(renew=force_refresh)[0])
+
     def session_token(self, *, renew: bool = False) -> tuple[str, str]:
         """``(access token, instance URL)``, fetched once and again when Salesforce says it expired."""
         with self._token_lock:
@@ -135,35 +142,23 @@ class SalesforceHook(JsonApiHook):
         return True, "Salesforce answered a SOQL query"
 
     # --- calls ----------------------------------------------------------------------------------
+    def url_for(self, path: str) -> str:
+        """Calls go to the org's instance (named by the token answer), not to the login URL."""
+        return f"{self.session_token()[1]}{path}"
+
     def call(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None
     ) -> Any:
-        """One REST call on the org's instance: budget, retries, one session renewal on 401, usage check."""
-        session = self.get_conn()
-        batch = int(self.extras.get("batch_size", 2000))
+        """One REST call on the org's instance through the hook's request pipeline (usage ceiling,
+        budget, one session renewal on 401, the usage header read, retries)."""
+        return self.request(
+            method, path, params=params, json=json, headers={"Sforce-Query-Options": f"batchSize={int(self.extras.get('batch_size', 2000))}"},
+            limiter=self.limiter, description=description or f"Salesforce {method} {path}",
+        )  # fmt: skip
 
-        def attempt() -> Any:
-            self._check_usage()  # before sending: the answer to a call already sent is never thrown away
-            self.limiter.acquire()
-            token, instance = self.session_token()
-            headers = {"Authorization": f"Bearer {token}", "Sforce-Query-Options": f"batchSize={batch}"}
-            response = session.request(method, f"{instance}{path}", params=params, json=json, headers=headers, timeout=self.timeout)
-            if response.status_code == 401:  # session expired or revoked: renew once, then judge
-                token, instance = self.session_token(renew=True)
-                headers["Authorization"] = f"Bearer {token}"
-                response = session.request(method, f"{instance}{path}", params=params, json=json, headers=headers, timeout=self.timeout)
-            self.api_usage = parse_api_usage(response.headers.get("Sforce-Limit-Info")) or self.api_usage
-            if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
-                raise QuotaExhaustedError(
-                    f"Salesforce: the org's API request limit is used up ({response.text[:200]}); the run stops until the limit resets",
-                    status=403,
-                )
-            return check_response(response, system=self.system_name)
-
-        return self.retry_policy.call(attempt, description=description or f"Salesforce {method} {path}")
-
-    def _check_usage(self) -> None:
-        """Stop before the org's daily API requests pass ``max_api_usage`` (as of the last answer's header)."""
+    def before_send(self) -> None:
+        """Stop before the org's daily API requests pass ``max_api_usage`` (as of the last answer's
+        header): checked before sending, so the answer to a call already sent is never thrown away."""
         if self.api_usage is None:
             return
         used, limit = self.api_usage
@@ -174,19 +169,29 @@ class SalesforceHook(JsonApiHook):
                 "stopping so other integrations keep their share (raise max_api_usage or wait for the daily reset)"
             )
 
+    def validate_response(self, response: requests.Response) -> Any:
+        """Salesforce's own signals: the ``Sforce-Limit-Info`` usage header on every answer, and 403
+        ``REQUEST_LIMIT_EXCEEDED`` when the org's daily limit is spent."""
+        self.api_usage = parse_api_usage(response.headers.get("Sforce-Limit-Info")) or self.api_usage
+        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
+            raise QuotaExhaustedError(
+                f"Salesforce: the org's API request limit is used up ({response.text[:200]}); the run stops until the limit resets",
+                status=403,
+            )
+        return super().validate_response(response)
+
     def query(self, statement: str) -> Iterator[list[dict[str, Any]]]:
         """Pages of records of one SOQL query: ``query``, then ``queryMore`` through ``nextRecordsUrl``."""
-        guard = CursorGuard("Salesforce query")
-        body = self.call("GET", f"{self.api_path}/query", params={"q": statement}, description=f"Salesforce query {statement[:60]}")
-        while True:
-            records = body.get("records") or []
-            if records:
-                yield records
-            next_url = body.get("nextRecordsUrl")
-            if body.get("done", True) or not next_url:
-                return
-            guard.check(next_url)
-            body = self.call("GET", next_url, description="Salesforce queryMore")
+
+        def fetch(next_url: str | None) -> Any:
+            if next_url is None:
+                return self.call("GET", f"{self.api_path}/query", params={"q": statement}, description=f"Salesforce query {statement[:60]}")
+            return self.call("GET", next_url, description="Salesforce queryMore")
+
+        paginator = NextUrlPaginator(
+            lambda body: body.get("nextRecordsUrl"), done=lambda body: bool(body.get("done", True)), description="Salesforce query"
+        )
+        yield from pages(paginator, fetch, lambda body: body.get("records"))
 
     def query_ids(self, select: str, sobject: str, id_field: str, ids: Iterable[str], *, extra_where: str = "") -> Iterator[dict[str, Any]]:
         """Records whose ``id_field`` is one of ``ids``, ``ID_BATCH`` ids per query."""
@@ -209,26 +214,27 @@ class SalesforceHook(JsonApiHook):
         """Won Opportunities modified in ``[start, end)``, bundled with Account and contact roles."""
         stages = self.stage_labels()
         fields = _deal_select()
-        after: tuple[str, str] | None = None
-        while True:
+        bounds = f"IsWon = true AND SystemModstamp >= {soql_datetime(start)} AND SystemModstamp < {soql_datetime(end)}"
+
+        def window(after: tuple[str, str] | None) -> Generator[list[dict[str, Any]], None, bool]:
             keyset = ""
             if after is not None:
                 stamp, last_id = after
                 keyset = f" AND (SystemModstamp > {stamp} OR (SystemModstamp = {stamp} AND Id > {soql_string(last_id)}))"
-            statement = (
-                f"SELECT {fields} FROM Opportunity WHERE IsWon = true AND SystemModstamp >= {soql_datetime(start)} "
-                f"AND SystemModstamp < {soql_datetime(end)}{keyset} ORDER BY SystemModstamp ASC, Id ASC LIMIT {WINDOW_SIZE}"
-            )
+                log.info("Salesforce: the last window was full; the next starts after %s %s", stamp, last_id)
             in_window = 0
-            last: dict[str, Any] | None = None
-            for page in self.query(statement):
-                yield self._bundle_page(page, stages)
+            for page in self.query(
+                f"SELECT {fields} FROM Opportunity WHERE {bounds}{keyset} ORDER BY SystemModstamp ASC, Id ASC LIMIT {WINDOW_SIZE}"
+            ):
                 in_window += len(page)
-                last = page[-1]
-            if in_window < WINDOW_SIZE or last is None:
-                return
-            after = (soql_datetime(datetime.fromisoformat(last["SystemModstamp"])), str(last["Id"]))
-            log.info("Salesforce: %d opportunities in this window; the next starts after %s %s", in_window, *after)
+                yield page
+            return in_window >= WINDOW_SIZE
+
+        def key_of(opportunity: dict[str, Any]) -> tuple[str, str]:
+            return soql_datetime(datetime.fromisoformat(opportunity["SystemModstamp"])), str(opportunity["Id"])
+
+        for page in keyset_windows(window, key_of, description="Salesforce won opportunities"):
+            yield self._bundle_page(page, stages)
 
     def _bundle_page(self, opportunities: list[dict[str, Any]], stages: dict[str, str]) -> list[dict[str, Any]]:
         account_ids = [o["AccountId"] for o in opportunities if o.get("AccountId")]

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
@@ -34,7 +34,11 @@ from backbone.hooks.accounting import (
 )
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import CursorGuard, FatalApiError, QuotaExhaustedError, RateLimiter, check_response
+from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter
+from backbone.paging import PageNumberPaginator, pages
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -124,56 +128,55 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         self, method: str, path: str, *, api: str = ACCOUNTING_PATH, params: dict[str, Any] | None = None, json: Any = None,
         idempotency_key: str | None = None, headers: dict[str, str] | None = None, description: str | None = None,
     ) -> Any:  # fmt: skip
-        """One tenant call with budget, concurrency cap, retries and one token refresh on 401."""
+        """One tenant call through the hook's request pipeline (budget, at most ``max_concurrency`` at
+        once, one token refresh on 401, the daily-quota check, retries)."""
         if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
             raise ValueError(f"Idempotency-Key {idempotency_key!r} is longer than {IDEMPOTENCY_KEY_MAX} characters")
-        session = self.get_conn()
-        url = f"{self.base_url}{api}{path}"
         fixed = {"xero-tenant-id": self.tenant_id, **({"Idempotency-Key": idempotency_key} if idempotency_key else {}), **(headers or {})}
+        return self.request(
+            method, f"{api}{path}", params=params, json=json, headers=fixed, limiter=self.limiter, concurrency=self.concurrency,
+            description=description or f"Xero {method} {path}",
+        )  # fmt: skip
 
-        def attempt() -> Any:
-            self.limiter.acquire()
-            with self.concurrency:
-                response = session.request(method, url, params=params, json=json, headers=fixed, auth=self.bearer, timeout=self.timeout)
-            if response.status_code == 429 and response.headers.get("X-Rate-Limit-Problem", "").lower() == "day":
-                raise QuotaExhaustedError(
-                    f"Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in {response.headers.get('Retry-After', '?')} s. "
-                    "Nothing was lost: unsent work stays pending for the next run.",
-                    status=429,
-                )
-            return check_response(response, system=self.system_name)
-
-        return self.retry_policy.call(attempt, description=description or f"Xero {method} {path}")
+    def validate_response(self, response: requests.Response) -> Any:
+        """Xero's daily quota (429 with ``X-Rate-Limit-Problem: day``) cannot be waited out within a
+        task: it stops the run with pending work left pending. Everything else as usual."""
+        if response.status_code == 429 and response.headers.get("X-Rate-Limit-Problem", "").lower() == "day":
+            raise QuotaExhaustedError(
+                f"Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in {response.headers.get('Retry-After', '?')} s. "
+                "Nothing was lost: unsent work stays pending for the next run.",
+                status=429,
+            )
+        return super().validate_response(response)
 
     def list_all(
         self, collection: str, *, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None, paged: bool = True
     ) -> Iterator[list[dict[str, Any]]]:
-        """Pages of an Accounting collection (``page`` 1, 2, ... until a short page)."""
-        guard = CursorGuard(f"Xero {collection}")
-        page = 1
-        while True:
+        """Pages of an Accounting collection (``page`` 1, 2, ... until a short page); ``paged=False``
+        for the collections Xero returns whole."""
+        description = f"Xero list {collection}"
+
+        def fetch(page: int | None) -> Any:
             query = {**(params or {}), **({"page": page, "pageSize": ACCOUNTING_PAGE} if paged else {})}
-            guard.check(str(page))
-            body = self.call("GET", f"/{collection}", params=query, headers=headers, description=f"Xero list {collection} page {page}")
-            rows = (body or {}).get(collection) or []
-            if rows:
-                yield rows
-            if not paged or len(rows) < ACCOUNTING_PAGE:
-                return
-            page += 1
+            return self.call("GET", f"/{collection}", params=query, headers=headers, description=f"{description} page {page}")
+
+        paginator = PageNumberPaginator(page_size=ACCOUNTING_PAGE if paged else 10**9, description=description)
+        yield from pages(paginator, fetch, lambda body: (body or {}).get(collection))
 
     def projects_all(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        """Every item of a Projects list (``page``/``pageSize`` up to ``pagination.pageCount``)."""
-        guard = CursorGuard(f"Xero Projects {path}")
-        page = 1
-        while True:
-            body = self.call("GET", path, api=PROJECTS_PATH, params={**(params or {}), "page": page, "pageSize": PROJECTS_PAGE}) or {}
-            pagination = body.get("pagination") or {}
-            guard.check(str(pagination.get("page") or page))  # a page served twice would loop for ever
-            yield from body.get("items") or []
-            if page >= int(pagination.get("pageCount") or 1):
-                return
-            page += 1
+        """Every item of a Projects list (``page``/``pageSize`` up to ``pagination.pageCount``; a page
+        the answer says it served twice stops the walk)."""
+
+        def fetch(page: int | None) -> Any:
+            return self.call("GET", path, api=PROJECTS_PATH, params={**(params or {}), "page": page, "pageSize": PROJECTS_PAGE}) or {}
+
+        paginator = PageNumberPaginator(
+            page_size=PROJECTS_PAGE, description=f"Xero Projects {path}",
+            page_count=lambda body: int((body.get("pagination") or {}).get("pageCount") or 1),
+            served_page=lambda body: int((body.get("pagination") or {}).get("page") or 0) or None,
+        )  # fmt: skip
+        for page in pages(paginator, fetch, lambda body: body.get("items")):
+            yield from page
 
     # --- the accounting interface the flows use (backbone.hooks.accounting.AccountingSystem) ----
     def reference_records(self) -> Iterator[ReferenceRecord]:
