@@ -78,14 +78,17 @@ def hr_roster_pto_to_psa() -> None:
     @task
     def validate_roster(extracted: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
+        from backbone.hooks.bamboohr import BambooHRHook
         from backbone.warehouse.db import engine_for
 
+        settings = load_settings()
         run, _ = _window(context)
-        return roster.validate_roster(engine_for(load_settings().psa_warehouse_conn_id), run)
+        return roster.validate_roster(engine_for(settings.psa_warehouse_conn_id), run, BambooHRHook(settings.hr_conn_id).records)
 
     @task
     def load_roster(validated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
+        from backbone.hooks.bamboohr import BambooHRHook
         from backbone.warehouse.db import engine_for
         from backbone.warehouse.ops import read_run
 
@@ -93,7 +96,8 @@ def hr_roster_pto_to_psa() -> None:
         run, window = _window(context)
         warehouse = engine_for(settings.psa_warehouse_conn_id)
         full = ((read_run(warehouse, run) or {}).get("details") or {}).get("snapshot") == "full"
-        return roster.load_roster(warehouse, run, full=full, window=window, country=settings.company_country)
+        records = BambooHRHook(settings.hr_conn_id).records
+        return roster.load_roster(warehouse, run, records, full=full, window=window, country=settings.company_country)
 
     @task
     def push_to_psa(loaded: dict[str, int], **context) -> dict[str, int]:

@@ -156,9 +156,10 @@ REQUEST_FIELDS = ["id", "employeeId", "start", "end", "status.status", "type.nam
 @given(st.lists(mutated(GOOD_REQUEST, REQUEST_FIELDS), min_size=1, max_size=4))
 def test_time_off_requests_never_crash_and_always_balance(requests_):
     from backbone.flows.roster import judge_requests
+    from backbone.hooks.bamboohr import BambooHRRecords
 
     chunk = [{"source_key": f"r{n}", "payload": r, "canonical": None, "status": "staged"} for n, r in enumerate(requests_)]
-    verdicts, quarantine = judge_requests(chunk, {"101"})
+    verdicts, quarantine = judge_requests(chunk, {"101"}, BambooHRRecords())
     check_invariant([c["source_key"] for c in chunk], verdicts, quarantine)
 
 

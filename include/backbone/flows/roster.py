@@ -11,27 +11,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from backbone.validation import RuleFailure, as_dict, validate_rows
+from backbone.hooks.hr import HR_TABLES
+from backbone.validation import RuleFailure, validate_rows
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from backbone.hooks.bamboohr import HrSource
+    from backbone.hooks.hr import HrRecords, HrSource, TimeOffRequest
     from backbone.hooks.psa import PsaPeople
 
 log = logging.getLogger(__name__)
 
 FLOW = "hr_roster_pto_to_psa"
 HR_SOURCE = "bamboohr"
-TABLES = ("jobInfo", "employmentStatus", "customSkills", "customCertifications")
 CAPACITY_WEEKS = 12
 HOURS_PER_DAY_UNIT = Decimal(8)
 EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
@@ -76,7 +77,7 @@ def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, 
         changes = hr.changed_employees(since)
         deleted = sorted(eid for eid, c in changes.items() if c.get("action") == "Deleted")
         employees = hr.employees_report(sorted(eid for eid, c in changes.items() if c.get("action") != "Deleted"))
-    tables = {table: hr.changed_table(table, since) for table in TABLES}
+    tables = {table: hr.changed_table(hr.records.table_name(table), since) for table in HR_TABLES}
     requests = hr.time_off_requests(window.start, window.end)
     with warehouse.begin() as connection:
         ops.stage(connection, run, "person", [(str(e.get("id")), e) for e in employees])
@@ -94,39 +95,18 @@ def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, 
 
 
 # --- validate ------------------------------------------------------------------------------------
-def person_row(employee: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "hr_id": employee.get("id"),
-        "name": employee.get("displayName") or " ".join(filter(None, [employee.get("firstName"), employee.get("lastName")])) or None,
-        "email": employee.get("workEmail"),
-        "job_title": employee.get("jobTitle"),
-        "department": employee.get("department"),
-        "division": employee.get("division"),
-        "location": employee.get("location"),
-        "employment_status": employee.get("employmentHistoryStatus"),
-        "is_active": {"Active": "true", "Inactive": "false"}.get(str(employee.get("status")), employee.get("status")),
-        "hire_date": employee.get("hireDate"),
-        "original_hire_date": employee.get("originalHireDate"),
-        "termination_date": employee.get("terminationDate") or None,
-        "weekly_hours": employee.get("customStandardHoursPerWeek"),
-        "supervisor_id": employee.get("supervisorEId"),
-    }
-
-
-def request_days(request: dict[str, Any]) -> list[dict[str, Any]]:
+def request_days(request: TimeOffRequest) -> list[dict[str, Any]]:
     """A request → one ``time_off_day`` row per day it covers (hours; a day unit counts 8 hours)."""
-    unit = str(as_dict(request.get("amount")).get("unit") or "hours").lower()
-    status = as_dict(request.get("status")).get("status")
     rows = []
-    for day, amount in sorted(as_dict(request.get("dates")).items(), key=lambda item: str(item[0])):
+    for day, amount in sorted(request["dates"].items(), key=lambda item: str(item[0])):
         try:
-            hours = Decimal(str(amount)) * (HOURS_PER_DAY_UNIT if unit == "days" else 1)
+            hours = Decimal(str(amount)) * (HOURS_PER_DAY_UNIT if request["unit"] == "days" else 1)
         except InvalidOperation:
             hours = None
         if hours == 0:
             continue  # weekends and free days carry 0
-        rows.append({"day_key": f"{request.get('id')}:{day}", "request_id": str(request.get("id")), "hr_id": str(request.get("employeeId")), "day": str(day),
-                     "hours": None if hours is None else str(hours), "status": status, "type": as_dict(request.get("type")).get("name")})  # fmt: skip
+        rows.append({"day_key": f"{request['request_id']}:{day}", "request_id": request["request_id"], "hr_id": request["hr_id"], "day": str(day),
+                     "hours": None if hours is None else str(hours), "status": request["status"], "type": request["type"]})  # fmt: skip
     return rows
 
 
@@ -134,12 +114,12 @@ ALL_AT_ONCE = 10_000_000
 """People and requests are judged as one chunk each (uniqueness rules span all of them)."""
 
 
-def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
+def validate_roster(warehouse: Engine, run: RunRef, records: HrRecords) -> dict[str, Any]:
     """People, their table rows and time-off requests against the dictionary and the flow's rules."""
     valid_people: set[str] = set()
 
     def judge_people(staged: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
-        people = [person_row(r["payload"]) for r in staged]
+        people = [records.person(r["payload"]) for r in staged]
         outcome = validate_rows("person", people)
         verdicts: list[ops.Verdict] = []
         rows: list[QuarantineRow] = []
@@ -155,12 +135,12 @@ def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
     with warehouse.connect() as connection:
         known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
     known = (known | valid_people) - {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
-    table_rows = _validate_table_rows(warehouse, run)
+    table_rows = _validate_table_rows(warehouse, run, records)
     with warehouse.begin() as connection:
         ops.add_quarantine(connection, run, table_rows)
 
     def judge(staged: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
-        verdicts, rows = judge_requests(staged, known)
+        verdicts, rows = judge_requests(staged, known, records)
         return verdicts, rows, {}
 
     requests = ops.validate_staged(warehouse, run, "time_off", judge, chunk_size=ALL_AT_ONCE, record=False)
@@ -176,57 +156,58 @@ def validate_roster(warehouse: Engine, run: RunRef) -> dict[str, Any]:
 
 
 def judge_requests(
-    requests: list[dict[str, Any]], known_people: set[str]
+    staged_requests: list[dict[str, Any]], known_people: set[str], records: HrRecords
 ) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow]]:
-    days_by_request = [request_days(r["payload"]) for r in requests]
+    requests = [records.time_off_request(r["payload"] if isinstance(r["payload"], dict) else {}) for r in staged_requests]
+    days_by_request = [request_days(r) for r in requests]
     flat = [d for days in days_by_request for d in days]
     outcome = validate_rows("time_off_day", flat)
     failures_by_day: dict[str, list[RuleFailure]] = {flat[i]["day_key"]: f for i, f in outcome.failures.items()}
     verdicts: list[tuple[str, str, dict[str, Any] | None]] = []
     quarantine: list[QuarantineRow] = []
-    for staged, days in zip(requests, days_by_request, strict=True):
-        request = staged["payload"]
+    for staged, request, days in zip(staged_requests, requests, days_by_request, strict=True):
         failures = [f for d in days for f in failures_by_day.get(d["day_key"], [])]
-        status = as_dict(request.get("status")).get("status")
         if staged["status"] == "conflict":
             failures.append(
                 RuleFailure("time_off.request_id.conflict", f"request {staged['source_key']} was sent twice with different content")
             )
-        if str(request.get("end")) < str(request.get("start")):
+        if request["end"] < request["start"]:
             failures.append(
                 RuleFailure(
                     "time_off.dates.ordered",
-                    f"request {staged['source_key']} ends ({request.get('end')}) before it starts ({request.get('start')})",
+                    f"request {staged['source_key']} ends ({request['end']}) before it starts ({request['start']})",
                 )
             )
-        if str(request.get("employeeId")) not in known_people:
+        if request["hr_id"] not in known_people:
             failures.append(
                 RuleFailure(
-                    "time_off.employee.known",
-                    f"employee {request.get('employeeId')} of request {staged['source_key']} is not in the roster",
+                    "time_off.employee.known", f"employee {request['hr_id']} of request {staged['source_key']} is not in the roster"
                 )
             )
         if failures:
             verdicts.append((staged["source_key"], "quarantined", None))
-            raw = request if staged["status"] != "conflict" else {"first": request, **(staged["canonical"] or {})}
+            raw = staged["payload"] if staged["status"] != "conflict" else {"first": staged["payload"], **(staged["canonical"] or {})}
             quarantine += [QuarantineRow("time_off", staged["source_key"], f.rule, f.reason, raw) for f in dict.fromkeys(failures)]
         else:
-            verdicts.append((staged["source_key"], "valid", {"status": status, "days": days}))
+            verdicts.append((staged["source_key"], "valid", {"status": request["status"], "days": days}))
     return verdicts, quarantine
 
 
-def _validate_table_rows(warehouse: Engine, run: RunRef) -> list[QuarantineRow]:
+def _validate_table_rows(warehouse: Engine, run: RunRef, records: HrRecords) -> list[QuarantineRow]:
     """Skills and certifications: a bad row is an exception, the person's other rows still load."""
     quarantine: list[QuarantineRow] = []
-    for table, entity, mapper in (("customSkills", "skill", _skill_row), ("customCertifications", "certification", _certification_row)):
+    for table, entity, mapper in (
+        ("skills", "skill", _skill_row(records)),
+        ("certifications", "certification", _certification_row(records)),
+    ):
         staged = [r for chunk in ops.iter_staged(warehouse, run, f"table:{table}") for r in chunk]
         rows = [(s["source_key"], raw, mapper(raw)) for s in staged for raw in s["payload"]["rows"]]
         outcome = validate_rows(entity, [m for _, _, m in rows])
         verdicts = []
         bad_keys = set()
-        for index, (employee, raw, _) in enumerate(rows):
+        for index, (employee, raw, mapped) in enumerate(rows):
             for f in dict.fromkeys(outcome.failures.get(index, [])):
-                quarantine.append(QuarantineRow(entity, f"{employee}:{raw.get('id')}", f.rule, f.reason, raw))
+                quarantine.append(QuarantineRow(entity, f"{employee}:{mapped['row_id']}", f.rule, f.reason, raw))
                 bad_keys.add(id(raw))
         for s in staged:
             good = [mapper(raw) for raw in s["payload"]["rows"] if id(raw) not in bad_keys]
@@ -236,29 +217,31 @@ def _validate_table_rows(warehouse: Engine, run: RunRef) -> list[QuarantineRow]:
     return quarantine
 
 
-def _skill_row(raw: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "skill_key": f"{raw.get('employeeId')}:{raw.get('customSkill')}",
-        "hr_id": str(raw.get("employeeId")),
-        "skill": raw.get("customSkill"),
-        "level": raw.get("customLevel"),
-    }
+def _skill_row(records: HrRecords) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def row(raw: dict[str, Any]) -> dict[str, Any]:
+        skill = records.skill(raw)
+        return {"skill_key": f"{skill['hr_id']}:{skill['skill']}", **skill}
+
+    return row
 
 
-def _certification_row(raw: dict[str, Any]) -> dict[str, Any]:
-    return {"certification_key": f"{raw.get('employeeId')}:{raw.get('customCertification')}", "hr_id": str(raw.get("employeeId")), "name": raw.get("customCertification"),
-            "expires_on": raw.get("customExpirationDate") or None}  # fmt: skip
+def _certification_row(records: HrRecords) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def row(raw: dict[str, Any]) -> dict[str, Any]:
+        certification = records.certification(raw)
+        return {"certification_key": f"{certification['hr_id']}:{certification['name']}", **certification}
+
+    return row
 
 
 # --- load ----------------------------------------------------------------------------------------
-def load_roster(warehouse: Engine, run: RunRef, *, full: bool, window: Window, country: str) -> dict[str, Any]:
+def load_roster(warehouse: Engine, run: RunRef, records: HrRecords, *, full: bool, window: Window, country: str) -> dict[str, Any]:
     """Everything in one transaction: people, history, departments, skills, certifications, the
     time-off window, holidays and capacity. Returns counts; who changed is staged for the push."""
 
     with warehouse.begin() as connection:
         ops.lock_for_transaction(connection, run.flow)
         people = _load_people(connection, warehouse, run, full=full)
-        history = _load_history(connection, warehouse, run)
+        history = _load_history(connection, warehouse, run, records)
         skills_changed = _load_person_tables(connection, warehouse, run)
         time_off_people, days = _load_time_off(connection, warehouse, run, window)
         _load_holidays(connection, window, country)
@@ -322,27 +305,28 @@ def _quarantined(warehouse: Engine, run: RunRef, entity: str) -> set[str]:
     return {r["source_key"] for chunk in ops.iter_staged(warehouse, run, entity, status="quarantined") for r in chunk}
 
 
-def _load_history(connection: Connection, warehouse: Engine, run: RunRef) -> int:
+def _load_history(connection: Connection, warehouse: Engine, run: RunRef, records: HrRecords) -> int:
     from backbone.warehouse.db import upsert
     from backbone.warehouse.tables import hr_department, hr_person_history
 
     rows: dict[tuple[str, str, date], dict[str, Any]] = {}
     departments: dict[str, dict[str, Any]] = {}
-    for table, kind in (("jobInfo", "job"), ("employmentStatus", "status")):
+    for table, kind in (("job_history", "job"), ("status_history", "status")):
         for chunk in ops.iter_staged(warehouse, run, f"table:{table}"):
             for staged in chunk:
                 for raw in staged["payload"]["rows"]:
-                    effective = _date(raw.get("date"))
+                    record = records.history(raw)
+                    effective = _date(record["effective_date"])
                     if effective is None:
                         continue
                     rows[(staged["source_key"], kind, effective)] = {
-                        "hr_id": staged["source_key"], "kind": kind, "effective_date": effective, "job_title": raw.get("jobTitle"), "department": raw.get("department"),
-                        "division": raw.get("division"), "employment_status": raw.get("employmentStatus"), "last_run_id": run.run_id,
+                        "hr_id": staged["source_key"], "kind": kind, "effective_date": effective, "job_title": record["job_title"], "department": record["department"],
+                        "division": record["division"], "employment_status": record["employment_status"], "last_run_id": run.run_id,
                     }  # fmt: skip
-                    if raw.get("department"):
-                        departments[raw["department"]] = {
-                            "department": raw["department"],
-                            "division": raw.get("division"),
+                    if record["department"]:
+                        departments[record["department"]] = {
+                            "department": record["department"],
+                            "division": record["division"],
                             "last_run_id": run.run_id,
                         }
     changed = upsert(
@@ -363,7 +347,7 @@ def _load_person_tables(connection: Connection, warehouse: Engine, run: RunRef) 
     from backbone.warehouse.tables import hr_certification, hr_skill
 
     changed: set[str] = set()
-    for table, target, key in (("customSkills", hr_skill, "skill"), ("customCertifications", hr_certification, "name")):
+    for table, target, key in (("skills", hr_skill, "skill"), ("certifications", hr_certification, "name")):
         for chunk in ops.iter_staged(warehouse, run, f"table:{table}"):
             for staged in chunk:
                 hr_id = staged["source_key"]

@@ -8,32 +8,96 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from backbone.hooks.auth import ApiKeyBasicAuth
 from backbone.hooks.base import JsonApiHook
-from backbone.http import RateLimiter
+from backbone.hooks.hr import HistoryRecord, PersonRecord, TimeOffRequest
+from backbone.http import RateLimiter, RetriableApiError
 
-REPORT_FIELDS = [
-    "firstName", "lastName", "displayName", "workEmail", "jobTitle", "department", "division", "location", "employmentHistoryStatus",
-    "status", "hireDate", "originalHireDate", "terminationDate", "supervisorEId", "customStandardHoursPerWeek", "lastChanged",
-]  # fmt: skip
-HISTORY_TABLES = ("jobInfo", "employmentStatus")
-SKILL_TABLE = "customSkills"
-CERTIFICATION_TABLE = "customCertifications"
+TABLES = {
+    "job_history": "jobInfo",
+    "status_history": "employmentStatus",
+    "skills": "customSkills",
+    "certifications": "customCertifications",
+}
+"""The roster's canonical tables → BambooHR's table names (the custom ones as this company set them up)."""
 
 
-class HrSource(Protocol):
-    """What the roster flow needs from an HR system."""
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
-    def employees_report(self, employee_ids: list[str] | None = None) -> list[dict[str, Any]]: ...
 
-    def changed_employees(self, since: datetime) -> dict[str, dict[str, Any]]: ...
+class BambooHRRecords:
+    """BambooHR's field names, in one place: raw records → the dictionary's canonical fields."""
 
-    def changed_table(self, table: str, since: datetime) -> dict[str, list[dict[str, Any]]]: ...
+    system = "bamboohr"
 
-    def time_off_requests(self, start: date, end: date) -> list[dict[str, Any]]: ...
+    def __init__(self, hours_field: str = "customStandardHoursPerWeek"):
+        self.hours_field = hours_field
+
+    @property
+    def report_fields(self) -> list[str]:
+        """The fields the custom report asks for (everything :meth:`person` reads)."""
+        return [
+            "firstName", "lastName", "displayName", "workEmail", "jobTitle", "department", "division", "location",
+            "employmentHistoryStatus", "status", "hireDate", "originalHireDate", "terminationDate", "supervisorEId", self.hours_field, "lastChanged",
+        ]  # fmt: skip
+
+    def table_name(self, table: str) -> str:
+        return TABLES[table]
+
+    def person(self, raw: dict[str, Any]) -> PersonRecord:
+        return {
+            "hr_id": raw.get("id"),
+            "name": raw.get("displayName") or " ".join(filter(None, [raw.get("firstName"), raw.get("lastName")])) or None,
+            "email": raw.get("workEmail"),
+            "job_title": raw.get("jobTitle"),
+            "department": raw.get("department"),
+            "division": raw.get("division"),
+            "location": raw.get("location"),
+            "employment_status": raw.get("employmentHistoryStatus"),
+            "is_active": {"Active": "true", "Inactive": "false"}.get(str(raw.get("status")), raw.get("status")),
+            "hire_date": raw.get("hireDate"),
+            "original_hire_date": raw.get("originalHireDate"),
+            "termination_date": raw.get("terminationDate") or None,
+            "weekly_hours": raw.get(self.hours_field),
+            "supervisor_id": raw.get("supervisorEId"),
+        }
+
+    def time_off_request(self, raw: dict[str, Any]) -> TimeOffRequest:
+        return {
+            "request_id": str(raw.get("id")),
+            "hr_id": str(raw.get("employeeId")),
+            "status": _as_dict(raw.get("status")).get("status"),
+            "type": _as_dict(raw.get("type")).get("name"),
+            "unit": str(_as_dict(raw.get("amount")).get("unit") or "hours").lower(),
+            "start": str(raw.get("start")),
+            "end": str(raw.get("end")),
+            "dates": _as_dict(raw.get("dates")),
+        }
+
+    def history(self, raw: dict[str, Any]) -> HistoryRecord:
+        return {
+            "effective_date": raw.get("date"),
+            "job_title": raw.get("jobTitle"),
+            "department": raw.get("department"),
+            "division": raw.get("division"),
+            "employment_status": raw.get("employmentStatus"),
+        }
+
+    def skill(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "hr_id": str(raw.get("employeeId")),
+            "skill": raw.get("customSkill"),
+            "level": raw.get("customLevel"),
+            "row_id": raw.get("id"),
+        }
+
+    def certification(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return {"hr_id": str(raw.get("employeeId")), "name": raw.get("customCertification"), "expires_on": raw.get("customExpirationDate") or None,
+                "row_id": raw.get("id")}  # fmt: skip
 
 
 class BambooHRHook(JsonApiHook):
@@ -52,6 +116,11 @@ class BambooHRHook(JsonApiHook):
 
     def __init__(self, bamboohr_conn_id: str = default_conn_name, **kwargs: Any):
         super().__init__(bamboohr_conn_id, **kwargs)
+
+    @cached_property
+    def records(self) -> BambooHRRecords:
+        """How this company's BambooHR records read (the hours field is a custom one: extra ``custom_hours_field``)."""
+        return BambooHRRecords(str(self.extras.get("custom_hours_field") or "customStandardHoursPerWeek"))
 
     @cached_property
     def limiter(self) -> RateLimiter:
@@ -73,7 +142,7 @@ class BambooHRHook(JsonApiHook):
 
     def employees_report(self, employee_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Every employee (current and former), or only ``employee_ids``, with the roster fields."""
-        body: dict[str, Any] = {"title": "backbone roster", "fields": REPORT_FIELDS}
+        body: dict[str, Any] = {"title": "backbone roster", "fields": self.records.report_fields}
         if employee_ids is not None:
             if not employee_ids:
                 return []
@@ -101,7 +170,5 @@ class BambooHRHook(JsonApiHook):
             "GET", "/api/v1/time_off/requests", params={"start": start.isoformat(), "end": end.isoformat()}, limiter=self.limiter
         )
         if not isinstance(answer, list):
-            from backbone.http import RetriableApiError
-
             raise RetriableApiError(f"BambooHR time_off/requests returned {type(answer).__name__}, not a list")
         return answer
