@@ -71,16 +71,16 @@ class FakeAccounting:
                 return PostedObject("TimeRecord", object_id, "0", body)
         return None
 
-    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
+    def find_invoice(self, kind: str, number: str) -> tuple[str, Decimal] | None:
         self._alive()
         return None
 
     def create_invoice(
-        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
+        self, kind: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
         raise NotImplementedError("invoices are not faked yet")
 
-    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
+    def void_invoice(self, kind: str, object_id: str, *, request_id: str) -> PostedObject:
         raise NotImplementedError("invoices are not faked yet")
 
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:

@@ -102,15 +102,15 @@ def test_every_xero_answer_the_hook_reads_follows_xeros_openapi(sandbox, tokens)
     posted = hook.post_time_entry(a_line(sandbox.state), target=None, request_id="te-1")
     hook.post_time_entry(a_line(sandbox.state, minutes=120, entry_version=2), target=posted.object_id, request_id="te-1-v2")
     row, lines = an_invoice(sandbox.state)
-    invoice = hook.create_invoice("Invoice", row, lines, "OUTPUT21", request_id="inv-1")
-    assert hook.find_invoice("Invoice", row["number"]) == (invoice.object_id, Decimal("242.00"))
-    credit = hook.create_invoice("CreditMemo", {**row, "number": "CN-T-1", "kind": "credit_note"}, lines, None, request_id="cn-1")
-    assert hook.find_invoice("CreditMemo", "CN-T-1") == (credit.object_id, Decimal("200.00"))
+    invoice = hook.create_invoice("invoice", row, lines, "OUTPUT21", request_id="inv-1")
+    assert hook.find_invoice("invoice", row["number"]) == (invoice.object_id, Decimal("242.00"))
+    credit = hook.create_invoice("credit_note", {**row, "number": "CN-T-1", "kind": "credit_note"}, lines, None, request_id="cn-1")
+    assert hook.find_invoice("credit_note", "CN-T-1") == (credit.object_id, Decimal("200.00"))
     requests.post(f"{sandbox.url}/_sandbox/xero/record-payments", timeout=10).raise_for_status()
     payments = list(hook.payments_since(datetime.now(UTC) - timedelta(hours=1)))
     assert [p.invoice_accounting_ids for p in payments] == [[invoice.object_id]] and payments[0].amount == Decimal("242.00")
     assert hook.invoice_balances([invoice.object_id]) == {invoice.object_id: Decimal("0.00")}
-    hook.void_invoice("CreditMemo", credit.object_id, request_id="void-cn-1")
+    hook.void_invoice("credit_note", credit.object_id, request_id="void-cn-1")
     checked = set(hook.get_conn().checked)
     for call in ("GET /xero/api.xro/2.0/Contacts", "GET /xero/api.xro/2.0/Items", "GET /xero/api.xro/2.0/Accounts", "GET /xero/api.xro/2.0/TaxRates",
                  "GET /xero/projects.xro/2.0/ProjectsUsers", "GET /xero/projects.xro/2.0/Projects", "POST /xero/projects.xro/2.0/Projects",
@@ -122,8 +122,8 @@ def test_every_xero_answer_the_hook_reads_follows_xeros_openapi(sandbox, tokens)
 
 def test_a_repeated_idempotency_key_returns_the_first_invoice_not_a_second(hook, sandbox):
     row, lines = an_invoice(sandbox.state, "INV-T-2")
-    first = hook.create_invoice("Invoice", row, lines, "OUTPUT21", request_id=request_id_for("INV-T-2"))
-    again = hook.create_invoice("Invoice", row, lines, "OUTPUT21", request_id=request_id_for("INV-T-2"))
+    first = hook.create_invoice("invoice", row, lines, "OUTPUT21", request_id=request_id_for("INV-T-2"))
+    again = hook.create_invoice("invoice", row, lines, "OUTPUT21", request_id=request_id_for("INV-T-2"))
     assert again.object_id == first.object_id
     assert sandbox.state.xero.creates["Invoices"] == 1 and sandbox.state.xero.replays == 1
 
@@ -148,32 +148,32 @@ def test_refresh_token_rotates_and_a_missing_tenant_is_refused(sandbox, tokens):
     hook = XeroHook(token_store=tokens)
     list(hook.reference_records())
     assert tokens.tokens["xero_default_refresh_token"].startswith("sandbox-xero-refresh-1")
-    XeroHook(token_store=tokens).find_invoice("Invoice", "none")  # the stored token works for the next hook
+    XeroHook(token_store=tokens).find_invoice("invoice", "none")  # the stored token works for the next hook
     wrong = XeroHook(token_store=tokens)
     wrong.__dict__["tenant_id"] = "not-this-organisation"
     with pytest.raises(FatalApiError, match="403"):
-        wrong.find_invoice("Invoice", "none")
+        wrong.find_invoice("invoice", "none")
 
 
 def test_throttling_is_retried_after_the_given_wait(hook, sandbox):
     sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/Invoices", retry_after=1, times=2)])
-    assert hook.find_invoice("Invoice", "none") is None
+    assert hook.find_invoice("invoice", "none") is None
     assert sandbox.state.faults.fired["status"] == 2
 
 
 def test_a_used_up_daily_limit_stops_at_once_without_retrying(hook, sandbox):
     sandbox.state.limits["xero_day"].calls = 2
-    hook.find_invoice("Invoice", "a")
+    hook.find_invoice("invoice", "a")
     with pytest.raises(QuotaExhaustedError, match="daily API limit"):
         for _ in range(3):
-            hook.find_invoice("Invoice", "b")
+            hook.find_invoice("invoice", "b")
     assert sandbox.state.limits["xero_day"].rejected == 1  # refused once, not retried
 
 
 def test_validation_errors_fail_at_once_with_xeros_message(hook, sandbox):
     row, lines = an_invoice(sandbox.state, "INV-T-3")
     with pytest.raises(FatalApiError, match="Item code 'NOPE' is not valid"):
-        hook.create_invoice("Invoice", row, [{**lines[0], "item_ref_id": "NOPE"}], None, request_id="bad")
+        hook.create_invoice("invoice", row, [{**lines[0], "item_ref_id": "NOPE"}], None, request_id="bad")
 
 
 def test_the_hook_keeps_to_xeros_per_tenant_budget_by_default(sandbox):

@@ -27,11 +27,11 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.accounting import RejectedByAccounting, request_id_for
+from backbone.hooks.accounting import LEGACY_ENTITY_NAMES, RejectedByAccounting, request_id_for
 from backbone.hooks.oauth import ReauthorisationRequired
 from backbone.months import first_of_next_month
 from backbone.validation import RuleFailure, as_dict, validate_rows
-from backbone.warehouse import ops
+from backbone.warehouse import ops, reconciliation
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
 if TYPE_CHECKING:
@@ -200,31 +200,9 @@ class CheckContext:
         context.period = period
         month_start = date.fromisoformat(f"{period}-01")
         month_end = first_of_next_month(month_start)
-        context.exported_time = {
-            project: (hours, amount)
-            for project, hours, amount in connection.exec_driver_sql(
-                """
-                SELECT project_id, sum(hours), sum(amount) FROM (
-                    SELECT DISTINCT ON (entry_id) project_id, hours, amount, billable_status, posting_status, work_date
-                    FROM acct.time_export ORDER BY entry_id, entry_version DESC
-                ) latest
-                WHERE posting_status = 'posted' AND billable_status = 'Billable' AND work_date >= %(start)s AND work_date < %(end)s
-                GROUP BY project_id
-                """,
-                {"start": month_start, "end": month_end},
-            )
-        }
-        for deal_id, kind, subtotal, invoice_id in connection.exec_driver_sql(
-            "SELECT crm_deal_id, kind, subtotal, psa_invoice_id FROM acct.invoice "
-            "WHERE billing_type = 'fixed_fee' AND posting_status IN ('posted', 'void_pending') AND crm_deal_id IS NOT NULL"
-        ):
-            context.billed_fixed[f"{deal_id}|{invoice_id}"] = subtotal if kind == "invoice" else -subtotal
-        context.known_numbers = {
-            number: (invoice_id, content, status)
-            for number, invoice_id, content, status in connection.exec_driver_sql(
-                "SELECT number, psa_invoice_id, content_hash, posting_status FROM acct.invoice"
-            )
-        }
+        context.exported_time = reconciliation.exported_billable_time(connection, month_start, month_end)
+        context.billed_fixed.update(reconciliation.billed_fixed_fee(connection))
+        context.known_numbers = reconciliation.known_invoice_numbers(connection)
         for row in staged:
             context.staged_hashes[str(row["payload"].get("number"))].add(content_hash(row["payload"]))
         for deal_id, deal in contracts.items():
@@ -634,7 +612,7 @@ def _invoice_row(canon: dict[str, Any], run: RunRef, status: str, period: str) -
         "posting_status": status,
         "hold_rule": canon.get("hold_rule"),
         "hold_reason": canon.get("hold_reason"),
-        "accounting_entity": "CreditMemo" if canon["kind"] == "credit_note" else "Invoice",
+        "accounting_entity": LEGACY_ENTITY_NAMES.get(str(canon["kind"]), "Invoice"),
     }
 
 
@@ -652,20 +630,7 @@ def _line_row(invoice_id: str, line: dict[str, Any]) -> dict[str, Any]:
 
 def period_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
     """Invoice count, held and posted counts, and net amount per currency (invoices − credit notes) of the run."""
-    rows = connection.exec_driver_sql(
-        """
-        SELECT currency, count(*), count(*) FILTER (WHERE posting_status = 'held'), count(*) FILTER (WHERE posting_status IN ('posted', 'void_pending', 'voided')),
-               sum(CASE WHEN posting_status IN ('posted', 'pending') THEN CASE WHEN kind = 'credit_note' THEN -total ELSE total END ELSE 0 END)
-        FROM acct.invoice WHERE run_id = %(run_id)s GROUP BY currency
-        """,
-        {"run_id": run.run_id},
-    ).all()
-    return {
-        "invoices": sum(r[1] for r in rows),
-        "held": sum(r[2] for r in rows),
-        "posted_total": sum(r[3] for r in rows),
-        "amount_by_currency": {r[0]: str(r[4]) for r in rows if r[4]},
-    }
+    return reconciliation.invoice_totals_of_run(connection, run.run_id)
 
 
 # --- post ----------------------------------------------------------------------------------------
@@ -719,18 +684,19 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
 
     from backbone.warehouse.tables import invoice_line
 
-    entity = row["accounting_entity"]
+    kind = row["kind"]
     try:
         if row["posting_status"] == "void_pending":
-            accounting.void_invoice(entity, row["accounting_id"], request_id=request_id_for("void", entity, row["psa_invoice_id"]))
+            void_key = request_id_for("void", row["accounting_entity"], row["psa_invoice_id"])
+            accounting.void_invoice(kind, row["accounting_id"], request_id=void_key)
             _mark(warehouse, row, posting_status="voided", voided_at=func.now())
             return "voided"
-        found = accounting.find_invoice(entity, row["number"])
+        found = accounting.find_invoice(kind, row["number"])
         if found is not None:
             found_id, found_total = found
             if abs(found_total - row["total"]) > CENT:
                 raise RejectedByAccounting(
-                    f"{entity} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}"
+                    f"{kind.replace('_', ' ')} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}"
                 )
             _mark(warehouse, row, posting_status="posted", accounting_id=found_id, posted_at=func.now())
             return "found"
@@ -742,7 +708,7 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
                 )
             ]
         tax_name = mapping.tax_codes.get(row["tax_code"], ("", Decimal(0)))[0]
-        answer = accounting.create_invoice(entity, row, lines, tax_refs.get(normalise(tax_name)), request_id=row["request_id"])
+        answer = accounting.create_invoice(kind, row, lines, tax_refs.get(normalise(tax_name)), request_id=row["request_id"])
         _mark(warehouse, row, posting_status="posted", accounting_id=answer.object_id, posted_at=func.now())
         return "posted"
     except ReauthorisationRequired:

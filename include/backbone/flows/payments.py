@@ -71,7 +71,7 @@ def sync_payments(
     payments = [p for p in payments if str(p["accounting_id"]) in storable]
     with accounting_warehouse.connect() as connection:
         tracked = [dict(r._mapping) for r in connection.execute(
-            select(invoice).where(invoice.c.accounting_entity == "Invoice", invoice.c.posting_status.in_(("posted", "voided")),
+            select(invoice).where(invoice.c.kind == "invoice", invoice.c.posting_status.in_(("posted", "voided")),
                                   invoice.c.payment_status.is_distinct_from("paid"), invoice.c.payment_status.is_distinct_from("voided"))
         )]  # fmt: skip
     balances = accounting.invoice_balances(row["accounting_id"] for row in tracked if row["posting_status"] == "posted")

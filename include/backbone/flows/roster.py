@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from backbone.hooks.hr import HR_TABLES
 from backbone.validation import RuleFailure, validate_rows
+from backbone.warehouse import hr as hr_queries
 from backbone.warehouse import ops
 from backbone.warehouse.ops import QuarantineRow, RunRef
 
@@ -54,14 +55,10 @@ class Window:
 
 def full_snapshot_due(warehouse: Engine, run: RunRef, *, every_days: int) -> bool:
     """A full snapshot unless one succeeded in the ``every_days`` before this interval's end."""
-    query = """
-        SELECT count(*) FROM ops.flow_run WHERE flow = %(flow)s AND status = 'success' AND details->>'snapshot' = 'full'
-           AND interval_end > %(since)s AND interval_end <= %(end)s AND run_id <> %(run_id)s
-    """
     with warehouse.connect() as connection:
-        recent = connection.exec_driver_sql(
-            query, {"flow": run.flow, "since": run.interval_end - timedelta(days=every_days), "end": run.interval_end, "run_id": run.run_id}
-        ).scalar_one()
+        recent = hr_queries.full_snapshots_between(
+            connection, run.flow, since=run.interval_end - timedelta(days=every_days), until=run.interval_end, excluding_run=run.run_id
+        )
     return recent == 0
 
 
@@ -133,7 +130,7 @@ def validate_roster(warehouse: Engine, run: RunRef, records: HrRecords) -> dict[
 
     people = ops.validate_staged(warehouse, run, "person", judge_people, chunk_size=ALL_AT_ONCE, record=False)
     with warehouse.connect() as connection:
-        known = {r[0] for r in connection.exec_driver_sql("SELECT hr_id FROM hr.person WHERE NOT deleted_in_hr")}
+        known = hr_queries.people_in_hr(connection)
     known = (known | valid_people) - {r["source_key"] for chunk in ops.iter_staged(warehouse, run, "deleted") for r in chunk}
     table_rows = _validate_table_rows(warehouse, run, records)
     with warehouse.begin() as connection:
@@ -246,14 +243,7 @@ def load_roster(warehouse: Engine, run: RunRef, records: HrRecords, *, full: boo
         time_off_people, days = _load_time_off(connection, warehouse, run, window)
         _load_holidays(connection, window, country)
         capacity_rows = _recompute_capacity(connection, window)
-        expiring = [
-            {"hr_id": r[0], "name": r[1], "expires_on": r[2].isoformat()}
-            for r in connection.exec_driver_sql(
-                "SELECT c.hr_id, c.name, c.expires_on FROM hr.certification c JOIN hr.person p USING (hr_id) "
-                "WHERE p.is_active AND NOT p.deleted_in_hr AND c.expires_on BETWEEN %(d)s AND %(d)s::date + 30 ORDER BY c.expires_on, c.hr_id",
-                {"d": window.as_of},
-            )
-        ]
+        expiring = hr_queries.certifications_expiring(connection, window.as_of, within_days=30)
         push = sorted(set(people["changed"]) | skills_changed)
         ops.stage(connection, run, "push:person", [(hr_id, {"hr_id": hr_id}) for hr_id in push])
         ops.stage(connection, run, "push:time_off", [(hr_id, {"hr_id": hr_id}) for hr_id in sorted(time_off_people)])
@@ -413,34 +403,9 @@ def _load_holidays(connection: Connection, window: Window, country: str) -> None
 
 
 def _recompute_capacity(connection: Connection, window: Window) -> int:
-    """Available hours per person per ISO week for 12 weeks from the run's date:
-    standard hours of the days employed − company holidays − approved time off (never below 0)."""
+    """Available hours per person per ISO week for 12 weeks from the run's date."""
     first_monday = window.as_of - timedelta(days=window.as_of.weekday())
-    connection.exec_driver_sql("DELETE FROM hr.capacity")
-    result = connection.exec_driver_sql(
-        """
-        INSERT INTO hr.capacity (hr_id, iso_week, week_start, standard_hours, holiday_hours, time_off_hours, available_hours, as_of)
-        SELECT hr_id, to_char(week_start, 'IYYY-"W"IW'), week_start, sum(standard), sum(holiday), sum(away),
-               greatest(0, sum(standard) - sum(holiday) - sum(away)), %(as_of)s
-        FROM (
-            SELECT p.hr_id, w.week_start::date AS week_start,
-                   CASE WHEN employed THEN p.weekly_hours / 5 ELSE 0 END AS standard,
-                   CASE WHEN employed AND h.day IS NOT NULL THEN p.weekly_hours / 5 ELSE 0 END AS holiday,
-                   CASE WHEN employed AND h.day IS NULL THEN least(coalesce(t.hours, 0), p.weekly_hours / 5) ELSE 0 END AS away
-            FROM hr.person p
-            CROSS JOIN generate_series(%(first)s::date, %(first)s::date + 7 * (%(weeks)s - 1), interval '1 week') AS w(week_start)
-            CROSS JOIN LATERAL generate_series(w.week_start, w.week_start + interval '4 days', interval '1 day') AS d(day)
-            CROSS JOIN LATERAL (SELECT d.day::date >= p.hire_date AND (p.termination_date IS NULL OR d.day::date <= p.termination_date)
-                                       AND p.employment_status <> 'Terminated' AS employed) e
-            LEFT JOIN hr.company_holiday h ON h.day = d.day::date
-            LEFT JOIN (SELECT hr_id, day, sum(hours) AS hours FROM hr.time_off_day GROUP BY hr_id, day) t ON t.hr_id = p.hr_id AND t.day = d.day::date
-            WHERE NOT p.deleted_in_hr
-        ) days
-        GROUP BY hr_id, week_start
-        """,
-        {"first": first_monday, "weeks": CAPACITY_WEEKS, "as_of": window.as_of},
-    )
-    return result.rowcount
+    return hr_queries.recompute_capacity(connection, first_monday=first_monday, weeks=CAPACITY_WEEKS, as_of=window.as_of)
 
 
 # --- push ----------------------------------------------------------------------------------------

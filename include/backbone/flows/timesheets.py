@@ -1,4 +1,4 @@
-"""Approved PSA time → accounting TimeActivity, exactly once per entry version.
+"""Approved PSA time → accounting time records, exactly once per entry version.
 
 extract → validate → load → post. What a week covers is decided by **approval time**: an entry
 approved in ``[interval_start, interval_end)`` goes out with that run, whatever day it was worked.
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from backbone.hooks.psa import PsaTimeSource
 
 log = logging.getLogger(__name__)
+
+TIME_RECORD_KEY_NAMESPACE = "TimeActivity"
+"""The first part of every time record's idempotency key. Keys already sent use it, so it stays as
+it is (it names QuickBooks' object only by history): a new namespace would post every line again."""
 
 FLOW = "timesheets_weekly_to_accounting"
 ENTITY = "time_entry"
@@ -462,7 +466,7 @@ def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any
             run_id=run.run_id,
             interval_end=run.interval_end,
             action="update" if has_earlier else "create",
-            request_id=request_id_for("TimeActivity", line["entry_id"], str(line["entry_version"])),
+            request_id=request_id_for(TIME_RECORD_KEY_NAMESPACE, line["entry_id"], str(line["entry_version"])),
         )
         rows.append(row)
     return copy_upsert(connection, time_export, rows, key=["entry_id", "entry_version"], insert_only=True)

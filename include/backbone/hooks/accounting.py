@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from backbone.http import FatalApiError
 
@@ -21,6 +21,15 @@ RejectedByAccounting = FatalApiError
 """Accounting refused this one request for good (a validation error, a missing reference, a number in use):
 the protocol-level error flows catch to record the line or invoice as failed and go on with the others.
 Transport trouble (timeouts, throttling, 5xx) is retried inside the hooks and never reaches a flow as this."""
+
+
+InvoiceKind = Literal["invoice", "credit_note"]
+"""The outbox's own names for what a hook posts: each vendor hook names its object (QuickBooks
+``Invoice`` / ``CreditMemo``, Xero ``Invoices`` / ``CreditNotes``)."""
+
+LEGACY_ENTITY_NAMES: dict[str, str] = {"invoice": "Invoice", "credit_note": "CreditMemo"}
+"""What ``acct.invoice.accounting_entity`` holds per kind. The column predates vendor-neutral
+names and is part of every void's idempotency key already sent, so its values stay as they are."""
 
 
 class OutboxLine(TypedDict, total=False):
@@ -162,17 +171,17 @@ class AccountingSystem(Protocol):
         past the vendor's idempotency memory stays single."""
         ...
 
-    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
+    def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
         """``(id, total)`` of the invoice or credit memo with this number, if accounting has one."""
         ...
 
     def create_invoice(
-        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
+        self, kind: InvoiceKind, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
-        """Create an outbox invoice (``entity`` Invoice) or credit note (``entity`` CreditMemo)."""
+        """Create an outbox invoice (``kind`` invoice) or credit note (``kind`` credit_note) as the vendor's own object."""
         ...
 
-    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject: ...
+    def void_invoice(self, kind: InvoiceKind, object_id: str, *, request_id: str) -> PostedObject: ...
 
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
         """Customer payments created or changed at or after ``moment``."""

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    InvoiceKind,
     InvoiceLine,
     InvoiceRow,
     OutboxLine,
@@ -40,6 +41,9 @@ INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 QUERY_PAGE_MAX = 1000
 REQUEST_ID_MAX = 50
 ID_BATCH = 100
+SALES_ENTITY = {"invoice": "Invoice", "credit_note": "CreditMemo"}
+"""The outbox's invoice kinds → QuickBooks sales transactions."""
+TIME_ENTITY = "TimeActivity"
 
 
 class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
@@ -178,8 +182,8 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         body = time_activity_body(line)
         if target is not None:
-            return self.update("TimeActivity", target, body, request_id=request_id)
-        return self.create("TimeActivity", body, request_id=request_id)
+            return self.update(TIME_ENTITY, target, body, request_id=request_id)
+        return self.create(TIME_ENTITY, body, request_id=request_id)
 
     def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The TimeActivity of this entry version, looked up on its work date by the description's
@@ -187,23 +191,23 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         is looked up before it is sent again (as invoices are by DocNumber)."""
         marker = time_entry_marker(line)
         work_date = line["work_date"].isoformat() if isinstance(line["work_date"], date) else str(line["work_date"])
-        for page in self.query_all("TimeActivity", f"TxnDate = '{work_date}'"):
+        for page in self.query_all(TIME_ENTITY, f"TxnDate = '{work_date}'"):
             for record in page:
                 if str(record.get("Description") or "").startswith(marker):
-                    return PostedObject("TimeActivity", str(record["Id"]), str(record.get("SyncToken")), record)
+                    return PostedObject(TIME_ENTITY, str(record["Id"]), str(record.get("SyncToken")), record)
         return None
 
-    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
-        found = self.find_by_doc_number(entity, number)
+    def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
+        found = self.find_by_doc_number(SALES_ENTITY[kind], number)
         return (str(found["Id"]), Decimal(str(found.get("TotalAmt", 0)))) if found is not None else None
 
     def create_invoice(
-        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
+        self, kind: InvoiceKind, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
-        return self.create(entity, invoice_body(row, lines, tax_ref_id), request_id=request_id)
+        return self.create(SALES_ENTITY[kind], invoice_body(row, lines, tax_ref_id), request_id=request_id)
 
-    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
-        return self.void(entity, object_id, request_id=request_id)
+    def void_invoice(self, kind: InvoiceKind, object_id: str, *, request_id: str) -> PostedObject:
+        return self.void(SALES_ENTITY[kind], object_id, request_id=request_id)
 
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
         since = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")

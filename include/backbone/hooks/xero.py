@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    InvoiceKind,
     InvoiceLine,
     InvoiceRow,
     OutboxLine,
@@ -50,11 +51,11 @@ PROJECTS_PAGE = 500
 ID_BATCH = 40
 IDEMPOTENCY_KEY_MAX = 128
 MSDATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
-CREDIT = {
-    "Invoice": ("Invoices", "InvoiceID", "InvoiceNumber", "ACCREC"),
-    "CreditMemo": ("CreditNotes", "CreditNoteID", "CreditNoteNumber", "ACCRECCREDIT"),
+SALES_DOCUMENTS = {
+    "invoice": ("Invoices", "InvoiceID", "InvoiceNumber", "ACCREC"),
+    "credit_note": ("CreditNotes", "CreditNoteID", "CreditNoteNumber", "ACCRECCREDIT"),
 }
-"""Canonical outbox entity → (Xero collection, id field, number field, type)."""
+"""The outbox's invoice kinds → (Xero collection, id field, number field, type)."""
 
 
 def parse_msdate(value: str | None) -> datetime | None:
@@ -313,10 +314,10 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         return None
 
     # invoices and credit notes (Accounting API)
-    def find_invoice(self, entity: str, number: str) -> tuple[str, Decimal] | None:
-        collection, id_field, number_field, _ = CREDIT[entity]
+    def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
+        collection, id_field, number_field, _ = SALES_DOCUMENTS[kind]
         quoted = number.replace("\\", "\\\\").replace('"', '\\"')
-        params = {"InvoiceNumbers": number} if entity == "Invoice" else {"where": f'{number_field}=="{quoted}"'}
+        params = {"InvoiceNumbers": number} if kind == "invoice" else {"where": f'{number_field}=="{quoted}"'}
         for page in self.list_all(collection, params=params):
             for record in page:
                 if record.get(number_field) == number and record.get("Status") != "DELETED":
@@ -324,11 +325,11 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         return None
 
     def create_invoice(
-        self, entity: str, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
+        self, kind: InvoiceKind, row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None, *, request_id: str
     ) -> PostedObject:
-        collection, id_field, number_field, kind = CREDIT[entity]
+        collection, id_field, number_field, xero_type = SALES_DOCUMENTS[kind]
         document: dict[str, Any] = {
-            "Type": kind,
+            "Type": xero_type,
             "Contact": {"ContactID": row["customer_ref_id"]},
             number_field: row["number"],
             "Reference": invoice_note(row)[:255],
@@ -342,24 +343,24 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 for line in lines
             ],
         }  # fmt: skip
-        if entity == "Invoice":
+        if kind == "invoice":
             document["DueDate"] = row["due_date"].isoformat()
         answer = self.call(
             "PUT",
             f"/{collection}",
             json={collection: [document]},
             idempotency_key=request_id,
-            description=f"Xero create {entity} {row['number']}",
+            description=f"Xero create {collection} {row['number']}",
         )
         record = answer[collection][0]
-        return PostedObject(entity, str(record[id_field]), "0", record)
+        return PostedObject(collection, str(record[id_field]), "0", record)
 
-    def void_invoice(self, entity: str, object_id: str, *, request_id: str) -> PostedObject:
-        collection, id_field, _, _ = CREDIT[entity]
+    def void_invoice(self, kind: InvoiceKind, object_id: str, *, request_id: str) -> PostedObject:
+        collection, id_field, _, _ = SALES_DOCUMENTS[kind]
         answer = self.call("POST", f"/{collection}/{object_id}", json={collection: [{id_field: object_id, "Status": "VOIDED"}]}, idempotency_key=request_id,
-                           description=f"Xero void {entity} {object_id}")  # fmt: skip
+                           description=f"Xero void {collection} {object_id}")  # fmt: skip
         record = answer[collection][0]
-        return PostedObject(entity, str(record[id_field]), "0", record)
+        return PostedObject(collection, str(record[id_field]), "0", record)
 
     # payments (Accounting API)
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
