@@ -64,7 +64,7 @@ def time_entry_rows(n: int) -> list[dict]:
             "currency": "EUR",
             "approved_at": approved,
             "last_run_id": "bench",
-        }  # fmt: skip
+        }
         for i in range(n)
     ]
 
@@ -160,7 +160,10 @@ def bench_parse(env: dict) -> dict:
 
     baseline = import_seconds(baseline_file)
     files = {p.stem: import_seconds(p) for p in sorted((ROOT / "dags").glob("*.py"))}
-    dagbag_probe = "import time; from airflow.dag_processing.dagbag import DagBag; t = time.perf_counter(); b = DagBag(dag_folder=__import__('sys').argv[1]); print(time.perf_counter() - t, len(b.dags), len(b.import_errors))"
+    dagbag_probe = (
+        "import time; from airflow.dag_processing.dagbag import DagBag; t = time.perf_counter(); "
+        "b = DagBag(dag_folder=__import__('sys').argv[1]); print(time.perf_counter() - t, len(b.dags), len(b.import_errors))"
+    )
     seconds, dags, errors = subprocess.run(
         [sys.executable, "-c", dagbag_probe, str(ROOT / "dags")], capture_output=True, text=True, env=env, check=True
     ).stdout.split()[-3:]
@@ -196,17 +199,26 @@ class NoOpAccounting:
     def post_time_entry(self, line, *, target, request_id):
         return PostedObject("TimeActivity", target or request_id, "1" if target else "0", time_activity_body(line))
 
-run = RunRef("timesheets_weekly_to_accounting", "bench-{people}", datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
+week = (datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
+run = RunRef("timesheets_weekly_to_accounting", "bench-{people}", *week)
 acct, psa_wh = engine_for("accounting_warehouse"), engine_for("psa_warehouse")
-for engine, tables in ((acct, "acct.time_export, acct.reference, ops.flow_run, ops.staged_record, ops.quarantine"), (psa_wh, "psa.time_entry")):
+acct_tables = "acct.time_export, acct.reference, ops.flow_run, ops.staged_record, ops.quarantine"
+for engine, tables in ((acct, acct_tables), (psa_wh, "psa.time_entry")):
     with engine.begin() as c: c.execute(text("TRUNCATE " + tables))
 accounting = NoOpAccounting(QuickBooksHook(token_store=MemoryTokenStore()))
 stages = {{}}
-t = time.perf_counter(); counts = timesheets.extract_time_entries(PsaHook(), accounting, acct, run, page_size=1000); stages["extract"] = time.perf_counter() - t
-t = time.perf_counter(); timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=5000); stages["validate"] = time.perf_counter() - t
+t = time.perf_counter()
+counts = timesheets.extract_time_entries(PsaHook(), accounting, acct, run, page_size=1000)
+stages["extract"] = time.perf_counter() - t
+t = time.perf_counter()
+timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=5000)
+stages["validate"] = time.perf_counter() - t
 t = time.perf_counter(); timesheets.load_time_entries(psa_wh, acct, run, chunk_size=5000); stages["load"] = time.perf_counter() - t
-t = time.perf_counter(); timesheets.post_time_activities(accounting, acct, run, concurrency=4); stages["post (no-op client)"] = time.perf_counter() - t
-print(json.dumps({{"entries": counts["extracted"], "stages": stages, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+t = time.perf_counter()
+timesheets.post_time_activities(accounting, acct, run, concurrency=4)
+stages["post (no-op client)"] = time.perf_counter() - t
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"entries": counts["extracted"], "stages": stages, "peak_rss_mb": peak_mb}}))
 """
     sandbox = start_sandbox(env, people=people, qbo_rate=100000)
     try:
@@ -230,7 +242,9 @@ from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.quickbooks import QuickBooksHook
 hook = HubSpotHook()
 anchor = datetime(2026, 11, 2, 12, tzinfo=UTC)
-t = time.perf_counter(); pages = sum(1 for _ in hook.search_modified("deals", start=anchor - timedelta(minutes=30), end=anchor, properties=["dealname"])); hub = time.perf_counter() - t
+t = time.perf_counter()
+pages = sum(1 for _ in hook.search_modified("deals", start=anchor - timedelta(minutes=30), end=anchor, properties=["dealname"]))
+hub = time.perf_counter() - t
 qbo = QuickBooksHook(token_store=MemoryTokenStore()); qbo.access_token()
 t = time.perf_counter()
 for n in range({qbo_calls}): qbo.call("GET", "/query", params={{"query": "SELECT * FROM Item STARTPOSITION 1 MAXRESULTS 1"}})
@@ -253,11 +267,21 @@ print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_reque
         sandbox.terminate()
         sandbox.wait(timeout=60)
     return {
-        "hubspot_search": {"requests": figures["hubspot_requests"], "seconds": figures["hubspot_seconds"], "allowed_per_second": 4,
-                           "ratio": figures["hubspot_requests"] / figures["hubspot_seconds"] / 4, "429s": limited.get("hubspot_search", 0)},
-        "quickbooks": {"requests": figures["qbo_requests"], "seconds": figures["qbo_seconds"], "allowed_per_second": 500 / 60,
-                       "ratio": figures["qbo_requests"] / figures["qbo_seconds"] / (500 / 60), "429s": limited.get("quickbooks", 0)},
-    }  # fmt: skip
+        "hubspot_search": {
+            "requests": figures["hubspot_requests"],
+            "seconds": figures["hubspot_seconds"],
+            "allowed_per_second": 4,
+            "ratio": figures["hubspot_requests"] / figures["hubspot_seconds"] / 4,
+            "429s": limited.get("hubspot_search", 0),
+        },
+        "quickbooks": {
+            "requests": figures["qbo_requests"],
+            "seconds": figures["qbo_seconds"],
+            "allowed_per_second": 500 / 60,
+            "ratio": figures["qbo_requests"] / figures["qbo_seconds"] / (500 / 60),
+            "429s": limited.get("quickbooks", 0),
+        },
+    }
 
 
 def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int = 500) -> subprocess.Popen:
@@ -280,7 +304,7 @@ def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int
             "2026-11-02T12:00:00Z",
             "--qbo-rate",
             str(qbo_rate),
-        ],  # fmt: skip
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -309,18 +333,67 @@ def report(results: dict) -> str:
     memory_ratio = flow_large["peak_rss_mb"] / flow_small["peak_rss_mb"]
     worst_parse = max(f["vs_empty"] for f in parse["files"].values())
     rows = [
-        ("Load: validated upsert vs raw COPY", f"{load_large['rows']:,} rows", f"{load_large['vs_copy']:.2f}× COPY (before: multi-VALUES upsert {load_large['before_vs_copy']:.2f}×)", "≥ 0.5×", verdict(load_large["vs_copy"] >= 0.5)),
-        ("Load: validated upsert vs DataFrame.to_sql", f"{load_small['rows']:,} rows", f"{load_small['vs_to_sql']:.1f}× faster", "≥ 10×", verdict(load_small["vs_to_sql"] >= 10)),
-        ("Extraction: HubSpot search rate ÷ 4/s", f"{rates['hubspot_search']['requests']} requests", f"{rates['hubspot_search']['ratio']:.2f} ({rates['hubspot_search']['429s']} × 429)", "≥ 0.9, few 429", verdict(rates["hubspot_search"]["ratio"] >= 0.9 and rates["hubspot_search"]["429s"] <= 5)),
-        ("Extraction: QuickBooks rate ÷ 500/min", f"{rates['quickbooks']['requests']} requests", f"{rates['quickbooks']['ratio']:.2f} ({rates['quickbooks']['429s']} × 429)", "≥ 0.9, few 429", verdict(rates["quickbooks"]["ratio"] >= 0.9 and rates["quickbooks"]["429s"] <= 5)),
-        ("Memory: weekly flow peak RSS, large ÷ small", f"{flow_large['entries']:,} vs {flow_small['entries']:,} entries", f"{memory_ratio:.2f} ({flow_large['peak_rss_mb']:.0f} MB vs {flow_small['peak_rss_mb']:.0f} MB)", "≤ 1.3", verdict(memory_ratio <= 1.3)),
-        ("Validation: GE rows/s on time entries", f"{results['validation']['rows']:,} rows", f"{results['validation']['rows_per_second']:,.0f} rows/s; {validation_share:.0%} of the flow's wall time", "not dominant", verdict(validation_share < 0.5)),
-        ("Parse: slowest DAG file ÷ empty DAG file", f"{len(parse['files'])} files", f"{worst_parse:.2f}×", "≤ 2×", verdict(worst_parse <= 2)),
-        ("Parse: whole dags/ folder through DagBag", f"{parse['dags']} DAGs", f"{parse['dagbag_seconds']:.2f} s", "< 2 s", verdict(parse["dagbag_seconds"] < 2)),
-    ]  # fmt: skip
+        (
+            "Load: validated upsert vs raw COPY",
+            f"{load_large['rows']:,} rows",
+            f"{load_large['vs_copy']:.2f}× COPY (before: multi-VALUES upsert {load_large['before_vs_copy']:.2f}×)",
+            "≥ 0.5×",
+            verdict(load_large["vs_copy"] >= 0.5),
+        ),
+        (
+            "Load: validated upsert vs DataFrame.to_sql",
+            f"{load_small['rows']:,} rows",
+            f"{load_small['vs_to_sql']:.1f}× faster",
+            "≥ 10×",
+            verdict(load_small["vs_to_sql"] >= 10),
+        ),
+        (
+            "Extraction: HubSpot search rate ÷ 4/s",
+            f"{rates['hubspot_search']['requests']} requests",
+            f"{rates['hubspot_search']['ratio']:.2f} ({rates['hubspot_search']['429s']} × 429)",
+            "≥ 0.9, few 429",
+            verdict(rates["hubspot_search"]["ratio"] >= 0.9 and rates["hubspot_search"]["429s"] <= 5),
+        ),
+        (
+            "Extraction: QuickBooks rate ÷ 500/min",
+            f"{rates['quickbooks']['requests']} requests",
+            f"{rates['quickbooks']['ratio']:.2f} ({rates['quickbooks']['429s']} × 429)",
+            "≥ 0.9, few 429",
+            verdict(rates["quickbooks"]["ratio"] >= 0.9 and rates["quickbooks"]["429s"] <= 5),
+        ),
+        (
+            "Memory: weekly flow peak RSS, large ÷ small",
+            f"{flow_large['entries']:,} vs {flow_small['entries']:,} entries",
+            f"{memory_ratio:.2f} ({flow_large['peak_rss_mb']:.0f} MB vs {flow_small['peak_rss_mb']:.0f} MB)",
+            "≤ 1.3",
+            verdict(memory_ratio <= 1.3),
+        ),
+        (
+            "Validation: GE rows/s on time entries",
+            f"{results['validation']['rows']:,} rows",
+            f"{results['validation']['rows_per_second']:,.0f} rows/s; {validation_share:.0%} of the flow's wall time",
+            "not dominant",
+            verdict(validation_share < 0.5),
+        ),
+        (
+            "Parse: slowest DAG file ÷ empty DAG file",
+            f"{len(parse['files'])} files",
+            f"{worst_parse:.2f}×",
+            "≤ 2×",
+            verdict(worst_parse <= 2),
+        ),
+        (
+            "Parse: whole dags/ folder through DagBag",
+            f"{parse['dags']} DAGs",
+            f"{parse['dagbag_seconds']:.2f} s",
+            "< 2 s",
+            verdict(parse["dagbag_seconds"] < 2),
+        ),
+    ]
     stage_line = ", ".join(f"{k} {v:.1f}s" for k, v in flow_small["stages"].items())
     lines = [
-        f"Measured {results['measured_at']} on {results['cores']} cores ({results['mode']} mode). Ratios are against baselines measured in the same run.",
+        f"Measured {results['measured_at']} on {results['cores']} cores ({results['mode']} mode). Ratios are against baselines measured "
+        "in the same run.",
         "",
         "| measure | size | result | target | |",
         "|---|---|---|---|---|",
@@ -328,7 +401,8 @@ def report(results: dict) -> str:
         "",
         f"Weekly flow by stage at {flow_small['entries']:,} entries: {stage_line}. At {flow_large['entries']:,}: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in flow_large["stages"].items())
-        + ". Posting is measured with a no-op accounting client; against QuickBooks it is bound by 500 requests a minute (about 8 entries a second).",
+        + ". Posting is measured with a no-op accounting client; "
+        "against QuickBooks it is bound by 500 requests a minute (about 8 entries a second).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -337,12 +411,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
     args = parser.parse_args()
-    sizes = {"load": (20_000, 100_000), "people": (2_000, 10_000), "validation": 20_000, "searches": 40, "qbo": 150} if args.quick else \
-            {"load": (100_000, 1_000_000), "people": (10_000, 100_000), "validation": 100_000, "searches": 120, "qbo": 600}  # fmt: skip
+    sizes = (
+        {"load": (20_000, 100_000), "people": (2_000, 10_000), "validation": 20_000, "searches": 40, "qbo": 150}
+        if args.quick
+        else {"load": (100_000, 1_000_000), "people": (10_000, 100_000), "validation": 100_000, "searches": 120, "qbo": 600}
+    )
     BENCH_DIR.mkdir(exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **airflow_environment(airflow_home=BENCH_DIR / "airflow", pg_port=PG_PORT, sandbox_url=f"http://127.0.0.1:{SANDBOX_PORT}"),
-           "BACKBONE_HTTP_MAX_BACKOFF_SECONDS": "5", "BACKBONE_QBO_REQUESTS_PER_MINUTE": "100000", "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'devkit'}:{ROOT / 'bench'}"}  # fmt: skip
+    env = {
+        **os.environ,
+        **airflow_environment(airflow_home=BENCH_DIR / "airflow", pg_port=PG_PORT, sandbox_url=f"http://127.0.0.1:{SANDBOX_PORT}"),
+        "BACKBONE_HTTP_MAX_BACKOFF_SECONDS": "5",
+        "BACKBONE_QBO_REQUESTS_PER_MINUTE": "100000",
+        "PYTHONPATH": f"{ROOT / 'include'}:{ROOT / 'devkit'}:{ROOT / 'bench'}",
+    }
     os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "BACKBONE", "PYTHONPATH"))})
     started_pg = pg.start(BENCH_DIR / "pgdata", PG_PORT)
     try:

@@ -21,6 +21,6 @@ def entry_payloads(n: int) -> list[dict]:
             "client": {"id": f"CL-{i % 120:05d}", "name": "Acme"},
             "project": {"id": f"PJ-{i % 300:05d}", "name": "Data platform"},
             "task": {"id": "TK-CONSULT", "name": "Consulting", "billing_code": "CONSULT"},
-        }  # fmt: skip
+        }
         for i in range(n)
     ]

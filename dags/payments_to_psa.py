@@ -7,7 +7,8 @@ not yet paid or voided, derives the status (open, partially paid, paid, overdue,
 it to `acct.invoice` and `psa.invoice_status`, and tells the PSA where it changed. Repeating a run
 changes nothing. `record_run` closes the run record (always runs).
 
-Connections: the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `psa_default`, `accounting_warehouse`, `psa_warehouse`.
+Connections: the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `psa_default`,
+`accounting_warehouse`, `psa_warehouse`.
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ def payments_to_psa() -> None:
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         return payments.sync_payments(
-            accounting_hook(settings.accounting_conn_id), PsaHook(settings.psa_conn_id), warehouse, engine_for(settings.psa_warehouse_conn_id), run,
-            overlap=timedelta(hours=settings.payments_overlap_hours), company_timezone=settings.company_timezone,
-        )  # fmt: skip
+            accounting_hook(settings.accounting_conn_id),
+            PsaHook(settings.psa_conn_id),
+            warehouse,
+            engine_for(settings.psa_warehouse_conn_id),
+            run,
+            overlap=timedelta(hours=settings.payments_overlap_hours),
+            company_timezone=settings.company_timezone,
+        )
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

@@ -231,7 +231,8 @@ def accounting_warehouse(services) -> Iterator[object]:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"
+                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, "
+                "ops.flow_run, ops.staged_record, ops.quarantine"
             )
         )
     with create_engine(warehouse_url("psa_warehouse")).begin() as connection:
@@ -256,10 +257,13 @@ def hr_warehouse(services) -> Iterator[object]:
 
     engine = create_engine(warehouse_url("psa_warehouse"))
     with engine.begin() as connection:
-        connection.execute(text(
-            "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.company_holiday, hr.capacity, "
-            "ops.flow_run, ops.staged_record, ops.quarantine"
-        ))  # fmt: skip
+        connection.execute(
+            text(
+                "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.company_holiday, "
+                "hr.capacity, "
+                "ops.flow_run, ops.staged_record, ops.quarantine"
+            )
+        )
     yield engine
     engine.dispose()
 

@@ -37,5 +37,8 @@ def dags_test_process(flow: str, logical_date, log_path: Path) -> subprocess.Pop
     dags = Path(__file__).resolve().parents[1] / "dags"
     return subprocess.Popen(
         [sys.executable, "-m", "airflow", "dags", "test", flow, logical_date.isoformat()],
-        env={**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env={**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)},
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 REPORT = {
-    "faults injected": 0, "survived": 0, "duplicates": 0, "lost rows": 0, "rows compared": 0, "generated payloads": 0,
-    "poison quarantined": 0, "valid delivered": 0, "valid expected": 0, "races": 0, "races stopped cleanly": 0, "silent empty runs": 0,
+    "faults injected": 0,
+    "survived": 0,
+    "duplicates": 0,
+    "lost rows": 0,
+    "rows compared": 0,
+    "generated payloads": 0,
+    "poison quarantined": 0,
+    "valid delivered": 0,
+    "valid expected": 0,
+    "races": 0,
+    "races stopped cleanly": 0,
+    "silent empty runs": 0,
     "token faults survived": 0,
-}  # fmt: skip
+}
 
 
 def count(**increments: int) -> None:

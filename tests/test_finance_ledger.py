@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -106,8 +107,9 @@ def test_page_and_cli_handle_empty_thousands_and_a_warehouse_that_is_down(accoun
         connection.execute(
             text(
                 "INSERT INTO ops.flow_run (flow, run_id, interval_start, interval_end, status) "
-                "SELECT 'payments_to_psa', 'r' || n, :s + n * interval '1 day', :s + (n + 1) * interval '1 day', 'success' FROM generate_series(1, 3000) n"
-            ),  # fmt: skip
+                "SELECT 'payments_to_psa', 'r' || n, :s + n * interval '1 day', :s + (n + 1) * interval '1 day', 'success' FROM "
+                "generate_series(1, 3000) n"
+            ),
             {"s": start},
         )
     page = client.get("/", params={"page": 2, "page_size": 100})
@@ -170,7 +172,14 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
     try:
         monkeypatch.setenv(
             "AIRFLOW_CONN_SMTP_DEFAULT",
-            f'{{"conn_type": "smtp", "host": "127.0.0.1", "port": {smtp_port}, "extra": {{"disable_tls": true, "disable_ssl": true, "from_email": "backbone@example.com"}}}}',
+            json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": smtp_port,
+                    "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "backbone@example.com"},
+                }
+            ),
         )
         monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", f'{{"conn_type": "http", "password": "http://127.0.0.1:{hook_port}/hook"}}')
         monkeypatch.setenv("BACKBONE_ALERT_EMAIL_TO", "finance@example.com")

@@ -135,7 +135,8 @@ def test_the_finance_role_cannot_take_or_block_a_posting_lock(dagbag, sandbox, a
             # An advisory lock on the old lock name blocks nothing any more.
             connection.execute(
                 text(
-                    "SELECT pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:post')), pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:outbox'))"
+                    "SELECT pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:post')), "
+                    "pg_advisory_lock(hashtext('timesheets_weekly_to_accounting:outbox'))"
                 )
             )
             assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
@@ -153,10 +154,13 @@ def test_a_time_activity_whose_answer_was_lost_is_found_not_posted_again_after_r
     before = len(state.qbo.entities["TimeActivity"])
     # QuickBooks created these, but our record of it was lost (a crash after the call) ...
     with accounting_warehouse.begin() as connection:
-        lost = connection.execute(text(
-            "UPDATE acct.time_export SET posting_status = 'pending', accounting_id = NULL, posted_at = NULL "
-            "WHERE entry_id IN (SELECT entry_id FROM acct.time_export WHERE posting_status = 'posted' ORDER BY entry_id LIMIT 5) RETURNING entry_id"
-        )).all()  # fmt: skip
+        lost = connection.execute(
+            text(
+                "UPDATE acct.time_export SET posting_status = 'pending', accounting_id = NULL, posted_at = NULL "
+                "WHERE entry_id IN (SELECT entry_id FROM acct.time_export WHERE posting_status = 'posted' ORDER BY entry_id LIMIT 5) "
+                "RETURNING entry_id"
+            )
+        ).all()
     state.qbo.request_results.clear()  # ... and QuickBooks no longer remembers the requestids
     assert run_dag(dagbag, TIMESHEETS, WEEK_END).state == "success"
     assert len(state.qbo.entities["TimeActivity"]) == before

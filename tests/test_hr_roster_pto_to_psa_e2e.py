@@ -26,7 +26,8 @@ def checksum(engine) -> str:
         parts.append(
             scalar(
                 engine,
-                f"SELECT md5(coalesce(string_agg(t, '|' ORDER BY t), '')) FROM (SELECT (to_jsonb(x) - 'last_run_id')::text AS t FROM hr.{table} x) s",
+                "SELECT md5(coalesce(string_agg(t, '|' ORDER BY t), '')) FROM (SELECT (to_jsonb(x) - 'last_run_id')::text AS t FROM "
+                f"hr.{table} x) s",
             )
         )
     return "/".join(parts)
@@ -159,7 +160,8 @@ def test_a_cancelled_request_loses_its_days_and_deltas_agree_with_a_full_load(da
     with hr_warehouse.begin() as connection:  # forget everything, load the same day in one full snapshot
         connection.execute(
             text(
-                "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.capacity, ops.flow_run, ops.staged_record"
+                "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.capacity, "
+                "ops.flow_run, ops.staged_record"
             )
         )
     assert run(dagbag, next_day).state == "success"

@@ -56,8 +56,18 @@ def test_payment_status_follows_accountings_numbers(posting, total, balance, due
 
 
 def test_invoice_body_uses_quickbooks_names():
-    row = {"number": "2026-10-0001", "issue_date": date(2026, 10, 31), "due_date": date(2026, 11, 30), "customer_ref_id": "7", "client_name": "Acme",
-           "currency": "EUR", "kind": "invoice", "psa_invoice_id": "PINV-1", "project_id": "PJ-1", "tax_amount": Decimal("21.00")}  # fmt: skip
+    row = {
+        "number": "2026-10-0001",
+        "issue_date": date(2026, 10, 31),
+        "due_date": date(2026, 11, 30),
+        "customer_ref_id": "7",
+        "client_name": "Acme",
+        "currency": "EUR",
+        "kind": "invoice",
+        "psa_invoice_id": "PINV-1",
+        "project_id": "PJ-1",
+        "tax_amount": Decimal("21.00"),
+    }
     lines = [
         {
             "amount": Decimal("100.00"),

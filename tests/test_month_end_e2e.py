@@ -38,7 +38,8 @@ def export_october_time(dagbag, sandbox):
 def invoice_state(engine) -> str:
     return rows(
         engine,
-        "SELECT md5(string_agg(row(psa_invoice_id, posting_status, accounting_id, hold_rule, total)::text, '|' ORDER BY psa_invoice_id)) FROM acct.invoice",
+        "SELECT md5(string_agg(row(psa_invoice_id, posting_status, accounting_id, hold_rule, total)::text, '|' ORDER BY psa_invoice_id)) "
+        "FROM acct.invoice",
     )[0][0]
 
 
@@ -135,7 +136,8 @@ def test_void_payments_and_milestones_flow_back(dagbag, month_closed, accounting
     state = month_closed
     posted = rows(
         accounting_warehouse,
-        "SELECT psa_invoice_id, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' ORDER BY number",
+        "SELECT psa_invoice_id, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' ORDER BY "
+        "number",
     )
     (void_id, void_ref, _), (pay_id, pay_ref, pay_total) = posted[0], posted[1]
 

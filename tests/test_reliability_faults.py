@@ -41,9 +41,10 @@ def state_of(flow: str, sandbox, psa, accounting) -> dict[str, object]:
         return {
             "warehouse": md5(
                 psa,
-                "SELECT row(p.*)::text FROM psa.project p UNION ALL SELECT row(c.*)::text FROM psa.client c UNION ALL SELECT row(k.*)::text FROM psa.contact k "
+                "SELECT row(p.*)::text FROM psa.project p UNION ALL SELECT row(c.*)::text FROM psa.client c UNION ALL SELECT "
+                "row(k.*)::text FROM psa.contact k "
                 "UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q",
-            ),  # fmt: skip
+            ),
             "psa_projects": sorted((p["external_id"], p["name"], p["budget"]) for p in s.psa.projects.values()),
             "crm_links": sorted((d, o["properties"].get("psa_project_id")) for d, o in s.crm.objects["deals"].items()),
         }
@@ -51,9 +52,10 @@ def state_of(flow: str, sandbox, psa, accounting) -> dict[str, object]:
         return {
             "warehouse": md5(
                 accounting,
-                "SELECT row(entry_id, entry_version, run_id, content_hash, customer_ref_id, item_ref_id, hours, minutes, amount, action, request_id, posting_status)::text FROM acct.time_export "
+                "SELECT row(entry_id, entry_version, run_id, content_hash, customer_ref_id, item_ref_id, hours, minutes, amount, action, "
+                "request_id, posting_status)::text FROM acct.time_export "
                 "UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q",
-            ),  # fmt: skip
+            ),
             "mirror": md5(psa, "SELECT (to_jsonb(t) - 'last_run_id')::text FROM psa.time_entry t"),
             "time_activities": sorted(
                 Counter(
@@ -65,10 +67,13 @@ def state_of(flow: str, sandbox, psa, accounting) -> dict[str, object]:
         return {
             "warehouse": md5(
                 psa,
-                "SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.time_off_day x "
-                "UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person_history x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.skill x "
-                "UNION ALL SELECT (to_jsonb(x))::text FROM hr.capacity x UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM ops.quarantine q",
-            ),  # fmt: skip
+                "SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person x UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM "
+                "hr.time_off_day x "
+                "UNION ALL SELECT (to_jsonb(x) - 'last_run_id')::text FROM hr.person_history x UNION ALL SELECT (to_jsonb(x) - "
+                "'last_run_id')::text FROM hr.skill x "
+                "UNION ALL SELECT (to_jsonb(x))::text FROM hr.capacity x UNION ALL SELECT row(q.entity, q.source_key, q.rule)::text FROM "
+                "ops.quarantine q",
+            ),
             "psa_people": sorted((k, p["name"], p["role"], p["active"]) for k, p in s.psa.people.items()),
             "psa_time_off": sorted((k, sorted(v.items())) for k, v in s.psa.time_off.items()),
         }

@@ -21,8 +21,12 @@ from tests.helpers import rows, run_dag, scalar
 
 pytestmark = pytest.mark.e2e
 INVOICES, PAYMENTS, MILESTONES, TIMESHEETS, CLOSED_WON = (
-    "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm", "timesheets_weekly_to_accounting", "crm_closed_won_to_psa",
-)  # fmt: skip
+    "invoices_month_end_to_accounting",
+    "payments_to_psa",
+    "psa_milestones_to_crm",
+    "timesheets_weekly_to_accounting",
+    "crm_closed_won_to_psa",
+)
 
 
 def fault_mix(path: str, method: str | None = None) -> list[FaultRule]:

@@ -96,8 +96,25 @@ def check_invariant(keys: list[str], verdicts, quarantine) -> None:
 from tests.test_timesheet_rules import GOOD as GOOD_ENTRY  # noqa: E402
 from tests.test_timesheet_rules import REFS  # noqa: E402
 
-ENTRY_FIELDS = ["id", "version", "spent_date", "hours", "billable", "billable_rate", "currency", "approval_status", "approved_at",
-                "user.id", "user.email", "user.type", "client.id", "client.name", "project.id", "task.billing_code", "notes"]  # fmt: skip
+ENTRY_FIELDS = [
+    "id",
+    "version",
+    "spent_date",
+    "hours",
+    "billable",
+    "billable_rate",
+    "currency",
+    "approval_status",
+    "approved_at",
+    "user.id",
+    "user.email",
+    "user.type",
+    "client.id",
+    "client.name",
+    "project.id",
+    "task.billing_code",
+    "notes",
+]
 
 
 @PROPERTY_SETTINGS
@@ -120,15 +137,38 @@ def test_time_entries_never_crash_and_always_balance(entries):
 
 # --- HubSpot deals ------------------------------------------------------------------------------------
 GOOD_BUNDLE = {
-    "deal": {"id": "3000001", "properties": {"dealname": "Data platform", "pipeline": "default", "dealstage": "closedwon", "amount": "12000.00", "deal_currency_code": "EUR",
-                                             "closedate": "2026-11-02T10:00:00.000Z", "billing_type": "fixed_fee", "hs_lastmodifieddate": "2026-11-02T11:00:00.000Z",
-                                             "estimated_hours": "100", "contract_start_date": "2026-12-01", "payment_terms_days": "30"}},
+    "deal": {
+        "id": "3000001",
+        "properties": {
+            "dealname": "Data platform",
+            "pipeline": "default",
+            "dealstage": "closedwon",
+            "amount": "12000.00",
+            "deal_currency_code": "EUR",
+            "closedate": "2026-11-02T10:00:00.000Z",
+            "billing_type": "fixed_fee",
+            "hs_lastmodifieddate": "2026-11-02T11:00:00.000Z",
+            "estimated_hours": "100",
+            "contract_start_date": "2026-12-01",
+            "payment_terms_days": "30",
+        },
+    },
     "company": {"id": "1000001", "properties": {"name": "Acme B.V.", "domain": "acme.example", "country": "Netherlands"}},
     "contacts": [{"id": "2000001", "properties": {"firstname": "Ann", "lastname": "Smith", "email": "ann@acme.example"}}],
     "stage_label": "Closed Won",
-}  # fmt: skip
-BUNDLE_FIELDS = ["deal.id", "deal.properties.dealname", "deal.properties.amount", "deal.properties.deal_currency_code", "deal.properties.closedate",
-                 "deal.properties.billing_type", "deal.properties.estimated_hours", "company.id", "company.properties.name", "stage_label"]  # fmt: skip
+}
+BUNDLE_FIELDS = [
+    "deal.id",
+    "deal.properties.dealname",
+    "deal.properties.amount",
+    "deal.properties.deal_currency_code",
+    "deal.properties.closedate",
+    "deal.properties.billing_type",
+    "deal.properties.estimated_hours",
+    "company.id",
+    "company.properties.name",
+    "stage_label",
+]
 
 
 @PROPERTY_SETTINGS
@@ -147,8 +187,17 @@ def test_deals_never_crash_and_always_balance(bundles):
 
 
 # --- BambooHR time off ------------------------------------------------------------------------------------
-GOOD_REQUEST = {"id": 5001, "employeeId": 101, "name": "Ann", "start": "2026-11-09", "end": "2026-11-10", "status": {"status": "approved", "lastChanged": "2026-11-01"},
-                "type": {"id": 78, "name": "Vacation"}, "amount": {"unit": "hours", "amount": 16}, "dates": {"2026-11-09": 8, "2026-11-10": 8}}  # fmt: skip
+GOOD_REQUEST = {
+    "id": 5001,
+    "employeeId": 101,
+    "name": "Ann",
+    "start": "2026-11-09",
+    "end": "2026-11-10",
+    "status": {"status": "approved", "lastChanged": "2026-11-01"},
+    "type": {"id": 78, "name": "Vacation"},
+    "amount": {"unit": "hours", "amount": 16},
+    "dates": {"2026-11-09": 8, "2026-11-10": 8},
+}
 REQUEST_FIELDS = ["id", "employeeId", "start", "end", "status.status", "type.name", "amount.unit", "dates", "dates.2026-11-09"]
 
 
@@ -165,11 +214,24 @@ def test_time_off_requests_never_crash_and_always_balance(requests_):
 
 # --- PSA invoices -------------------------------------------------------------------------------------------
 GOOD_INVOICE = {
-    "id": "PINV-1", "number": "2026-10-0001", "type": "invoice", "status": "approved", "period": "2026-10", "billing_type": "time_and_materials",
-    "project": {"id": "PJ-1", "crm_deal_id": "3000001"}, "client": {"id": "CL-1", "name": "Acme B.V."}, "currency": "EUR", "issue_date": "2026-10-31",
-    "due_date": "2026-11-30", "lines": [{"line_id": "L1", "kind": "time", "quantity": "10", "rate": "100.00", "amount": "1000.00"}],
-    "subtotal": "1000.00", "tax_code": "VAT21", "tax_amount": "210.00", "total": "1210.00", "credit_note_for": None,
-}  # fmt: skip
+    "id": "PINV-1",
+    "number": "2026-10-0001",
+    "type": "invoice",
+    "status": "approved",
+    "period": "2026-10",
+    "billing_type": "time_and_materials",
+    "project": {"id": "PJ-1", "crm_deal_id": "3000001"},
+    "client": {"id": "CL-1", "name": "Acme B.V."},
+    "currency": "EUR",
+    "issue_date": "2026-10-31",
+    "due_date": "2026-11-30",
+    "lines": [{"line_id": "L1", "kind": "time", "quantity": "10", "rate": "100.00", "amount": "1000.00"}],
+    "subtotal": "1000.00",
+    "tax_code": "VAT21",
+    "tax_amount": "210.00",
+    "total": "1210.00",
+    "credit_note_for": None,
+}
 INVOICE_FIELDS = [
     "id",
     "number",
@@ -261,9 +323,15 @@ def test_sql_is_never_built_from_data():
     """Every f-string handed to SQLAlchemy or the driver interpolates only identifiers and fragments
     fixed in code (listed here); values always travel as bound parameters."""
     allowed = {
-        ("ledger.py", "condition"), ("ledger.py", "where"), ("ops_ledger.py", "FINANCE_READER_ROLE"), ("ops_ledger.py", "schema"),
-        ("db.py", "qualified"), ("db.py", "column_list"), ("db.py", "conflict"), ("db.py", "', '.join"),
-    }  # fmt: skip
+        ("ledger.py", "condition"),
+        ("ledger.py", "where"),
+        ("ops_ledger.py", "FINANCE_READER_ROLE"),
+        ("ops_ledger.py", "schema"),
+        ("db.py", "qualified"),
+        ("db.py", "column_list"),
+        ("db.py", "conflict"),
+        ("db.py", "', '.join"),
+    }
     found = set()
     for path in (ROOT / "include" / "backbone").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

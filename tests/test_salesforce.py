@@ -92,7 +92,8 @@ def test_server_errors_are_retried(hook, sandbox):
 
 def test_soql_subset():
     query = soql.parse(
-        "SELECT Id, Account.Name FROM Opportunity WHERE IsWon = true AND (Amount > 10 OR Id IN ('a', 'b')) ORDER BY SystemModstamp ASC, Id LIMIT 5"
+        "SELECT Id, Account.Name FROM Opportunity WHERE IsWon = true AND (Amount > 10 OR Id IN ('a', 'b')) ORDER BY SystemModstamp ASC, "
+        "Id LIMIT 5"
     )
     records = [
         {"Id": "a", "IsWon": True, "Amount": 1.0},

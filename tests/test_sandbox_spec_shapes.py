@@ -210,8 +210,18 @@ def test_quickbooks_answers_use_the_xsd_names(sandbox):
     employee = next(iter(state.qbo.entities["Employee"].values()))
     customer = next(iter(state.qbo.entities["Customer"].values()))
     item = next(iter(state.qbo.entities["Item"].values()))
-    body = {"TxnDate": "2026-10-26", "NameOf": "Employee", "EmployeeRef": {"value": employee["Id"]}, "CustomerRef": {"value": customer["Id"]},
-            "ItemRef": {"value": item["Id"]}, "BillableStatus": "Billable", "HourlyRate": 100.0, "Hours": 1, "Minutes": 15, "Description": "x"}  # fmt: skip
+    body = {
+        "TxnDate": "2026-10-26",
+        "NameOf": "Employee",
+        "EmployeeRef": {"value": employee["Id"]},
+        "CustomerRef": {"value": customer["Id"]},
+        "ItemRef": {"value": item["Id"]},
+        "BillableStatus": "Billable",
+        "HourlyRate": 100.0,
+        "Hours": 1,
+        "Minutes": 15,
+        "Description": "x",
+    }
     created = hook.create("TimeActivity", body, request_id="shape-1").body
     assert set(created) <= _fields_of(types, "TimeActivity")
     assert set(created["MetaData"]) <= _fields_of(types, "ModificationMetaData")
@@ -254,8 +264,18 @@ def test_quickbooks_invoices_and_payments_use_the_xsd_names(sandbox):
         "DetailType": "SalesItemLineDetail",
         "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1.0, "UnitPrice": 100.0, "TaxCodeRef": {"value": tax["Id"]}},
     }
-    invoice = hook.create("Invoice", {"DocNumber": "T-1", "TxnDate": "2026-10-31", "DueDate": "2026-11-30", "CustomerRef": {"value": customer["Id"]}, "Line": [line],
-                                      "TxnTaxDetail": {"TotalTax": 21.0}}, request_id="shape-inv").body  # fmt: skip
+    invoice = hook.create(
+        "Invoice",
+        {
+            "DocNumber": "T-1",
+            "TxnDate": "2026-10-31",
+            "DueDate": "2026-11-30",
+            "CustomerRef": {"value": customer["Id"]},
+            "Line": [line],
+            "TxnTaxDetail": {"TotalTax": 21.0},
+        },
+        request_id="shape-inv",
+    ).body
     assert set(invoice) <= _fields_of(types, "Invoice")
     assert set(invoice["Line"][0]) <= _fields_of(types, "Line")
     assert set(invoice["Line"][0]["SalesItemLineDetail"]) <= _fields_of(types, "SalesItemLineDetail")

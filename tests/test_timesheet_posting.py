@@ -19,13 +19,35 @@ RUN = RunRef("timesheets_weekly_to_accounting", f"{WEEK[0].isoformat()}/{WEEK[1]
 
 def outbox_line(entry_id: str, *, attempts: int = 0) -> dict:
     return {
-        "entry_id": entry_id, "entry_version": 1, "run_id": RUN.run_id, "interval_end": RUN.interval_end, "content_hash": "h" * 64,
-        "person_id": "EMP-1", "person_name": "Ada", "name_of": "Employee", "person_ref_id": "55", "client_id": "CL-1", "client_name": "Acme",
-        "customer_ref_id": "7", "project_id": "PJ-1", "project_name": "Pilot", "billing_code": "CONSULT", "item_ref_id": "3",
-        "item_name": "Consulting", "gl_account": "8000 Revenue", "work_date": date(2026, 10, 26), "hours": "2.00", "minutes": 120,
-        "hourly_rate": "100.00", "amount": "200.00", "currency": "EUR", "billable_status": "Billable", "action": "create",
-        "request_id": f"req-{entry_id}", "attempts": attempts,
-    }  # fmt: skip
+        "entry_id": entry_id,
+        "entry_version": 1,
+        "run_id": RUN.run_id,
+        "interval_end": RUN.interval_end,
+        "content_hash": "h" * 64,
+        "person_id": "EMP-1",
+        "person_name": "Ada",
+        "name_of": "Employee",
+        "person_ref_id": "55",
+        "client_id": "CL-1",
+        "client_name": "Acme",
+        "customer_ref_id": "7",
+        "project_id": "PJ-1",
+        "project_name": "Pilot",
+        "billing_code": "CONSULT",
+        "item_ref_id": "3",
+        "item_name": "Consulting",
+        "gl_account": "8000 Revenue",
+        "work_date": date(2026, 10, 26),
+        "hours": "2.00",
+        "minutes": 120,
+        "hourly_rate": "100.00",
+        "amount": "200.00",
+        "currency": "EUR",
+        "billable_status": "Billable",
+        "action": "create",
+        "request_id": f"req-{entry_id}",
+        "attempts": attempts,
+    }
 
 
 @pytest.fixture

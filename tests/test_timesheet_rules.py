@@ -33,12 +33,22 @@ REFS = AccountingReferences.from_rows(
     ]
 )
 GOOD = {
-    "id": "TE-1", "version": 1, "spent_date": "2026-10-26", "hours": "7.75", "billable": True, "billable_rate": "110.00",
-    "currency": "EUR", "approval_status": "approved", "approved_at": "2026-10-30T14:00:00.000Z", "updated_at": "2026-10-30T13:00:00.000Z",
-    "notes": "Workshop", "user": {"id": "EMP-1", "name": "Ann Smith", "email": "ann@people.example", "type": "employee"},
-    "client": {"id": "CL-1", "name": "Acme B.V."}, "project": {"id": "PJ-1", "name": "Acme — Data platform"},
+    "id": "TE-1",
+    "version": 1,
+    "spent_date": "2026-10-26",
+    "hours": "7.75",
+    "billable": True,
+    "billable_rate": "110.00",
+    "currency": "EUR",
+    "approval_status": "approved",
+    "approved_at": "2026-10-30T14:00:00.000Z",
+    "updated_at": "2026-10-30T13:00:00.000Z",
+    "notes": "Workshop",
+    "user": {"id": "EMP-1", "name": "Ann Smith", "email": "ann@people.example", "type": "employee"},
+    "client": {"id": "CL-1", "name": "Acme B.V."},
+    "project": {"id": "PJ-1", "name": "Acme — Data platform"},
     "task": {"id": "TK-CONSULT", "name": "Consulting", "billing_code": "CONSULT"},
-}  # fmt: skip
+}
 
 
 def entry(**changes) -> dict:

@@ -120,7 +120,8 @@ def test_edit_after_export_posts_one_correcting_update(dagbag, sandbox, accounti
 
     versions = rows(
         accounting_warehouse,
-        "SELECT entry_version, action, accounting_id, posting_status, hours FROM acct.time_export WHERE entry_id = :e ORDER BY entry_version",
+        "SELECT entry_version, action, accounting_id, posting_status, hours FROM acct.time_export WHERE entry_id = :e ORDER BY "
+        "entry_version",
         e=entry_id,
     )
     assert [(v.entry_version, v.action, v.posting_status) for v in versions] == [(1, "create", "posted"), (2, "update", "posted")]

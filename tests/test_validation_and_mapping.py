@@ -16,16 +16,30 @@ def good_bundle(deal_id: str = "3000000") -> dict:
         "deal": {
             "id": deal_id,
             "properties": {
-                "dealname": "ERP rollout", "pipeline": "default", "dealstage": "closedwon", "amount": "12000.00",
-                "deal_currency_code": "EUR", "closedate": "2026-11-02T10:00:00.000Z", "hs_lastmodifieddate": "2026-11-02T11:45:00.000Z",
-                "estimated_hours": "100", "billing_type": "time_and_materials", "contract_start_date": "2026-12-01",
-                "contract_end_date": "2027-03-01", "payment_terms_days": "30", "description": "Scope",
+                "dealname": "ERP rollout",
+                "pipeline": "default",
+                "dealstage": "closedwon",
+                "amount": "12000.00",
+                "deal_currency_code": "EUR",
+                "closedate": "2026-11-02T10:00:00.000Z",
+                "hs_lastmodifieddate": "2026-11-02T11:45:00.000Z",
+                "estimated_hours": "100",
+                "billing_type": "time_and_materials",
+                "contract_start_date": "2026-12-01",
+                "contract_end_date": "2027-03-01",
+                "payment_terms_days": "30",
+                "description": "Scope",
             },
         },
-        "company": {"id": "1000000", "properties": {"name": "Acme BV", "domain": "acme.example", "country": "Netherlands", "industry": "RETAIL"}},
-        "contacts": [{"id": "2000000", "properties": {"firstname": "Ann", "lastname": "Lee", "email": "ann@acme.example", "jobtitle": "CFO"}}],
+        "company": {
+            "id": "1000000",
+            "properties": {"name": "Acme BV", "domain": "acme.example", "country": "Netherlands", "industry": "RETAIL"},
+        },
+        "contacts": [
+            {"id": "2000000", "properties": {"firstname": "Ann", "lastname": "Lee", "email": "ann@acme.example", "jobtitle": "CFO"}}
+        ],
         "stage_label": "Closed Won",
-    }  # fmt: skip
+    }
 
 
 def judge(bundle: dict) -> tuple[str, set[str]]:

@@ -26,19 +26,22 @@ PAIRS = {"hubspot-quickbooks": ("hubspot_default", "quickbooks_default"), "sales
 STATE_QUERIES = {
     "clients": "SELECT client_name, domain, country, industry FROM psa.client ORDER BY 1, 2",
     "contacts": "SELECT first_name, last_name, email, job_title FROM psa.contact ORDER BY 3",
-    "projects": "SELECT project_name, deal_stage, scope, estimated_hours, contract_value, currency, billing_type, contract_start_date, contract_end_date, "
-                "payment_terms_days, close_date, crm_modified_at FROM psa.project ORDER BY 1, 3, 5, 12",
-    "project contacts": "SELECT p.project_name, c.email FROM psa.project_contact pc JOIN psa.project p USING (crm_deal_id) JOIN psa.contact c USING (crm_contact_id) ORDER BY 1, 2",
-    "closed-won exceptions": "SELECT entity, count(DISTINCT source_key) FROM ops.quarantine WHERE flow = 'crm_closed_won_to_psa' GROUP BY 1 ORDER BY 1",
-}  # fmt: skip
+    "projects": "SELECT project_name, deal_stage, scope, estimated_hours, contract_value, currency, billing_type, contract_start_date, "
+    "contract_end_date, payment_terms_days, close_date, crm_modified_at FROM psa.project ORDER BY 1, 3, 5, 12",
+    "project contacts": "SELECT p.project_name, c.email FROM psa.project_contact pc JOIN psa.project p USING (crm_deal_id) "
+    "JOIN psa.contact c USING (crm_contact_id) ORDER BY 1, 2",
+    "closed-won exceptions": "SELECT entity, count(DISTINCT source_key) FROM ops.quarantine WHERE flow = 'crm_closed_won_to_psa' "
+    "GROUP BY 1 ORDER BY 1",
+}
 ACCOUNTING_QUERIES = {
-    "time export": "SELECT entry_id, entry_version, content_hash, person_id, client_id, project_id, billing_code, work_date, hours, minutes, hourly_rate, amount, currency, "
-                   "billable_status, posting_status FROM acct.time_export ORDER BY 1, 2",
-    "invoices": "SELECT psa_invoice_id, number, kind, posting_status, hold_rule, subtotal, tax_amount, total, currency, (accounting_id IS NOT NULL) FROM acct.invoice ORDER BY 1",
+    "time export": "SELECT entry_id, entry_version, content_hash, person_id, client_id, project_id, billing_code, work_date, hours, "
+    "minutes, hourly_rate, amount, currency, billable_status, posting_status FROM acct.time_export ORDER BY 1, 2",
+    "invoices": "SELECT psa_invoice_id, number, kind, posting_status, hold_rule, subtotal, tax_amount, total, currency, "
+    "(accounting_id IS NOT NULL) FROM acct.invoice ORDER BY 1",
     "reconciliation": "SELECT psa_invoice_id, check_name, passed FROM acct.reconciliation ORDER BY 1, 2",
     "exceptions": "SELECT flow, entity, source_key, rule FROM ops.quarantine ORDER BY 1, 2, 3, 4",
     "references matched": "SELECT entity IN ('Employee', 'Vendor', 'User') AS person, count(*) FROM acct.reference GROUP BY 1 ORDER BY 1",
-}  # fmt: skip
+}
 
 
 def run(dagbag, flow, logical_date):
@@ -66,13 +69,15 @@ def empty(psa_warehouse, accounting_warehouse) -> None:
     with psa_warehouse.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.time_entry, psa.invoice_status, ops.flow_run, ops.staged_record, ops.quarantine"
+                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.time_entry, psa.invoice_status, ops.flow_run, "
+                "ops.staged_record, ops.quarantine"
             )
         )
     with accounting_warehouse.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, ops.flow_run, ops.staged_record, ops.quarantine"
+                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, "
+                "ops.flow_run, ops.staged_record, ops.quarantine"
             )
         )
 
@@ -112,7 +117,8 @@ def check_salesforce_and_xero(dagbag, salesforce, qbo, psa_warehouse, accounting
     xero = salesforce.state.xero
     exported = rows(
         accounting_warehouse,
-        "SELECT DISTINCT ON (entry_id) entry_id, minutes, accounting_id FROM acct.time_export WHERE posting_status = 'posted' ORDER BY entry_id, entry_version DESC",
+        "SELECT DISTINCT ON (entry_id) entry_id, minutes, accounting_id FROM acct.time_export WHERE posting_status = 'posted' ORDER BY "
+        "entry_id, entry_version DESC",
     )
     assert len(xero.time_entries) == len(exported)
     for entry_id, minutes, accounting_id in exported:

@@ -81,15 +81,37 @@ class SpecCheckedSession(requests.Session):
 def a_line(state, **overrides) -> dict:
     contact = next(c for c in state.xero.records["Contacts"].values())
     user = next(iter(state.xero.users.values()))
-    return {"entry_id": "TE-1", "entry_version": 1, "project_id": "PJ-1", "project_name": "Data platform", "customer_ref_id": contact["ContactID"],
-            "person_ref_id": user["userId"], "billable_status": "Billable", "item_name": "Consulting Services", "hourly_rate": "110.00",
-            "billing_code": "CONSULT", "work_date": date(2026, 10, 26), "minutes": 90, **overrides}  # fmt: skip
+    return {
+        "entry_id": "TE-1",
+        "entry_version": 1,
+        "project_id": "PJ-1",
+        "project_name": "Data platform",
+        "customer_ref_id": contact["ContactID"],
+        "person_ref_id": user["userId"],
+        "billable_status": "Billable",
+        "item_name": "Consulting Services",
+        "hourly_rate": "110.00",
+        "billing_code": "CONSULT",
+        "work_date": date(2026, 10, 26),
+        "minutes": 90,
+        **overrides,
+    }
 
 
 def an_invoice(state, number: str = "INV-T-1") -> tuple[dict, list[dict]]:
     contact = next(c for c in state.xero.records["Contacts"].values() if c["DefaultCurrency"] == "EUR")
-    row = {"number": number, "kind": "invoice", "psa_invoice_id": "PI-1", "project_id": "PJ-1", "customer_ref_id": contact["ContactID"], "client_name": contact["Name"],
-           "currency": "EUR", "issue_date": date(2026, 10, 31), "due_date": date(2026, 11, 30), "tax_amount": Decimal("42.00")}  # fmt: skip
+    row = {
+        "number": number,
+        "kind": "invoice",
+        "psa_invoice_id": "PI-1",
+        "project_id": "PJ-1",
+        "customer_ref_id": contact["ContactID"],
+        "client_name": contact["Name"],
+        "currency": "EUR",
+        "issue_date": date(2026, 10, 31),
+        "due_date": date(2026, 11, 30),
+        "tax_amount": Decimal("42.00"),
+    }
     return row, [
         {"description": "Consulting", "quantity": Decimal(2), "rate": Decimal(100), "amount": Decimal(200), "item_ref_id": "CONSULT"}
     ]
@@ -112,10 +134,20 @@ def test_every_xero_answer_the_hook_reads_follows_xeros_openapi(sandbox, tokens)
     assert hook.invoice_balances([invoice.object_id]) == {invoice.object_id: Decimal("0.00")}
     hook.void_invoice("credit_note", credit.object_id, request_id="void-cn-1")
     checked = set(hook.get_conn().checked)
-    for call in ("GET /xero/api.xro/2.0/Contacts", "GET /xero/api.xro/2.0/Items", "GET /xero/api.xro/2.0/Accounts", "GET /xero/api.xro/2.0/TaxRates",
-                 "GET /xero/projects.xro/2.0/ProjectsUsers", "GET /xero/projects.xro/2.0/Projects", "POST /xero/projects.xro/2.0/Projects",
-                 "PUT /xero/api.xro/2.0/Invoices", "GET /xero/api.xro/2.0/Invoices", "PUT /xero/api.xro/2.0/CreditNotes", "GET /xero/api.xro/2.0/CreditNotes",
-                 "GET /xero/api.xro/2.0/Payments"):  # fmt: skip
+    for call in (
+        "GET /xero/api.xro/2.0/Contacts",
+        "GET /xero/api.xro/2.0/Items",
+        "GET /xero/api.xro/2.0/Accounts",
+        "GET /xero/api.xro/2.0/TaxRates",
+        "GET /xero/projects.xro/2.0/ProjectsUsers",
+        "GET /xero/projects.xro/2.0/Projects",
+        "POST /xero/projects.xro/2.0/Projects",
+        "PUT /xero/api.xro/2.0/Invoices",
+        "GET /xero/api.xro/2.0/Invoices",
+        "PUT /xero/api.xro/2.0/CreditNotes",
+        "GET /xero/api.xro/2.0/CreditNotes",
+        "GET /xero/api.xro/2.0/Payments",
+    ):
         assert call in checked, call
     assert any("/Time" in c for c in checked) and any("/Tasks" in c for c in checked)
 

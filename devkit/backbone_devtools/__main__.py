@@ -141,7 +141,10 @@ def _print_runs(env: dict[str, str]) -> None:
     """The newest run record of every flow, as finance would read it."""
     from sqlalchemy import create_engine, text
 
-    header = f"{'flow':<32} {'interval (company time)':<40} {'status':<8} {'extracted':>9} {'loaded':>7} {'exceptions':>10} {'posted/written back':>19}"
+    header = (
+        f"{'flow':<32} {'interval (company time)':<40} {'status':<8} "
+        f"{'extracted':>9} {'loaded':>7} {'exceptions':>10} {'posted/written back':>19}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     tz = env.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam")
     notes = []
@@ -151,7 +154,8 @@ def _print_runs(env: dict[str, str]) -> None:
             row = connection.execute(
                 text(
                     "SELECT status, extracted, loaded, quarantined, written_back, details, "
-                    "to_char(interval_start AT TIME ZONE :tz, 'Dy YYYY-MM-DD HH24:MI') || ' → ' || to_char(interval_end AT TIME ZONE :tz, 'Dy MM-DD HH24:MI') AS span "
+                    "to_char(interval_start AT TIME ZONE :tz, 'Dy YYYY-MM-DD HH24:MI') || ' → ' || to_char(interval_end AT TIME ZONE "
+                    ":tz, 'Dy MM-DD HH24:MI') AS span "
                     "FROM ops.flow_run WHERE flow = :flow ORDER BY finished_at DESC NULLS LAST LIMIT 1"
                 ),
                 {"flow": flow, "tz": tz},
@@ -166,18 +170,25 @@ def _print_runs(env: dict[str, str]) -> None:
             amounts = (
                 ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
             )
-            notes.append(f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted ({details.get('posted_now', 0)} by this run), "
-                         f"{details.get('held', 0)} held with reasons; net invoiced {amounts}")  # fmt: skip
+            notes.append(
+                f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted "
+                f"({details.get('posted_now', 0)} by this run), "
+                f"{details.get('held', 0)} held with reasons; net invoiced {amounts}"
+            )
         if flow == "payments_to_psa":
             notes.append(
-                f"{flow}: {details.get('payments_read', 0)} payments read, {details.get('invoices_checked', 0)} invoices checked, {details.get('statuses_changed', 0)} statuses changed, {row.written_back} PSA updates"
+                f"{flow}: {details.get('payments_read', 0)} payments read, {details.get('invoices_checked', 0)} invoices checked, "
+                f"{details.get('statuses_changed', 0)} statuses changed, {row.written_back} PSA updates"
             )
         if flow == "hr_roster_pto_to_psa":
             expiring = (
                 ", ".join(f"{c['name']} of {c['hr_id']} on {c['expires_on']}" for c in details.get("certifications_expiring", [])) or "none"
             )
-            notes.append(f"{flow}: {details.get('snapshot')} snapshot, {row.loaded} people, {details.get('time_off_days', 0)} approved time-off days, "
-                         f"{row.quarantined} exceptions; certifications expiring within 30 days: {expiring}")  # fmt: skip
+            notes.append(
+                f"{flow}: {details.get('snapshot')} snapshot, {row.loaded} people, {details.get('time_off_days', 0)} approved time-off "
+                "days, "
+                f"{row.quarantined} exceptions; certifications expiring within 30 days: {expiring}"
+            )
         if flow == "psa_milestones_to_crm":
             notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
         if "hours" in details:
@@ -248,17 +259,22 @@ def demo() -> int:
         _print_runs(env)
         info = _sandbox_info()
         if VENDORS == "salesforce-xero":
-            print(f"Sandbox: {info['psa_projects']} PSA projects, {info['salesforce_calls']} Salesforce calls, {sum(info['xero_creates'].values())} Xero objects created, "
-                  f"{info['xero_idempotent_replays']} Idempotency-Key replays")  # fmt: skip
+            print(
+                f"Sandbox: {info['psa_projects']} PSA projects, {info['salesforce_calls']} Salesforce calls, "
+                f"{sum(info['xero_creates'].values())} Xero objects created, "
+                f"{info['xero_idempotent_replays']} Idempotency-Key replays"
+            )
         else:
             print(
-                f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, {info['qbo_requestid_replays']} requestid replays"
+                f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, "
+                f"{info['qbo_requestid_replays']} requestid replays"
             )
         again = "make demo" if VENDORS == "hubspot-quickbooks" else f"make demo VENDORS={VENDORS}"
         print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
         print(
             "Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
-            "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(PYTHONPATH=include:devkit .venv/bin/python -m backbone_devtools env)`)"
+            "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(PYTHONPATH=include:devkit .venv/bin/python -m "
+            "backbone_devtools env)`)"
         )
     finally:
         if sandbox is not None:

@@ -121,8 +121,19 @@ class SandboxState:
                 saved = pickle.load(fh)
             log.info("sandbox: resumed state from %s (anchor %s)", path, saved["anchor"])
             if "xero" in saved:
-                return cls(config=config, anchor=saved["anchor"], crm=saved["crm"], psa=saved["psa"], psa_time=saved["psa_time"], qbo=saved["qbo"], billing=saved["billing"],
-                           hr=saved["hr"], xero=saved["xero"], crm_writes=saved.get("crm_writes", 0), resumed=True)  # fmt: skip
+                return cls(
+                    config=config,
+                    anchor=saved["anchor"],
+                    crm=saved["crm"],
+                    psa=saved["psa"],
+                    psa_time=saved["psa_time"],
+                    qbo=saved["qbo"],
+                    billing=saved["billing"],
+                    hr=saved["hr"],
+                    xero=saved["xero"],
+                    crm_writes=saved.get("crm_writes", 0),
+                    resumed=True,
+                )
             log.warning("sandbox: %s predates the time and accounting APIs; starting fresh", path)
         return cls.fresh(config)
 

@@ -38,11 +38,23 @@ STATUS_HOURS = {"Full-Time": "40", "Part-Time": "24", "Contractor": "32"}
 SKILLS = ["Python", "Airflow", "dbt", "SQL", "AWS", "Azure", "Spark", "Power BI"]
 CERTIFICATIONS = ["AWS Solutions Architect", "Azure Data Engineer", "Databricks Data Engineer", "Scrum Master"]
 REPORT_FIELDS = {
-    "firstName": "First name", "lastName": "Last name", "displayName": "Display name", "workEmail": "Work email", "jobTitle": "Job title",
-    "department": "Department", "division": "Division", "location": "Location", "employmentHistoryStatus": "Employment status",
-    "status": "Status", "hireDate": "Hire date", "originalHireDate": "Original hire date", "terminationDate": "Termination date",
-    "supervisorEId": "Supervisor employee id", "customStandardHoursPerWeek": "Standard hours per week", "lastChanged": "Last changed",
-}  # fmt: skip
+    "firstName": "First name",
+    "lastName": "Last name",
+    "displayName": "Display name",
+    "workEmail": "Work email",
+    "jobTitle": "Job title",
+    "department": "Department",
+    "division": "Division",
+    "location": "Location",
+    "employmentHistoryStatus": "Employment status",
+    "status": "Status",
+    "hireDate": "Hire date",
+    "originalHireDate": "Original hire date",
+    "terminationDate": "Termination date",
+    "supervisorEId": "Supervisor employee id",
+    "customStandardHoursPerWeek": "Standard hours per week",
+    "lastChanged": "Last changed",
+}
 
 
 def _iso(moment: datetime) -> str:
@@ -88,14 +100,36 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
         status = "Contractor" if n % 9 == 8 else "Part-Time" if n % 7 == 6 else "Full-Time"
         hired = today - timedelta(days=200 + (n * 97) % 1500)
         out.employees[eid] = {
-            "id": eid, "firstName": first, "lastName": last, "displayName": f"{first} {last}",
+            "id": eid,
+            "firstName": first,
+            "lastName": last,
+            "displayName": f"{first} {last}",
             "workEmail": f"{first}.{last}.{eid}@people.example".lower().replace(" ", "").replace("'", ""),
-            "jobTitle": titles[n % len(titles)], "department": department, "division": division, "location": rng.choice(["Amsterdam", "Utrecht", "Remote"]),
-            "employmentHistoryStatus": status, "status": "Active", "hireDate": hired.isoformat(), "originalHireDate": hired.isoformat(),
-            "terminationDate": None, "supervisorEId": "100" if n else None, "customStandardHoursPerWeek": STATUS_HOURS[status], "lastChanged": changed_at(hired),
-        }  # fmt: skip
-        out.tables["jobInfo"][eid] = [{"id": next_row(), "employeeId": eid, "date": hired.isoformat(), "location": out.employees[eid]["location"], "department": department,
-                                       "division": division, "jobTitle": out.employees[eid]["jobTitle"], "reportsTo": "100" if n else None}]  # fmt: skip
+            "jobTitle": titles[n % len(titles)],
+            "department": department,
+            "division": division,
+            "location": rng.choice(["Amsterdam", "Utrecht", "Remote"]),
+            "employmentHistoryStatus": status,
+            "status": "Active",
+            "hireDate": hired.isoformat(),
+            "originalHireDate": hired.isoformat(),
+            "terminationDate": None,
+            "supervisorEId": "100" if n else None,
+            "customStandardHoursPerWeek": STATUS_HOURS[status],
+            "lastChanged": changed_at(hired),
+        }
+        out.tables["jobInfo"][eid] = [
+            {
+                "id": next_row(),
+                "employeeId": eid,
+                "date": hired.isoformat(),
+                "location": out.employees[eid]["location"],
+                "department": department,
+                "division": division,
+                "jobTitle": out.employees[eid]["jobTitle"],
+                "reportsTo": "100" if n else None,
+            }
+        ]
         out.tables["employmentStatus"][eid] = [{"id": next_row(), "employeeId": eid, "date": hired.isoformat(), "employmentStatus": status}]
         skills = rng.sample(SKILLS, 3) if n >= 3 else ["Airflow", "Python", "SQL"]
         out.tables["customSkills"][eid] = [
@@ -103,8 +137,14 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
         ]
         out.tables["customCertifications"][eid] = []
         if n % 4 == 1:
-            out.tables["customCertifications"][eid].append({"id": next_row(), "employeeId": eid, "customCertification": CERTIFICATIONS[n % len(CERTIFICATIONS)],
-                                                            "customExpirationDate": (today + timedelta(days=200 + n)).isoformat()})  # fmt: skip
+            out.tables["customCertifications"][eid].append(
+                {
+                    "id": next_row(),
+                    "employeeId": eid,
+                    "customCertification": CERTIFICATIONS[n % len(CERTIFICATIONS)],
+                    "customExpirationDate": (today + timedelta(days=200 + n)).isoformat(),
+                }
+            )
 
     ids = list(out.employees)
     # Joiners: one hired a week ago, one starting next week.
@@ -150,8 +190,18 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
     # A department change ten days ago.
     mover = ids[7]
     moved = today - timedelta(days=10)
-    out.tables["jobInfo"][mover].append({"id": next_row(), "employeeId": mover, "date": moved.isoformat(), "location": "Amsterdam", "department": "Data Engineering",
-                                         "division": "Delivery", "jobTitle": "Data Engineer", "reportsTo": "100"})  # fmt: skip
+    out.tables["jobInfo"][mover].append(
+        {
+            "id": next_row(),
+            "employeeId": mover,
+            "date": moved.isoformat(),
+            "location": "Amsterdam",
+            "department": "Data Engineering",
+            "division": "Delivery",
+            "jobTitle": "Data Engineer",
+            "reportsTo": "100",
+        }
+    )
     out.employees[mover].update(department="Data Engineering", division="Delivery", jobTitle="Data Engineer", lastChanged=changed_at(moved))
     if not any(r["customSkill"] == "Airflow" for r in out.tables["customSkills"][mover]):
         out.tables["customSkills"][mover].append(
@@ -160,8 +210,14 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
     out.cases["department_change"] = mover
     # A certification that expires within 30 days.
     expiring = ids[1]
-    out.tables["customCertifications"][expiring] = [{"id": next_row(), "employeeId": expiring, "customCertification": "AWS Solutions Architect",
-                                                     "customExpirationDate": (today + timedelta(days=20)).isoformat()}]  # fmt: skip
+    out.tables["customCertifications"][expiring] = [
+        {
+            "id": next_row(),
+            "employeeId": expiring,
+            "customCertification": "AWS Solutions Architect",
+            "customExpirationDate": (today + timedelta(days=20)).isoformat(),
+        }
+    ]
     out.cases["certification_expiring"] = expiring
 
     for eid, employee in out.employees.items():
@@ -190,12 +246,19 @@ def _seed_time_off(out: HrSeed, ids: list[str], today: date, zone: ZoneInfo) -> 
         employee = out.employees.get(eid, {"displayName": "Unknown"})
         days = {d.isoformat(): hours_per_day for d in _workdays(start, end)}
         record = {
-            "id": serial, "employeeId": int(eid), "name": employee["displayName"], "start": start.isoformat(), "end": end.isoformat(),
-            "created": (today - timedelta(days=14)).isoformat(), "status": {"lastChanged": (today - timedelta(days=3)).isoformat(), "lastChangedByUserId": 1, "status": status},
-            "type": {"id": 78, "name": "Vacation", "icon": "palm-trees"}, "amount": {"unit": "hours", "amount": sum(days.values())},
-            "actions": {"view": True, "edit": False, "cancel": False, "approve": False, "deny": False, "bypass": False}, "dates": days,
+            "id": serial,
+            "employeeId": int(eid),
+            "name": employee["displayName"],
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "created": (today - timedelta(days=14)).isoformat(),
+            "status": {"lastChanged": (today - timedelta(days=3)).isoformat(), "lastChangedByUserId": 1, "status": status},
+            "type": {"id": 78, "name": "Vacation", "icon": "palm-trees"},
+            "amount": {"unit": "hours", "amount": sum(days.values())},
+            "actions": {"view": True, "edit": False, "cancel": False, "approve": False, "deny": False, "bypass": False},
+            "dates": days,
             "notes": {"employee": "", "manager": ""},
-        }  # fmt: skip
+        }
         record.update(overrides)
         out.requests.append(record)
         if case:

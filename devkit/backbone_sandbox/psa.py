@@ -335,7 +335,8 @@ def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
     ) -> dict[str, Any]:
         """Project milestones completed in ``[completed_from, completed_to)``."""
         items = [
-            m for m in state.billing.milestones
+            m
+            for m in state.billing.milestones
             if completed_from <= datetime.fromisoformat(m["completed_at"].replace("Z", "+00:00")) < completed_to
-        ]  # fmt: skip
+        ]
         return {"items": items}

@@ -120,8 +120,18 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
         for line_no, (person_id, person_hours) in enumerate(sorted(hours[project_id].items()), start=1):
             person = time_seed.people[person_id]
             rate = Decimal(person["rate"])
-            lines.append({"line_id": f"L{line_no}", "kind": "time", "description": f"{person['name']} — consulting", "person": {"id": person_id, "name": person["name"]},
-                          "quantity": str(person_hours), "rate": _money(rate), "amount": _money(person_hours * rate), "milestone": None})  # fmt: skip
+            lines.append(
+                {
+                    "line_id": f"L{line_no}",
+                    "kind": "time",
+                    "description": f"{person['name']} — consulting",
+                    "person": {"id": person_id, "name": person["name"]},
+                    "quantity": str(person_hours),
+                    "rate": _money(rate),
+                    "amount": _money(person_hours * rate),
+                    "milestone": None,
+                }
+            )
         tm_invoices.append(invoice(project_id, client, "time_and_materials", lines))
 
     # Fixed fee: milestones of deals sold at a fixed price, billed when completed in the month.
@@ -136,19 +146,45 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
         lines = []
         for m, name in enumerate(MILESTONES[:2]):
             completed = month + timedelta(days=4 + 10 * m)
-            milestone = {"id": f"MS-{k + 1:03d}-{m + 1}", "project_id": project_id, "project_name": projects[project_id]["name"], "crm_deal_id": deal_id,
-                         "name": name, "completed_at": iso_millis(datetime.combine(completed, time(16), tzinfo=zone).astimezone(UTC)), "amount": _money(contract * share)}  # fmt: skip
+            milestone = {
+                "id": f"MS-{k + 1:03d}-{m + 1}",
+                "project_id": project_id,
+                "project_name": projects[project_id]["name"],
+                "crm_deal_id": deal_id,
+                "name": name,
+                "completed_at": iso_millis(datetime.combine(completed, time(16), tzinfo=zone).astimezone(UTC)),
+                "amount": _money(contract * share),
+            }
             out.milestones.append(milestone)
-            lines.append({"line_id": f"L{m + 1}", "kind": "fixed_fee", "description": f"Milestone: {name}", "person": None, "quantity": "1",
-                          "rate": milestone["amount"], "amount": milestone["amount"], "milestone": {"id": milestone["id"], "name": name}})  # fmt: skip
+            lines.append(
+                {
+                    "line_id": f"L{m + 1}",
+                    "kind": "fixed_fee",
+                    "description": f"Milestone: {name}",
+                    "person": None,
+                    "quantity": "1",
+                    "rate": milestone["amount"],
+                    "amount": milestone["amount"],
+                    "milestone": {"id": milestone["id"], "name": name},
+                }
+            )
         record = invoice(project_id, first_client, "fixed_fee", lines)
         if k == 1:
             out.bad_invoices[record["id"]] = "invoice.fixed_fee.within_contract"
     # A milestone reached the day before the anchor (for the daily milestones → CRM flow).
     if fixed:
         recent = anchor.astimezone(zone).date() - timedelta(days=1)
-        out.milestones.append({"id": "MS-001-3", "project_id": "PJ-F0001", "project_name": projects["PJ-F0001"]["name"], "crm_deal_id": fixed[0], "name": "Go-live",
-                               "completed_at": iso_millis(datetime.combine(recent, time(11), tzinfo=zone).astimezone(UTC)), "amount": "0.00"})  # fmt: skip
+        out.milestones.append(
+            {
+                "id": "MS-001-3",
+                "project_id": "PJ-F0001",
+                "project_name": projects["PJ-F0001"]["name"],
+                "crm_deal_id": fixed[0],
+                "name": "Go-live",
+                "completed_at": iso_millis(datetime.combine(recent, time(11), tzinfo=zone).astimezone(UTC)),
+                "amount": "0.00",
+            }
+        )
 
     if len(tm_invoices) >= 8:
         _plant(out, tm_invoices, time_seed, invoice)
@@ -158,9 +194,25 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
 def _plant(out: BillingSeed, tm: list[dict[str, Any]], time_seed: TimeSeed, invoice: Any) -> None:
     """A credit note, a voided invoice and the bad invoices the checks must hold."""
     credited = tm[0]
-    invoice(credited["project"]["id"], time_seed.clients[_client_of(time_seed, credited)], "time_and_materials",
-            [{"line_id": "L1", "kind": "adjustment", "description": "Goodwill credit", "person": None, "quantity": "1", "rate": "100.00", "amount": "100.00", "milestone": None}],
-            type="credit_note", credit_note_for=credited["number"])  # fmt: skip
+    invoice(
+        credited["project"]["id"],
+        time_seed.clients[_client_of(time_seed, credited)],
+        "time_and_materials",
+        [
+            {
+                "line_id": "L1",
+                "kind": "adjustment",
+                "description": "Goodwill credit",
+                "person": None,
+                "quantity": "1",
+                "rate": "100.00",
+                "amount": "100.00",
+                "milestone": None,
+            }
+        ],
+        type="credit_note",
+        credit_note_for=credited["number"],
+    )
     tm[1]["status"] = "voided"  # voided by the PM before month end: never posted
 
     def bad(record: dict[str, Any], check: str) -> None:

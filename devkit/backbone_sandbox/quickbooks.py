@@ -28,9 +28,17 @@ from backbone_sandbox.limits import SlidingWindowLimit
 from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
 ENTITIES = {
-    "timeactivity": "TimeActivity", "customer": "Customer", "employee": "Employee", "vendor": "Vendor", "item": "Item", "account": "Account",
-    "invoice": "Invoice", "creditmemo": "CreditMemo", "payment": "Payment", "taxcode": "TaxCode",
-}  # fmt: skip
+    "timeactivity": "TimeActivity",
+    "customer": "Customer",
+    "employee": "Employee",
+    "vendor": "Vendor",
+    "item": "Item",
+    "account": "Account",
+    "invoice": "Invoice",
+    "creditmemo": "CreditMemo",
+    "payment": "Payment",
+    "taxcode": "TaxCode",
+}
 MAX_RESULTS = 1000
 QUERY = re.compile(
     r"^\s*select\s+(?P<what>\*|count\(\*\))\s+from\s+(?P<entity>\w+)"
@@ -120,17 +128,25 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                         400,
                         "610",
                         "Object Not Found",
-                        f"Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({entity} {body['Id']})",
+                        "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, "
+                        f"customers, items, vendors or employees. ({entity} {body['Id']})",
                     )
                 if str(body.get("SyncToken")) != current["SyncToken"]:
                     raise QboFault(
                         400,
                         "5010",
                         "Stale Object Error",
-                        f"Stale Object Error : You and {current['SyncToken']} were working on this at the same time. SyncToken {body.get('SyncToken')} is not the current one.",
+                        f"Stale Object Error : You and {current['SyncToken']} were working on this at the same time. SyncToken "
+                        f"{body.get('SyncToken')} is not the current one.",
                     )
-                record = {**body, "Id": current["Id"], "SyncToken": str(int(current["SyncToken"]) + 1), "domain": "QBO", "sparse": False,
-                          "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": _qbo_time(now)}}  # fmt: skip
+                record = {
+                    **body,
+                    "Id": current["Id"],
+                    "SyncToken": str(int(current["SyncToken"]) + 1),
+                    "domain": "QBO",
+                    "sparse": False,
+                    "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": _qbo_time(now)},
+                }
                 self.entities[entity][record["Id"]] = record
                 self.updates[entity] = self.updates.get(entity, 0) + 1
             else:
@@ -174,7 +190,8 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                     400,
                     "6140",
                     "Duplicate Document Number Error",
-                    f"Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={body['DocNumber']}",
+                    "Duplicate Document Number Error : You must specify a different number. This number has already been used. "
+                    f"DocNumber={body['DocNumber']}",
                 )
         else:
             derived["RemainingCredit"] = float(total)
@@ -193,7 +210,7 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                     "CurrencyRef": invoice.get("CurrencyRef"),
                     "TxnDate": now.date().isoformat(),
                     "Line": [{"Amount": float(amount), "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]}],
-                },  # fmt: skip
+                },
                 now,
             )
             invoice["Balance"] = float(Decimal(str(invoice["Balance"])) - amount)

@@ -62,8 +62,11 @@ class SalesforceError(Exception):
 
 def _stages() -> dict[str, dict[str, Any]]:
     """Stage id → its label and flags, across pipelines (Salesforce has one picklist of stages)."""
-    return {stage_id: {"label": label, "closed": closed == "true", "won": closed == "true" and float(p) >= 1.0, "pipelines": {pl["id"]}}
-            for pl in PIPELINES for stage_id, label, closed, p in pl["stages"]}  # fmt: skip
+    return {
+        stage_id: {"label": label, "closed": closed == "true", "won": closed == "true" and float(p) >= 1.0, "pipelines": {pl["id"]}}
+        for pl in PIPELINES
+        for stage_id, label, closed, p in pl["stages"]
+    }
 
 
 def _known_in_pipeline(pipeline: str, stage: str) -> bool:
@@ -108,8 +111,11 @@ class SalesforceView:
         if obj is None:
             return None
         p = obj["properties"]
-        return {"Id": salesforce_id(sobject, int(object_id)), **{field: p.get(prop) for field, prop in self.fields[kind].items()},
-                "SystemModstamp": _stamp(p.get("hs_lastmodifieddate"))}  # fmt: skip
+        return {
+            "Id": salesforce_id(sobject, int(object_id)),
+            **{field: p.get(prop) for field, prop in self.fields[kind].items()},
+            "SystemModstamp": _stamp(p.get("hs_lastmodifieddate")),
+        }
 
     def account(self, company_id: str) -> dict[str, Any] | None:
         return self._translated("Account", "company", "companies", company_id)
@@ -152,12 +158,29 @@ class SalesforceView:
                     contact = self.contact(contact_id)
                     if contact is None:
                         continue
-                    roles.append({"Id": salesforce_id("OpportunityContactRole", int(deal_id) * 10 + n), "OpportunityId": salesforce_id("Opportunity", int(deal_id)),
-                                  "ContactId": contact["Id"], "IsPrimary": n == 0, "Role": "Decision Maker" if n == 0 else "Evaluator", "Contact": contact})  # fmt: skip
+                    roles.append(
+                        {
+                            "Id": salesforce_id("OpportunityContactRole", int(deal_id) * 10 + n),
+                            "OpportunityId": salesforce_id("Opportunity", int(deal_id)),
+                            "ContactId": contact["Id"],
+                            "IsPrimary": n == 0,
+                            "Role": "Decision Maker" if n == 0 else "Evaluator",
+                            "Contact": contact,
+                        }
+                    )
             return roles
         if sobject == "OpportunityStage":
-            return [{"Id": salesforce_id("OpportunityStage", n), "ApiName": s["label"], "MasterLabel": s["label"], "IsActive": True, "IsClosed": s["closed"], "IsWon": s["won"]}
-                    for n, s in enumerate(self.stages.values())]  # fmt: skip
+            return [
+                {
+                    "Id": salesforce_id("OpportunityStage", n),
+                    "ApiName": s["label"],
+                    "MasterLabel": s["label"],
+                    "IsActive": True,
+                    "IsClosed": s["closed"],
+                    "IsWon": s["won"],
+                }
+                for n, s in enumerate(self.stages.values())
+            ]
         raise SalesforceError(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
 
     def update_opportunity(self, opportunity_id: str, fields: dict[str, Any], now: datetime) -> None:
@@ -246,8 +269,16 @@ def build_salesforce_app(state: Any) -> FastAPI:
         access = f"00D000000000001!{secrets.token_hex(24)}"
         tokens.add(access)
         instance = str(request.base_url).rstrip("/") + request.scope.get("root_path", "")
-        return JSONResponse({"access_token": access, "instance_url": instance, "id": f"{instance}/id/00D000000000001EAA/005000000000001AAA",
-                             "token_type": "Bearer", "issued_at": str(int(datetime.now().timestamp() * 1000)), "signature": secrets.token_urlsafe(32)})  # fmt: skip
+        return JSONResponse(
+            {
+                "access_token": access,
+                "instance_url": instance,
+                "id": f"{instance}/id/00D000000000001EAA/005000000000001AAA",
+                "token_type": "Bearer",
+                "issued_at": str(int(datetime.now().timestamp() * 1000)),
+                "signature": secrets.token_urlsafe(32),
+            }
+        )
 
     def page(records: list[dict[str, Any]], start: int, batch: int, version: str) -> dict[str, Any]:
         chunk = records[start : start + batch]

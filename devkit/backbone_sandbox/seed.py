@@ -46,6 +46,8 @@ PIPELINES: list[dict[str, Any]] = [
 CURRENCIES = ["EUR", "EUR", "EUR", "USD", "GBP"]
 INDUSTRIES = ["COMPUTER_SOFTWARE", "FINANCIAL_SERVICES", "HOSPITAL_HEALTH_CARE", "RETAIL", "LOGISTICS_AND_SUPPLY_CHAIN"]
 
+DEAL_KINDS = ["Data platform", "ERP rollout", "Cloud migration", "Security audit", "Managed service"]
+
 
 def iso_millis(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -147,7 +149,7 @@ def seed_crm(*, deals: int = 120, anchor: datetime, seed: int = 20261127) -> Crm
         billing = "fixed_fee" if n % 4 == 0 else "time_and_materials"
         hours = 40 + (n * 37) % 1600
         props = {
-            "dealname": f"{out.companies[company_id]['properties']['name']} — {rng.choice(['Data platform', 'ERP rollout', 'Cloud migration', 'Security audit', 'Managed service'])}",
+            "dealname": f"{out.companies[company_id]['properties']['name']} — {rng.choice(DEAL_KINDS)}",
             "pipeline": pipeline,
             "dealstage": stage,
             "amount": f"{hours * rng.choice([95, 110, 125, 150])}.00",

@@ -173,11 +173,21 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         total = subtotal + tax
         assert contact is not None
         record = {
-            "Type": document.get("Type"), id_field: str(uuid.uuid4()), number_field: number, "Reference": document.get("Reference") or "",
-            "Contact": {"ContactID": contact["ContactID"], "Name": contact["Name"]}, "Date": msdate(date.fromisoformat(document["Date"])),
-            "CurrencyCode": document.get("CurrencyCode"), "Status": document.get("Status") or "DRAFT", "LineAmountTypes": document.get("LineAmountTypes") or "Exclusive",
-            "LineItems": lines, "SubTotal": float(subtotal), "TotalTax": float(tax), "Total": float(total), "UpdatedDateUTC": msdate(now),
-        }  # fmt: skip
+            "Type": document.get("Type"),
+            id_field: str(uuid.uuid4()),
+            number_field: number,
+            "Reference": document.get("Reference") or "",
+            "Contact": {"ContactID": contact["ContactID"], "Name": contact["Name"]},
+            "Date": msdate(date.fromisoformat(document["Date"])),
+            "CurrencyCode": document.get("CurrencyCode"),
+            "Status": document.get("Status") or "DRAFT",
+            "LineAmountTypes": document.get("LineAmountTypes") or "Exclusive",
+            "LineItems": lines,
+            "SubTotal": float(subtotal),
+            "TotalTax": float(tax),
+            "Total": float(total),
+            "UpdatedDateUTC": msdate(now),
+        }
         if collection == "Invoices":
             record.update(
                 DueDate=msdate(date.fromisoformat(document["DueDate"])) if document.get("DueDate") else None,
@@ -215,10 +225,22 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
             invoice["Status"] = "PAID"
             invoice["FullyPaidOnDate"] = msdate(now.date())
         payment = {
-            "PaymentID": str(uuid.uuid4()), "Date": msdate(now.date()), "Amount": float(amount), "Reference": f"Payment of {invoice['InvoiceNumber']}",
-            "Status": "AUTHORISED", "PaymentType": "ACCRECPAYMENT", "UpdatedDateUTC": msdate(now), "IsReconciled": False,
-            "Invoice": {"InvoiceID": invoice_id, "InvoiceNumber": invoice["InvoiceNumber"], "Type": "ACCREC", "CurrencyCode": invoice["CurrencyCode"], "Contact": invoice["Contact"]},
-        }  # fmt: skip
+            "PaymentID": str(uuid.uuid4()),
+            "Date": msdate(now.date()),
+            "Amount": float(amount),
+            "Reference": f"Payment of {invoice['InvoiceNumber']}",
+            "Status": "AUTHORISED",
+            "PaymentType": "ACCRECPAYMENT",
+            "UpdatedDateUTC": msdate(now),
+            "IsReconciled": False,
+            "Invoice": {
+                "InvoiceID": invoice_id,
+                "InvoiceNumber": invoice["InvoiceNumber"],
+                "Type": "ACCREC",
+                "CurrencyCode": invoice["CurrencyCode"],
+                "Contact": invoice["Contact"],
+            },
+        }
         self.records["Payments"][payment["PaymentID"]] = payment
         return payment
 
@@ -238,18 +260,48 @@ def seed_xero(
                 key=number,
                 at=at,
             )
-        store.add("Items", {"Code": code, "Name": mapping["item"], "IsSold": True, "IsPurchased": False, "SalesDetails": {"AccountCode": number, "UnitPrice": 0.0}},
-                  id_field="ItemID", key=code, at=at)  # fmt: skip
+        store.add(
+            "Items",
+            {
+                "Code": code,
+                "Name": mapping["item"],
+                "IsSold": True,
+                "IsPurchased": False,
+                "SalesDetails": {"AccountCode": number, "UnitPrice": 0.0},
+            },
+            id_field="ItemID",
+            key=code,
+            at=at,
+        )
     for code, (name, rate) in sorted(tax_codes.items()):
         percent = float(Decimal(str(rate)) * 100)
         tax_type = "EXEMPTOUTPUT" if percent == 0 else f"OUTPUT{int(percent)}"
-        store.records["TaxRates"][tax_type] = {"Name": name, "TaxType": tax_type, "Status": "ACTIVE", "ReportTaxType": "OUTPUT", "CanApplyToRevenue": True,
-                                               "DisplayTaxRate": percent, "EffectiveRate": percent, "TaxComponents": [{"Name": code, "Rate": percent, "IsCompound": False}]}  # fmt: skip
+        store.records["TaxRates"][tax_type] = {
+            "Name": name,
+            "TaxType": tax_type,
+            "Status": "ACTIVE",
+            "ReportTaxType": "OUTPUT",
+            "CanApplyToRevenue": True,
+            "DisplayTaxRate": percent,
+            "EffectiveRate": percent,
+            "TaxComponents": [{"Name": code, "Rate": percent, "IsCompound": False}],
+        }
     for client_id, client in sorted(time_seed.clients.items()):
         if client_id in time_seed.unmapped_client_ids:
             continue
-        store.add("Contacts", {"Name": client["name"], "ContactStatus": "ACTIVE", "IsCustomer": True, "IsSupplier": False, "DefaultCurrency": client["currency"]},
-                  id_field="ContactID", key=client_id, at=at)  # fmt: skip
+        store.add(
+            "Contacts",
+            {
+                "Name": client["name"],
+                "ContactStatus": "ACTIVE",
+                "IsCustomer": True,
+                "IsSupplier": False,
+                "DefaultCurrency": client["currency"],
+            },
+            id_field="ContactID",
+            key=client_id,
+            at=at,
+        )
     for person_id, person in sorted(time_seed.people.items()):
         if person_id in time_seed.unknown_person_ids:
             continue
@@ -518,8 +570,16 @@ def _add_projects(app: FastAPI, state: Any, store: Any) -> None:
             project_id = str(uuid.uuid4())
             currency = contact.get("DefaultCurrency") or "EUR"
             zero = {"currency": currency, "value": 0.0}
-            store.projects[project_id] = {"projectId": project_id, "contactId": contact["ContactID"], "name": body["name"], "currencyCode": currency, "minutesLogged": 0,
-                                          "totalTaskAmount": zero, "estimate": {"currency": currency, "value": float(body.get("estimateAmount") or 0)}, "status": "INPROGRESS"}  # fmt: skip
+            store.projects[project_id] = {
+                "projectId": project_id,
+                "contactId": contact["ContactID"],
+                "name": body["name"],
+                "currencyCode": currency,
+                "minutesLogged": 0,
+                "totalTaskAmount": zero,
+                "estimate": {"currency": currency, "value": float(body.get("estimateAmount") or 0)},
+                "status": "INPROGRESS",
+            }
             store.creates["Projects"] = store.creates.get("Projects", 0) + 1
             return store.projects[project_id]
 
@@ -545,8 +605,16 @@ def _add_projects(app: FastAPI, state: Any, store: Any) -> None:
 
         def make() -> dict[str, Any]:
             task_id = str(uuid.uuid4())
-            store.tasks[task_id] = {"taskId": task_id, "projectId": project_id, "name": body["name"], "rate": {"currency": rate.get("currency") or "EUR", "value": float(rate["value"])}, "chargeType": body["chargeType"],
-                                    "estimateMinutes": int(body.get("estimateMinutes") or 0), "totalMinutes": 0, "status": "ACTIVE"}  # fmt: skip
+            store.tasks[task_id] = {
+                "taskId": task_id,
+                "projectId": project_id,
+                "name": body["name"],
+                "rate": {"currency": rate.get("currency") or "EUR", "value": float(rate["value"])},
+                "chargeType": body["chargeType"],
+                "estimateMinutes": int(body.get("estimateMinutes") or 0),
+                "totalMinutes": 0,
+                "status": "ACTIVE",
+            }
             return store.tasks[task_id]
 
         return _with_idempotency(store, f"POST Tasks {project_id}", request.headers.get("idempotency-key"), make, 201)
@@ -565,9 +633,17 @@ def _add_project_time(app: FastAPI, state: Any, store: Any) -> None:
 
         def make() -> dict[str, Any]:
             entry_id = str(uuid.uuid4())
-            store.time_entries[entry_id] = {"timeEntryId": entry_id, "userId": body["userId"], "projectId": project_id, "taskId": body["taskId"], "dateUtc": body["dateUtc"],
-                                            "dateEnteredUtc": _now().strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": body["duration"], "description": body.get("description") or "",
-                                            "status": "ACTIVE"}  # fmt: skip
+            store.time_entries[entry_id] = {
+                "timeEntryId": entry_id,
+                "userId": body["userId"],
+                "projectId": project_id,
+                "taskId": body["taskId"],
+                "dateUtc": body["dateUtc"],
+                "dateEnteredUtc": _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "duration": body["duration"],
+                "description": body.get("description") or "",
+                "status": "ACTIVE",
+            }
             store.creates["TimeEntries"] = store.creates.get("TimeEntries", 0) + 1
             return store.time_entries[entry_id]
 

@@ -32,7 +32,8 @@ def alert_for(flow: str, record: dict[str, Any], exceptions: list[dict[str, Any]
     if not failed and not many:
         return None
     zone = ZoneInfo(settings.company_timezone)
-    interval = f"{record['interval_start'].astimezone(zone):%Y-%m-%d %H:%M} → {record['interval_end'].astimezone(zone):%Y-%m-%d %H:%M} ({settings.company_timezone})"
+    start, end = record["interval_start"].astimezone(zone), record["interval_end"].astimezone(zone)
+    interval = f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} ({settings.company_timezone})"
     why = "FAILED" if failed else f"{record.get('quarantined')} exceptions (threshold {settings.alert_exception_threshold})"
     counts = ", ".join(f"{k} {record.get(k, 0)}" for k in ("extracted", "valid", "quarantined", "loaded", "written_back"))
     lines = [f"{flow}: {why}", f"interval: {interval}", f"counts: {counts}"]
@@ -57,8 +58,12 @@ def send(alert: Alert, settings: Settings) -> list[str]:
             from airflow.providers.smtp.hooks.smtp import SmtpHook
 
             with SmtpHook(smtp_conn_id="smtp_default") as smtp:
-                smtp.send_email_smtp(to=[a.strip() for a in settings.alert_email_to.split(",") if a.strip()], subject=alert.subject,
-                                     html_content=f"<pre>{_html(alert.text)}</pre>", from_email=smtp.from_email or "backbone@localhost")  # fmt: skip
+                smtp.send_email_smtp(
+                    to=[a.strip() for a in settings.alert_email_to.split(",") if a.strip()],
+                    subject=alert.subject,
+                    html_content=f"<pre>{_html(alert.text)}</pre>",
+                    from_email=smtp.from_email or "backbone@localhost",
+                )
             sent.append("email")
         except Exception:  # noqa: BLE001 - an alert channel must not fail the run it reports on
             log.exception("could not send the alert by e-mail")

@@ -159,7 +159,8 @@ class Ledger:
         return {
             "flow": row["flow"],
             "flow_name": FLOW_NAMES.get(row["flow"], row["flow"]),
-            "interval": f"{row['interval_start'].astimezone(zone):%a %Y-%m-%d %H:%M} → {row['interval_end'].astimezone(zone):%a %Y-%m-%d %H:%M}",
+            "interval": f"{row['interval_start'].astimezone(zone):%a %Y-%m-%d %H:%M} → "
+            f"{row['interval_end'].astimezone(zone):%a %Y-%m-%d %H:%M}",
             "status": row["status"],
             "started": f"{row['started_at'].astimezone(zone):%Y-%m-%d %H:%M}" if row.get("started_at") else "",
             "finished": f"{row['finished_at'].astimezone(zone):%Y-%m-%d %H:%M}" if row.get("finished_at") else "",
@@ -186,7 +187,8 @@ class Ledger:
             params.update(start=period.start, end=period.end)
         rows = self._query(
             f"""
-            SELECT q.flow, q.entity, q.source_key, q.rule, min(q.reason) AS reason, min(q.quarantined_at) AS first_seen, max(r.interval_end) AS last_interval_end
+            SELECT q.flow, q.entity, q.source_key, q.rule, min(q.reason) AS reason, min(q.quarantined_at) AS first_seen,
+                max(r.interval_end) AS last_interval_end
             FROM ops.quarantine q JOIN ops.flow_run r ON r.flow = q.flow AND r.run_id = q.run_id
             WHERE {" AND ".join(where)}
             GROUP BY q.flow, q.entity, q.source_key, q.rule ORDER BY min(q.quarantined_at), q.flow, q.source_key LIMIT :limit
@@ -203,7 +205,7 @@ class Ledger:
                 "reason": r["reason"],
                 "first_seen": f"{r['first_seen'].astimezone(zone):%Y-%m-%d %H:%M}",
                 "resolved_at": "",
-            }  # fmt: skip
+            }
             for r in sorted(rows, key=lambda r: (r["first_seen"], r["flow"], r["source_key"]))[:limit]
         ]
 

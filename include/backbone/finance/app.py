@@ -37,7 +37,8 @@ from backbone.ledger import (
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2933}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
-table{border-collapse:collapse;width:100%;font-size:.85rem}th,td{border-bottom:1px solid #d9e2ec;padding:.3rem .5rem;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:.85rem}
+th,td{border-bottom:1px solid #d9e2ec;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f0f4f8}.failed{color:#b42318;font-weight:600}.success{color:#067647}.num{text-align:right}form{margin:.5rem 0}
 .notice{background:#fff4e5;border:1px solid #f5a524;padding:.8rem;border-radius:4px}
 """
@@ -166,13 +167,17 @@ def create_app() -> FastAPI:
 
 
 def _document(body: str) -> str:
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Finance</title><style>{STYLE}</style></head><body><h1>Finance: runs and exceptions</h1>{body}</body></html>"
+    head = f"<meta charset='utf-8'><title>Finance</title><style>{STYLE}</style>"
+    return f"<!doctype html><html><head>{head}</head><body><h1>Finance: runs and exceptions</h1>{body}</body></html>"
 
 
 def _filter_form(flow: str | None, period: str | None) -> str:
     options = "".join(f'<option value="{f}"{" selected" if f == flow else ""}>{escape(name)}</option>' for f, name in FLOW_NAMES.items())
-    return (f'<form method="get"><label>Flow <select name="flow"><option value="">all flows</option>{options}</select></label> '
-            f'<label>Period <input name="period" placeholder="2026-W47 or 2026-10" value="{escape(period or "")}"></label> <button>Show</button></form>')  # fmt: skip
+    return (
+        f'<form method="get"><label>Flow <select name="flow"><option value="">all flows</option>{options}</select></label> '
+        f'<label>Period <input name="period" placeholder="2026-W47 or 2026-10" value="{escape(period or "")}"></label> '
+        "<button>Show</button></form>"
+    )
 
 
 def _table(table_id: str, rows: list[dict[str, Any]], columns: list[str]) -> str:

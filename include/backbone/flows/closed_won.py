@@ -130,9 +130,13 @@ def validate_deals(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[s
     Quarantine rows are kept per run and never deleted by a rerun: evidence is not rewritten.
     """
     tally = ops.validate_staged(
-        warehouse, run, ENTITY, _judge_chunk, chunk_size=chunk_size,
+        warehouse,
+        run,
+        ENTITY,
+        _judge_chunk,
+        chunk_size=chunk_size,
         details=lambda t: {"contacts_quarantined": t.extra.get("contacts_quarantined", 0)},
-    )  # fmt: skip
+    )
     contacts_quarantined = tally.extra.get("contacts_quarantined", 0)
     if tally.failed_rules:
         log.warning("quarantined %d deals and %d contacts: %s", tally.quarantined, contacts_quarantined, tally.failed_rules)

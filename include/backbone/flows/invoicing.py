@@ -149,9 +149,13 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, 
         return verdicts, quarantine_rows, {}
 
     tally = ops.validate_staged(
-        warehouse, run, ENTITY, judge, chunk_size=max(1, len(staged)),
+        warehouse,
+        run,
+        ENTITY,
+        judge,
+        chunk_size=max(1, len(staged)),
         details=lambda t: {"held": t.quarantined, "failed_checks": dict(t.failed_rules)},
-    )  # fmt: skip
+    )
     if tally.quarantined:
         log.warning("%d invoices held for finance: %s", tally.quarantined, tally.failed_rules)
     return {"valid": tally.valid, "quarantined": tally.quarantined}
@@ -441,7 +445,8 @@ def check_time_reconciles(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
         ""
         if ok
         else (
-            f"invoice bills {f.time_hours} h / {f.time_amount} but {hours} h / {amount} of billable time was exported for {h['project_id']} in {j.context.period}"
+            f"invoice bills {f.time_hours} h / {f.time_amount} but {hours} h / {amount} of billable time was exported for "
+            f"{h['project_id']} in {j.context.period}"
         )
     )
     return [
@@ -494,9 +499,24 @@ INVOICE_CHECKS: tuple[Callable[[InvoiceFacts, Judging], list[CheckResult]], ...]
 """The business checks of an invoice, in the order their results are recorded."""
 
 CANONICAL_HEADER = (
-    "psa_invoice_id", "number", "kind", "psa_status", "billing_type", "project_id", "crm_deal_id", "client_id", "client_name",
-    "currency", "issue_date", "due_date", "subtotal", "tax_code", "tax_amount", "total", "credit_note_for",
-)  # fmt: skip
+    "psa_invoice_id",
+    "number",
+    "kind",
+    "psa_status",
+    "billing_type",
+    "project_id",
+    "crm_deal_id",
+    "client_id",
+    "client_name",
+    "currency",
+    "issue_date",
+    "due_date",
+    "subtotal",
+    "tax_code",
+    "tax_amount",
+    "total",
+    "credit_note_for",
+)
 
 
 def judge_invoice(
@@ -597,7 +617,7 @@ def _invoice_row(canon: dict[str, Any], run: RunRef, status: str, period: str) -
                 "psa_status",
                 "content_hash",
             )
-        },  # fmt: skip
+        },
         "number": str(canon["number"])[:21],
         "currency": str(canon["currency"])[:3],
         "period": period,
@@ -624,8 +644,13 @@ def _date_or_epoch(value: Any) -> date:
 
 
 def _line_row(invoice_id: str, line: dict[str, Any]) -> dict[str, Any]:
-    return {"psa_invoice_id": invoice_id, **{k: line[k] for k in ("line_id", "kind", "description", "person_id", "milestone_id", "item_ref_id")},
-            "quantity": Decimal(line["quantity"]), "rate": Decimal(line["rate"]), "amount": Decimal(line["amount"])}  # fmt: skip
+    return {
+        "psa_invoice_id": invoice_id,
+        **{k: line[k] for k in ("line_id", "kind", "description", "person_id", "milestone_id", "item_ref_id")},
+        "quantity": Decimal(line["quantity"]),
+        "rate": Decimal(line["rate"]),
+        "amount": Decimal(line["amount"]),
+    }
 
 
 def period_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
@@ -645,9 +670,14 @@ def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) 
     rejections: list[QuarantineRow] = []
     with ops.exclusive(warehouse, f"{run.flow}:post", what=f"another {run.flow} run is posting invoices right now"):
         with warehouse.connect() as connection:  # read under the lock: nobody else is posting these
-            pending = [dict(r._mapping) for r in connection.execute(
-                select(invoice).where(invoice.c.posting_status.in_(("pending", "void_pending"))).order_by(invoice.c.kind.desc(), invoice.c.number)
-            )]  # fmt: skip
+            pending = [
+                dict(r._mapping)
+                for r in connection.execute(
+                    select(invoice)
+                    .where(invoice.c.posting_status.in_(("pending", "void_pending")))
+                    .order_by(invoice.c.kind.desc(), invoice.c.number)
+                )
+            ]
             tax_refs = {
                 r.match_key: r.ref_id
                 for r in connection.execute(select(reference.c.match_key, reference.c.ref_id).where(reference.c.entity == "TaxCode"))
@@ -696,7 +726,8 @@ def _post_one(accounting: AccountingSystem, warehouse: Engine, row: dict[str, An
             found_id, found_total = found
             if abs(found_total - row["total"]) > CENT:
                 raise RejectedByAccounting(
-                    f"{kind.replace('_', ' ')} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not {row['total']}"
+                    f"{kind.replace('_', ' ')} {row['number']} already exists in accounting (id {found_id}) with total {found_total}, not "
+                    f"{row['total']}"
                 )
             _mark(warehouse, row, posting_status="posted", accounting_id=found_id, posted_at=func.now())
             return "found"

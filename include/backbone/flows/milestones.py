@@ -27,7 +27,8 @@ def billed_to_date(accounting_warehouse: Engine, project_ids: list[str]) -> dict
         return {}
     query = """
         SELECT project_id, currency, sum(CASE WHEN kind = 'credit_note' THEN -total ELSE total END)
-        FROM acct.invoice WHERE posting_status = 'posted' AND project_id = ANY(%(ids)s) GROUP BY project_id, currency ORDER BY project_id, currency
+        FROM acct.invoice WHERE posting_status = 'posted' AND project_id = ANY(%(ids)s) GROUP BY project_id, currency ORDER BY
+            project_id, currency
     """
     out: dict[str, list[str]] = {}
     with accounting_warehouse.connect() as connection:
@@ -64,7 +65,15 @@ def push_milestones(psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engin
             crm.update_deal(deal_id, wanted)
             updated += 1
     with psa_warehouse.begin() as connection:
-        ops.record_run(connection, run, extracted=len(milestones), valid=len(latest), quarantined=skipped, loaded=len(latest), written_back=updated,
-                       details={"deals_updated": updated, "milestones_without_deal": skipped})  # fmt: skip
+        ops.record_run(
+            connection,
+            run,
+            extracted=len(milestones),
+            valid=len(latest),
+            quarantined=skipped,
+            loaded=len(latest),
+            written_back=updated,
+            details={"deals_updated": updated, "milestones_without_deal": skipped},
+        )
     log.info("milestones: %d completed, %d deals touched, %d updated", len(milestones), len(latest), updated)
     return {"milestones": len(milestones), "deals_updated": updated}

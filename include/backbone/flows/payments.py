@@ -70,10 +70,17 @@ def sync_payments(
         }
     payments = [p for p in payments if str(p["accounting_id"]) in storable]
     with accounting_warehouse.connect() as connection:
-        tracked = [dict(r._mapping) for r in connection.execute(
-            select(invoice).where(invoice.c.kind == "invoice", invoice.c.posting_status.in_(("posted", "voided")),
-                                  invoice.c.payment_status.is_distinct_from("paid"), invoice.c.payment_status.is_distinct_from("voided"))
-        )]  # fmt: skip
+        tracked = [
+            dict(r._mapping)
+            for r in connection.execute(
+                select(invoice).where(
+                    invoice.c.kind == "invoice",
+                    invoice.c.posting_status.in_(("posted", "voided")),
+                    invoice.c.payment_status.is_distinct_from("paid"),
+                    invoice.c.payment_status.is_distinct_from("voided"),
+                )
+            )
+        ]
     balances = accounting.invoice_balances(row["accounting_id"] for row in tracked if row["posting_status"] == "posted")
     as_of = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
     changed = psa_updates = 0
@@ -97,8 +104,19 @@ def sync_payments(
                     .values(payment_status=status, balance=balance, amount_paid=paid)
                 )
                 changed += 1
-            statuses.append({"psa_invoice_id": row["psa_invoice_id"], "number": row["number"], "status": status, "currency": row["currency"], "total": row["total"],
-                             "amount_paid": paid, "balance": balance, "accounting_id": row["accounting_id"], "last_run_id": run.run_id})  # fmt: skip
+            statuses.append(
+                {
+                    "psa_invoice_id": row["psa_invoice_id"],
+                    "number": row["number"],
+                    "status": status,
+                    "currency": row["currency"],
+                    "total": row["total"],
+                    "amount_paid": paid,
+                    "balance": balance,
+                    "accounting_id": row["accounting_id"],
+                    "last_run_id": run.run_id,
+                }
+            )
         ops.record_run(
             connection,
             run,

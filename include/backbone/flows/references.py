@@ -28,10 +28,17 @@ def refresh_references(accounting: AccountingSystem, warehouse: Engine, run: Run
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for record in accounting.reference_records():
         if record.match_key:
-            rows.setdefault((record.entity, record.match_key), {
-                "entity": record.entity, "match_key": record.match_key[:300], "ref_id": record.ref_id, "name": record.name[:300],
-                "extra": record.extra, "last_run_id": stamp,
-            })  # fmt: skip
+            rows.setdefault(
+                (record.entity, record.match_key),
+                {
+                    "entity": record.entity,
+                    "match_key": record.match_key[:300],
+                    "ref_id": record.ref_id,
+                    "name": record.name[:300],
+                    "extra": record.extra,
+                    "last_run_id": stamp,
+                },
+            )
     with warehouse.begin() as connection:
         # Every listed record is stamped with this run, so whatever accounting no longer lists stops matching.
         copy_upsert(

@@ -82,8 +82,14 @@ def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, 
         for table, by_employee in tables.items():
             ops.stage(connection, run, f"table:{table}", [(eid, {"rows": rows}) for eid, rows in by_employee.items()])
         conflicts = ops.stage_unique(connection, run, "time_off", [(str(r.get("id")), r) for r in requests])
-        details = {"snapshot": "full" if full else "delta", "changed_since": since.isoformat(), "deleted_in_hr": len(deleted), "time_off_window": [window.start.isoformat(), window.end.isoformat()],
-                   "time_off_requests_received": len(requests), "duplicate_request_conflicts": conflicts}  # fmt: skip
+        details = {
+            "snapshot": "full" if full else "delta",
+            "changed_since": since.isoformat(),
+            "deleted_in_hr": len(deleted),
+            "time_off_window": [window.start.isoformat(), window.end.isoformat()],
+            "time_off_requests_received": len(requests),
+            "duplicate_request_conflicts": conflicts,
+        }
         ops.record_run(connection, run, extracted=len(employees) + len({str(r.get("id")) for r in requests}), details=details)
     log.info(
         "%s snapshot: %d employees, %d deleted, %d time-off requests", details["snapshot"], len(employees), len(deleted), len(requests)
@@ -102,8 +108,17 @@ def request_days(request: TimeOffRequest) -> list[dict[str, Any]]:
             hours = None
         if hours == 0:
             continue  # weekends and free days carry 0
-        rows.append({"day_key": f"{request['request_id']}:{day}", "request_id": request["request_id"], "hr_id": request["hr_id"], "day": str(day),
-                     "hours": None if hours is None else str(hours), "status": request["status"], "type": request["type"]})  # fmt: skip
+        rows.append(
+            {
+                "day_key": f"{request['request_id']}:{day}",
+                "request_id": request["request_id"],
+                "hr_id": request["hr_id"],
+                "day": str(day),
+                "hours": None if hours is None else str(hours),
+                "status": request["status"],
+                "type": request["type"],
+            }
+        )
     return rows
 
 
@@ -247,8 +262,15 @@ def load_roster(warehouse: Engine, run: RunRef, records: HrRecords, *, full: boo
         push = sorted(set(people["changed"]) | skills_changed)
         ops.stage(connection, run, "push:person", [(hr_id, {"hr_id": hr_id}) for hr_id in push])
         ops.stage(connection, run, "push:time_off", [(hr_id, {"hr_id": hr_id}) for hr_id in sorted(time_off_people)])
-        details = {"people_changed": len(people["changed"]), "people_marked_gone": people["gone"], "history_rows_changed": history, "time_off_days": days,
-                   "time_off_people_changed": len(time_off_people), "capacity_rows": capacity_rows, "certifications_expiring": expiring}  # fmt: skip
+        details = {
+            "people_changed": len(people["changed"]),
+            "people_marked_gone": people["gone"],
+            "history_rows_changed": history,
+            "time_off_days": days,
+            "time_off_people_changed": len(time_off_people),
+            "capacity_rows": capacity_rows,
+            "certifications_expiring": expiring,
+        }
         ops.record_run(connection, run, loaded=people["loaded"], details=details)
     if expiring:
         log.warning("%d certifications expire within 30 days: %s", len(expiring), expiring)
@@ -269,9 +291,31 @@ def _load_people(connection: Connection, warehouse: Engine, run: RunRef, *, full
     for chunk in ops.iter_staged(warehouse, run, "person", status="valid"):
         for staged in chunk:
             p = staged["canonical"]
-            rows.append({**{k: p[k] for k in ("hr_id", "name", "email", "job_title", "department", "division", "location", "employment_status", "supervisor_id")},
-                         "is_active": p["is_active"] == "true", "hire_date": _date(p["hire_date"]), "original_hire_date": _date(p["original_hire_date"]),
-                         "termination_date": _date(p["termination_date"]), "weekly_hours": Decimal(p["weekly_hours"]), "deleted_in_hr": False, "last_run_id": run.run_id})  # fmt: skip
+            rows.append(
+                {
+                    **{
+                        k: p[k]
+                        for k in (
+                            "hr_id",
+                            "name",
+                            "email",
+                            "job_title",
+                            "department",
+                            "division",
+                            "location",
+                            "employment_status",
+                            "supervisor_id",
+                        )
+                    },
+                    "is_active": p["is_active"] == "true",
+                    "hire_date": _date(p["hire_date"]),
+                    "original_hire_date": _date(p["original_hire_date"]),
+                    "termination_date": _date(p["termination_date"]),
+                    "weekly_hours": Decimal(p["weekly_hours"]),
+                    "deleted_in_hr": False,
+                    "last_run_id": run.run_id,
+                }
+            )
     before = {r.hr_id: r.last_run_id for r in connection.execute(select(hr_person.c.hr_id, hr_person.c.last_run_id))}
     upsert(connection, hr_person, rows, key=["hr_id"])
     after = {r.hr_id: r.last_run_id for r in connection.execute(select(hr_person.c.hr_id, hr_person.c.last_run_id))}
@@ -310,9 +354,15 @@ def _load_history(connection: Connection, warehouse: Engine, run: RunRef, record
                     if effective is None:
                         continue
                     rows[(staged["source_key"], kind, effective)] = {
-                        "hr_id": staged["source_key"], "kind": kind, "effective_date": effective, "job_title": record["job_title"], "department": record["department"],
-                        "division": record["division"], "employment_status": record["employment_status"], "last_run_id": run.run_id,
-                    }  # fmt: skip
+                        "hr_id": staged["source_key"],
+                        "kind": kind,
+                        "effective_date": effective,
+                        "job_title": record["job_title"],
+                        "department": record["department"],
+                        "division": record["division"],
+                        "employment_status": record["employment_status"],
+                        "last_run_id": run.run_id,
+                    }
                     if record["department"]:
                         departments[record["department"]] = {
                             "department": record["department"],
@@ -341,8 +391,15 @@ def _load_person_tables(connection: Connection, warehouse: Engine, run: RunRef) 
         for chunk in ops.iter_staged(warehouse, run, f"table:{table}"):
             for staged in chunk:
                 hr_id = staged["source_key"]
-                rows = {r[key]: {"hr_id": hr_id, key: r[key], **({"level": r.get("level")} if key == "skill" else {"expires_on": _date(r.get("expires_on"))}), "last_run_id": run.run_id}
-                        for r in (staged["canonical"] or {}).get("rows", [])}  # fmt: skip
+                rows = {
+                    r[key]: {
+                        "hr_id": hr_id,
+                        key: r[key],
+                        **({"level": r.get("level")} if key == "skill" else {"expires_on": _date(r.get("expires_on"))}),
+                        "last_run_id": run.run_id,
+                    }
+                    for r in (staged["canonical"] or {}).get("rows", [])
+                }
                 stale = delete(target).where(target.c.hr_id == hr_id)
                 if rows:
                     stale = stale.where(not_(tuple_(target.c.hr_id, target.c[key]).in_([(hr_id, k) for k in rows])))
@@ -411,11 +468,20 @@ def _recompute_capacity(connection: Connection, window: Window) -> int:
 # --- push ----------------------------------------------------------------------------------------
 def psa_person(row: dict[str, Any], skills: list[str], certifications: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "name": row["name"], "email": row["email"], "role": row["job_title"], "department": row["department"], "division": row["division"],
-        "location": row["location"], "employment_status": row["employment_status"], "weekly_hours": str(row["weekly_hours"]),
-        "start_date": row["hire_date"].isoformat(), "end_date": row["termination_date"].isoformat() if row["termination_date"] else None,
-        "active": bool(row["is_active"]) and not row["deleted_in_hr"], "skills": skills, "certifications": certifications,
-    }  # fmt: skip
+        "name": row["name"],
+        "email": row["email"],
+        "role": row["job_title"],
+        "department": row["department"],
+        "division": row["division"],
+        "location": row["location"],
+        "employment_status": row["employment_status"],
+        "weekly_hours": str(row["weekly_hours"]),
+        "start_date": row["hire_date"].isoformat(),
+        "end_date": row["termination_date"].isoformat() if row["termination_date"] else None,
+        "active": bool(row["is_active"]) and not row["deleted_in_hr"],
+        "skills": skills,
+        "certifications": certifications,
+    }
 
 
 def push_to_psa(psa: PsaPeople, warehouse: Engine, run: RunRef, *, window: Window) -> dict[str, int]:

@@ -121,7 +121,8 @@ def finish_flow_run(
     owner = (current.get("details") or {}).get("airflow_run_id")
     if owner not in (None, context["run_id"]):
         raise AirflowFailException(
-            f"{flow} run {context['run_id']} did not run {run.run_id}: Airflow run {owner!r} of the same interval owns it; its record is left to that run"
+            f"{flow} run {context['run_id']} did not run {run.run_id}: Airflow run {owner!r} of the same interval owns it; its record is "
+            "left to that run"
         )
     succeeded = context["ti"].xcom_pull(task_ids=last_task_id) is not None
     problem = unaccounted_records(current) if succeeded and expects_verdicts else None
@@ -129,9 +130,13 @@ def finish_flow_run(
         succeeded = False
         log.error("%s: %s", flow, problem)
     record = finish_run(
-        engine, run, succeeded=succeeded, finished_at=timezone.utcnow(), airflow_url=airflow_run_url(context),
+        engine,
+        run,
+        succeeded=succeeded,
+        finished_at=timezone.utcnow(),
+        airflow_url=airflow_run_url(context),
         details={"failure": problem} if problem else None,
-    )  # fmt: skip
+    )
     _alert(flow, engine, run, record)
     summary = {k: record.get(k) for k in ("status", "extracted", "valid", "quarantined", "loaded", "written_back")}
     if not succeeded:
@@ -146,8 +151,10 @@ def unaccounted_records(record: dict[str, Any]) -> str | None:
     neither validated nor quarantined (e.g. their staging vanished under them)."""
     extracted, valid, quarantined = (int(record.get(k) or 0) for k in ("extracted", "valid", "quarantined"))
     if extracted > valid + quarantined:
-        return (f"{extracted - valid - quarantined} of {extracted} extracted records were neither validated nor quarantined "
-                "(nothing was sent for them); rerun the interval")  # fmt: skip
+        return (
+            f"{extracted - valid - quarantined} of {extracted} extracted records were neither validated nor quarantined "
+            "(nothing was sent for them); rerun the interval"
+        )
     return None
 
 
@@ -160,10 +167,15 @@ def _alert(flow: str, engine: Engine, run: RunRef, record: dict[str, Any]) -> No
 
     settings = load_settings()
     with engine.connect() as connection:
-        exceptions = [dict(r._mapping) for r in connection.execute(
-            select(quarantine.c.entity, quarantine.c.source_key, quarantine.c.rule, quarantine.c.reason)
-            .where(quarantine.c.flow == flow, quarantine.c.run_id == run.run_id, quarantine.c.resolved_at.is_(None)).order_by(quarantine.c.id).limit(5)
-        )]  # fmt: skip
+        exceptions = [
+            dict(r._mapping)
+            for r in connection.execute(
+                select(quarantine.c.entity, quarantine.c.source_key, quarantine.c.rule, quarantine.c.reason)
+                .where(quarantine.c.flow == flow, quarantine.c.run_id == run.run_id, quarantine.c.resolved_at.is_(None))
+                .order_by(quarantine.c.id)
+                .limit(5)
+            )
+        ]
     alert = alert_for(flow, record, exceptions, settings)
     if alert is not None:
         send(alert, settings)

@@ -48,10 +48,25 @@ ENTITY = "time_entry"
 MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
 RESULT_BATCH = 500
-PSA_ENTRY_FIELDS = frozenset({
-    "id", "version", "spent_date", "hours", "billable", "billable_rate", "currency", "approval_status", "approved_at",
-    "updated_at", "notes", "user", "client", "project", "task",
-})  # fmt: skip
+PSA_ENTRY_FIELDS = frozenset(
+    {
+        "id",
+        "version",
+        "spent_date",
+        "hours",
+        "billable",
+        "billable_rate",
+        "currency",
+        "approval_status",
+        "approved_at",
+        "updated_at",
+        "notes",
+        "user",
+        "client",
+        "project",
+        "task",
+    }
+)
 """The fields of a PSA time entry this flow reads or expects; others are reported as schema drift."""
 POST_BATCH_ENTRIES = 2000
 
@@ -255,7 +270,8 @@ def judge_chunk(
             failures.append(
                 RuleFailure(
                     "time_entry.entry_key.exported_differently",
-                    f"entry {row['entry_id']} version {row['entry_version']} was already exported with different content; the PSA must issue a new version",
+                    f"entry {row['entry_id']} version {row['entry_version']} was already exported with different content; the PSA must "
+                    "issue a new version",
                 )
             )
         if failures:
@@ -290,9 +306,12 @@ def _flow_rules(
         )
     max_age = load_entity(ENTITY).fields["work_date"].max_age_days
     if max_age is not None and work_date < last_work_date - timedelta(days=max_age):
-        failures.append(RuleFailure(
-            "time_entry.work_date.plausible", f"work date {work_date} is more than {max_age} days before the end of the export week ({last_work_date})",
-        ))  # fmt: skip
+        failures.append(
+            RuleFailure(
+                "time_entry.work_date.plausible",
+                f"work date {work_date} is more than {max_age} days before the end of the export week ({last_work_date})",
+            )
+        )
     if (row["person_id"], row["work_date"]) in overfull_days:
         failures.append(
             RuleFailure(
@@ -392,10 +411,30 @@ MIRROR_FIELDS = (
     "approved_at",
 )
 OUTBOX_FIELDS = (
-    "entry_id", "entry_version", "content_hash", "person_id", "person_name", "name_of", "person_ref_id", "client_id", "client_name",
-    "customer_ref_id", "project_id", "project_name", "billing_code", "item_ref_id", "item_name", "gl_account", "work_date", "hours",
-    "minutes", "hourly_rate", "amount", "currency", "billable_status",
-)  # fmt: skip
+    "entry_id",
+    "entry_version",
+    "content_hash",
+    "person_id",
+    "person_name",
+    "name_of",
+    "person_ref_id",
+    "client_id",
+    "client_name",
+    "customer_ref_id",
+    "project_id",
+    "project_name",
+    "billing_code",
+    "item_ref_id",
+    "item_name",
+    "gl_account",
+    "work_date",
+    "hours",
+    "minutes",
+    "hourly_rate",
+    "amount",
+    "currency",
+    "billable_status",
+)
 
 
 def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:
@@ -509,7 +548,8 @@ def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: R
                 break
     with warehouse.begin() as connection:
         posted_in_run = connection.exec_driver_sql(
-            "SELECT count(*) FILTER (WHERE posting_status = 'posted'), count(*) FILTER (WHERE posting_status = 'failed') FROM acct.time_export WHERE run_id = %(r)s",
+            "SELECT count(*) FILTER (WHERE posting_status = 'posted'), count(*) FILTER (WHERE posting_status = 'failed') FROM "
+            "acct.time_export WHERE run_id = %(r)s",
             {"r": run.run_id},
         ).one()
         ops.record_run(
@@ -659,10 +699,13 @@ def _record_results(warehouse: Engine, run: RunRef, results: Iterable[dict[str, 
         connection.exec_driver_sql(  # one statement for the whole batch
             """
             UPDATE acct.time_export AS t SET posting_status = v.posting_status, accounting_id = coalesce(v.accounting_id, t.accounting_id),
-                   accounting_sync_token = coalesce(v.accounting_sync_token, t.accounting_sync_token), target_ref_id = coalesce(v.target_ref_id, t.target_ref_id),
+                   accounting_sync_token = coalesce(v.accounting_sync_token, t.accounting_sync_token), target_ref_id =
+                       coalesce(v.target_ref_id, t.target_ref_id),
                    last_error = v.last_error, posted_at = CASE WHEN v.posting_status = 'posted' THEN now() ELSE t.posted_at END
-            FROM (SELECT unnest(%(entry_id)s::text[]) AS entry_id, unnest(%(entry_version)s::int[]) AS entry_version, unnest(%(posting_status)s::text[]) AS posting_status,
-                         unnest(%(accounting_id)s::text[]) AS accounting_id, unnest(%(accounting_sync_token)s::text[]) AS accounting_sync_token,
+            FROM (SELECT unnest(%(entry_id)s::text[]) AS entry_id, unnest(%(entry_version)s::int[]) AS entry_version,
+                unnest(%(posting_status)s::text[]) AS posting_status,
+                         unnest(%(accounting_id)s::text[]) AS accounting_id, unnest(%(accounting_sync_token)s::text[]) AS
+                             accounting_sync_token,
                          unnest(%(target_ref_id)s::text[]) AS target_ref_id, unnest(%(last_error)s::text[]) AS last_error) AS v
             WHERE t.entry_id = v.entry_id AND t.entry_version = v.entry_version
             """,

@@ -41,9 +41,23 @@ class BambooHRRecords:
     def report_fields(self) -> list[str]:
         """The fields the custom report asks for (everything :meth:`person` reads)."""
         return [
-            "firstName", "lastName", "displayName", "workEmail", "jobTitle", "department", "division", "location",
-            "employmentHistoryStatus", "status", "hireDate", "originalHireDate", "terminationDate", "supervisorEId", self.hours_field, "lastChanged",
-        ]  # fmt: skip
+            "firstName",
+            "lastName",
+            "displayName",
+            "workEmail",
+            "jobTitle",
+            "department",
+            "division",
+            "location",
+            "employmentHistoryStatus",
+            "status",
+            "hireDate",
+            "originalHireDate",
+            "terminationDate",
+            "supervisorEId",
+            self.hours_field,
+            "lastChanged",
+        ]
 
     def table_name(self, table: str) -> str:
         return TABLES[table]
@@ -96,8 +110,12 @@ class BambooHRRecords:
         }
 
     def certification(self, raw: dict[str, Any]) -> dict[str, Any]:
-        return {"hr_id": str(raw.get("employeeId")), "name": raw.get("customCertification"), "expires_on": raw.get("customExpirationDate") or None,
-                "row_id": raw.get("id")}  # fmt: skip
+        return {
+            "hr_id": str(raw.get("employeeId")),
+            "name": raw.get("customCertification"),
+            "expires_on": raw.get("customExpirationDate") or None,
+            "row_id": raw.get("id"),
+        }
 
 
 class BambooHRHook(JsonApiHook):

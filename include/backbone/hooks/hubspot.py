@@ -207,9 +207,12 @@ class HubSpotHook(JsonApiHook):
             raise ValueError("HubSpot reports no closed-won stage in any deal pipeline; nothing could ever be extracted")
         log.info("won stages resolved through the pipelines endpoint: %s", ", ".join(won_ids))
         for page in self.search_modified(
-            "deals", start=start, end=end, properties=_properties("deal"),
+            "deals",
+            start=start,
+            end=end,
+            properties=_properties("deal"),
             extra_filters=[{"propertyName": "dealstage", "operator": "IN", "values": won_ids}],
-        ):  # fmt: skip
+        ):
             yield self._bundle_page(page, stages)
 
     def _bundle_page(self, deals: list[dict[str, Any]], stages: dict[tuple[str, str], DealStage]) -> list[dict[str, Any]]:
@@ -224,13 +227,15 @@ class HubSpotHook(JsonApiHook):
         for deal in deals:
             props = deal.get("properties") or {}
             stage = stages.get((props.get("pipeline") or "", props.get("dealstage") or ""))
-            bundles.append({
-                "system": self.system,
-                "deal": deal,
-                "company": companies.get(company_of[deal["id"]] or ""),
-                "contacts": [contacts[c] for c in contacts_of[deal["id"]] if c in contacts],
-                "stage_label": stage.label if stage else None,
-            })  # fmt: skip
+            bundles.append(
+                {
+                    "system": self.system,
+                    "deal": deal,
+                    "company": companies.get(company_of[deal["id"]] or ""),
+                    "contacts": [contacts[c] for c in contacts_of[deal["id"]] if c in contacts],
+                    "stage_label": stage.label if stage else None,
+                }
+            )
         return bundles
 
     def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

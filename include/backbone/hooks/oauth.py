@@ -175,7 +175,8 @@ class RotatingOAuthMixin:
             if response.status_code == 400:
                 raise ReauthorisationRequired(
                     f"{self.system_name} refused the refresh token of Connection {self.conn_id!r} ({response.text[:200]}): it was revoked, "
-                    f"expired, or already used. Nothing more can be sent until someone reconnects: (1) reconnect the app to {self.system_name} "
+                    "expired, or already used. Nothing more can be sent until someone reconnects: (1) reconnect the app to "
+                    f"{self.system_name} "
                     f"(its OAuth consent flow) to get a new refresh token; (2) set the Airflow Variable {self.token_key!r} to it "
                     f"(or delete that Variable and put the token in the Connection's refresh_token extra); (3) clear the failed task. "
                     "Pending work stays pending and goes out with the next run.",

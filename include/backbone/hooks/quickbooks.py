@@ -107,9 +107,14 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         ``max_concurrency`` at once, one token refresh on 401, retries)."""
         query = {"minorversion": self.extras.get("minor_version", 75), **(params or {})}
         return self.request(
-            method, f"/v3/company/{quote(self.realm_id)}{path}", params=query, json=json, limiter=self.limiter, concurrency=self.concurrency,
+            method,
+            f"/v3/company/{quote(self.realm_id)}{path}",
+            params=query,
+            json=json,
+            limiter=self.limiter,
+            concurrency=self.concurrency,
             description=description or f"QuickBooks {method} {path}",
-        )  # fmt: skip
+        )
 
     def query_all(self, entity: str, where: str | None = None, *, page_size: int = QUERY_PAGE_MAX) -> Iterator[list[dict[str, Any]]]:
         """Every ``entity`` row matching ``where`` (a QuickBooks query condition), page by page
@@ -147,9 +152,12 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         """Void a transaction (its amounts become zero; the record and its number stay)."""
         current = self.read(entity, object_id)
         answer = self.call(
-            "POST", f"/{entity.lower()}", params={"operation": "void", "requestid": request_id}, json={"Id": object_id, "SyncToken": current["SyncToken"]},
+            "POST",
+            f"/{entity.lower()}",
+            params={"operation": "void", "requestid": request_id},
+            json={"Id": object_id, "SyncToken": current["SyncToken"]},
             description=f"QuickBooks void {entity} {object_id}",
-        )  # fmt: skip
+        )
         record = answer[entity]
         return PostedObject(entity=entity, object_id=str(record["Id"]), sync_token=str(record.get("SyncToken", "0")), body=record)
 
@@ -222,10 +230,14 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
                     }
                 )
                 yield AccountingPayment(
-                    accounting_id=str(record["Id"]), customer_ref_id=(record.get("CustomerRef") or {}).get("value"), amount=Decimal(str(record.get("TotalAmt", 0))),
-                    currency=(record.get("CurrencyRef") or {}).get("value"), txn_date=date.fromisoformat(record["TxnDate"]) if record.get("TxnDate") else None,
-                    invoice_accounting_ids=linked, last_updated=datetime.fromisoformat(record["MetaData"]["LastUpdatedTime"]),
-                )  # fmt: skip
+                    accounting_id=str(record["Id"]),
+                    customer_ref_id=(record.get("CustomerRef") or {}).get("value"),
+                    amount=Decimal(str(record.get("TotalAmt", 0))),
+                    currency=(record.get("CurrencyRef") or {}).get("value"),
+                    txn_date=date.fromisoformat(record["TxnDate"]) if record.get("TxnDate") else None,
+                    invoice_accounting_ids=linked,
+                    last_updated=datetime.fromisoformat(record["MetaData"]["LastUpdatedTime"]),
+                )
 
     def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
         ids = [i for i in dict.fromkeys(invoice_ids) if i.isdigit()]
@@ -274,7 +286,7 @@ def invoice_body(row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | No
                     "Qty": float(line["quantity"]),
                     "UnitPrice": float(line["rate"]),
                     **({"TaxCodeRef": {"value": tax_ref_id}} if tax_ref_id else {}),
-                },  # fmt: skip
+                },
             }
             for n, line in enumerate(lines, start=1)
         ],

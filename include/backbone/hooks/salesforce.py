@@ -126,7 +126,8 @@ class SalesforceHook(JsonApiHook):
             )
             if response.status_code == 400:
                 raise FatalApiError(
-                    f"Salesforce refused the OAuth grant of {self.conn_id!r}: {response.text[:200]}. Check the consumer key, secret and refresh token."
+                    f"Salesforce refused the OAuth grant of {self.conn_id!r}: {response.text[:200]}. Check the consumer key, secret and "
+                    "refresh token."
                 )
             return check_response(response, system="Salesforce OAuth")
 
@@ -152,9 +153,14 @@ class SalesforceHook(JsonApiHook):
         """One REST call on the org's instance through the hook's request pipeline (usage ceiling,
         budget, one session renewal on 401, the usage header read, retries)."""
         return self.request(
-            method, path, params=params, json=json, headers={"Sforce-Query-Options": f"batchSize={int(self.extras.get('batch_size', 2000))}"},
-            limiter=self.limiter, description=description or f"Salesforce {method} {path}",
-        )  # fmt: skip
+            method,
+            path,
+            params=params,
+            json=json,
+            headers={"Sforce-Query-Options": f"batchSize={int(self.extras.get('batch_size', 2000))}"},
+            limiter=self.limiter,
+            description=description or f"Salesforce {method} {path}",
+        )
 
     def before_send(self) -> None:
         """Stop before the org's daily API requests pass ``max_api_usage`` (as of the last answer's
@@ -252,13 +258,15 @@ class SalesforceHook(JsonApiHook):
         bundles = []
         for opportunity in opportunities:
             contacts = {r["Contact"]["Id"]: r["Contact"] for r in sorted(roles.get(opportunity["Id"], []), key=lambda r: r["ContactId"])}
-            bundles.append({
-                "system": self.system,
-                "deal": _close_date_as_timestamp(opportunity),
-                "company": accounts.get(opportunity.get("AccountId") or ""),
-                "contacts": list(contacts.values()),
-                "stage_label": stages.get(opportunity.get("StageName") or ""),
-            })  # fmt: skip
+            bundles.append(
+                {
+                    "system": self.system,
+                    "deal": _close_date_as_timestamp(opportunity),
+                    "company": accounts.get(opportunity.get("AccountId") or ""),
+                    "contacts": list(contacts.values()),
+                    "stage_label": stages.get(opportunity.get("StageName") or ""),
+                }
+            )
         return bundles
 
     def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -269,8 +277,12 @@ class SalesforceHook(JsonApiHook):
     def update_deal(self, deal_id: str, values: dict[str, str]) -> None:
         """PATCH the Opportunity (Salesforce answers 204; the same values again change nothing)."""
         paths = field_paths(self.system, "deal")
-        self.call("PATCH", f"{self.api_path}/sobjects/Opportunity/{deal_id}", json={paths[name]: value for name, value in values.items()},
-                  description=f"Salesforce update Opportunity {deal_id}")  # fmt: skip
+        self.call(
+            "PATCH",
+            f"{self.api_path}/sobjects/Opportunity/{deal_id}",
+            json={paths[name]: value for name, value in values.items()},
+            description=f"Salesforce update Opportunity {deal_id}",
+        )
 
 
 def _select(kind: str) -> str:

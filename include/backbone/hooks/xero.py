@@ -126,25 +126,40 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
 
     # --- calls ----------------------------------------------------------------------------------
     def call(
-        self, method: str, path: str, *, api: str = ACCOUNTING_PATH, params: dict[str, Any] | None = None, json: Any = None,
-        idempotency_key: str | None = None, headers: dict[str, str] | None = None, description: str | None = None,
-    ) -> Any:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        *,
+        api: str = ACCOUNTING_PATH,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        description: str | None = None,
+    ) -> Any:
         """One tenant call through the hook's request pipeline (budget, at most ``max_concurrency`` at
         once, one token refresh on 401, the daily-quota check, retries)."""
         if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
             raise ValueError(f"Idempotency-Key {idempotency_key!r} is longer than {IDEMPOTENCY_KEY_MAX} characters")
         fixed = {"xero-tenant-id": self.tenant_id, **({"Idempotency-Key": idempotency_key} if idempotency_key else {}), **(headers or {})}
         return self.request(
-            method, f"{api}{path}", params=params, json=json, headers=fixed, limiter=self.limiter, concurrency=self.concurrency,
+            method,
+            f"{api}{path}",
+            params=params,
+            json=json,
+            headers=fixed,
+            limiter=self.limiter,
+            concurrency=self.concurrency,
             description=description or f"Xero {method} {path}",
-        )  # fmt: skip
+        )
 
     def validate_response(self, response: requests.Response) -> Any:
         """Xero's daily quota (429 with ``X-Rate-Limit-Problem: day``) cannot be waited out within a
         task: it stops the run with pending work left pending. Everything else as usual."""
         if response.status_code == 429 and response.headers.get("X-Rate-Limit-Problem", "").lower() == "day":
             raise QuotaExhaustedError(
-                f"Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in {response.headers.get('Retry-After', '?')} s. "
+                "Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in "
+                f"{response.headers.get('Retry-After', '?')} s. "
                 "Nothing was lost: unsent work stays pending for the next run.",
                 status=429,
             )
@@ -172,10 +187,11 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             return self.call("GET", path, api=PROJECTS_PATH, params={**(params or {}), "page": page, "pageSize": PROJECTS_PAGE}) or {}
 
         paginator = PageNumberPaginator(
-            page_size=PROJECTS_PAGE, description=f"Xero Projects {path}",
+            page_size=PROJECTS_PAGE,
+            description=f"Xero Projects {path}",
             page_count=lambda body: int((body.get("pagination") or {}).get("pageCount") or 1),
             served_page=lambda body: int((body.get("pagination") or {}).get("page") or 0) or None,
-        )  # fmt: skip
+        )
         for page in pages(paginator, fetch, lambda body: body.get("items")):
             yield from page
 
@@ -225,8 +241,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                     None,
                 )
                 if found is None:
-                    found = self.call("POST", "/Projects", api=PROJECTS_PATH, json={"contactId": line["customer_ref_id"], "name": name},
-                                      idempotency_key=request_id_for("xero-project", line["project_id"]), description=f"Xero create project {name}")  # fmt: skip
+                    found = self.call(
+                        "POST",
+                        "/Projects",
+                        api=PROJECTS_PATH,
+                        json={"contactId": line["customer_ref_id"], "name": name},
+                        idempotency_key=request_id_for("xero-project", line["project_id"]),
+                        description=f"Xero create project {name}",
+                    )
                 self._projects[line["project_id"]] = str(found["projectId"])
             return self._projects[line["project_id"]]
 
@@ -241,8 +263,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             if (project_id, name) not in self._tasks:
                 rate = {"currency": line.get("currency") or "EUR", "value": float(line["hourly_rate"]) if chargeable else 0.0}
                 body = {"name": name, "rate": rate, "chargeType": "TIME" if chargeable else "NON_CHARGEABLE"}
-                task = self.call("POST", f"/Projects/{project_id}/Tasks", api=PROJECTS_PATH, json=body,
-                                 idempotency_key=request_id_for("xero-task", project_id, name), description=f"Xero create task {name}")  # fmt: skip
+                task = self.call(
+                    "POST",
+                    f"/Projects/{project_id}/Tasks",
+                    api=PROJECTS_PATH,
+                    json=body,
+                    idempotency_key=request_id_for("xero-task", project_id, name),
+                    description=f"Xero create task {name}",
+                )
                 self._tasks[(project_id, name)] = str(task["taskId"])
             return self._tasks[(project_id, name)]
 
@@ -338,11 +366,17 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             "Status": "AUTHORISED",
             "LineAmountTypes": "Exclusive",
             "LineItems": [
-                {"Description": (line["description"] or "")[:4000] or "-", "Quantity": float(line["quantity"]), "UnitAmount": float(line["rate"]),
-                 "ItemCode": line["item_ref_id"], "LineAmount": float(line["amount"]), **({"TaxType": tax_ref_id} if tax_ref_id else {})}
+                {
+                    "Description": (line["description"] or "")[:4000] or "-",
+                    "Quantity": float(line["quantity"]),
+                    "UnitAmount": float(line["rate"]),
+                    "ItemCode": line["item_ref_id"],
+                    "LineAmount": float(line["amount"]),
+                    **({"TaxType": tax_ref_id} if tax_ref_id else {}),
+                }
                 for line in lines
             ],
-        }  # fmt: skip
+        }
         if kind == "invoice":
             document["DueDate"] = row["due_date"].isoformat()
         answer = self.call(
@@ -357,8 +391,13 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
 
     def void_invoice(self, kind: InvoiceKind, object_id: str, *, request_id: str) -> PostedObject:
         collection, id_field, _, _ = SALES_DOCUMENTS[kind]
-        answer = self.call("POST", f"/{collection}/{object_id}", json={collection: [{id_field: object_id, "Status": "VOIDED"}]}, idempotency_key=request_id,
-                           description=f"Xero void {collection} {object_id}")  # fmt: skip
+        answer = self.call(
+            "POST",
+            f"/{collection}/{object_id}",
+            json={collection: [{id_field: object_id, "Status": "VOIDED"}]},
+            idempotency_key=request_id,
+            description=f"Xero void {collection} {object_id}",
+        )
         record = answer[collection][0]
         return PostedObject(collection, str(record[id_field]), "0", record)
 
@@ -369,11 +408,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 invoice = record.get("Invoice") or {}
                 paid_on = parse_msdate(record.get("Date"))
                 yield AccountingPayment(
-                    accounting_id=str(record["PaymentID"]), customer_ref_id=(invoice.get("Contact") or {}).get("ContactID"),
-                    amount=Decimal(str(record.get("Amount", 0))) if record.get("Status") != "DELETED" else Decimal(0), currency=invoice.get("CurrencyCode"),
-                    txn_date=paid_on.date() if paid_on else None, invoice_accounting_ids=[str(invoice["InvoiceID"])] if invoice.get("InvoiceID") else [],
+                    accounting_id=str(record["PaymentID"]),
+                    customer_ref_id=(invoice.get("Contact") or {}).get("ContactID"),
+                    amount=Decimal(str(record.get("Amount", 0))) if record.get("Status") != "DELETED" else Decimal(0),
+                    currency=invoice.get("CurrencyCode"),
+                    txn_date=paid_on.date() if paid_on else None,
+                    invoice_accounting_ids=[str(invoice["InvoiceID"])] if invoice.get("InvoiceID") else [],
                     last_updated=parse_msdate(record.get("UpdatedDateUTC")) or moment,
-                )  # fmt: skip
+                )
 
     def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
         ids = [i for i in dict.fromkeys(invoice_ids) if i]

@@ -17,10 +17,22 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WAREHOUSES = ("psa", "accounting")
 
 
-LIBPQ_EXTRAS = frozenset({
-    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout", "application_name", "options", "keepalives",
-    "keepalives_idle", "target_session_attrs", "gssencmode",
-})  # fmt: skip
+LIBPQ_EXTRAS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "connect_timeout",
+        "application_name",
+        "options",
+        "keepalives",
+        "keepalives_idle",
+        "target_session_attrs",
+        "gssencmode",
+    }
+)
 """Connection extras handed to libpq as they are (the ones ``PostgresHook.get_conn`` passes too)."""
 
 

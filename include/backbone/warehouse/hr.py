@@ -30,7 +30,8 @@ def certifications_expiring(connection: Connection, as_of: date, *, within_days:
     """Certifications of active people that expire in ``[as_of, as_of + within_days]``, soonest first."""
     rows = connection.exec_driver_sql(
         "SELECT c.hr_id, c.name, c.expires_on FROM hr.certification c JOIN hr.person p USING (hr_id) "
-        "WHERE p.is_active AND NOT p.deleted_in_hr AND c.expires_on BETWEEN %(d)s AND %(d)s::date + %(days)s ORDER BY c.expires_on, c.hr_id",
+        "WHERE p.is_active AND NOT p.deleted_in_hr AND c.expires_on BETWEEN %(d)s AND %(d)s::date + %(days)s ORDER BY c.expires_on, "
+        "c.hr_id",
         {"d": as_of, "days": within_days},
     )
     return [{"hr_id": r[0], "name": r[1], "expires_on": r[2].isoformat()} for r in rows]
@@ -57,7 +58,8 @@ def recompute_capacity(connection: Connection, *, first_monday: date, weeks: int
             CROSS JOIN LATERAL (SELECT d.day::date >= p.hire_date AND (p.termination_date IS NULL OR d.day::date <= p.termination_date)
                                        AND p.employment_status <> 'Terminated' AS employed) e
             LEFT JOIN hr.company_holiday h ON h.day = d.day::date
-            LEFT JOIN (SELECT hr_id, day, sum(hours) AS hours FROM hr.time_off_day GROUP BY hr_id, day) t ON t.hr_id = p.hr_id AND t.day = d.day::date
+            LEFT JOIN (SELECT hr_id, day, sum(hours) AS hours FROM hr.time_off_day GROUP BY hr_id, day) t ON t.hr_id = p.hr_id AND t.day
+                = d.day::date
             WHERE NOT p.deleted_in_hr
         ) days
         GROUP BY hr_id, week_start

@@ -138,9 +138,12 @@ def set_aside_unstorable(
         from sqlalchemy.dialects.postgresql import insert
 
         statement = insert(staged_record).values(list(set_aside.values()))
-        connection.execute(statement.on_conflict_do_update(
-            index_elements=["flow", "run_id", "entity", "source_key"], set_={"payload": statement.excluded.payload, "status": UNSTORABLE, "canonical": None},
-        ))  # fmt: skip
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["flow", "run_id", "entity", "source_key"],
+                set_={"payload": statement.excluded.payload, "status": UNSTORABLE, "canonical": None},
+            )
+        )
         add_quarantine(connection, run, problems)
         log.warning("%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]])
     return storable
@@ -284,9 +287,12 @@ def validate_staged(
         return tally
     with warehouse.begin() as connection:
         record_run(
-            connection, run, valid=tally.valid, quarantined=tally.quarantined,
+            connection,
+            run,
+            valid=tally.valid,
+            quarantined=tally.quarantined,
             details={"failed_rules": dict(tally.failed_rules), **(details(tally) if details else {})},
-        )  # fmt: skip
+        )
     return tally
 
 
@@ -397,16 +403,26 @@ def claim_interval(connection: Connection, run: RunRef, owner: str, *, is_active
         if row is not None:
             break
         created = connection.execute(
-            insert(flow_run).values(flow=run.flow, run_id=run.run_id, interval_start=run.interval_start, interval_end=run.interval_end, status="running",
-                                    details={"airflow_run_id": owner}).on_conflict_do_nothing().returning(flow_run.c.run_id)
-        ).first()  # fmt: skip
+            insert(flow_run)
+            .values(
+                flow=run.flow,
+                run_id=run.run_id,
+                interval_start=run.interval_start,
+                interval_end=run.interval_end,
+                status="running",
+                details={"airflow_run_id": owner},
+            )
+            .on_conflict_do_nothing()
+            .returning(flow_run.c.run_id)
+        ).first()
         if created is not None:
             return Claim(previous_owner=None, previous_status=None)
     status, details = row
     previous = (details or {}).get("airflow_run_id")
     if status == "running" and previous and previous != owner and is_active(previous):
         raise FlowBusy(
-            f"{run.flow} for {run.interval_start.isoformat()} → {run.interval_end.isoformat()} is being run by Airflow run {previous!r} right now; "
+            f"{run.flow} for {run.interval_start.isoformat()} → {run.interval_end.isoformat()} is being run by Airflow run {previous!r} "
+            "right now; "
             "this run stops without touching anything (one run per interval at a time)"
         )
     return Claim(previous_owner=previous if previous != owner else None, previous_status=status)
@@ -421,17 +437,20 @@ def close_abandoned_runs(
 
     closed = []
     rows = connection.execute(
-        select(flow_run.c.run_id, flow_run.c.details).where(flow_run.c.flow == flow, flow_run.c.status == "running", flow_run.c.run_id != except_run_id).with_for_update(skip_locked=True)
-    ).all()  # fmt: skip
+        select(flow_run.c.run_id, flow_run.c.details)
+        .where(flow_run.c.flow == flow, flow_run.c.status == "running", flow_run.c.run_id != except_run_id)
+        .with_for_update(skip_locked=True)
+    ).all()
     for run_id, details in rows:
         owner = (details or {}).get("airflow_run_id")
         if owner and is_active(owner):
             continue
         reason = f"Airflow run {owner!r} ended without closing this record (killed, or the warehouse was unreachable); found by a later run"
         connection.execute(
-            update(flow_run).where(flow_run.c.flow == flow, flow_run.c.run_id == run_id)
+            update(flow_run)
+            .where(flow_run.c.flow == flow, flow_run.c.run_id == run_id)
             .values(status="failed", finished_at=at, details=flow_run.c.details.op("||")({"failure": reason}))
-        )  # fmt: skip
+        )
         closed.append(run_id)
     return closed
 

@@ -47,8 +47,12 @@ def invoice_totals_of_run(connection: Connection, run_id: str) -> dict[str, obje
     """Invoice count, held and posted counts, and net amount per currency (invoices − credit notes) of one run."""
     rows = connection.exec_driver_sql(
         """
-        SELECT currency, count(*), count(*) FILTER (WHERE posting_status = 'held'), count(*) FILTER (WHERE posting_status IN ('posted', 'void_pending', 'voided')),
-               sum(CASE WHEN posting_status IN ('posted', 'pending') THEN CASE WHEN kind = 'credit_note' THEN -total ELSE total END ELSE 0 END)
+        SELECT currency,
+               count(*),
+               count(*) FILTER (WHERE posting_status = 'held'),
+               count(*) FILTER (WHERE posting_status IN ('posted', 'void_pending', 'voided')),
+               sum(CASE WHEN posting_status IN ('posted', 'pending')
+                        THEN CASE WHEN kind = 'credit_note' THEN -total ELSE total END ELSE 0 END)
         FROM acct.invoice WHERE run_id = %(run_id)s GROUP BY currency
         """,
         {"run_id": run_id},
