@@ -26,8 +26,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import dag, task
 
+from backbone.schedules import timetable
 from backbone.settings import load_settings
 
 FLOW = "hr_roster_pto_to_psa"
@@ -48,7 +49,7 @@ def _window(context):  # noqa: ANN001, ANN202 - task-context helper
 @dag(
     dag_id=FLOW,
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 5 * * *", timezone=SETTINGS.company_timezone),
+    schedule=timetable(FLOW, SETTINGS.company_timezone),
     start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
     catchup=False,
     max_active_runs=1,

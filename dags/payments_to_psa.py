@@ -16,8 +16,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import dag, task
 
+from backbone.schedules import timetable
 from backbone.settings import load_settings
 
 FLOW = "payments_to_psa"
@@ -27,7 +28,7 @@ SETTINGS = load_settings()
 @dag(
     dag_id=FLOW,
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 6 * * *", timezone=SETTINGS.company_timezone),
+    schedule=timetable(FLOW, SETTINGS.company_timezone),
     start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
     catchup=False,
     max_active_runs=1,

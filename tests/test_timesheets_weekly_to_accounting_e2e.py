@@ -181,3 +181,43 @@ def test_accounting_down_fails_the_run_and_a_later_run_posts_the_rest_once(dagba
     assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status <> 'posted'") == 0
     assert len(state.qbo.entities["TimeActivity"]) == pending
+
+
+def test_missed_fridays_show_as_gaps_and_the_next_run_exports_them_once(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+    from backbone.ledger import Ledger
+
+    state = sandbox.state
+    ends = state.psa_time.week_ends()
+    assert len(ends) >= 4, "the seed covers at least four weeks"
+    ledger = Ledger(engines={"accounting": accounting_warehouse}, timezone="Europe/Amsterdam", gap_grace=timedelta(hours=2))
+    later = ends[3] + timedelta(hours=3)
+
+    assert run_dag(dagbag, FLOW, ends[0]).state == "success"
+    # Airflow is down (or the DAG paused) over the next three Fridays: the ledger names the weeks.
+    missed = [(ends[0], ends[1]), (ends[1], ends[2]), (ends[2], ends[3])]
+    assert [(g["interval_start"], g["interval_end"]) for g in ledger.gaps(flow=FLOW, now=later)] == missed
+
+    resumed = run_dag(dagbag, FLOW, ends[3])
+    assert resumed.state == "success"
+    record = rows(accounting_warehouse, "SELECT * FROM ops.flow_run WHERE flow = :f AND interval_end = :e", f=FLOW, e=ends[3])[0]._mapping
+    assert record["status"] == "success" and record["interval_start"] == ends[2]
+    assert datetime.fromisoformat(record["details"]["covers_from"]) == ends[0]
+    assert len(record["details"]["caught_up_intervals"]) == 2
+    assert ledger.gaps(flow=FLOW, now=later) == []
+
+    # Every entry approved in the three missed weeks went out once, with the resumed run.
+    caught_up = {(e["id"], e["version"]) for e in approved_in(state, ends[0], ends[3])}
+    assert record["extracted"] == len(caught_up)
+    exported = rows(
+        accounting_warehouse, "SELECT entry_id, entry_version, run_id FROM acct.time_export WHERE run_id = :r", r=record["run_id"]
+    )
+    assert len(exported) == len({(r.entry_id, r.entry_version) for r in exported}) == record["written_back"] > 0
+    activities = len(state.qbo.entities["TimeActivity"])
+    assert activities == scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
+
+    # Running the resumed week again, or one of the missed weeks late, sends nothing more.
+    before = checksum(accounting_warehouse, psa_warehouse)
+    assert run_dag(dagbag, FLOW, ends[3]).state == "success"
+    assert run_dag(dagbag, FLOW, ends[2]).state == "success"
+    assert checksum(accounting_warehouse, psa_warehouse)[0] == before[0]
+    assert len(state.qbo.entities["TimeActivity"]) == activities

@@ -4,6 +4,7 @@
   python -m backbone history --flow timesheets --week 2026-W44
   python -m backbone exceptions --flow invoices --month 2026-10
   python -m backbone history --csv > runs.csv        the same as CSV
+  python -m backbone gaps                            due intervals no successful run covers yet
 
 Reads the warehouses through the read-only finance Connections (``finance_psa_warehouse``,
 ``finance_accounting_warehouse``); see the README's Configuration.
@@ -16,6 +17,7 @@ import sys
 
 from backbone.ledger import (
     EXCEPTION_COLUMNS,
+    GAP_COLUMNS,
     RUN_COLUMNS,
     Ledger,
     LedgerUnavailable,
@@ -32,7 +34,7 @@ TABLE_EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_see
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["history", "exceptions"])
+    parser.add_argument("command", choices=["history", "exceptions", "gaps"])
     parser.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, invoices, roster, ...)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--week", help="ISO week in company time, e.g. 2026-W47")
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             print(to_csv(rows, RUN_COLUMNS) if args.csv else to_table(rows, TABLE_RUN_COLUMNS))
             if not args.csv:
                 print(f"\n{len(rows)} of {total} runs (page {args.page}); times in {ledger.timezone}")
+        elif args.command == "gaps":
+            rows = ledger.gaps(flow=flow)
+            print(to_csv(rows, GAP_COLUMNS) if args.csv else (to_table(rows, ["flow", "interval"]) if rows else "gaps: none"))
         else:
             rows = ledger.open_exceptions(flow=flow, period=period)
             print(to_csv(rows, EXCEPTION_COLUMNS) if args.csv else to_table(rows, TABLE_EXCEPTION_COLUMNS))

@@ -100,6 +100,8 @@ class Ledger:
     engines: dict[str, Engine]
     timezone: str
     runs_cache: list[dict[str, Any]] = field(default_factory=list)
+    gap_grace: timedelta = timedelta(hours=2)
+    """How long after its end an interval may wait for its run before it counts as a gap."""
 
     @classmethod
     def from_settings(cls) -> Ledger:
@@ -115,7 +117,7 @@ class Ledger:
                 raise LedgerUnavailable(
                     f"the {name} warehouse cannot be read: Connection {conn_id!r} is missing or unusable ({exc})"
                 ) from None
-        return cls(engines=engines, timezone=settings.company_timezone)
+        return cls(engines=engines, timezone=settings.company_timezone, gap_grace=timedelta(minutes=settings.gap_grace_minutes))
 
     def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         from sqlalchemy import text
@@ -176,6 +178,46 @@ class Ledger:
             "warehouse": row["warehouse"],
         }
 
+    def gaps(self, *, flow: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Intervals of each flow, since its first run, that are due (ended more than ``gap_grace``
+        ago) and that no successful run covers: the work nobody has done yet. The next run of the
+        flow covers them (catch-up); a gap older than the catch-up limit needs a rerun in Airflow."""
+        from datetime import UTC
+
+        from backbone.schedules import FLOW_SCHEDULES
+        from backbone.schedules import gaps as find_gaps
+
+        now = now or datetime.now(UTC)  # the ledger is a view of today, not a flow: "now" is when one looks
+        where, params = "", {}
+        if flow:
+            where, params = "WHERE flow = :flow", {"flow": flow}
+        records = self._query(
+            f"SELECT flow, interval_start, interval_end, status, details->>'covers_from' AS covers_from FROM ops.flow_run {where}", params
+        )
+        zone = ZoneInfo(self.timezone)
+        found = []
+        for name in FLOW_SCHEDULES:
+            mine = [r for r in records if r["flow"] == name]
+            if not mine:
+                continue
+            covered = [
+                (datetime.fromisoformat(r["covers_from"]) if r["covers_from"] else r["interval_start"], r["interval_end"])
+                for r in mine
+                if r["status"] == "success"
+            ]
+            first = min(r["interval_start"] for r in mine)
+            for start, end in find_gaps(name, self.timezone, first_start=first, covered=covered, now=now, grace=self.gap_grace):
+                found.append(
+                    {
+                        "flow": name,
+                        "flow_name": FLOW_NAMES.get(name, name),
+                        "interval": f"{start.astimezone(zone):%a %Y-%m-%d %H:%M} → {end.astimezone(zone):%a %Y-%m-%d %H:%M}",
+                        "interval_start": start,
+                        "interval_end": end,
+                    }
+                )
+        return found
+
     def open_exceptions(self, *, flow: str | None = None, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Open exceptions, one per record and rule, oldest first, with when they were first seen."""
         where, params = ["q.resolved_at IS NULL"], {"limit": limit}
@@ -227,6 +269,7 @@ RUN_COLUMNS = [
     "airflow_url",
 ]
 EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "resolved_at"]
+GAP_COLUMNS = ["flow", "flow_name", "interval"]
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     """Parallel QuickBooks calls while posting (QuickBooks allows 10 per company)."""
     payments_overlap_hours: int = 48
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
+    catch_up_max_days: int = 35
+    """How far back a run reaches to cover missed intervals (since the last successful run); older gaps stay listed as gaps."""
+    gap_grace_minutes: int = 120
+    """How long after its end an interval may stay without a successful run before the ledger calls it a gap."""
     company_country: str = "NL"
     """ISO country whose public holidays (``holidays`` package) are taken out of capacity."""
     hr_time_off_days_back: int = 30

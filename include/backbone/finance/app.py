@@ -103,6 +103,7 @@ def create_app() -> FastAPI:
             flow_id, (led, when) = filters(flow, period)
             runs, total = led.runs(flow=flow_id, period=when, page=number, page_size=size)
             exceptions = led.open_exceptions(flow=flow_id, period=when)
+            gaps = led.gaps(flow=flow_id)
         except LedgerUnavailable as exc:
             return HTMLResponse(_document(f'<p class="notice" id="unavailable">{escape(str(exc))}</p>'), status_code=503)
         except ValueError as exc:
@@ -110,7 +111,16 @@ def create_app() -> FastAPI:
                 _document(_filter_form(flow, period) + f'<p class="notice" id="bad-input">{escape(str(exc))}</p>'), status_code=400
             )
         query = {k: v for k, v in {"flow": flow, "period": period}.items() if v}
-        body = [_filter_form(flow, period), f"<h2>Runs <small>({total}, times in {escape(led.timezone)})</small></h2>"]
+        body = [_filter_form(flow, period), f"<h2>Gaps <small>({len(gaps)})</small></h2>"]
+        if gaps:
+            body.append(
+                "<p>Due intervals no successful run covers yet. The flow's next run covers them by itself; "
+                "one older than the catch-up limit needs a rerun in Airflow.</p>"
+            )
+            body.append(_table("gaps", gaps, ["flow_name", "interval"]))
+        else:
+            body.append('<p id="gaps">gaps: none</p>')
+        body.append(f"<h2>Runs <small>({total}, times in {escape(led.timezone)})</small></h2>")
         body.append(f'<p><a id="runs-csv" href="runs.csv?{urlencode(query)}">Download runs (CSV)</a></p>')
         body.append(
             _table(

@@ -34,7 +34,7 @@ ENTITY = "deal"
 # --- extract -------------------------------------------------------------------------------------
 def extract_deals(crm: CrmSystem, warehouse: Engine, run: RunRef, *, lookback: timedelta) -> dict[str, int]:
     """Stage every won deal modified in the interval (plus lookback) with its company and contacts."""
-    start = run.interval_start - lookback
+    start = run.extract_from - lookback
     with warehouse.begin() as connection:
         ops.clear_staging(connection, run)
     extracted = 0

@@ -40,7 +40,7 @@ def billed_to_date(accounting_warehouse: Engine, project_ids: list[str]) -> dict
 def push_milestones(psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef) -> dict[str, int]:
     """Milestones completed in the interval → deal properties, patched only where they differ."""
     statuses = crm_mapping()["milestone_status"]
-    milestones = sorted(psa.milestones(run.interval_start, run.interval_end), key=lambda m: (m["completed_at"], m["id"]))
+    milestones = sorted(psa.milestones(run.extract_from, run.interval_end), key=lambda m: (m["completed_at"], m["id"]))
     latest: dict[str, dict[str, Any]] = {}
     skipped = 0
     for milestone in milestones:

@@ -62,7 +62,7 @@ def sync_payments(
     from backbone.warehouse.db import upsert
     from backbone.warehouse.tables import invoice, invoice_status, payment
 
-    payments = [{**asdict(p), "last_run_id": run.run_id} for p in accounting.payments_since(run.interval_start - overlap)]
+    payments = [{**asdict(p), "last_run_id": run.run_id} for p in accounting.payments_since(run.extract_from - overlap)]
     with accounting_warehouse.begin() as connection:  # a payment PostgreSQL cannot hold is an exception, not a failed run
         storable = {
             key

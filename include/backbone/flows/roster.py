@@ -64,7 +64,7 @@ def full_snapshot_due(warehouse: Engine, run: RunRef, *, every_days: int) -> boo
 
 # --- extract -------------------------------------------------------------------------------------
 def extract_roster(hr: HrSource, warehouse: Engine, run: RunRef, *, full: bool, overlap: timedelta, window: Window) -> dict[str, Any]:
-    since = EPOCH if full else run.interval_start - overlap
+    since = EPOCH if full else run.extract_from - overlap
     with warehouse.begin() as connection:
         ops.clear_staging(connection, run)
     deleted: list[str] = []

@@ -33,6 +33,12 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
     dates a second apart) never interleave: the second stops here, before touching staging, with
     a clear message. Records of earlier runs of this flow left ``running`` by a kill are closed
     as ``failed`` with the reason.
+
+    **Catch-up.** When intervals before this one have no successful run (Airflow was down, the DAG
+    paused, a run failed), the run also covers them: it reads from the end of the last successful
+    run (at most ``BACKBONE_CATCH_UP_MAX_DAYS`` back), records which intervals it caught up, and
+    says so in an alert. So a missed Friday's approved time goes out with the next export, and
+    the ledger's gaps close without anyone rerunning old intervals by hand.
     """
     from airflow.sdk import timezone
     from airflow.sdk.exceptions import AirflowFailException
@@ -51,7 +57,8 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
     try:
         with engine.begin() as connection:
             claim = claim_interval(connection, run, me, is_active=is_active)
-            details: dict[str, Any] = {"airflow_run_id": me}
+            run, caught_up = _catch_up(connection, run)
+            details: dict[str, Any] = {"airflow_run_id": me, **caught_up}
             if claim.previous_owner:
                 details["previous_attempt"] = {"airflow_run_id": claim.previous_owner, "status": claim.previous_status}
             record_run(connection, run, status="running", started_at=context["dag_run"].start_date, finished_at=None, details=details)
@@ -62,7 +69,56 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
         log.warning("took over %s from Airflow run %s, which ended without finishing it", run.run_id, claim.previous_owner)
     if closed:
         log.warning("closed %d abandoned run records of %s as failed: %s", len(closed), flow, closed)
+    if caught_up.get("caught_up_intervals"):
+        _announce_catch_up(run, caught_up)
     return run, engine
+
+
+def _catch_up(connection: Any, run: RunRef) -> tuple[RunRef, dict[str, Any]]:
+    """This run, widened back to the end of the last successful run when intervals were missed,
+    and what to record about it (``covers_from`` is always written, so a rerun never keeps a stale one)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from backbone.schedules import CATCHES_UP, intervals
+    from backbone.settings import load_settings
+    from backbone.warehouse.ops import last_success_end
+
+    if run.flow not in CATCHES_UP:
+        return run, {}
+    settings = load_settings()
+    last_end = last_success_end(connection, run)
+    if last_end is None or last_end >= run.interval_start:
+        return run, {"covers_from": None, "caught_up_intervals": []}
+    floor = run.interval_start - timedelta(days=settings.catch_up_max_days)
+    covers_from = max(last_end, floor)
+    missed = list(intervals(run.flow, settings.company_timezone, start=covers_from, end=run.interval_start))
+    record: dict[str, Any] = {
+        "covers_from": covers_from.isoformat(),
+        "caught_up_intervals": [f"{start.isoformat()} → {end.isoformat()}" for start, end in missed],
+    }
+    if last_end < floor:
+        record["catch_up_limited_from"] = last_end.isoformat()
+    return replace(run, covers_from=covers_from), record
+
+
+def _announce_catch_up(run: RunRef, caught_up: dict[str, Any]) -> None:
+    """Log and alert: finance should know a run also carried missed intervals (and any it could not)."""
+    from backbone.alerts import Alert, send
+    from backbone.settings import load_settings
+
+    missed = caught_up["caught_up_intervals"]
+    lines = [
+        f"{run.flow}: this run also covers {len(missed)} missed interval(s) that had no successful run:",
+        *[f"  - {m}" for m in missed],
+    ]
+    if caught_up.get("catch_up_limited_from"):
+        lines.append(
+            f"Intervals before {caught_up['covers_from']} (back to {caught_up['catch_up_limited_from']}) are older than "
+            "BACKBONE_CATCH_UP_MAX_DAYS and stay gaps in the ledger: rerun them in Airflow."
+        )
+    log.warning("\n".join(lines))
+    send(Alert(subject=f"[backbone] {run.flow} caught up {len(missed)} missed interval(s)", text="\n".join(lines)), load_settings())
 
 
 FINISHED_DAG_RUN_STATES = frozenset({"success", "failed"})

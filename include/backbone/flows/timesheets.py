@@ -84,12 +84,12 @@ def extract_time_entries(
     with warehouse.begin() as connection:
         ops.clear_staging(connection, run)
     extracted = conflicts = 0
-    for page in psa.iter_approved_time_entries(run.interval_start, run.interval_end, page_size=page_size):
+    for page in psa.iter_approved_time_entries(run.extract_from, run.interval_end, page_size=page_size):
         records = [(entry_key(str(e.get("id")), e.get("version")), e) for e in page]
         with warehouse.begin() as connection:
             conflicts += ops.stage_unique(connection, run, ENTITY, records)
         extracted += len(records)
-        log.info("extracted %d time entries approved %s → %s", extracted, run.interval_start.isoformat(), run.interval_end.isoformat())
+        log.info("extracted %d time entries approved %s → %s", extracted, run.extract_from.isoformat(), run.interval_end.isoformat())
     staged = count_staged(warehouse, run)
     with warehouse.begin() as connection:
         ops.record_run(

@@ -30,6 +30,14 @@ class RunRef:
     run_id: str
     interval_start: datetime
     interval_end: datetime
+    covers_from: datetime | None = None
+    """Where extraction starts when this run also covers missed intervals before its own (the end
+    of the last successful run); None when it covers only its own interval."""
+
+    @property
+    def extract_from(self) -> datetime:
+        """The start of what this run reads: its interval's start, or earlier when it catches up."""
+        return self.covers_from if self.covers_from is not None and self.covers_from < self.interval_start else self.interval_start
 
 
 @dataclass(frozen=True)
@@ -384,6 +392,21 @@ class Claim:
 
     previous_owner: str | None
     previous_status: str | None
+
+
+def last_success_end(connection: Connection, run: RunRef) -> datetime | None:
+    """The end of the latest successful run of this flow that ended at or before this run's
+    interval starts (None when there is none): where a catching-up run starts reading."""
+    from sqlalchemy import func, select
+
+    return connection.execute(
+        select(func.max(flow_run.c.interval_end)).where(
+            flow_run.c.flow == run.flow,
+            flow_run.c.status == "success",
+            flow_run.c.interval_end <= run.interval_start,
+            flow_run.c.run_id != run.run_id,
+        )
+    ).scalar_one()
 
 
 def claim_interval(connection: Connection, run: RunRef, owner: str, *, is_active: Callable[[str], bool]) -> Claim:

@@ -1,0 +1,82 @@
+"""When each flow runs, and which of its intervals are due, covered or missing.
+
+One place for every flow's schedule: the DAG files build their timetables here, and the ledger
+uses the same timetables to find **gaps** — intervals that are due but that no successful run
+covers (Airflow was down, the DAG was paused, a run failed and nobody reran it). A run that starts
+after a gap covers it (``backbone.flows.runtime.open_flow_run``), so gaps close by themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk import CronDataIntervalTimetable
+
+FLOW_SCHEDULES = {
+    "crm_closed_won_to_psa": "*/30 * * * *",
+    "hr_roster_pto_to_psa": "0 5 * * *",
+    "timesheets_weekly_to_accounting": "0 17 * * FRI",
+    "invoices_month_end_to_accounting": "0 0 1 * *",
+    "payments_to_psa": "0 6 * * *",
+    "psa_milestones_to_crm": "30 6 * * *",
+}
+"""Each flow's cron, in company time: a run covers the interval between two of its ticks."""
+
+CATCHES_UP = frozenset(FLOW_SCHEDULES) - {"invoices_month_end_to_accounting"}
+"""Flows whose run, after missed intervals, extracts from the end of the last successful one. The
+month-end flow is cut by billing month instead; each missed month is its own run."""
+
+Interval = tuple[datetime, datetime]
+
+
+def timetable(flow: str, timezone: str) -> CronDataIntervalTimetable:
+    """The flow's data-interval timetable for its DAG (each run covers ``[previous tick, tick)``)."""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(FLOW_SCHEDULES[flow], timezone=timezone)
+
+
+def intervals(flow: str, timezone: str, *, start: datetime, end: datetime) -> Iterator[Interval]:
+    """The flow's scheduled intervals that start at or after ``start`` and end at or before ``end``."""
+    from airflow.timetables.base import DataInterval, TimeRestriction
+    from airflow.timetables.interval import CronDataIntervalTimetable  # the scheduler's own, which computes intervals
+
+    table = CronDataIntervalTimetable(FLOW_SCHEDULES[flow], timezone=timezone)
+    import pendulum
+
+    restriction = TimeRestriction(earliest=pendulum.instance(start), latest=None, catchup=True)
+    info = table.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    while info is not None and info.data_interval.end <= end:
+        yield info.data_interval.start, info.data_interval.end
+        last = DataInterval(info.data_interval.start, info.data_interval.end)
+        info = table.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+
+
+def uncovered(expected: Iterable[Interval], covered: Iterable[Interval]) -> list[Interval]:
+    """The expected intervals not wholly inside the union of ``covered`` spans."""
+    merged: list[list[datetime]] = []
+    for start, end in sorted(covered):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in expected if not any(m_start <= s and e <= m_end for m_start, m_end in merged)]
+
+
+def gaps(
+    flow: str, timezone: str, *, first_start: datetime, covered: Iterable[Interval], now: datetime, grace: timedelta, limit: int = 200
+) -> list[Interval]:
+    """Due intervals of ``flow`` from ``first_start`` (its first run) until ``now − grace`` that no
+    successful run covers, oldest first (at most ``limit``: a long outage is named, not enumerated)."""
+    expected = intervals(flow, timezone, start=first_start, end=now - grace)
+    found = []
+    covered = list(covered)
+    for interval in expected:
+        if uncovered([interval], covered):
+            found.append(interval)
+            if len(found) >= limit:
+                break
+    return found
