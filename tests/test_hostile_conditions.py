@@ -235,3 +235,15 @@ def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconne
     assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'") == 0
     Variable.delete("quickbooks_default_refresh_token")
     reliability.count(token_faults_survived=1)
+
+
+def test_a_403_fails_the_run_on_the_first_try_instead_of_retrying_for_an_hour(dagbag, sandbox, psa_warehouse):
+    """Retries cannot fix missing permissions: the task fails at once, the run record says why."""
+    sandbox.state.faults.arm([FaultRule(kind="status", status=403, path_contains="/crm/v3/pipelines", times=50)])
+    dag_run = run_dag(dagbag, "crm_closed_won_to_psa", ANCHOR)  # the DAG's own retries (3) stay on
+    assert dag_run.state == "failed"
+    extract = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "extract_deals")
+    assert extract.state == "failed" and extract.try_number == 1
+    record = rows(psa_warehouse, "SELECT status, details FROM ops.flow_run WHERE flow = 'crm_closed_won_to_psa'")[0]
+    assert record.status == "failed"
+    sandbox.state.faults.clear()

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 if TYPE_CHECKING:
     import requests
 
@@ -34,8 +36,13 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-class FatalApiError(ApiError):
-    """Repeating the call cannot help (bad credentials, no permission, invalid request)."""
+class FatalApiError(ApiError, AirflowFailException):
+    """Repeating the call cannot help (bad credentials, no permission, invalid request).
+
+    It is also an ``AirflowFailException``: a task that lets it escape fails at once, without the
+    DAG's retries (which would only delay the alert by their backoff, 35–70 minutes), and the run's
+    failure alert goes out within the minute. Flows that judge one record at a time catch it for
+    that record (``RejectedByAccounting``) and go on with the others."""
 
 
 class RetriableApiError(ApiError):

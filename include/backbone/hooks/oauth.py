@@ -11,18 +11,17 @@ from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from typing import Any, Protocol
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from backbone.hooks.auth import RefreshingBearerAuth
 from backbone.http import FatalApiError, check_response
 
 log = logging.getLogger(__name__)
 
 
-class ReauthorisationRequired(FatalApiError, AirflowFailException):
+class ReauthorisationRequired(FatalApiError):
     """The vendor refused the refresh token for good: no retry can help, a person must reconnect
-    the app. It is an ``AirflowFailException``, so the task fails at once (no retries) and the
-    run's failure alert goes out within the minute, carrying these steps."""
+    the app. Like every ``FatalApiError`` the task fails at once (no retries) and the run's failure
+    alert goes out within the minute, carrying these steps; flows let it through even where they
+    catch a single record's rejection, since no other record could be sent either."""
 
 
 class TokenStore(Protocol):
