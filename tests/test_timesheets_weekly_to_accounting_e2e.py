@@ -221,3 +221,41 @@ def test_missed_fridays_show_as_gaps_and_the_next_run_exports_them_once(dagbag, 
     assert run_dag(dagbag, FLOW, ends[2]).state == "success"
     assert checksum(accounting_warehouse, psa_warehouse)[0] == before[0]
     assert len(state.qbo.entities["TimeActivity"]) == activities
+
+
+def test_an_entry_held_for_a_missing_customer_goes_out_once_after_finance_adds_it(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+    state = sandbox.state
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
+    held = rows(
+        accounting_warehouse,
+        "SELECT source_key, run_id FROM ops.quarantine WHERE flow = :f AND rule = 'time_entry.client.mapped' AND resolved_at IS NULL",
+        f=FLOW,
+    )
+    assert len(held) == 1
+    key, first_run = held[0]
+    orphan = state.psa_time.clients[next(iter(state.psa_time.unmapped_client_ids))]
+    state.qbo.add(
+        "Customer", {"DisplayName": orphan["name"], "CompanyName": orphan["name"], "Active": True, "CurrencyRef": {"value": "EUR"}}
+    )
+
+    next_end = WEEK_END + timedelta(days=7)
+    assert run_dag(dagbag, FLOW, next_end).state == "success"
+    next_run = rows(
+        accounting_warehouse, "SELECT run_id, details FROM ops.flow_run WHERE flow = :f AND interval_end = :e", f=FLOW, e=next_end
+    )[0]
+    assert next_run.details["exceptions_rechecked"] >= 1
+    line = rows(
+        accounting_warehouse, "SELECT run_id, posting_status, accounting_id FROM acct.time_export WHERE entry_id = :e", e=key.split(":v")[0]
+    )
+    assert [(r.run_id, r.posting_status) for r in line] == [(next_run.run_id, "posted")]
+    assert line[0].accounting_id in state.qbo.entities["TimeActivity"]
+    resolved = rows(
+        accounting_warehouse, "SELECT resolved_by_run FROM ops.quarantine WHERE source_key = :k AND run_id = :r", k=key, r=first_run
+    )
+    assert [r.resolved_by_run for r in resolved] == [next_run.run_id]
+
+    # The week after sends it no second time (other held entries may heal then: a work date now inside the window).
+    assert run_dag(dagbag, FLOW, next_end + timedelta(days=7)).state == "success"
+    assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE entry_id = :e", e=key.split(":v")[0]) == 1
+    posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
+    assert len(state.qbo.entities["TimeActivity"]) == posted

@@ -69,6 +69,19 @@ PSA_ENTRY_FIELDS = frozenset(
 )
 """The fields of a PSA time entry this flow reads or expects; others are reported as schema drift."""
 POST_BATCH_ENTRIES = 2000
+HEALABLE_RULES = frozenset(
+    {
+        "time_entry.client.mapped",
+        "time_entry.person.mapped",
+        "time_entry.billing_code.mapped",
+        "time_entry.billing_code.item_exists",
+        "time_entry.billing_code.gl_account",
+        "time_entry.work_date.not_future",
+    }
+)
+"""Exceptions whose cause can go away without a new version of the entry (finance adds the
+customer, the mapping gains the code, the work date falls inside a later export week): every run
+judges such open exceptions of earlier runs again, and posts the ones that now pass."""
 
 
 def entry_key(entry_id: str, version: Any) -> str:
@@ -90,13 +103,23 @@ def extract_time_entries(
             conflicts += ops.stage_unique(connection, run, ENTITY, records)
         extracted += len(records)
         log.info("extracted %d time entries approved %s → %s", extracted, run.extract_from.isoformat(), run.interval_end.isoformat())
+    with warehouse.begin() as connection:
+        rechecks = ops.open_exceptions_to_recheck(connection, run, ENTITY, HEALABLE_RULES)
+        conflicts += ops.stage_unique(connection, run, ENTITY, rechecks)
+    if rechecks:
+        log.info("judging %d entries held by earlier runs again (their cause may be fixed)", len(rechecks))
     staged = count_staged(warehouse, run)
     with warehouse.begin() as connection:
         ops.record_run(
             connection,
             run,
             extracted=staged,
-            details={"entries_received": extracted, "conflicting_repeats": conflicts, "accounting_references": references},
+            details={
+                "entries_received": extracted,
+                "exceptions_rechecked": len(rechecks),
+                "conflicting_repeats": conflicts,
+                "accounting_references": references,
+            },
         )
     return {"extracted": staged, "conflicts": conflicts}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -368,6 +368,25 @@ def count_unstorable(connection: Connection, run: RunRef) -> int:
         staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id, staged_record.c.status == UNSTORABLE
     )
     return int(connection.execute(query).scalar_one())
+
+
+def open_exceptions_to_recheck(connection: Connection, run: RunRef, entity: str, rules: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Records of this flow held in earlier runs for a cause that may since have been fixed (a
+    mapping added, a customer created, a date now inside the export window) and still open: the
+    latest raw copy per key, to be judged again by this run. One that passes goes out with this run
+    and its exception is resolved by it (:func:`resolve_exceptions`); one that fails again stays open."""
+    rows = connection.exec_driver_sql(
+        """
+        SELECT DISTINCT ON (q.source_key) q.source_key, q.raw FROM ops.quarantine q
+        WHERE q.flow = %(flow)s AND q.entity = %(entity)s AND q.resolved_at IS NULL AND q.run_id <> %(run_id)s
+          AND q.rule = ANY(%(rules)s)
+          AND NOT EXISTS (SELECT 1 FROM ops.quarantine o WHERE o.flow = q.flow AND o.entity = q.entity AND o.source_key = q.source_key
+                          AND o.resolved_at IS NULL AND NOT (o.rule = ANY(%(rules)s)))
+        ORDER BY q.source_key, q.quarantined_at DESC
+        """,
+        {"flow": run.flow, "entity": entity, "run_id": run.run_id, "rules": sorted(rules)},
+    ).all()
+    return [(key, raw) for key, raw in rows if isinstance(raw, dict)]
 
 
 def resolve_exceptions(connection: Connection, run: RunRef, *, resolved_at: datetime) -> int:
