@@ -58,7 +58,7 @@ class FakeAccounting:
             self.time_records[target] = body
             return PostedObject("TimeRecord", target, str(line["entry_version"]), body)
         self.creates += 1
-        object_id = str(len(self.time_records) + 1)
+        object_id = str(self.creates)
         self.time_records[object_id] = body
         return PostedObject("TimeRecord", object_id, "0", body)
 
@@ -70,6 +70,10 @@ class FakeAccounting:
             if body["Description"].startswith(marker):
                 return PostedObject("TimeRecord", object_id, "0", body)
         return None
+
+    def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
+        self._alive()
+        return self.time_records.pop(object_id, None) is not None
 
     def find_invoice(self, kind: str, number: str) -> tuple[str, Decimal] | None:
         self._alive()

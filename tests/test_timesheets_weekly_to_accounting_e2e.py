@@ -259,3 +259,32 @@ def test_an_entry_held_for_a_missing_customer_goes_out_once_after_finance_adds_i
     assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE entry_id = :e", e=key.split(":v")[0]) == 1
     posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
     assert len(state.qbo.entities["TimeActivity"]) == posted
+
+
+def test_entries_withdrawn_in_the_psa_after_export_are_removed_from_accounting_once(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+    state = sandbox.state
+    assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
+    exported = rows(accounting_warehouse, "SELECT entry_id, accounting_id, hours FROM acct.time_export ORDER BY entry_id LIMIT 2")
+    (deleted, deleted_record, hours), (unapproved, unapproved_record, _) = exported
+    state.psa_time.withdraw(deleted, at=WEEK_END + timedelta(days=2), reason="deleted")
+    state.psa_time.withdraw(unapproved, at=WEEK_END + timedelta(days=3), reason="unapproved")
+
+    next_end = WEEK_END + timedelta(days=7)
+    assert run_dag(dagbag, FLOW, next_end).state == "success"
+    assert deleted_record not in state.qbo.entities["TimeActivity"]
+    assert unapproved_record not in state.qbo.entities["TimeActivity"]
+    assert state.qbo.deletes["TimeActivity"] == 2
+    lines = rows(
+        accounting_warehouse,
+        "SELECT entry_version, action, posting_status, hours FROM acct.time_export WHERE entry_id = :e ORDER BY entry_version",
+        e=deleted,
+    )
+    assert [(line.action, line.posting_status) for line in lines] == [("create", "posted"), ("delete", "posted")]
+    assert lines[1].hours == -hours  # the run's totals net the withdrawn time out
+    assert scalar(psa_warehouse, "SELECT count(*) FROM psa.time_entry WHERE entry_id IN (:a, :b)", a=deleted, b=unapproved) == 0
+
+    # Running the week again reverses nothing twice.
+    before = checksum(accounting_warehouse, psa_warehouse)
+    assert run_dag(dagbag, FLOW, next_end).state == "success"
+    assert checksum(accounting_warehouse, psa_warehouse) == before
+    assert state.qbo.deletes["TimeActivity"] == 2

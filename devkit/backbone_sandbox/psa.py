@@ -108,6 +108,18 @@ class TimeEntryPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
 
 
+class WithdrawalOut(BaseModel):
+    id: str
+    version: int = Field(description="The entry's version after the withdrawal (higher than any approved one before it).")
+    withdrawn_at: datetime
+    reason: str = Field(description="``deleted`` (gone from the PSA) or ``unapproved`` (sent back for changes).")
+
+
+class WithdrawalPage(BaseModel):
+    items: list[WithdrawalOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
+
+
 class ProjectPage(BaseModel):
     items: list[ProjectOut]
     page: int
@@ -290,6 +302,25 @@ def _add_time_and_people(app: FastAPI, state: Any, store: Any, authorised: Any) 
             raise HTTPException(400, str(exc)) from exc
         # Served as stored (no response-model round trip): large pages stay cheap.
         return Response(dumps_any_depth({"items": items, "next_cursor": next_cursor}), media_type="application/json")
+
+    @app.get("/api/v1/time-entries/withdrawn", response_model=WithdrawalPage)
+    def list_withdrawn_time_entries(
+        withdrawn_from: datetime = Query(..., description="Withdrawal time, inclusive (ISO 8601 with zone)."),
+        withdrawn_to: datetime = Query(..., description="Withdrawal time, exclusive."),
+        cursor: str | None = Query(None),
+        page_size: int = Query(200, ge=1, le=1000),
+        _: None = Depends(authorised),
+    ) -> dict[str, Any]:
+        """Approved entries deleted or un-approved in the window: what accounting must no longer hold."""
+        if withdrawn_from.tzinfo is None or withdrawn_to.tzinfo is None:
+            raise HTTPException(422, "withdrawn_from and withdrawn_to need a time zone")
+        try:
+            items, next_cursor = state.psa_time.withdrawals_page(
+                withdrawn_from=withdrawn_from, withdrawn_to=withdrawn_to, cursor=cursor, page_size=page_size
+            )
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {"items": items, "next_cursor": next_cursor}
 
     @app.put("/api/v1/people/by-external-id/{source}/{external_id}")
     def upsert_person(source: str, external_id: str, person: PersonIn, response: Response, _: None = Depends(authorised)) -> dict[str, Any]:

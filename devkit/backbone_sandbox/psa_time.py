@@ -274,6 +274,39 @@ class TimeStore(PicklableLockMixin):
         with self._lock:
             self._reindex([*self.entries, record])
 
+    def withdraw(self, entry_id: str, *, at: datetime, reason: str = "deleted") -> dict[str, Any]:
+        """Delete an approved entry in the PSA (``deleted``) or send it back for changes
+        (``unapproved``): it leaves the approved list, its version goes up, and the withdrawal is
+        listed by ``GET /api/v1/time-entries/withdrawn``."""
+        with self._lock:
+            matches = [e for e in self.entries if e["id"] == entry_id]
+            if not matches:
+                raise KeyError(entry_id)
+            record = matches[-1]
+            version = record["version"] + 1
+            if reason == "deleted":
+                self._reindex([e for e in self.entries if e is not record])
+            else:
+                record.update(version=version, approval_status="submitted", updated_at=iso_millis(at))
+            withdrawal = {"id": entry_id, "version": version, "withdrawn_at": iso_millis(at), "reason": reason}
+            withdrawals = self.__dict__.setdefault("withdrawals", [])
+            withdrawals.append(withdrawal)
+            withdrawals.sort(key=lambda w: (w["withdrawn_at"], w["id"]))
+            return withdrawal
+
+    def withdrawals_page(
+        self, *, withdrawn_from: datetime, withdrawn_to: datetime, cursor: str | None, page_size: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Withdrawals in ``[withdrawn_from, withdrawn_to)``, oldest first, cursor-paged."""
+        with self._lock:
+            withdrawals = self.__dict__.get("withdrawals", [])
+            keys = [(w["withdrawn_at"], w["id"]) for w in withdrawals]
+            position = decode_cursor(cursor) if cursor else bisect.bisect_left(keys, (iso_millis(withdrawn_from), ""))
+            end = bisect.bisect_left(keys, (iso_millis(withdrawn_to), ""))
+            items = withdrawals[position : min(end, position + page_size)]
+            position += len(items)
+            return items, (encode_cursor(position) if position < end else None)
+
 
 def encode_cursor(position: int) -> str:
     return base64.urlsafe_b64encode(f"pos:{position}".encode()).decode()

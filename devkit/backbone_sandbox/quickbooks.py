@@ -85,6 +85,7 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         self.access_tokens: dict[str, datetime] = {}
         self.creates: dict[str, int] = {}
         self.updates: dict[str, int] = {}
+        self.deletes: dict[str, int] = {}
         self.replays = 0
         self.token_refreshes = 0
         self._lock = threading.Lock()
@@ -119,6 +120,8 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             now = datetime.now(UTC)
             if operation == "void":
                 return self._void(entity, body, request_id, now)
+            if operation == "delete":
+                return self._delete(entity, body, request_id)
             self._check_references(entity, body)
             body = self._derive_totals(entity, body)
             if body.get("Id"):
@@ -169,6 +172,23 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         current["MetaData"]["LastUpdatedTime"] = _qbo_time(now)
         self.updates[entity] = self.updates.get(entity, 0) + 1
         result = (200, {entity: current, "time": _now_text()})
+        if request_id:
+            self.request_results[request_id] = result
+        return result
+
+    def _delete(self, entity: str, body: dict[str, Any], request_id: str | None) -> tuple[int, dict[str, Any]]:
+        """``?operation=delete`` (transactions such as TimeActivity): the object is gone; the answer
+        names it with ``status: Deleted``, as QuickBooks does."""
+        current = self.entities[entity].get(str(body.get("Id")))
+        if current is None:
+            raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity} {body.get('Id')}")
+        if str(body.get("SyncToken")) != current["SyncToken"]:
+            raise QboFault(
+                400, "5010", "Stale Object Error", f"Stale Object Error : SyncToken {body.get('SyncToken')} is not the current one."
+            )
+        del self.entities[entity][current["Id"]]
+        self.deletes[entity] = self.deletes.get(entity, 0) + 1
+        result = (200, {entity: {"status": "Deleted", "domain": "QBO", "Id": current["Id"]}, "time": _now_text()})
         if request_id:
             self.request_results[request_id] = result
         return result

@@ -45,6 +45,7 @@ it is (it names QuickBooks' object only by history): a new namespace would post 
 
 FLOW = "timesheets_weekly_to_accounting"
 ENTITY = "time_entry"
+WITHDRAWAL = "time_entry_withdrawal"
 MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
 RESULT_BATCH = 500
@@ -96,9 +97,14 @@ def extract_time_entries(
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
         ops.clear_staging(connection, run)
+    withdrawn = _stage_withdrawals(psa, warehouse, run, page_size=page_size)
     extracted = conflicts = 0
     for page in psa.iter_approved_time_entries(run.extract_from, run.interval_end, page_size=page_size):
-        records = [(entry_key(str(e.get("id")), e.get("version")), e) for e in page]
+        records = [
+            (entry_key(str(e.get("id")), e.get("version")), e)
+            for e in page
+            if not _version_below(e.get("version"), withdrawn.get(str(e.get("id"))))
+        ]
         with warehouse.begin() as connection:
             conflicts += ops.stage_unique(connection, run, ENTITY, records)
         extracted += len(records)
@@ -108,7 +114,7 @@ def extract_time_entries(
         conflicts += ops.stage_unique(connection, run, ENTITY, rechecks)
     if rechecks:
         log.info("judging %d entries held by earlier runs again (their cause may be fixed)", len(rechecks))
-    staged = count_staged(warehouse, run)
+    staged = count_staged(warehouse, run, entity=ENTITY)
     with warehouse.begin() as connection:
         ops.record_run(
             connection,
@@ -116,6 +122,7 @@ def extract_time_entries(
             extracted=staged,
             details={
                 "entries_received": extracted,
+                "withdrawn_in_psa": len(withdrawn),
                 "exceptions_rechecked": len(rechecks),
                 "conflicting_repeats": conflicts,
                 "accounting_references": references,
@@ -124,12 +131,51 @@ def extract_time_entries(
     return {"extracted": staged, "conflicts": conflicts}
 
 
-def count_staged(warehouse: Engine, run: RunRef, status: str | None = None) -> int:
+def _version_below(version: Any, withdrawn_version: int | None) -> bool:
+    try:
+        return withdrawn_version is not None and int(version) < withdrawn_version
+    except (TypeError, ValueError):
+        return False
+
+
+def _stage_withdrawals(psa: PsaTimeSource, warehouse: Engine, run: RunRef, *, page_size: int) -> dict[str, int]:
+    """Entries the PSA deleted or un-approved in the window: staged for reversal in accounting, and
+    their open exceptions closed (a withdrawn entry must never go out later as a healed one).
+    Returns entry id → the withdrawal's version."""
+    withdrawn: dict[str, int] = {}
+    for page in psa.iter_withdrawn_time_entries(run.extract_from, run.interval_end, page_size=page_size):
+        for item in page:
+            try:
+                version = int(item["version"])
+            except (KeyError, TypeError, ValueError):
+                log.warning("PSA withdrawal without a usable version ignored: %r", item)
+                continue
+            entry_id = str(item.get("id"))
+            withdrawn[entry_id] = max(version, withdrawn.get(entry_id, version))
+    if not withdrawn:
+        return withdrawn
+    with warehouse.begin() as connection:
+        ops.stage(connection, run, WITHDRAWAL, [(entry_key(e, v), {"id": e, "version": v}) for e, v in sorted(withdrawn.items())])
+        connection.exec_driver_sql(
+            """
+            UPDATE ops.quarantine SET resolved_at = now(), resolved_by_run = %(run_id)s
+            WHERE flow = %(flow)s AND entity = %(entity)s AND resolved_at IS NULL
+              AND split_part(source_key, ':v', 1) = ANY(%(ids)s)
+            """,
+            {"run_id": run.run_id, "flow": run.flow, "entity": ENTITY, "ids": sorted(withdrawn)},
+        )
+    log.info("%d time entries were withdrawn in the PSA (deleted or un-approved) in this window", len(withdrawn))
+    return withdrawn
+
+
+def count_staged(warehouse: Engine, run: RunRef, status: str | None = None, *, entity: str | None = None) -> int:
     from sqlalchemy import func, select
 
     from backbone.warehouse.tables import staged_record
 
     query = select(func.count()).where(staged_record.c.flow == run.flow, staged_record.c.run_id == run.run_id)
+    if entity:
+        query = query.where(staged_record.c.entity == entity)
     if status:
         query = query.where(staged_record.c.status == status)
     with warehouse.connect() as connection:
@@ -463,24 +509,31 @@ OUTBOX_FIELDS = (
 def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:
     """Mirror valid entries in the PSA warehouse, then write the outbox lines: each in one transaction."""
 
+    from sqlalchemy import delete
+
     from backbone.warehouse.tables import time_entry
 
+    withdrawals = [r["payload"] for chunk in ops.iter_staged(accounting_warehouse, run, WITHDRAWAL) for r in chunk]
     mirrored = 0
     with psa_warehouse.begin() as connection:
         for chunk in ops.iter_staged(accounting_warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
             rows = [_mirror_row(r["canonical"], run.run_id) for r in chunk]
             mirrored += _upsert_newer_versions(connection, time_entry, rows)
-    written = 0
+        if withdrawals:  # the PSA no longer holds them as approved time
+            for w in withdrawals:
+                connection.execute(delete(time_entry).where(time_entry.c.entry_id == w["id"], time_entry.c.entry_version < w["version"]))
+    written = reversals = 0
     with accounting_warehouse.begin() as connection:
         ops.lock_for_transaction(connection, f"{run.flow}:outbox")
         for chunk in ops.iter_staged(accounting_warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
             written += _write_outbox(connection, run, [r["canonical"] for r in chunk])
+        reversals = _write_reversals(connection, run, withdrawals)
         totals = outbox_totals(connection, run)
         ops.record_run(
             connection,
             run,
             loaded=totals["lines"],
-            details={"outbox_lines_written": written, "psa_mirror_rows_changed": mirrored, **totals},
+            details={"outbox_lines_written": written, "reversals_written": reversals, "psa_mirror_rows_changed": mirrored, **totals},
         )
     log.info(
         "outbox: %d new lines (%d in this run), %s hours, amounts %s",
@@ -534,11 +587,53 @@ def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any
     return copy_upsert(connection, time_export, rows, key=["entry_id", "entry_version"], insert_only=True)
 
 
+def _write_reversals(connection: Connection, run: RunRef, withdrawals: list[dict[str, Any]]) -> int:
+    """One ``delete`` line per withdrawn entry whose latest outbox line is older than the
+    withdrawal: a copy of that line with its hours and amount negated (so a run's totals net out),
+    keyed by the withdrawal's version. Entries never exported, or already reversed, get none."""
+    from sqlalchemy import select
+
+    from backbone.warehouse.db import copy_upsert
+    from backbone.warehouse.tables import time_export
+
+    if not withdrawals:
+        return 0
+    ids = sorted({str(w["id"]) for w in withdrawals})
+    latest = {
+        r.entry_id: dict(r._mapping)
+        for r in connection.execute(
+            select(time_export)
+            .where(time_export.c.entry_id.in_(ids))
+            .order_by(time_export.c.entry_id, time_export.c.entry_version.desc())
+            .distinct(time_export.c.entry_id)
+        )
+    }
+    rows = []
+    for withdrawal in withdrawals:
+        last = latest.get(str(withdrawal["id"]))
+        if last is None or last["action"] == "delete" or last["entry_version"] >= int(withdrawal["version"]):
+            continue
+        row = {f: last[f] for f in OUTBOX_FIELDS}
+        row.update(
+            entry_version=int(withdrawal["version"]),
+            content_hash=f"withdrawn in the PSA as v{withdrawal['version']}",
+            hours=-last["hours"],
+            minutes=-last["minutes"],
+            amount=-last["amount"],
+            run_id=run.run_id,
+            interval_end=run.interval_end,
+            action="delete",
+            request_id=request_id_for(TIME_RECORD_KEY_NAMESPACE, str(withdrawal["id"]), str(withdrawal["version"]), "delete"),
+        )
+        rows.append(row)
+    return copy_upsert(connection, time_export, rows, key=["entry_id", "entry_version"], insert_only=True)
+
+
 def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
     """Lines, hours and amount per currency that this run's interval exports (what finance reconciles)."""
     query = """
         SELECT count(*) AS lines, coalesce(sum(hours), 0) AS hours, currency, coalesce(sum(amount), 0) AS amount,
-               count(*) FILTER (WHERE action = 'update') AS corrections
+               count(*) FILTER (WHERE action IN ('update', 'delete')) AS corrections
         FROM acct.time_export WHERE run_id = %(run_id)s GROUP BY ROLLUP (currency)
     """
     totals: dict[str, Any] = {"lines": 0, "hours": "0", "amount_by_currency": {}, "corrections": 0}
@@ -661,20 +756,39 @@ def _post_entries(
 
 
 def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Post one entry's pending versions in order; an update targets the newest posted earlier version."""
+    """Post one entry's pending versions in order; an update targets the newest posted earlier
+    version, a ``delete`` line removes it, and a version after a delete is created anew."""
     from sqlalchemy import select
 
     from backbone.warehouse.tables import time_export
 
     with warehouse.connect() as connection:
         posted = connection.execute(
-            select(time_export.c.entry_version, time_export.c.accounting_id)
+            select(time_export.c.entry_version, time_export.c.accounting_id, time_export.c.action)
             .where(time_export.c.entry_id == versions[0]["entry_id"], time_export.c.posting_status == "posted")
             .order_by(time_export.c.entry_version.desc())
         ).first()
-    target = posted.accounting_id if posted is not None and posted.entry_version < versions[0]["entry_version"] else None
+    target = (
+        posted.accounting_id
+        if posted is not None and posted.entry_version < versions[0]["entry_version"] and posted.action != "delete"
+        else None
+    )
     results = []
     for line in versions:
+        if line["action"] == "delete":
+            try:
+                deleted = accounting.delete_time_entry(target, request_id=line["request_id"]) if target else False
+            except ReauthorisationRequired:
+                raise
+            except RejectedByAccounting as exc:
+                results.append(_result(line, "failed", error=str(exc)))
+                break
+            log.info(
+                "time entry %s withdrawn in the PSA: %s", line["entry_id"], "deleted in accounting" if deleted else "nothing to delete"
+            )
+            results.append(_result(line, "posted", accounting_id=target, target=target))
+            target = None
+            continue
         try:
             found = accounting.find_time_entry(line) if target is None and line.get("attempts") else None
             if found is not None:  # an earlier attempt created it and its answer was lost: adopt, never create twice

@@ -171,6 +171,11 @@ class AccountingSystem(Protocol):
         past the vendor's idempotency memory stays single."""
         ...
 
+    def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
+        """Remove a time record the PSA withdrew (deleted or un-approved after export). True when it
+        was deleted now, False when accounting no longer had it (an earlier attempt deleted it)."""
+        ...
+
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
         """``(id, total)`` of the invoice or credit memo with this number, if accounting has one."""
         ...

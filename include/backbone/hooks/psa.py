@@ -32,6 +32,12 @@ class PsaTimeSource(Protocol):
         self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
     ) -> Iterator[list[dict[str, Any]]]: ...
 
+    def iter_withdrawn_time_entries(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Approved entries deleted or un-approved in the window: ``{"id", "version", "withdrawn_at", "reason"}``."""
+        ...
+
 
 class PsaBilling(Protocol):
     """Invoices, payment status and milestones."""
@@ -93,6 +99,13 @@ class PsaHook(JsonApiHook):
             "page_size": page_size,
         }
         yield from self._cursor_pages("/api/v1/time-entries", window, description="PSA list time entries")
+
+    def iter_withdrawn_time_entries(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Entries deleted or un-approved in ``[withdrawn_from, withdrawn_to)``, one page at a time."""
+        window = {"withdrawn_from": withdrawn_from.isoformat(), "withdrawn_to": withdrawn_to.isoformat(), "page_size": page_size}
+        yield from self._cursor_pages("/api/v1/time-entries/withdrawn", window, description="PSA list withdrawn time entries")
 
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
         """PM-approved invoices and credit notes of a billing month (``YYYY-MM``), voided ones marked."""

@@ -31,7 +31,7 @@ from backbone.hooks.accounting import (
 )
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import RateLimiter
+from backbone.http import FatalApiError, RateLimiter
 from backbone.paging import OffsetPaginator, pages
 from backbone.settings import load_settings
 
@@ -204,6 +204,24 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
                 if str(record.get("Description") or "").startswith(marker):
                     return PostedObject(TIME_ENTITY, str(record["Id"]), str(record.get("SyncToken")), record)
         return None
+
+    def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
+        """``POST /timeactivity?operation=delete`` with the current ``SyncToken``; an object already
+        gone (QuickBooks answers 400 "Object Not Found", code 610) counts as deleted before."""
+        try:
+            current = self.read(TIME_ENTITY, object_id)
+        except FatalApiError as exc:
+            if "Object Not Found" in str(exc):
+                return False
+            raise
+        self.call(
+            "POST",
+            f"/{TIME_ENTITY.lower()}",
+            params={"operation": "delete", "requestid": request_id},
+            json={"Id": object_id, "SyncToken": current["SyncToken"]},
+            description=f"QuickBooks delete {TIME_ENTITY} {object_id}",
+        )
+        return True
 
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
         found = self.find_by_doc_number(SALES_ENTITY[kind], number)

@@ -316,18 +316,24 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             self._delete_time_entry(target)
         return found
 
-    def _delete_time_entry(self, target: str) -> None:
+    def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
+        """``DELETE`` the Projects time entry ``<projectId>/<timeEntryId>``; 404 means an earlier attempt deleted it."""
+        return self._delete_time_entry(object_id)
+
+    def _delete_time_entry(self, target: str) -> bool:
         project_id, _, entry_id = target.partition("/")
         try:
             self.call(
                 "DELETE",
                 f"/Projects/{project_id}/Time/{entry_id}",
                 api=PROJECTS_PATH,
-                description=f"Xero delete moved time entry {entry_id}",
+                description=f"Xero delete time entry {entry_id}",
             )
         except FatalApiError as exc:
             if exc.status != 404:  # already deleted by an attempt whose answer was lost
                 raise
+            return False
+        return True
 
     def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The Projects time entry of this entry version, found by the description's key in the

@@ -16,13 +16,14 @@ if TYPE_CHECKING:
 
 def exported_billable_time(connection: Connection, start: date, end: date) -> dict[str, tuple[Decimal, Decimal]]:
     """Project → (hours, amount) of billable time posted to accounting for work dates in
-    ``[start, end)``, counting each entry's latest version once."""
+    ``[start, end)``, counting each entry's latest version once (nothing for an entry whose latest
+    line reverses it: withdrawn in the PSA after export)."""
     query = """
         SELECT project_id, sum(hours), sum(amount) FROM (
-            SELECT DISTINCT ON (entry_id) project_id, hours, amount, billable_status, posting_status, work_date
+            SELECT DISTINCT ON (entry_id) project_id, hours, amount, billable_status, posting_status, work_date, action
             FROM acct.time_export ORDER BY entry_id, entry_version DESC
         ) latest
-        WHERE posting_status = 'posted' AND billable_status = 'Billable' AND work_date >= %(start)s AND work_date < %(end)s
+        WHERE posting_status = 'posted' AND action <> 'delete' AND billable_status = 'Billable' AND work_date >= %(start)s AND work_date < %(end)s
         GROUP BY project_id
     """
     return {project: (hours, amount) for project, hours, amount in connection.exec_driver_sql(query, {"start": start, "end": end})}
