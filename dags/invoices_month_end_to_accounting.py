@@ -92,14 +92,14 @@ def invoices_month_end_to_accounting() -> None:
     @task
     def post_invoices(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import invoicing
-        from backbone.flows.runtime import run_ref
+        from backbone.flows.runtime import continue_after_quota, run_ref
         from backbone.hooks.vendors import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
-        return invoicing.post_invoices(
-            accounting_hook(settings.accounting_conn_id), engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context)
-        )
+        run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
+        with continue_after_quota(run, warehouse, pending=lambda: invoicing.pending_invoices(warehouse)):
+            return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run)
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

@@ -93,17 +93,16 @@ def timesheets_weekly_to_accounting() -> None:
     @task
     def post_time_activities(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import timesheets
-        from backbone.flows.runtime import run_ref
+        from backbone.flows.runtime import continue_after_quota, run_ref
         from backbone.hooks.vendors import accounting_hook
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
-        return timesheets.post_time_activities(
-            accounting_hook(settings.accounting_conn_id),
-            engine_for(settings.accounting_warehouse_conn_id),
-            run_ref(FLOW, context),
-            concurrency=settings.qbo_max_concurrency,
-        )
+        run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
+        with continue_after_quota(run, warehouse, pending=lambda: timesheets.pending_lines(warehouse, run)):
+            return timesheets.post_time_activities(
+                accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency
+            )
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

@@ -247,3 +247,26 @@ def test_a_403_fails_the_run_on_the_first_try_instead_of_retrying_for_an_hour(da
     record = rows(psa_warehouse, "SELECT status, details FROM ops.flow_run WHERE flow = 'crm_closed_won_to_psa'")[0]
     assert record.status == "failed"
     sandbox.state.faults.clear()
+
+
+def test_a_week_beyond_xeros_daily_quota_finishes_once_the_quota_resets_without_a_human(
+    dagbag, salesforce_sandbox, accounting_warehouse, psa_warehouse, monkeypatch
+):
+    """Xero allows 5,000 calls a day; here a "day" lasts four seconds and holds 60 calls, so the
+    week's posting meets the quota several times. Each time the task is rescheduled for when Xero
+    says the quota resets (not failed, not retried), and the week finishes with nothing sent twice."""
+    monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", "xero_default")
+    day = salesforce_sandbox.state.limits["xero_day"]
+    day.calls, day.seconds = 60, 4.0
+    dag_run = run_dag(dagbag, TIMESHEETS, WEEK_END)
+    assert dag_run.state == "success"
+    assert day.rejected >= 1, "the week needs more calls than one simulated day allows"
+    post = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "post_time_activities")
+    assert post.try_number == 1  # rescheduled, never failed and retried
+    record = rows(accounting_warehouse, "SELECT written_back, details FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS)[0]
+    assert record.details["quota_reached"]["pending"] > 0
+    posted = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'posted'")
+    assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status <> 'posted'") == 0
+    assert len(salesforce_sandbox.state.xero.time_entries) == posted == record.written_back
+    reliability.count(faults_injected=day.rejected, survived=day.rejected)
+    day.calls, day.seconds = 5000, 86_400.0

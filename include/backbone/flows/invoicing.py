@@ -658,6 +658,14 @@ def period_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
     return reconciliation.invoice_totals_of_run(connection, run.run_id)
 
 
+def pending_invoices(warehouse: Engine) -> int:
+    """Outbox invoices waiting to be posted or voided."""
+    with warehouse.connect() as connection:
+        return int(
+            connection.exec_driver_sql("SELECT count(*) FROM acct.invoice WHERE posting_status IN ('pending', 'void_pending')").scalar_one()
+        )
+
+
 # --- post ----------------------------------------------------------------------------------------
 def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) -> dict[str, Any]:
     """Post pending invoices (then credit notes), void what the PSA voided; each exactly once."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from backbone.warehouse.ops import RunRef
@@ -74,11 +76,40 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
     return run, engine
 
 
+QUOTA_WAIT_DEFAULT = timedelta(hours=1)
+QUOTA_WAIT_MAX = timedelta(hours=24)
+
+
+@contextmanager
+def continue_after_quota(run: RunRef, engine: Engine, *, pending: Callable[[], int]) -> Iterator[None]:
+    """When a vendor's long-period quota is spent mid-post (Xero's 5,000 calls a day, Salesforce's
+    daily API requests), record "quota reached, N pending" on the run and reschedule the task for
+    when the vendor says the quota resets (``Retry-After``; an hour when it does not say). Airflow
+    runs it again then, without a human and without using up a retry; everything already sent is
+    recorded, and the outbox's idempotency keys keep the rest single."""
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from backbone.http import QuotaExhaustedError
+    from backbone.warehouse.ops import record_run
+
+    try:
+        yield
+    except QuotaExhaustedError as exc:
+        wait = min(timedelta(seconds=exc.retry_after) if exc.retry_after else QUOTA_WAIT_DEFAULT, QUOTA_WAIT_MAX)
+        resume_at = datetime.now(UTC) + wait  # when to try again is scheduling, not data: the clock is right here
+        left = pending()
+        with engine.begin() as connection:
+            record_run(
+                connection, run, details={"quota_reached": {"message": str(exc), "pending": left, "resume_at": resume_at.isoformat()}}
+            )
+        log.warning("quota reached with %d pending; the task continues at %s: %s", left, resume_at.isoformat(), exc)
+        raise AirflowRescheduleException(reschedule_date=resume_at) from exc
+
+
 def _catch_up(connection: Any, run: RunRef) -> tuple[RunRef, dict[str, Any]]:
     """This run, widened back to the end of the last successful run when intervals were missed,
     and what to record about it (``covers_from`` is always written, so a rerun never keeps a stale one)."""
     from dataclasses import replace
-    from datetime import timedelta
 
     from backbone.schedules import CATCHES_UP, intervals
     from backbone.settings import load_settings

@@ -681,6 +681,17 @@ def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: R
     return {"posted": outcome["posted"], "rejected": outcome["rejected"], "posted_in_run": int(posted_in_run[0])}
 
 
+def pending_lines(warehouse: Engine, run: RunRef) -> int:
+    """Outbox lines up to this interval still waiting to be posted."""
+    with warehouse.connect() as connection:
+        return int(
+            connection.exec_driver_sql(
+                "SELECT count(*) FROM acct.time_export WHERE posting_status = 'pending' AND interval_end <= %(end)s",
+                {"end": run.interval_end},
+            ).scalar_one()
+        )
+
+
 def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) -> Iterator[list[list[dict[str, Any]]]]:
     """Lines to post, grouped by entry (versions in order), a bounded number of entries at a time."""
     from sqlalchemy import and_, or_, select

@@ -35,7 +35,7 @@ from backbone.hooks.accounting import (
 )
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter
+from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter, parse_retry_after
 from backbone.paging import PageNumberPaginator, pages
 
 if TYPE_CHECKING:
@@ -160,8 +160,9 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             raise QuotaExhaustedError(
                 "Xero: this tenant's daily API limit (5,000 calls) is used up; Xero says retry in "
                 f"{response.headers.get('Retry-After', '?')} s. "
-                "Nothing was lost: unsent work stays pending for the next run.",
+                "Nothing was lost: unsent work stays pending and goes out when the quota resets.",
                 status=429,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         return super().validate_response(response)
 

@@ -23,7 +23,8 @@ def exported_billable_time(connection: Connection, start: date, end: date) -> di
             SELECT DISTINCT ON (entry_id) project_id, hours, amount, billable_status, posting_status, work_date, action
             FROM acct.time_export ORDER BY entry_id, entry_version DESC
         ) latest
-        WHERE posting_status = 'posted' AND action <> 'delete' AND billable_status = 'Billable' AND work_date >= %(start)s AND work_date < %(end)s
+        WHERE posting_status = 'posted' AND action <> 'delete' AND billable_status = 'Billable'
+          AND work_date >= %(start)s AND work_date < %(end)s
         GROUP BY project_id
     """
     return {project: (hours, amount) for project, hours, amount in connection.exec_driver_sql(query, {"start": start, "end": end})}
