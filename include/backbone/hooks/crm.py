@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import yaml
 
@@ -19,16 +19,26 @@ from backbone.data_dictionary import DICTIONARY_DIR
 CRM_SYSTEMS = ("hubspot", "salesforce")
 
 
+class DealBundle(TypedDict):
+    """One won deal as a CRM hook hands it to the closed-won flow: the vendor's own records, mapped
+    to canonical fields only through ``crm_mapping.yaml``."""
+
+    system: str
+    deal: dict[str, Any]
+    company: dict[str, Any] | None
+    contacts: list[dict[str, Any]]
+    stage_label: str | None
+    """None when the deal's stage is not a known stage."""
+
+
 class CrmSystem(Protocol):
     """A CRM as the closed-won, milestones and invoicing flows use it."""
 
     system: str
     """The vendor's name, also the ``source`` of the PSA project's external id."""
 
-    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
-        """Pages of won deals modified in ``[start, end)``, each a bundle
-        ``{"system", "deal", "company", "contacts", "stage_label"}`` of the vendor's own records
-        (``stage_label`` is None when the deal's stage is not a known stage)."""
+    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[DealBundle]]:
+        """Pages of won deals modified in ``[start, end)``, each a :class:`DealBundle`."""
         ...
 
     def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

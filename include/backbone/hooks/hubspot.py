@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.crm import canonical, field_paths
+from backbone.hooks.crm import DealBundle, canonical, field_paths
 from backbone.http import RateLimiter, RetriableApiError
 from backbone.paging import CursorPaginator, keyset_windows, pages
 from backbone.settings import load_settings
@@ -199,7 +199,7 @@ class HubSpotHook(JsonApiHook):
         return objects
 
     # --- the CRM interface the flows use (backbone.hooks.crm.CrmSystem) -------------------------
-    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[DealBundle]]:
         """Won deals (any pipeline; won stages from the pipelines endpoint) modified in ``[start, end)``, bundled."""
         stages = self.deal_stages()
         won_ids = sorted({s.stage_id for s in stages.values() if s.is_won})
@@ -215,7 +215,7 @@ class HubSpotHook(JsonApiHook):
         ):
             yield self._bundle_page(page, stages)
 
-    def _bundle_page(self, deals: list[dict[str, Any]], stages: dict[tuple[str, str], DealStage]) -> list[dict[str, Any]]:
+    def _bundle_page(self, deals: list[dict[str, Any]], stages: dict[tuple[str, str], DealStage]) -> list[DealBundle]:
         ids = [d["id"] for d in deals]
         company_links = self.associations("deals", "companies", ids)
         contact_links = self.associations("deals", "contacts", ids)
@@ -223,7 +223,7 @@ class HubSpotHook(JsonApiHook):
         contacts_of = {deal_id: sorted({str(t["toObjectId"]) for t in contact_links.get(deal_id, [])}, key=int) for deal_id in ids}
         companies = self.batch_read("companies", [c for c in company_of.values() if c], _properties("company"))
         contacts = self.batch_read("contacts", [c for cs in contacts_of.values() for c in cs], _properties("contact"))
-        bundles = []
+        bundles: list[DealBundle] = []
         for deal in deals:
             props = deal.get("properties") or {}
             stage = stages.get((props.get("pipeline") or "", props.get("dealstage") or ""))

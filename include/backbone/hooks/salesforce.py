@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from backbone.hooks.auth import RefreshingBearerAuth
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.crm import canonical, field_paths
+from backbone.hooks.crm import DealBundle, canonical, field_paths
 from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter, check_response
 from backbone.paging import NextUrlPaginator, keyset_windows, pages
 
@@ -216,7 +216,7 @@ class SalesforceHook(JsonApiHook):
             for r in page
         }
 
-    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+    def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[DealBundle]]:
         """Won Opportunities modified in ``[start, end)``, bundled with Account and contact roles."""
         stages = self.stage_labels()
         fields = _deal_select()
@@ -242,7 +242,7 @@ class SalesforceHook(JsonApiHook):
         for page in keyset_windows(window, key_of, description="Salesforce won opportunities"):
             yield self._bundle_page(page, stages)
 
-    def _bundle_page(self, opportunities: list[dict[str, Any]], stages: dict[str, str]) -> list[dict[str, Any]]:
+    def _bundle_page(self, opportunities: list[dict[str, Any]], stages: dict[str, str]) -> list[DealBundle]:
         account_ids = [o["AccountId"] for o in opportunities if o.get("AccountId")]
         accounts = {r["Id"]: r for r in self.query_ids(_select("company"), "Account", "Id", account_ids)}
         roles: dict[str, list[dict[str, Any]]] = {}
@@ -255,7 +255,7 @@ class SalesforceHook(JsonApiHook):
         ):
             if role.get("Contact"):
                 roles.setdefault(role["OpportunityId"], []).append(role)
-        bundles = []
+        bundles: list[DealBundle] = []
         for opportunity in opportunities:
             contacts = {r["Contact"]["Id"]: r["Contact"] for r in sorted(roles.get(opportunity["Id"], []), key=lambda r: r["ContactId"])}
             bundles.append(
