@@ -160,7 +160,8 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                 self.request_results[request_id] = result
             return result
 
-    def _void(self, entity: str, body: dict[str, Any], request_id: str | None, now: datetime) -> tuple[int, dict[str, Any]]:
+    def _current(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The object a void or delete names, refused as QuickBooks does when it is unknown or the SyncToken is stale."""
         current = self.entities[entity].get(str(body.get("Id")))
         if current is None:
             raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity} {body.get('Id')}")
@@ -168,6 +169,10 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             raise QboFault(
                 400, "5010", "Stale Object Error", f"Stale Object Error : SyncToken {body.get('SyncToken')} is not the current one."
             )
+        return current
+
+    def _void(self, entity: str, body: dict[str, Any], request_id: str | None, now: datetime) -> tuple[int, dict[str, Any]]:
+        current = self._current(entity, body)
         current.update(TotalAmt=0, Balance=0, PrivateNote="Voided", SyncToken=str(int(current["SyncToken"]) + 1))
         current["MetaData"]["LastUpdatedTime"] = _qbo_time(now)
         self.updates[entity] = self.updates.get(entity, 0) + 1
@@ -179,13 +184,7 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
     def _delete(self, entity: str, body: dict[str, Any], request_id: str | None) -> tuple[int, dict[str, Any]]:
         """``?operation=delete`` (transactions such as TimeActivity): the object is gone; the answer
         names it with ``status: Deleted``, as QuickBooks does."""
-        current = self.entities[entity].get(str(body.get("Id")))
-        if current is None:
-            raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity} {body.get('Id')}")
-        if str(body.get("SyncToken")) != current["SyncToken"]:
-            raise QboFault(
-                400, "5010", "Stale Object Error", f"Stale Object Error : SyncToken {body.get('SyncToken')} is not the current one."
-            )
+        current = self._current(entity, body)
         del self.entities[entity][current["Id"]]
         self.deletes[entity] = self.deletes.get(entity, 0) + 1
         result = (200, {entity: {"status": "Deleted", "domain": "QBO", "Id": current["Id"]}, "time": _now_text()})
