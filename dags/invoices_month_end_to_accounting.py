@@ -63,6 +63,7 @@ def invoices_month_end_to_accounting() -> None:
             warehouse,
             run,
             period=period,
+            timing=settings.invoice_timing,
         )
 
     @task

@@ -170,3 +170,81 @@ def test_void_payments_and_milestones_flow_back(dagbag, month_closed, accounting
     crm_writes = state.crm.version
     run(dagbag, MILESTONES, ANCHOR)
     assert state.crm.version == crm_writes
+
+
+DAILY = "invoices_to_accounting"
+NOV_3_MORNING = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)  # 10:00 in Amsterdam
+NOV_4_RUN = datetime(2026, 11, 4, 6, 0, tzinfo=UTC)  # the daily run for [3 Nov 07:00, 4 Nov 07:00) local
+
+
+def a_clean_invoice(state) -> dict:
+    return next(
+        i
+        for i in state.billing.invoices
+        if i["type"] == "invoice" and i["status"] == "approved" and i["id"] not in state.billing.bad_invoices
+    )
+
+
+def outbox_status(engine, invoice_id: str) -> str | None:
+    found = rows(engine, "SELECT posting_status FROM acct.invoice WHERE psa_invoice_id = :i", i=invoice_id)
+    return found[0][0] if found else None
+
+
+def test_an_october_invoice_approved_on_3_november_is_posted_once_by_the_next_daily_run(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse
+):
+    state = sandbox.state
+    export_october_time(dagbag, sandbox)
+    late = a_clean_invoice(state)
+    state.billing.submit(late["id"])  # the PM has not approved it when October closes
+    run(dagbag, INVOICES, ANCHOR)
+    assert outbox_status(accounting_warehouse, late["id"]) is None
+    invoices_before = len(state.qbo.entities["Invoice"])
+
+    state.billing.approve(late["id"], at=NOV_3_MORNING)
+    run(dagbag, DAILY, NOV_4_RUN)
+    assert outbox_status(accounting_warehouse, late["id"]) == "posted"
+    assert len(state.qbo.entities["Invoice"]) == invoices_before + 1
+    assert any(i["DocNumber"] == late["number"] for i in state.qbo.entities["Invoice"].values())
+    run(dagbag, DAILY, NOV_4_RUN)  # again: nothing more
+    run(dagbag, DAILY, NOV_4_RUN + timedelta(days=1))  # the next day: nothing more either
+    assert len(state.qbo.entities["Invoice"]) == invoices_before + 1
+
+
+def test_after_finance_approval_an_approved_invoice_waits_until_finance_releases_it(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
+):
+    monkeypatch.setenv("BACKBONE_INVOICE_TIMING", "after_finance_approval")
+    state = sandbox.state
+    export_october_time(dagbag, sandbox)
+    late = a_clean_invoice(state)
+    state.billing.submit(late["id"])
+    state.billing.approve(late["id"], at=NOV_3_MORNING)
+    run(dagbag, DAILY, NOV_4_RUN)
+    assert outbox_status(accounting_warehouse, late["id"]) is None  # approved by the PM, not released by finance
+    assert len(state.qbo.entities["Invoice"]) == 0
+
+    state.billing.release(late["id"], at=NOV_3_MORNING + timedelta(days=2))
+    run(dagbag, DAILY, NOV_4_RUN + timedelta(days=2))  # covers the day before it too (catch-up)
+    assert outbox_status(accounting_warehouse, late["id"]) == "posted"
+    assert [i["DocNumber"] for i in state.qbo.entities["Invoice"].values()] == [late["number"]]
+
+
+def test_a_held_invoice_goes_out_once_after_finance_adds_its_customer(dagbag, month_closed, accounting_warehouse):
+    state = month_closed
+    stray = next(i for i in state.billing.invoices if state.billing.bad_invoices.get(i["id"]) == "invoice.customer.mapped")
+    assert outbox_status(accounting_warehouse, stray["id"]) == "held"
+    client = stray["client"]["name"]
+    state.qbo.add("Customer", {"DisplayName": client, "CompanyName": client, "Active": True, "CurrencyRef": {"value": stray["currency"]}})
+
+    daily = run(dagbag, DAILY, ANCHOR)
+    assert outbox_status(accounting_warehouse, stray["id"]) == "posted"
+    daily_run_id = rows(accounting_warehouse, "SELECT run_id FROM ops.flow_run WHERE flow = :f", f=DAILY)[0][0]
+    holds = rows(
+        accounting_warehouse, "SELECT resolved_by_run FROM ops.quarantine WHERE flow = :f AND source_key = :k", f=INVOICES, k=stray["id"]
+    )
+    assert holds and {h.resolved_by_run for h in holds} == {daily_run_id}
+    posted = len(state.qbo.entities["Invoice"])
+    run(dagbag, DAILY, ANCHOR)
+    assert len(state.qbo.entities["Invoice"]) == posted
+    assert daily.state == "success"

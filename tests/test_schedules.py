@@ -55,6 +55,7 @@ def test_every_dag_has_a_schedule_and_a_run_reads_from_where_it_catches_up():
         "hr_roster_pto_to_psa",
         "timesheets_weekly_to_accounting",
         "invoices_month_end_to_accounting",
+        "invoices_to_accounting",
         "payments_to_psa",
         "psa_milestones_to_crm",
     }

@@ -49,6 +49,7 @@ FLOWS = [
     "hr_roster_pto_to_psa",
     "timesheets_weekly_to_accounting",
     "invoices_month_end_to_accounting",
+    "invoices_to_accounting",
     "payments_to_psa",
     "psa_milestones_to_crm",
 ]
@@ -57,6 +58,7 @@ WAREHOUSE_OF_FLOW = {
     "hr_roster_pto_to_psa": "psa_warehouse",
     "timesheets_weekly_to_accounting": "accounting_warehouse",
     "invoices_month_end_to_accounting": "accounting_warehouse",
+    "invoices_to_accounting": "accounting_warehouse",
     "payments_to_psa": "accounting_warehouse",
     "psa_milestones_to_crm": "psa_warehouse",
 }
@@ -174,6 +176,12 @@ def _print_runs(env: dict[str, str]) -> None:
                 f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted "
                 f"({details.get('posted_now', 0)} by this run), "
                 f"{details.get('held', 0)} held with reasons; net invoiced {amounts}"
+            )
+        if flow == "invoices_to_accounting":
+            notes.append(
+                f"{flow}: {details.get('invoice_timing')}: {row.extracted} invoices judged "
+                f"({details.get('held_rechecked', 0)} held ones again), {details.get('posted_now', 0)} posted by this run, "
+                f"{row.quarantined} held"
             )
         if flow == "payments_to_psa":
             notes.append(

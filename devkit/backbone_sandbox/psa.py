@@ -340,16 +340,32 @@ def _add_time_and_people(app: FastAPI, state: Any, store: Any, authorised: Any) 
 def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
     @app.get("/api/v1/invoices")
     def list_invoices(
-        period: str = Query(..., pattern=r"^\d{4}-\d{2}$", description="Billing month, YYYY-MM."),
+        period: str | None = Query(None, pattern=r"^\d{4}-\d{2}$", description="Billing month, YYYY-MM."),
+        approved_from: datetime | None = Query(None, description="PM approval time (or void time), inclusive."),
+        approved_to: datetime | None = Query(None, description="PM approval time (or void time), exclusive."),
+        released_from: datetime | None = Query(None, description="Finance release time (or void time), inclusive."),
+        released_to: datetime | None = Query(None, description="Finance release time (or void time), exclusive."),
         cursor: str | None = Query(None),
         page_size: int = Query(100, ge=1, le=500),
         _: None = Depends(authorised),
     ) -> Response:
-        """PM-approved invoices and credit notes of a billing month (voided ones included, marked)."""
-        records = state.billing.for_period(period)
-        start = int(cursor) if cursor and cursor.isdigit() else 0
-        chunk = records[start : start + page_size]
-        next_cursor = str(start + page_size) if start + page_size < len(records) else None
+        """Invoices and credit notes (voided ones included, marked): those of a billing month
+        (``period``), or of any month approved by the PM (``approved_from``/``approved_to``) or
+        released by finance (``released_from``/``released_to``) in a window. Exactly one selector."""
+        windows = {"approved_at": (approved_from, approved_to), "released_at": (released_from, released_to)}
+        chosen = [field for field, bounds in windows.items() if any(b is not None for b in bounds)]
+        if len(chosen) + (period is not None) != 1:
+            raise HTTPException(422, "give exactly one of period, approved_from/approved_to, released_from/released_to")
+        if period is not None:
+            records = state.billing.for_period(period)
+        else:
+            start, end = windows[chosen[0]]
+            if start is None or end is None or start.tzinfo is None or end.tzinfo is None:
+                raise HTTPException(422, "a window needs both bounds, each with a time zone")
+            records = state.billing.changed_between(chosen[0], start, end)
+        start_at = int(cursor) if cursor and cursor.isdigit() else 0
+        chunk = records[start_at : start_at + page_size]
+        next_cursor = str(start_at + page_size) if start_at + page_size < len(records) else None
         return Response(json.dumps({"items": chunk, "next_cursor": next_cursor}), media_type="application/json")
 
     @app.put("/api/v1/invoices/{invoice_id}/payment-status")

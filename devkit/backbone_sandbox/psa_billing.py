@@ -95,6 +95,7 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
             "credit_note_for": None,
             "approved_at": approved_at,
             "approved_by": "pm@ourfirm.example",
+            "released_at": None,
         }
         record.update(overrides)
         out.invoices.append(record)
@@ -288,11 +289,47 @@ class BillingStore(PicklableLockMixin):
     def for_period(self, period: str) -> list[dict[str, Any]]:
         return [i for i in self.invoices if i["period"] == period and i["status"] in ("approved", "voided")]
 
-    def void(self, invoice_id: str) -> None:
+    def changed_between(self, field: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Invoices of any period PM-approved (``approved_at``) or released by finance (``released_at``)
+        in ``[start, end)``, and those voided in it, in that time's order."""
+
+        def when(record: dict[str, Any], key: str) -> datetime | None:
+            value = record.get(key)
+            return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+        found = []
+        for record in self.invoices:
+            moments = [when(record, field)] if record["status"] in ("approved", "voided") else []
+            moments.append(when(record, "voided_at"))
+            hits = [m for m in moments if m is not None and start <= m < end]
+            if hits:
+                found.append((min(hits), record["id"], record))
+        return [record for _, _, record in sorted(found, key=lambda item: (item[0], item[1]))]
+
+    def _record(self, invoice_id: str) -> dict[str, Any]:
+        for record in self.invoices:
+            if record["id"] == invoice_id:
+                return record
+        raise KeyError(invoice_id)
+
+    def submit(self, invoice_id: str) -> None:
+        """Back to the PM: not approved (yet)."""
         with self._lock:
-            for record in self.invoices:
-                if record["id"] == invoice_id:
-                    record["status"] = "voided"
+            self._record(invoice_id).update(status="submitted", approved_at=None, released_at=None)
+
+    def approve(self, invoice_id: str, *, at: datetime) -> None:
+        """The PM approves the invoice at ``at``."""
+        with self._lock:
+            self._record(invoice_id).update(status="approved", approved_at=iso_millis(at))
+
+    def release(self, invoice_id: str, *, at: datetime) -> None:
+        """Finance releases an approved invoice for posting at ``at``."""
+        with self._lock:
+            self._record(invoice_id)["released_at"] = iso_millis(at)
+
+    def void(self, invoice_id: str, *, at: datetime | None = None) -> None:
+        with self._lock:
+            self._record(invoice_id).update(status="voided", voided_at=iso_millis(at or datetime.now(UTC)))
 
     def set_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool:
         """Store the status; True when it changed (a repeat is a no-op)."""

@@ -20,6 +20,7 @@ FLOW_SCHEDULES = {
     "hr_roster_pto_to_psa": "0 5 * * *",
     "timesheets_weekly_to_accounting": "0 17 * * FRI",
     "invoices_month_end_to_accounting": "0 0 1 * *",
+    "invoices_to_accounting": "0 7 * * *",
     "payments_to_psa": "0 6 * * *",
     "psa_milestones_to_crm": "30 6 * * *",
 }

@@ -7,6 +7,7 @@ environment variable named ``BACKBONE_<NAME>``; the table in the README lists th
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,8 @@ class Settings(BaseSettings):
     """Parallel QuickBooks calls while posting (QuickBooks allows 10 per company)."""
     payments_overlap_hours: int = 48
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
+    invoice_timing: Literal["on_pm_approval", "after_finance_approval"] = "on_pm_approval"
+    """When an invoice goes to accounting: as soon as the PM approves it in the PSA, or only once finance has released it there."""
     catch_up_max_days: int = 35
     """How far back a run reaches to cover missed intervals (since the last successful run); older gaps stay listed as gaps."""
     gap_grace_minutes: int = 120

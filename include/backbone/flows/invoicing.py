@@ -44,7 +44,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLOW = "invoices_month_end_to_accounting"
+DAILY_FLOW = "invoices_to_accounting"
+INVOICING_FLOWS = (FLOW, DAILY_FLOW)
 ENTITY = "invoice"
+HEALABLE_RULES = frozenset(
+    {
+        "invoice.customer.mapped",
+        "invoice.customer.currency",
+        "invoice.currency.supported",
+        "invoice.item.mapped",
+        "invoice.tax_code.mapped",
+        "invoice.time.reconciles",
+        "invoice.fixed_fee.contract_known",
+        "invoice.fixed_fee.within_contract",
+        "invoice.credit_note.target_known",
+    }
+)
+"""Holds whose cause can go away without the PSA changing the invoice: a mapping or customer added,
+the month's last time exported, a contract value corrected in the CRM, the credited invoice posted.
+The daily run judges such held invoices again and posts the ones that now pass."""
 CENT = Decimal("0.01")
 POSTED_STATES = ("posted", "void_pending", "voided")
 
@@ -61,30 +79,83 @@ def billing_period(run: RunRef, company_timezone: str) -> str:
 
 # --- extract -------------------------------------------------------------------------------------
 def extract_invoices(
-    psa: PsaBilling, accounting: AccountingSystem, crm: CrmSystem, warehouse: Engine, run: RunRef, *, period: str
+    psa: PsaBilling,
+    accounting: AccountingSystem,
+    crm: CrmSystem,
+    warehouse: Engine,
+    run: RunRef,
+    *,
+    period: str | None,
+    timing: str = "on_pm_approval",
 ) -> dict[str, int]:
-    """Stage the period's PSA invoices and the CRM deals their fixed fees are bounded by."""
+    """Stage PSA invoices and the CRM deals their fixed fees are bounded by.
+
+    Month-end (``period`` given) reads the billing month's invoices. The daily run (``period`` None)
+    reads invoices of any month by when they became postable under the invoice-timing policy: PM
+    approval (``on_pm_approval``) or finance's release (``after_finance_approval``), so a late
+    approval of a closed month goes out with the next daily run; it also judges again the held
+    invoices whose cause may have been fixed since."""
     references = refresh_references(accounting, warehouse, run)
     with warehouse.begin() as connection:
         ops.clear_staging(connection, run)
-    extracted = 0
+    if period is not None:
+        pages = psa.iter_invoices(period)
+    else:
+        pages = psa.iter_invoices_between(
+            "released" if timing == "after_finance_approval" else "approved", run.extract_from, run.interval_end
+        )
+    extracted = rechecked = 0
     deal_ids: set[str] = set()
-    for page in psa.iter_invoices(period):
+    seen: set[str] = set()
+    for page in pages:
+        postable = [i for i in page if is_postable(i, timing)]
         with warehouse.begin() as connection:
-            ops.stage_unique(connection, run, ENTITY, [(str(i.get("id")), i) for i in page])
-        extracted += len(page)
-        deal_ids |= {str((i.get("project") or {}).get("crm_deal_id")) for i in page if (i.get("project") or {}).get("crm_deal_id")}
+            ops.stage_unique(connection, run, ENTITY, [(str(i.get("id")), i) for i in postable])
+        extracted += len(postable)
+        deal_ids |= _deal_ids(postable)
+        seen |= {str(i.get("id")) for i in postable}
+    if period is None:  # the PSA's fresh copy wins over a held one
+        with warehouse.begin() as connection:
+            held = {key: raw for flow in INVOICING_FLOWS for key, raw in _held_to_recheck(connection, run, flow) if key not in seen}
+            again = sorted(held.items())
+            ops.stage_unique(connection, run, ENTITY, again)
+        rechecked = len(again)
+        deal_ids |= _deal_ids([raw for _, raw in again])
     deals = crm.read_deals(sorted(deal_ids)) if deal_ids else {}
     with warehouse.begin() as connection:
         ops.stage(connection, run, "deal", [(deal_id, deal) for deal_id, deal in deals.items()])
-        ops.record_run(
-            connection,
-            run,
-            extracted=extracted,
-            details={"period": period, "crm_deals_read": len(deals), "accounting_references": references},
+        staged = extracted + rechecked
+        details = {"period": period, "invoice_timing": timing, "held_rechecked": rechecked, "crm_deals_read": len(deals)}
+        ops.record_run(connection, run, extracted=staged, details={**details, "accounting_references": references})
+    log.info("extracted %d PSA invoices (%s), %d held ones again, %d CRM deals", extracted, period or timing, rechecked, len(deals))
+    return {"extracted": staged}
+
+
+def is_postable(invoice: dict[str, Any], timing: str) -> bool:
+    """Under ``after_finance_approval`` only invoices finance released (or voided ones) go on."""
+    return timing != "after_finance_approval" or bool(invoice.get("released_at")) or invoice.get("status") == "voided"
+
+
+def _deal_ids(invoices: list[dict[str, Any]]) -> set[str]:
+    return {str(as_dict(i.get("project")).get("crm_deal_id")) for i in invoices if as_dict(i.get("project")).get("crm_deal_id")}
+
+
+def _held_to_recheck(connection: Connection, run: RunRef, flow: str) -> list[tuple[str, dict[str, Any]]]:
+    """Open holds of ``flow`` for healable causes, except invoices the outbox already posted."""
+    candidates = ops.open_exceptions_to_recheck(
+        connection, RunRef(flow, run.run_id, run.interval_start, run.interval_end), ENTITY, HEALABLE_RULES
+    )
+    if not candidates:
+        return []
+    posted = {
+        r[0]
+        for r in connection.exec_driver_sql(
+            "SELECT psa_invoice_id FROM acct.invoice WHERE psa_invoice_id = ANY(%(ids)s) "
+            "AND posting_status IN ('posted', 'void_pending', 'voided')",
+            {"ids": [key for key, _ in candidates]},
         )
-    log.info("extracted %d PSA invoices of %s and %d CRM deals", extracted, period, len(deals))
-    return {"extracted": extracted}
+    }
+    return [(key, raw) for key, raw in candidates if key not in posted]
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -133,19 +204,28 @@ def _decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def check_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, Any]:
+def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dict[str, Any]:
     """Every check on every invoice; results in ``acct.reconciliation``, failures held with reasons.
 
-    The month's invoices are judged as one chunk: numbers must be unique across all of them."""
+    The run's invoices are judged as one chunk (numbers must be unique across all of them), each
+    against its own billing month (``period`` for month-end; the invoice's own month for the daily run)."""
     references = load_references(warehouse)
     staged = [row for chunk in ops.iter_staged(warehouse, run, ENTITY) for row in chunk]
     contracts = {row["source_key"]: row["payload"] for chunk in ops.iter_staged(warehouse, run, "deal") for row in chunk}
+    contexts: dict[str, CheckContext] = {}
     with warehouse.connect() as connection:
-        context = CheckContext.load(connection, staged, contracts, period)
+        for month in sorted({period or billing_month_of(row["payload"]) for row in staged}):
+            contexts[month] = CheckContext.load(connection, staged, contracts, month)
 
     def judge(chunk: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
-        verdicts, quarantine_rows, checks = judge_invoices(chunk, references, context, run)
-        _save_checks(warehouse, checks)
+        verdicts: list[ops.Verdict] = []
+        quarantine_rows: list[QuarantineRow] = []
+        for month, context in contexts.items():
+            rows = [row for row in chunk if (period or billing_month_of(row["payload"])) == month]
+            got, held, checks = judge_invoices(rows, references, context, run)
+            verdicts += got
+            quarantine_rows += held
+            _save_checks(warehouse, checks)
         return verdicts, quarantine_rows, {}
 
     tally = ops.validate_staged(
@@ -159,6 +239,12 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, 
     if tally.quarantined:
         log.warning("%d invoices held for finance: %s", tally.quarantined, tally.failed_rules)
     return {"valid": tally.valid, "quarantined": tally.quarantined}
+
+
+def billing_month_of(invoice: Any) -> str:
+    """The invoice's billing month (``YYYY-MM``), or ``0000-00`` when it names none a check could use."""
+    period = str(as_dict(invoice).get("period") or "")
+    return period if len(period) == 7 and period[4] == "-" and period[:4].isdigit() and period[5:].isdigit() else "0000-00"
 
 
 def judge_invoices(
@@ -555,7 +641,7 @@ def _save_checks(warehouse: Engine, checks: list[dict[str, Any]]) -> None:
 
 
 # --- load ----------------------------------------------------------------------------------------
-def load_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, Any]:
+def load_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dict[str, Any]:
     """Write the outbox: new and unposted invoices (re)written, posted ones only ever marked for void."""
     from sqlalchemy import select
 
@@ -580,18 +666,38 @@ def load_invoices(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, A
                     voids += 1
                 continue
             status = "not_posted" if canon["psa_status"] == "voided" else "held" if held else "pending"
-            upsert(connection, invoice, [_invoice_row(canon, run, status, period)], key=["psa_invoice_id"], bookkeeping=("run_id",))
+            month = period or billing_month_of(row["payload"])
+            upsert(connection, invoice, [_invoice_row(canon, run, status, month)], key=["psa_invoice_id"], bookkeeping=("run_id",))
             connection.execute(invoice_line.delete().where(invoice_line.c.psa_invoice_id == canon["psa_invoice_id"]))
             if canon["lines"]:
                 connection.execute(invoice_line.insert(), [_line_row(canon["psa_invoice_id"], line) for line in canon["lines"]])
             written += 1
+        healed = _resolve_holds_of_other_runs(connection, run, [row["source_key"] for row in staged if row["status"] == "valid"])
         totals = period_totals(connection, run)
         # ``loaded`` is the interval's invoices now in the outbox, whatever an earlier attempt already
         # wrote: the same after a clean run and after a kill and rerun; this attempt's writes are in details.
         ops.record_run(
-            connection, run, loaded=len(staged), details={"voids_requested": voids, "written_by_this_attempt": written, **totals}
+            connection,
+            run,
+            loaded=len(staged),
+            details={"voids_requested": voids, "written_by_this_attempt": written, "holds_resolved": healed, **totals},
         )
     return {"loaded": len(staged), "written_by_this_attempt": written, "voids_requested": voids}
+
+
+def _resolve_holds_of_other_runs(connection: Connection, run: RunRef, accepted: list[str]) -> int:
+    """An invoice accepted now closes its open holds in either invoicing flow (a month-end hold the
+    daily run healed shows as resolved by the daily run)."""
+    if not accepted:
+        return 0
+    result = connection.exec_driver_sql(
+        """
+        UPDATE ops.quarantine SET resolved_at = now(), resolved_by_run = %(run_id)s
+        WHERE flow = ANY(%(flows)s) AND entity = %(entity)s AND source_key = ANY(%(keys)s) AND resolved_at IS NULL AND run_id <> %(run_id)s
+        """,
+        {"run_id": run.run_id, "flows": list(INVOICING_FLOWS), "entity": ENTITY, "keys": accepted},
+    )
+    return result.rowcount
 
 
 def _invoice_row(canon: dict[str, Any], run: RunRef, status: str, period: str) -> dict[str, Any]:

@@ -44,6 +44,10 @@ class PsaBilling(Protocol):
 
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]: ...
 
+    def iter_invoices_between(self, moment: str, start: datetime, end: datetime, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+        """Invoices of any billing month ``approved`` by the PM or ``released`` by finance (or voided) in ``[start, end)``."""
+        ...
+
     def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool: ...
 
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]: ...
@@ -112,6 +116,14 @@ class PsaHook(JsonApiHook):
         yield from self._cursor_pages(
             "/api/v1/invoices", {"period": period, "page_size": page_size}, description=f"PSA list invoices {period}"
         )
+
+    def iter_invoices_between(self, moment: str, start: datetime, end: datetime, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+        """Invoices of any billing month ``approved`` by the PM or ``released`` by finance (or voided)
+        in ``[start, end)``: how invoices follow approval instead of the calendar."""
+        if moment not in ("approved", "released"):
+            raise ValueError(f"moment must be 'approved' or 'released', not {moment!r}")
+        window = {f"{moment}_from": start.isoformat(), f"{moment}_to": end.isoformat(), "page_size": page_size}
+        yield from self._cursor_pages("/api/v1/invoices", window, description=f"PSA list invoices {moment} in a window")
 
     def _cursor_pages(self, path: str, params: dict[str, Any], *, description: str) -> Iterator[list[dict[str, Any]]]:
         """The PSA's list paging: ``items`` and a ``next_cursor`` until there is none."""
