@@ -26,9 +26,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, PokeReturnValue, dag, task
 
-from backbone.schedules import timetable
+from backbone.schedules import TIME_EXPORT_ASSET, timetable
 from backbone.settings import load_settings
 
 FLOW = "invoices_month_end_to_accounting"
@@ -46,8 +46,26 @@ SETTINGS = load_settings()
     default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=10), "retry_exponential_backoff": True},
 )
 def invoices_month_end_to_accounting() -> None:
+    @task.sensor(
+        poke_interval=SETTINGS.month_end_wait_poke_seconds,
+        timeout=timedelta(days=5).total_seconds(),
+        mode="reschedule",
+        inlets=[Asset(TIME_EXPORT_ASSET)],
+    )
+    def wait_for_time_export(**context) -> PokeReturnValue:
+        """The month's time first: every week of the month exported, up to the week holding its last day."""
+        from backbone.flows.runtime import run_ref, time_export_complete
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        if not settings.month_end_waits_for_time_export:
+            return PokeReturnValue(is_done=True)
+        run = run_ref(FLOW, context)
+        engine = engine_for(settings.accounting_warehouse_conn_id)
+        return PokeReturnValue(is_done=time_export_complete(engine, run.interval_start, run.interval_end, settings.company_timezone))
+
     @task
-    def extract_invoices(**context) -> dict[str, int]:
+    def extract_invoices(ready: bool, **context) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import open_flow_run
         from backbone.hooks.psa import PsaHook
@@ -108,7 +126,7 @@ def invoices_month_end_to_accounting() -> None:
 
         return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="post_invoices", context=context)
 
-    post_invoices(load_invoices(check_invoices(extract_invoices()))) >> record_run()
+    post_invoices(load_invoices(check_invoices(extract_invoices(wait_for_time_export())))) >> record_run()
 
 
 invoices_month_end_to_accounting()

@@ -29,9 +29,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 
-from backbone.schedules import timetable
+from backbone.schedules import TIME_EXPORT_ASSET, timetable
 from backbone.settings import load_settings
 
 FLOW = "timesheets_weekly_to_accounting"
@@ -104,11 +104,17 @@ def timesheets_weekly_to_accounting() -> None:
                 accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency
             )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(trigger_rule="all_done", retries=0, outlets=[Asset(TIME_EXPORT_ASSET)])
     def record_run(**context) -> dict[str, object]:
+        """Closes the run record; on success Airflow records an event of the time-export Asset (month-end's input)."""
         from backbone.flows.runtime import finish_flow_run
 
-        return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="post_time_activities", context=context)
+        summary = finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="post_time_activities", context=context)
+        context["outlet_events"][Asset(TIME_EXPORT_ASSET)].extra = {
+            "interval_start": context["data_interval_start"].isoformat(),
+            "interval_end": context["data_interval_end"].isoformat(),
+        }
+        return summary
 
     post_time_activities(load_time_entries(validate_time_entries(extract_time_entries()))) >> record_run()
 

@@ -31,7 +31,9 @@ def run(dagbag, flow, logical_date):
 
 
 def export_october_time(dagbag, sandbox):
-    for week_end in sandbox.state.psa_time.week_ends():
+    """Every week of October, up to the week holding the 31st (it ends on Friday 6 November): month-end waits for it."""
+    weeks = sandbox.state.psa_time.week_ends()
+    for week_end in [*weeks, weeks[-1] + timedelta(days=7)]:
         run(dagbag, TIMESHEETS, week_end)
 
 
@@ -248,3 +250,27 @@ def test_a_held_invoice_goes_out_once_after_finance_adds_its_customer(dagbag, mo
     run(dagbag, DAILY, ANCHOR)
     assert len(state.qbo.entities["Invoice"]) == posted
     assert daily.state == "success"
+
+
+def test_month_end_waits_for_the_export_of_the_week_holding_the_31st(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
+    import os
+    import time
+
+    from tests.helpers import dags_test_process
+
+    weeks = sandbox.state.psa_time.week_ends()
+    for week_end in weeks:  # up to Friday 30 October: the 30th's evening and the 31st are not exported yet
+        run(dagbag, TIMESHEETS, week_end)
+    os.environ["BACKBONE_MONTH_END_WAIT_POKE_SECONDS"] = "2"
+    try:
+        month_end = dags_test_process(INVOICES, ANCHOR, tmp_path / "month_end.log")
+        time.sleep(15)
+        assert month_end.poll() is None, (tmp_path / "month_end.log").read_text()[-3000:]  # still waiting
+        assert rows(accounting_warehouse, "SELECT count(*) FROM acct.invoice")[0][0] == 0
+        run(dagbag, TIMESHEETS, weeks[-1] + timedelta(days=7))  # Friday 6 November: the week holding the 31st
+        assert month_end.wait(timeout=600) == 0, (tmp_path / "month_end.log").read_text()[-3000:]
+    finally:
+        del os.environ["BACKBONE_MONTH_END_WAIT_POKE_SECONDS"]
+    record = rows(accounting_warehouse, "SELECT status, details FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0]
+    assert record.status == "success" and record.details["period"] == "2026-10"
+    assert rows(accounting_warehouse, "SELECT count(*) FROM acct.invoice WHERE posting_status = 'posted'")[0][0] > 0

@@ -50,6 +50,7 @@ def fired(state) -> int:
 
 def test_month_end_payments_and_milestones_under_vendor_faults(dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch):
     monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("BACKBONE_MONTH_END_WAITS_FOR_TIME_EXPORT", "false")  # the wait itself: test_month_end_e2e
     state = sandbox.state
     for week_end in state.psa_time.week_ends():
         run(dagbag, TIMESHEETS, week_end)

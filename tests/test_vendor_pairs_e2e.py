@@ -53,6 +53,7 @@ def run_business(dagbag, sandbox, monkeypatch, pair: str) -> None:
     crm, accounting = PAIRS[pair]
     monkeypatch.setenv("BACKBONE_CRM_CONN_ID", crm)
     monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", accounting)
+    monkeypatch.setenv("BACKBONE_MONTH_END_WAITS_FOR_TIME_EXPORT", "false")  # the wait itself: test_month_end_e2e
     run(dagbag, CLOSED_WON, ANCHOR)
     for week_end in sandbox.state.psa_time.week_ends():
         run(dagbag, TIMESHEETS, week_end)

@@ -32,6 +32,10 @@ month-end flow is cut by billing month instead; each missed month is its own run
 
 Interval = tuple[datetime, datetime]
 
+TIME_EXPORT_ASSET = "backbone_time_export"
+"""The Airflow Asset the weekly export updates when a run succeeds and month-end consumes: the
+Assets view shows the chain export → month-end."""
+
 
 def timetable(flow: str, timezone: str) -> CronDataIntervalTimetable:
     """The flow's data-interval timetable for its DAG (each run covers ``[previous tick, tick)``)."""
@@ -54,6 +58,17 @@ def intervals(flow: str, timezone: str, *, start: datetime, end: datetime) -> It
         yield info.data_interval.start, info.data_interval.end
         last = DataInterval(info.data_interval.start, info.data_interval.end)
         info = table.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+
+
+def weeks_covering(timezone: str, start: datetime, end: datetime) -> list[Interval]:
+    """The weekly export's intervals that overlap ``[start, end)``: for a month, from the week holding
+    its first day to the week holding its last (which ends on the first Friday after it)."""
+    weekly = "timesheets_weekly_to_accounting"
+    return [
+        (s, e)
+        for s, e in intervals(weekly, timezone, start=start - timedelta(days=8), end=end + timedelta(days=8))
+        if e > start and s < end
+    ]
 
 
 def uncovered(expected: Iterable[Interval], covered: Iterable[Interval]) -> list[Interval]:

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
     invoice_timing: Literal["on_pm_approval", "after_finance_approval"] = "on_pm_approval"
     """When an invoice goes to accounting: as soon as the PM approves it in the PSA, or only once finance has released it there."""
+    month_end_waits_for_time_export: bool = True
+    """Month-end starts only once the weekly export has covered every week of the month, up to the
+    week holding its last day (so T&M invoices reconcile against all of the month's time)."""
+    month_end_wait_poke_seconds: int = 3600
+    """How often month-end looks whether that export has happened (it waits up to five days, then fails and alerts)."""
     catch_up_max_days: int = 35
     """How far back a run reaches to cover missed intervals (since the last successful run); older gaps stay listed as gaps."""
     gap_grace_minutes: int = 120

@@ -76,6 +76,24 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
     return run, engine
 
 
+def time_export_complete(engine: Engine, start: datetime, end: datetime, timezone: str) -> bool:
+    """Has the weekly export succeeded for every week overlapping ``[start, end)``, up to the week
+    holding its last day? (Month-end waits for this: time worked on the 30th and 31st is approved
+    and exported by the first Friday after the month.) Catch-up runs count for the weeks they covered."""
+    from backbone.schedules import uncovered, weeks_covering
+
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT interval_start, interval_end, details->>'covers_from' FROM ops.flow_run "
+            "WHERE flow = 'timesheets_weekly_to_accounting' AND status = 'success'"
+        ).all()
+    covered = [(datetime.fromisoformat(covers) if covers else begin, finish) for begin, finish, covers in rows]
+    missing = uncovered(weeks_covering(timezone, start, end), covered)
+    if missing:
+        log.info("waiting for the weekly export of %s", ", ".join(f"{s.isoformat()} → {e.isoformat()}" for s, e in missing))
+    return not missing
+
+
 QUOTA_WAIT_DEFAULT = timedelta(hours=1)
 QUOTA_WAIT_MAX = timedelta(hours=24)
 
