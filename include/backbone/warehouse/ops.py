@@ -374,17 +374,20 @@ def open_exceptions_to_recheck(connection: Connection, run: RunRef, entity: str,
     """Records of this flow held in earlier runs for a cause that may since have been fixed (a
     mapping added, a customer created, a date now inside the export window) and still open: the
     latest raw copy per key, to be judged again by this run. One that passes goes out with this run
-    and its exception is resolved by it (:func:`resolve_exceptions`); one that fails again stays open."""
+    and its exception is resolved by it (:func:`resolve_exceptions`); one that fails again stays open.
+    Only exceptions of intervals up to this run's are taken: a backfill of an old interval does not
+    judge what later intervals held, so the end state does not depend on the order runs happen in."""
     rows = connection.exec_driver_sql(
         """
         SELECT DISTINCT ON (q.source_key) q.source_key, q.raw FROM ops.quarantine q
         WHERE q.flow = %(flow)s AND q.entity = %(entity)s AND q.resolved_at IS NULL AND q.run_id <> %(run_id)s
           AND q.rule = ANY(%(rules)s)
+          AND EXISTS (SELECT 1 FROM ops.flow_run r WHERE r.flow = q.flow AND r.run_id = q.run_id AND r.interval_end <= %(end)s)
           AND NOT EXISTS (SELECT 1 FROM ops.quarantine o WHERE o.flow = q.flow AND o.entity = q.entity AND o.source_key = q.source_key
                           AND o.resolved_at IS NULL AND NOT (o.rule = ANY(%(rules)s)))
         ORDER BY q.source_key, q.quarantined_at DESC
         """,
-        {"flow": run.flow, "entity": entity, "run_id": run.run_id, "rules": sorted(rules)},
+        {"flow": run.flow, "entity": entity, "run_id": run.run_id, "rules": sorted(rules), "end": run.interval_end},
     ).all()
     return [(key, raw) for key, raw in rows if isinstance(raw, dict)]
 
