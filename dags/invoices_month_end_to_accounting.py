@@ -26,8 +26,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, PokeReturnValue, dag, task
+from airflow.sdk import Asset, dag, task
 
+from backbone.flows.invoicing_tasks import invoice_tasks
 from backbone.schedules import TIME_EXPORT_ASSET, timetable
 from backbone.settings import load_settings
 
@@ -46,23 +47,13 @@ SETTINGS = load_settings()
     default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=10), "retry_exponential_backoff": True},
 )
 def invoices_month_end_to_accounting() -> None:
-    @task.sensor(
-        poke_interval=SETTINGS.month_end_wait_poke_seconds,
-        timeout=timedelta(days=5).total_seconds(),
-        mode="reschedule",
-        inlets=[Asset(TIME_EXPORT_ASSET)],
-    )
-    def wait_for_time_export(**context) -> PokeReturnValue:
-        """The month's time first: every week of the month exported, up to the week holding its last day."""
-        from backbone.flows.runtime import run_ref, time_export_complete
-        from backbone.warehouse.db import engine_for
+    @task(inlets=[Asset(TIME_EXPORT_ASSET)])
+    def wait_for_time_export(**context) -> bool:
+        """The month's time first: every week of the month exported, up to the week holding its last
+        day. Until then the task is rescheduled (no worker held); after five days it fails and alerts."""
+        from backbone.flows.runtime import wait_for_month_time
 
-        settings = load_settings()
-        if not settings.month_end_waits_for_time_export:
-            return PokeReturnValue(is_done=True)
-        run = run_ref(FLOW, context)
-        engine = engine_for(settings.accounting_warehouse_conn_id)
-        return PokeReturnValue(is_done=time_export_complete(engine, run.interval_start, run.interval_end, settings.company_timezone))
+        return wait_for_month_time(FLOW, context)
 
     @task
     def extract_invoices(ready: bool, **context) -> dict[str, int]:
@@ -84,49 +75,14 @@ def invoices_month_end_to_accounting() -> None:
             timing=settings.invoice_timing,
         )
 
-    @task
-    def check_invoices(extracted: dict[str, int], **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import run_ref
-        from backbone.warehouse.db import engine_for
+    invoice_tasks(FLOW, period_of=billing_month)(extract_invoices(wait_for_time_export()))
 
-        settings = load_settings()
-        run = run_ref(FLOW, context)
-        return invoicing.check_invoices(
-            engine_for(settings.accounting_warehouse_conn_id), run, period=invoicing.billing_period(run, settings.company_timezone)
-        )
 
-    @task
-    def load_invoices(checked: dict[str, int], **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import run_ref
-        from backbone.warehouse.db import engine_for
+def billing_month(run: object, timezone: str) -> str:
+    """The one calendar month this run's interval is (checked; any other interval is refused)."""
+    from backbone.flows.invoicing import billing_period
 
-        settings = load_settings()
-        run = run_ref(FLOW, context)
-        return invoicing.load_invoices(
-            engine_for(settings.accounting_warehouse_conn_id), run, period=invoicing.billing_period(run, settings.company_timezone)
-        )
-
-    @task
-    def post_invoices(loaded: dict[str, int], **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import continue_after_quota, run_ref
-        from backbone.hooks.vendors import accounting_hook
-        from backbone.warehouse.db import engine_for
-
-        settings = load_settings()
-        run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
-        with continue_after_quota(run, warehouse, pending=lambda: invoicing.pending_invoices(warehouse)):
-            return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run)
-
-    @task(trigger_rule="all_done", retries=0)
-    def record_run(**context) -> dict[str, object]:
-        from backbone.flows.runtime import finish_flow_run
-
-        return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="post_invoices", context=context)
-
-    post_invoices(load_invoices(check_invoices(extract_invoices(wait_for_time_export())))) >> record_run()
+    return billing_period(run, timezone)  # type: ignore[arg-type]
 
 
 invoices_month_end_to_accounting()

@@ -26,6 +26,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
+from backbone.flows.invoicing_tasks import invoice_tasks
 from backbone.schedules import timetable
 from backbone.settings import load_settings
 
@@ -63,41 +64,7 @@ def invoices_to_accounting() -> None:
             timing=settings.invoice_timing,
         )
 
-    @task
-    def check_invoices(extracted: dict[str, int], **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import run_ref
-        from backbone.warehouse.db import engine_for
-
-        return invoicing.check_invoices(engine_for(load_settings().accounting_warehouse_conn_id), run_ref(FLOW, context), period=None)
-
-    @task
-    def load_invoices(checked: dict[str, int], **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import run_ref
-        from backbone.warehouse.db import engine_for
-
-        return invoicing.load_invoices(engine_for(load_settings().accounting_warehouse_conn_id), run_ref(FLOW, context), period=None)
-
-    @task
-    def post_invoices(loaded: dict[str, int], **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import continue_after_quota, run_ref
-        from backbone.hooks.vendors import accounting_hook
-        from backbone.warehouse.db import engine_for
-
-        settings = load_settings()
-        run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
-        with continue_after_quota(run, warehouse, pending=lambda: invoicing.pending_invoices(warehouse)):
-            return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run)
-
-    @task(trigger_rule="all_done", retries=0)
-    def record_run(**context) -> dict[str, object]:
-        from backbone.flows.runtime import finish_flow_run
-
-        return finish_flow_run(FLOW, load_settings().accounting_warehouse_conn_id, last_task_id="post_invoices", context=context)
-
-    post_invoices(load_invoices(check_invoices(extract_invoices()))) >> record_run()
+    invoice_tasks(FLOW, period_of=lambda run, timezone: None)(extract_invoices())
 
 
 invoices_to_accounting()

@@ -94,6 +94,37 @@ def time_export_complete(engine: Engine, start: datetime, end: datetime, timezon
     return not missing
 
 
+MONTH_END_WAIT_LIMIT = timedelta(days=5)
+
+
+def wait_for_month_time(flow: str, context: dict[str, Any]) -> bool:
+    """Month-end's first step: go on once the month's time is exported (:func:`time_export_complete`),
+    else reschedule this task for ``BACKBONE_MONTH_END_WAIT_POKE_SECONDS`` later; give up with a
+    failure (and its alert) after five days of waiting."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
+
+    from backbone.settings import load_settings
+    from backbone.warehouse.db import engine_for
+
+    settings = load_settings()
+    if not settings.month_end_waits_for_time_export:
+        return True
+    run = run_ref(flow, context)
+    if time_export_complete(
+        engine_for(settings.accounting_warehouse_conn_id), run.interval_start, run.interval_end, settings.company_timezone
+    ):
+        return True
+    now = datetime.now(UTC)  # how long to wait is scheduling, not data: the clock is right here
+    waiting_since = context["ti"].get_first_reschedule_date(context) or now  # when this task first asked to wait
+    if now > waiting_since + MONTH_END_WAIT_LIMIT:
+        raise AirflowFailException(
+            f"{flow}: the weekly export has not covered {run.interval_start.date()} → {run.interval_end.date()} within "
+            f"{MONTH_END_WAIT_LIMIT.days} days of this run's start; run the missing weeks (the ledger lists them as gaps), "
+            "then clear this task"
+        )
+    raise AirflowRescheduleException(reschedule_date=now + timedelta(seconds=settings.month_end_wait_poke_seconds))
+
+
 QUOTA_WAIT_DEFAULT = timedelta(hours=1)
 QUOTA_WAIT_MAX = timedelta(hours=24)
 
