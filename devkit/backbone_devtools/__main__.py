@@ -281,7 +281,10 @@ def demo() -> int:
                 if logical_date in paused:
                     if logical_date == paused[0]:
                         gaps = ", ".join(g["interval"] for g in _gaps(env)[flow]) or "none"
-                        _say(f"{flow} paused over {len(paused)} Fridays ({', '.join(paused)}); the ledger's gaps now: {gaps}")
+                        _say(
+                            f"{flow} paused over {len(paused)} Fridays ({', '.join(paused)}); the ledger's gaps now (those and the weeks "
+                            f"the demo has not run yet): {gaps}"
+                        )
                     continue
                 _say(f"airflow dags test {flow} {logical_date}   (log: {DEMO_DIR.name}/logs/{flow}.log)")
                 with (DEMO_DIR / "logs" / f"{flow}.log").open("a") as log:
