@@ -220,11 +220,30 @@ def test_two_workers_refreshing_one_rotating_token_take_turns(sandbox, accountin
     reliability.count(token_faults_survived=1)
 
 
-def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconnect(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconnect(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
+):
+    import json
+    import time
+    from http.server import HTTPServer
+
     from airflow.models import Variable
 
+    from tests.test_finance_ledger import _free_port, _Webhook
+
+    port = _free_port()
+    sink = HTTPServer(("127.0.0.1", port), _Webhook)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "http", "password": f"http://127.0.0.1:{port}/hook"}))
+    monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
+    _Webhook.received.clear()
     Variable.set("quickbooks_default_refresh_token", "revoked-by-the-user")
+    started = time.monotonic()
     dag_run = run_dag(dagbag, TIMESHEETS, WEEK_END)  # the DAG's own retries (3) stay on
+    assert time.monotonic() - started < 60  # the alert is out within the minute, not after an hour of retries
+    sink.shutdown()
+    alerts = [json.loads(body)["text"] for body in _Webhook.received]
+    assert any(TIMESHEETS in text and "FAILED" in text for text in alerts), alerts
     assert dag_run.state == "failed"
     post = next(
         ti for ti in dag_run.get_task_instances() if ti.task_id in ("extract_time_entries", "post_time_activities") and ti.state == "failed"

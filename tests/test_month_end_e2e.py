@@ -274,3 +274,20 @@ def test_month_end_waits_for_the_export_of_the_week_holding_the_31st(dagbag, san
     record = rows(accounting_warehouse, "SELECT status, details FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0]
     assert record.status == "success" and record.details["period"] == "2026-10"
     assert rows(accounting_warehouse, "SELECT count(*) FROM acct.invoice WHERE posting_status = 'posted'")[0][0] > 0
+
+
+def test_a_missed_month_end_is_named_and_stays_a_gap_until_it_is_run(dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch):
+    from backbone.ledger import Ledger
+
+    monkeypatch.setenv("BACKBONE_MONTH_END_WAITS_FOR_TIME_EXPORT", "false")  # no September or November time in the seed
+    run(dagbag, INVOICES, datetime(2026, 10, 2, 12, tzinfo=UTC))  # September
+    run(dagbag, INVOICES, datetime(2026, 12, 2, 12, tzinfo=UTC))  # November: October's run never happened
+    november_end = datetime(2026, 11, 30, 23, tzinfo=UTC)
+    query = "SELECT details FROM ops.flow_run WHERE flow = :f AND interval_end = :e"
+    november = rows(accounting_warehouse, query, f=INVOICES, e=november_end)[0][0]
+    assert november["missed_intervals"] == [f"{OCTOBER[0].isoformat()} → {OCTOBER[1].isoformat()}"]
+    ledger = Ledger(engines={"accounting": accounting_warehouse}, timezone="Europe/Amsterdam")
+    december = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    assert [(g["interval_start"], g["interval_end"]) for g in ledger.gaps(flow=INVOICES, now=december)] == [OCTOBER]
+    run(dagbag, INVOICES, ANCHOR)  # someone reruns October
+    assert ledger.gaps(flow=INVOICES, now=december) == []

@@ -73,6 +73,8 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
         log.warning("closed %d abandoned run records of %s as failed: %s", len(closed), flow, closed)
     if caught_up.get("caught_up_intervals"):
         _announce_catch_up(run, caught_up)
+    if caught_up.get("missed_intervals"):
+        _announce_missed(run, caught_up["missed_intervals"])
     return run, engine
 
 
@@ -165,7 +167,7 @@ def _catch_up(connection: Any, run: RunRef) -> tuple[RunRef, dict[str, Any]]:
     from backbone.warehouse.ops import last_success_end
 
     if run.flow not in CATCHES_UP:
-        return run, {}
+        return run, _missed_before(connection, run)
     settings = load_settings()
     last_end = last_success_end(connection, run)
     if last_end is None or last_end >= run.interval_start:
@@ -180,6 +182,39 @@ def _catch_up(connection: Any, run: RunRef) -> tuple[RunRef, dict[str, Any]]:
     if last_end < floor:
         record["catch_up_limited_from"] = last_end.isoformat()
     return replace(run, covers_from=covers_from), record
+
+
+def _missed_before(connection: Any, run: RunRef) -> dict[str, Any]:
+    """For a flow that does not catch up (month-end is cut by billing month): its earlier intervals,
+    since its first run, that no successful run covers. They are named, recorded and alerted on."""
+    from backbone.schedules import gaps
+    from backbone.settings import load_settings
+
+    rows = connection.exec_driver_sql(
+        "SELECT interval_start, interval_end, status FROM ops.flow_run WHERE flow = %(flow)s AND run_id <> %(run_id)s",
+        {"flow": run.flow, "run_id": run.run_id},
+    ).all()
+    if not rows:
+        return {"missed_intervals": []}
+    covered = [(start, end) for start, end, status in rows if status == "success"]
+    first = min(start for start, _, _ in rows)
+    missed = gaps(
+        run.flow, load_settings().company_timezone, first_start=first, covered=covered, now=run.interval_start, grace=timedelta(0)
+    )
+    return {"missed_intervals": [f"{start.isoformat()} → {end.isoformat()}" for start, end in missed]}
+
+
+def _announce_missed(run: RunRef, missed: list[str]) -> None:
+    from backbone.alerts import Alert, send
+    from backbone.settings import load_settings
+
+    lines = [
+        f"{run.flow}: {len(missed)} earlier interval(s) have no successful run; this flow does not cover them by itself "
+        "(it is cut by billing month). Rerun each in Airflow:",
+        *[f"  - {m}" for m in missed],
+    ]
+    log.warning("\n".join(lines))
+    send(Alert(subject=f"[backbone] {run.flow} has {len(missed)} missed interval(s)", text="\n".join(lines)), load_settings())
 
 
 def _announce_catch_up(run: RunRef, caught_up: dict[str, Any]) -> None:
