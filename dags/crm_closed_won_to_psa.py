@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
-from backbone.schedules import timetable
+from backbone.schedules import dag_arguments
 from backbone.settings import load_settings
 
 FLOW = "crm_closed_won_to_psa"
@@ -32,14 +31,9 @@ SETTINGS = load_settings()
 
 
 @dag(
-    dag_id=FLOW,
     doc_md=__doc__,
-    schedule=timetable(FLOW, SETTINGS.company_timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
-    catchup=False,
-    max_active_runs=1,
     tags=["crm", "psa", "hubspot"],
-    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True},
+    **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=2)),
 )
 def crm_closed_won_to_psa() -> None:
     @task

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
-from backbone.schedules import timetable
+from backbone.schedules import dag_arguments
 from backbone.settings import load_settings
 
 FLOW = "hr_roster_pto_to_psa"
@@ -47,14 +46,9 @@ def _window(context):  # noqa: ANN001, ANN202 - task-context helper
 
 
 @dag(
-    dag_id=FLOW,
     doc_md=__doc__,
-    schedule=timetable(FLOW, SETTINGS.company_timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
-    catchup=False,
-    max_active_runs=1,
     tags=["hr", "psa", "bamboohr"],
-    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+    **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=5)),
 )
 def hr_roster_pto_to_psa() -> None:
     @task

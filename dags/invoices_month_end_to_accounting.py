@@ -25,11 +25,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Asset, dag, task
 
 from backbone.flows.invoicing_tasks import invoice_tasks
-from backbone.schedules import TIME_EXPORT_ASSET, timetable
+from backbone.schedules import TIME_EXPORT_ASSET, dag_arguments
 from backbone.settings import load_settings
 
 FLOW = "invoices_month_end_to_accounting"
@@ -37,14 +36,9 @@ SETTINGS = load_settings()
 
 
 @dag(
-    dag_id=FLOW,
     doc_md=__doc__,
-    schedule=timetable(FLOW, SETTINGS.company_timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=SETTINGS.company_timezone),
-    catchup=False,
-    max_active_runs=1,
     tags=["psa", "accounting", "quickbooks", "finance", "invoicing"],
-    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=10), "retry_exponential_backoff": True},
+    **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=10)),
 )
 def invoices_month_end_to_accounting() -> None:
     @task(inlets=[Asset(TIME_EXPORT_ASSET)])
@@ -55,27 +49,7 @@ def invoices_month_end_to_accounting() -> None:
 
         return wait_for_month_time(FLOW, context)
 
-    @task
-    def extract_invoices(ready: bool, **context) -> dict[str, int]:
-        from backbone.flows import invoicing
-        from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.psa import PsaHook
-        from backbone.hooks.vendors import accounting_hook, crm_hook
-
-        settings = load_settings()
-        run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
-        period = invoicing.billing_period(run, settings.company_timezone)
-        return invoicing.extract_invoices(
-            PsaHook(settings.psa_conn_id),
-            accounting_hook(settings.accounting_conn_id),
-            crm_hook(settings.crm_conn_id),
-            warehouse,
-            run,
-            period=period,
-            timing=settings.invoice_timing,
-        )
-
-    invoice_tasks(FLOW, period_of=billing_month)(extract_invoices(wait_for_time_export()))
+    invoice_tasks(FLOW, period_of=billing_month)(wait_for_time_export())
 
 
 def billing_month(run: object, timezone: str) -> str:

@@ -31,7 +31,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from backbone.schedules import TIME_EXPORT_ASSET, timetable
+from backbone.schedules import TIME_EXPORT_ASSET, dag_arguments
 from backbone.settings import load_settings
 
 FLOW = "timesheets_weekly_to_accounting"
@@ -39,14 +39,14 @@ SETTINGS = load_settings()
 
 
 @dag(
-    dag_id=FLOW,
     doc_md=__doc__,
-    schedule=timetable(FLOW, SETTINGS.company_timezone),
-    start_date=pendulum.datetime(2026, 1, 2, 17, tz=SETTINGS.company_timezone),
-    catchup=False,
-    max_active_runs=1,
     tags=["psa", "accounting", "quickbooks", "finance"],
-    default_args={"owner": "data-engineering", "retries": 3, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+    **dag_arguments(
+        FLOW,
+        SETTINGS.company_timezone,
+        retry_delay=timedelta(minutes=5),
+        start=pendulum.datetime(2026, 1, 2, 17, tz=SETTINGS.company_timezone),
+    ),
 )
 def timesheets_weekly_to_accounting() -> None:
     @task

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow.sdk import CronDataIntervalTimetable
@@ -42,6 +42,22 @@ def timetable(flow: str, timezone: str) -> CronDataIntervalTimetable:
     from airflow.sdk import CronDataIntervalTimetable
 
     return CronDataIntervalTimetable(FLOW_SCHEDULES[flow], timezone=timezone)
+
+
+def dag_arguments(flow: str, timezone: str, *, retry_delay: timedelta, start: datetime | None = None) -> dict[str, Any]:
+    """What every flow's ``@dag`` shares: its id and timetable, one run at a time, no Airflow catch-up
+    (a run covers missed intervals itself: ``backbone.flows.runtime.open_flow_run``), and retries
+    with exponential backoff owned by data engineering."""
+    import pendulum
+
+    return {
+        "dag_id": flow,
+        "schedule": timetable(flow, timezone),
+        "start_date": start or pendulum.datetime(2026, 1, 1, tz=timezone),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {"owner": "data-engineering", "retries": 3, "retry_delay": retry_delay, "retry_exponential_backoff": True},
+    }
 
 
 def intervals(flow: str, timezone: str, *, start: datetime, end: datetime) -> Iterator[Interval]:

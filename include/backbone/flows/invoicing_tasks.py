@@ -1,8 +1,8 @@
-"""The invoice tasks both invoicing DAGs share: check → load → post → record.
+"""The invoice tasks both invoicing DAGs share: extract → check → load → post → record.
 
 Month-end (``invoices_month_end_to_accounting``) judges one billing month; the daily run
-(``invoices_to_accounting``) judges invoices of any month, each against its own. Only what they
-extract differs, so the rest is defined once here and wired by each DAG file.
+(``invoices_to_accounting``) reads invoices of any month by when they became postable and judges
+each against its own. Only that differs, so the tasks are defined once here and wired by each DAG file.
 """
 
 from __future__ import annotations
@@ -17,9 +17,30 @@ if TYPE_CHECKING:
 
 
 def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> Callable[[Any], None]:
-    """The tasks after extraction, for ``flow``; ``period_of(run, timezone)`` names the billing month
-    every invoice is judged against, or None for each invoice's own. Returns a function that wires
-    them after the extract task's result."""
+    """extract → check → load → post → record for ``flow``; ``period_of(run, timezone)`` names the
+    billing month the run reads and judges against, or None for invoices of any month by when they
+    became postable (each judged against its own month). Returns a function that wires the tasks
+    after an upstream task's result (or at the start, given None)."""
+
+    @task
+    def extract_invoices(ready: Any = None, **context: Any) -> dict[str, int]:
+        from backbone.flows import invoicing
+        from backbone.flows.runtime import open_flow_run
+        from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import accounting_hook, crm_hook
+        from backbone.settings import load_settings
+
+        settings = load_settings()
+        run, warehouse = open_flow_run(flow, settings.accounting_warehouse_conn_id, context)
+        return invoicing.extract_invoices(
+            PsaHook(settings.psa_conn_id),
+            accounting_hook(settings.accounting_conn_id),
+            crm_hook(settings.crm_conn_id),
+            warehouse,
+            run,
+            period=period_of(run, settings.company_timezone),
+            timing=settings.invoice_timing,
+        )
 
     @task
     def check_invoices(extracted: dict[str, int], **context: Any) -> dict[str, int]:
@@ -67,7 +88,8 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
 
         return finish_flow_run(flow, load_settings().accounting_warehouse_conn_id, last_task_id="post_invoices", context=context)
 
-    def wire(extracted: Any) -> None:
+    def wire(upstream: Any = None) -> None:
+        extracted = extract_invoices(upstream) if upstream is not None else extract_invoices()
         post_invoices(load_invoices(check_invoices(extracted))) >> record_run()
 
     return wire
