@@ -2,7 +2,7 @@
 
   python -m backbone history                         the latest runs of every flow
   python -m backbone history --flow timesheets --week 2026-W44
-  python -m backbone exceptions --flow invoices --month 2026-10
+  python -m backbone exceptions --flow month_end --month 2026-10
   python -m backbone history --csv > runs.csv        the same as CSV
   python -m backbone gaps                            due intervals no successful run covers yet
 
@@ -35,7 +35,7 @@ TABLE_EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_see
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["history", "exceptions", "gaps"])
-    parser.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, invoices, roster, ...)")
+    parser.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--week", help="ISO week in company time, e.g. 2026-W47")
     group.add_argument("--month", help="calendar month in company time, e.g. 2026-10")
