@@ -216,7 +216,10 @@ def psa_warehouse(services) -> Iterator[object]:
     engine = create_engine(warehouse_url("psa_warehouse"))
     with engine.begin() as connection:
         connection.execute(
-            text("TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, ops.flow_run, ops.staged_record, ops.quarantine")
+            text(
+                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, "
+                "ops.flow_run, ops.staged_record, ops.quarantine, ops.deadline_alert"
+            )
         )
     yield engine
     engine.dispose()
@@ -232,7 +235,7 @@ def accounting_warehouse(services) -> Iterator[object]:
         connection.execute(
             text(
                 "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, "
-                "ops.flow_run, ops.staged_record, ops.quarantine"
+                "ops.flow_run, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )
     with create_engine(warehouse_url("psa_warehouse")).begin() as connection:
@@ -261,7 +264,7 @@ def hr_warehouse(services) -> Iterator[object]:
             text(
                 "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.company_holiday, "
                 "hr.capacity, "
-                "ops.flow_run, ops.staged_record, ops.quarantine"
+                "ops.flow_run, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )
     yield engine

@@ -289,3 +289,33 @@ def test_a_week_beyond_xeros_daily_quota_finishes_once_the_quota_resets_without_
     assert len(salesforce_sandbox.state.xero.time_entries) == posted == record.written_back
     reliability.count(faults_injected=day.rejected, survived=day.rejected)
     day.calls, day.seconds = 5000, 86_400.0
+
+
+def test_a_run_past_its_business_deadline_alerts_finance_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch):
+    """The Friday export of 30 October did not run: by 18:00 that Friday the watchdog says so, once."""
+    import json
+    from http.server import HTTPServer
+
+    from tests.test_finance_ledger import _free_port, _Webhook
+
+    port = _free_port()
+    sink = HTTPServer(("127.0.0.1", port), _Webhook)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "http", "password": f"http://127.0.0.1:{port}/hook"}))
+    monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
+    _Webhook.received.clear()
+    assert run_dag(dagbag, TIMESHEETS, WEEK_START).state == "success"  # the week before ran
+
+    assert run_dag(dagbag, "backbone_deadlines", WEEK_END + timedelta(minutes=30)).state == "success"  # 17:35: not due yet
+    assert _Webhook.received == []
+    assert run_dag(dagbag, "backbone_deadlines", WEEK_END + timedelta(hours=1, minutes=30)).state == "success"  # 18:35
+    assert run_dag(dagbag, "backbone_deadlines", WEEK_END + timedelta(hours=2, minutes=30)).state == "success"  # 19:35: no repeat
+    sink.shutdown()
+    alerts = [json.loads(body)["text"] for body in _Webhook.received]
+    assert len(alerts) == 1, alerts
+    assert (
+        TIMESHEETS in alerts[0]
+        and "Fri 2026-10-23 17:00 → Fri 2026-10-30 17:00" in alerts[0]
+        and "due by Fri 2026-10-30 18:00" in alerts[0]
+    )
+    assert scalar(accounting_warehouse, "SELECT count(*) FROM ops.deadline_alert WHERE flow = :f", f=TIMESHEETS) == 1

@@ -23,10 +23,29 @@ FLOW_SCHEDULES = {
     "invoices_to_accounting": "0 7 * * *",
     "payments_to_psa": "0 6 * * *",
     "psa_milestones_to_crm": "30 6 * * *",
+    "backbone_deadlines": "5 * * * *",
 }
 """Each flow's cron, in company time: a run covers the interval between two of its ticks."""
 
-CATCHES_UP = frozenset(FLOW_SCHEDULES) - {"invoices_month_end_to_accounting"}
+FLOW_DEADLINES = {
+    "crm_closed_won_to_psa": timedelta(hours=1),
+    "hr_roster_pto_to_psa": timedelta(hours=3),
+    "timesheets_weekly_to_accounting": timedelta(hours=1),
+    "invoices_month_end_to_accounting": timedelta(days=3),
+    "invoices_to_accounting": timedelta(hours=3),
+    "payments_to_psa": timedelta(hours=3),
+    "psa_milestones_to_crm": timedelta(hours=3),
+}
+"""By when after its interval ends a flow's run must have succeeded (its business deadline): the
+Friday export by 18:00, month-end within three days of the 1st, the daily flows within three hours."""
+
+FLOW_WAREHOUSES = {
+    "psa": ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "psa_milestones_to_crm"),
+    "accounting": ("timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "invoices_to_accounting", "payments_to_psa"),
+}
+"""Which warehouse keeps each flow's run ledger (``ops.flow_run``)."""
+
+CATCHES_UP = frozenset(FLOW_SCHEDULES) - {"invoices_month_end_to_accounting", "backbone_deadlines"}
 """Flows whose run, after missed intervals, extracts from the end of the last successful one. The
 month-end flow is cut by billing month instead; each missed month is its own run."""
 

@@ -69,6 +69,16 @@ flow_lock = Table(
 )
 """Locks as rows (``SELECT … FOR UPDATE``): only roles that may update ops tables can take them."""
 
+deadline_alert = Table(
+    "deadline_alert",
+    metadata,
+    Column("flow", String(100), primary_key=True),
+    Column("interval_end", DateTime(timezone=True), primary_key=True),
+    Column("alerted_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    schema="ops",
+)
+"""Intervals the deadline watchdog has alerted on (once each)."""
+
 quarantine = Table(
     "quarantine",
     metadata,
