@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,14 +221,11 @@ def test_two_workers_refreshing_one_rotating_token_take_turns(sandbox, accountin
     reliability.count(token_faults_survived=1)
 
 
-def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconnect(
-    dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
-):
+@pytest.fixture
+def slack_alerts(monkeypatch) -> Iterator[Callable[[], list[str]]]:
+    """A Slack incoming webhook on a free port, set as the alert channel; call it for the texts received."""
     import json
-    import time
     from http.server import HTTPServer
-
-    from airflow.models import Variable
 
     from tests.test_finance_ledger import _free_port, _Webhook
 
@@ -237,12 +235,22 @@ def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconne
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "http", "password": f"http://127.0.0.1:{port}/hook"}))
     monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
     _Webhook.received.clear()
+    yield lambda: [json.loads(body)["text"] for body in _Webhook.received]
+    sink.shutdown()
+
+
+def test_a_refused_refresh_token_fails_the_run_at_once_with_the_steps_to_reconnect(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse, slack_alerts
+):
+    import time
+
+    from airflow.models import Variable
+
     Variable.set("quickbooks_default_refresh_token", "revoked-by-the-user")
     started = time.monotonic()
     dag_run = run_dag(dagbag, TIMESHEETS, WEEK_END)  # the DAG's own retries (3) stay on
     assert time.monotonic() - started < 60  # the alert is out within the minute, not after an hour of retries
-    sink.shutdown()
-    alerts = [json.loads(body)["text"] for body in _Webhook.received]
+    alerts = slack_alerts()
     assert any(TIMESHEETS in text and "FAILED" in text for text in alerts), alerts
     assert dag_run.state == "failed"
     post = next(
@@ -291,27 +299,15 @@ def test_a_week_beyond_xeros_daily_quota_finishes_once_the_quota_resets_without_
     day.calls, day.seconds = 5000, 86_400.0
 
 
-def test_a_run_past_its_business_deadline_alerts_finance_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch):
+def test_a_run_past_its_business_deadline_alerts_finance_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, slack_alerts):
     """The Friday export of 30 October did not run: by 18:00 that Friday the watchdog says so, once."""
-    import json
-    from http.server import HTTPServer
-
-    from tests.test_finance_ledger import _free_port, _Webhook
-
-    port = _free_port()
-    sink = HTTPServer(("127.0.0.1", port), _Webhook)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "http", "password": f"http://127.0.0.1:{port}/hook"}))
-    monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
-    _Webhook.received.clear()
     assert run_dag(dagbag, TIMESHEETS, WEEK_START).state == "success"  # the week before ran
 
     assert run_dag(dagbag, "backbone_deadlines", WEEK_END + timedelta(minutes=30)).state == "success"  # 17:35: not due yet
-    assert _Webhook.received == []
+    assert slack_alerts() == []
     assert run_dag(dagbag, "backbone_deadlines", WEEK_END + timedelta(hours=1, minutes=30)).state == "success"  # 18:35
     assert run_dag(dagbag, "backbone_deadlines", WEEK_END + timedelta(hours=2, minutes=30)).state == "success"  # 19:35: no repeat
-    sink.shutdown()
-    alerts = [json.loads(body)["text"] for body in _Webhook.received]
+    alerts = slack_alerts()
     assert len(alerts) == 1, alerts
     assert (
         TIMESHEETS in alerts[0]
