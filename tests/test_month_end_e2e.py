@@ -201,6 +201,8 @@ def test_an_october_invoice_approved_on_3_november_is_posted_once_by_the_next_da
     state.billing.submit(late["id"])  # the PM has not approved it when October closes
     run(dagbag, INVOICES, ANCHOR)
     assert outbox_status(accounting_warehouse, late["id"]) is None
+    close = rows(accounting_warehouse, "SELECT details FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0][0]
+    assert close["unapproved_in_psa"] == 1  # the month's close report says what the PM has not approved yet
     invoices_before = len(state.qbo.entities["Invoice"])
 
     state.billing.approve(late["id"], at=NOV_3_MORNING)

@@ -175,7 +175,8 @@ def _print_runs(env: dict[str, str]) -> None:
             notes.append(
                 f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted "
                 f"({details.get('posted_now', 0)} by this run), "
-                f"{details.get('held', 0)} held with reasons; net invoiced {amounts}"
+                f"{details.get('held', 0)} held with reasons, {details.get('unapproved_in_psa', 0)} not yet approved in the PSA; "
+                f"net invoiced {amounts}"
             )
         if flow == "invoices_to_accounting":
             notes.append(

@@ -345,6 +345,9 @@ def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
         approved_to: datetime | None = Query(None, description="PM approval time (or void time), exclusive."),
         released_from: datetime | None = Query(None, description="Finance release time (or void time), inclusive."),
         released_to: datetime | None = Query(None, description="Finance release time (or void time), exclusive."),
+        status: str | None = Query(
+            None, pattern="^submitted$", description="With ``period``: ``submitted`` lists the month's unapproved invoices."
+        ),
         cursor: str | None = Query(None),
         page_size: int = Query(100, ge=1, le=500),
         _: None = Depends(authorised),
@@ -357,7 +360,7 @@ def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
         if len(chosen) + (period is not None) != 1:
             raise HTTPException(422, "give exactly one of period, approved_from/approved_to, released_from/released_to")
         if period is not None:
-            records = state.billing.for_period(period)
+            records = state.billing.for_period(period, unapproved=status == "submitted")
         else:
             start, end = windows[chosen[0]]
             if start is None or end is None or start.tzinfo is None or end.tzinfo is None:

@@ -286,8 +286,10 @@ class BillingStore(PicklableLockMixin):
         self.payment_writes = 0
         self._lock = threading.Lock()
 
-    def for_period(self, period: str) -> list[dict[str, Any]]:
-        return [i for i in self.invoices if i["period"] == period and i["status"] in ("approved", "voided")]
+    def for_period(self, period: str, *, unapproved: bool = False) -> list[dict[str, Any]]:
+        """The month's approved and voided invoices, or (``unapproved``) those still waiting for the PM."""
+        wanted = ("submitted",) if unapproved else ("approved", "voided")
+        return [i for i in self.invoices if i["period"] == period and i["status"] in wanted]
 
     def changed_between(self, field: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Invoices of any period PM-approved (``approved_at``) or released by finance (``released_at``)

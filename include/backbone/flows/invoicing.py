@@ -122,10 +122,12 @@ def extract_invoices(
         rechecked = len(again)
         deal_ids |= _deal_ids([raw for _, raw in again])
     deals = crm.read_deals(sorted(deal_ids)) if deal_ids else {}
+    details: dict[str, Any] = {"period": period, "invoice_timing": timing, "held_rechecked": rechecked, "crm_deals_read": len(deals)}
+    if period is not None:  # the close report: what the month still waits for in the PSA
+        details["unapproved_in_psa"] = psa.count_unapproved_invoices(period)
     with warehouse.begin() as connection:
         ops.stage(connection, run, "deal", [(deal_id, deal) for deal_id, deal in deals.items()])
         staged = extracted + rechecked
-        details = {"period": period, "invoice_timing": timing, "held_rechecked": rechecked, "crm_deals_read": len(deals)}
         ops.record_run(connection, run, extracted=staged, details={**details, "accounting_references": references})
     log.info("extracted %d PSA invoices (%s), %d held ones again, %d CRM deals", extracted, period or timing, rechecked, len(deals))
     return {"extracted": staged}

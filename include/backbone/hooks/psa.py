@@ -48,6 +48,10 @@ class PsaBilling(Protocol):
         """Invoices of any billing month ``approved`` by the PM or ``released`` by finance (or voided) in ``[start, end)``."""
         ...
 
+    def count_unapproved_invoices(self, period: str) -> int:
+        """How many of the month's invoices still wait for the PM's approval (month-end's close report)."""
+        ...
+
     def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool: ...
 
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]: ...
@@ -124,6 +128,11 @@ class PsaHook(JsonApiHook):
             raise ValueError(f"moment must be 'approved' or 'released', not {moment!r}")
         window = {f"{moment}_from": start.isoformat(), f"{moment}_to": end.isoformat(), "page_size": page_size}
         yield from self._cursor_pages("/api/v1/invoices", window, description=f"PSA list invoices {moment} in a window")
+
+    def count_unapproved_invoices(self, period: str) -> int:
+        """How many invoices of the billing month (``YYYY-MM``) the PM has not approved yet."""
+        params = {"period": period, "status": "submitted", "page_size": 100}
+        return sum(len(page) for page in self._cursor_pages("/api/v1/invoices", params, description=f"PSA unapproved invoices {period}"))
 
     def _cursor_pages(self, path: str, params: dict[str, Any], *, description: str) -> Iterator[list[dict[str, Any]]]:
         """The PSA's list paging: ``items`` and a ``next_cursor`` until there is none."""
