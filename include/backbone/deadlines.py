@@ -26,19 +26,13 @@ log = logging.getLogger(__name__)
 def newly_overdue(engine: Engine, flows: tuple[str, ...], *, now: datetime, timezone: str) -> list[dict[str, Any]]:
     """Overdue intervals of ``flows`` (their ledger is in ``engine``'s warehouse) not alerted on yet;
     they are marked alerted in the same transaction, so each is reported once."""
+    from backbone.warehouse.ops import flow_histories
+
     found: list[dict[str, Any]] = []
     with engine.begin() as connection:
-        rows = connection.exec_driver_sql(
-            "SELECT flow, interval_start, interval_end, status, details->>'covers_from' FROM ops.flow_run WHERE flow = ANY(%(flows)s)",
-            {"flows": list(flows)},
-        ).all()
-        for flow in flows:
-            mine = [r for r in rows if r[0] == flow]
-            if not mine:
-                continue
-            covered = [(datetime.fromisoformat(r[4]) if r[4] else r[1], r[2]) for r in mine if r[3] == "success"]
-            first = min(r[1] for r in mine)
-            for start, end in gaps(flow, timezone, first_start=first, covered=covered, now=now, grace=FLOW_DEADLINES[flow]):
+        for flow, history in flow_histories(connection, flows).items():
+            overdue = gaps(flow, timezone, first_start=history.first_start, covered=history.covered, now=now, grace=FLOW_DEADLINES[flow])
+            for start, end in overdue:
                 marked = connection.exec_driver_sql(
                     "INSERT INTO ops.deadline_alert (flow, interval_end) VALUES (%(flow)s, %(end)s) ON CONFLICT DO NOTHING RETURNING flow",
                     {"flow": flow, "end": end},

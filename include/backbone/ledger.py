@@ -187,27 +187,20 @@ class Ledger:
 
         from backbone.schedules import FLOW_SCHEDULES
         from backbone.schedules import gaps as find_gaps
+        from backbone.warehouse.ops import HISTORY_QUERY, histories_from_rows
 
         now = now or datetime.now(UTC)  # the ledger is a view of today, not a flow: "now" is when one looks
-        where, params = "", {}
-        if flow:
-            where, params = "WHERE flow = :flow", {"flow": flow}
-        records = self._query(
-            f"SELECT flow, interval_start, interval_end, status, details->>'covers_from' AS covers_from FROM ops.flow_run {where}", params
-        )
+        flows = [flow] if flow else list(FLOW_SCHEDULES)
+        rows = self._query(HISTORY_QUERY, {"flows": flows, "excluding": ""})
+        histories = histories_from_rows([(r["flow"], r["interval_start"], r["interval_end"], r["status"], r["covers_from"]) for r in rows])
         zone = ZoneInfo(self.timezone)
         found = []
         for name in FLOW_SCHEDULES:
-            mine = [r for r in records if r["flow"] == name]
-            if not mine:
+            history = histories.get(name)
+            if history is None:
                 continue
-            covered = [
-                (datetime.fromisoformat(r["covers_from"]) if r["covers_from"] else r["interval_start"], r["interval_end"])
-                for r in mine
-                if r["status"] == "success"
-            ]
-            first = min(r["interval_start"] for r in mine)
-            for start, end in find_gaps(name, self.timezone, first_start=first, covered=covered, now=now, grace=self.gap_grace):
+            spans = find_gaps(name, self.timezone, first_start=history.first_start, covered=history.covered, now=now, grace=self.gap_grace)
+            for start, end in spans:
                 found.append(
                     {
                         "flow": name,

@@ -116,8 +116,7 @@ def extract_invoices(
         seen |= {str(i.get("id")) for i in postable}
     if period is None:  # the PSA's fresh copy wins over a held one
         with warehouse.begin() as connection:
-            held = {key: raw for flow in INVOICING_FLOWS for key, raw in _held_to_recheck(connection, run, flow) if key not in seen}
-            again = sorted(held.items())
+            again = [(key, raw) for key, raw in _held_to_recheck(connection, run) if key not in seen]
             ops.stage_unique(connection, run, ENTITY, again)
         rechecked = len(again)
         deal_ids |= _deal_ids([raw for _, raw in again])
@@ -142,11 +141,9 @@ def _deal_ids(invoices: list[dict[str, Any]]) -> set[str]:
     return {str(as_dict(i.get("project")).get("crm_deal_id")) for i in invoices if as_dict(i.get("project")).get("crm_deal_id")}
 
 
-def _held_to_recheck(connection: Connection, run: RunRef, flow: str) -> list[tuple[str, dict[str, Any]]]:
-    """Open holds of ``flow`` for healable causes, except invoices the outbox already posted."""
-    candidates = ops.open_exceptions_to_recheck(
-        connection, RunRef(flow, run.run_id, run.interval_start, run.interval_end), ENTITY, HEALABLE_RULES
-    )
+def _held_to_recheck(connection: Connection, run: RunRef) -> list[tuple[str, dict[str, Any]]]:
+    """Open holds of either invoicing flow for healable causes, except invoices the outbox already posted."""
+    candidates = ops.open_exceptions_to_recheck(connection, run, ENTITY, HEALABLE_RULES, flows=INVOICING_FLOWS)
     if not candidates:
         return []
     posted = {

@@ -83,14 +83,12 @@ def time_export_complete(engine: Engine, start: datetime, end: datetime, timezon
     holding its last day? (Month-end waits for this: time worked on the 30th and 31st is approved
     and exported by the first Friday after the month.) Catch-up runs count for the weeks they covered."""
     from backbone.schedules import uncovered, weeks_covering
+    from backbone.warehouse.ops import flow_histories
 
+    weekly = "timesheets_weekly_to_accounting"
     with engine.connect() as connection:
-        rows = connection.exec_driver_sql(
-            "SELECT interval_start, interval_end, details->>'covers_from' FROM ops.flow_run "
-            "WHERE flow = 'timesheets_weekly_to_accounting' AND status = 'success'"
-        ).all()
-    covered = [(datetime.fromisoformat(covers) if covers else begin, finish) for begin, finish, covers in rows]
-    missing = uncovered(weeks_covering(timezone, start, end), covered)
+        history = flow_histories(connection, [weekly]).get(weekly)
+    missing = uncovered(weeks_covering(timezone, start, end), history.covered if history else [])
     if missing:
         log.info("waiting for the weekly export of %s", ", ".join(f"{s.isoformat()} → {e.isoformat()}" for s, e in missing))
     return not missing
@@ -189,17 +187,18 @@ def _missed_before(connection: Any, run: RunRef) -> dict[str, Any]:
     since its first run, that no successful run covers. They are named, recorded and alerted on."""
     from backbone.schedules import gaps
     from backbone.settings import load_settings
+    from backbone.warehouse.ops import flow_histories
 
-    rows = connection.exec_driver_sql(
-        "SELECT interval_start, interval_end, status FROM ops.flow_run WHERE flow = %(flow)s AND run_id <> %(run_id)s",
-        {"flow": run.flow, "run_id": run.run_id},
-    ).all()
-    if not rows:
+    history = flow_histories(connection, [run.flow], excluding_run=run.run_id).get(run.flow)
+    if history is None:
         return {"missed_intervals": []}
-    covered = [(start, end) for start, end, status in rows if status == "success"]
-    first = min(start for start, _, _ in rows)
     missed = gaps(
-        run.flow, load_settings().company_timezone, first_start=first, covered=covered, now=run.interval_start, grace=timedelta(0)
+        run.flow,
+        load_settings().company_timezone,
+        first_start=history.first_start,
+        covered=history.covered,
+        now=run.interval_start,
+        grace=timedelta(0),
     )
     return {"missed_intervals": [f"{start.isoformat()} → {end.isoformat()}" for start, end in missed]}
 

@@ -25,12 +25,6 @@ class BearerTokenAuth(AuthBase):
         request.headers["Authorization"] = f"Bearer {self.token}"
         return request
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BearerTokenAuth) and other.token == self.token
-
-    def __hash__(self) -> int:
-        return hash(("bearer", self.token))
-
 
 class ApiKeyBasicAuth(HTTPBasicAuth):
     """HTTP Basic with the API key as user name and a password the vendor ignores (BambooHR: "x")."""

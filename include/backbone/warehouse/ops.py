@@ -370,24 +370,27 @@ def count_unstorable(connection: Connection, run: RunRef) -> int:
     return int(connection.execute(query).scalar_one())
 
 
-def open_exceptions_to_recheck(connection: Connection, run: RunRef, entity: str, rules: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+def open_exceptions_to_recheck(
+    connection: Connection, run: RunRef, entity: str, rules: Iterable[str], *, flows: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """Records of this flow held in earlier runs for a cause that may since have been fixed (a
     mapping added, a customer created, a date now inside the export window) and still open: the
     latest raw copy per key, to be judged again by this run. One that passes goes out with this run
     and its exception is resolved by it (:func:`resolve_exceptions`); one that fails again stays open.
     Only exceptions of intervals up to this run's are taken: a backfill of an old interval does not
-    judge what later intervals held, so the end state does not depend on the order runs happen in."""
+    judge what later intervals held, so the end state does not depend on the order runs happen in.
+    ``flows`` widens the search to other flows sharing the entity (the two invoicing flows)."""
     rows = connection.exec_driver_sql(
         """
         SELECT DISTINCT ON (q.source_key) q.source_key, q.raw FROM ops.quarantine q
-        WHERE q.flow = %(flow)s AND q.entity = %(entity)s AND q.resolved_at IS NULL AND q.run_id <> %(run_id)s
+        WHERE q.flow = ANY(%(flows)s) AND q.entity = %(entity)s AND q.resolved_at IS NULL AND q.run_id <> %(run_id)s
           AND q.rule = ANY(%(rules)s)
           AND EXISTS (SELECT 1 FROM ops.flow_run r WHERE r.flow = q.flow AND r.run_id = q.run_id AND r.interval_end <= %(end)s)
           AND NOT EXISTS (SELECT 1 FROM ops.quarantine o WHERE o.flow = q.flow AND o.entity = q.entity AND o.source_key = q.source_key
                           AND o.resolved_at IS NULL AND NOT (o.rule = ANY(%(rules)s)))
         ORDER BY q.source_key, q.quarantined_at DESC
         """,
-        {"flow": run.flow, "entity": entity, "run_id": run.run_id, "rules": sorted(rules), "end": run.interval_end},
+        {"flows": list(flows or [run.flow]), "entity": entity, "run_id": run.run_id, "rules": sorted(rules), "end": run.interval_end},
     ).all()
     return [(key, raw) for key, raw in rows if isinstance(raw, dict)]
 
@@ -414,6 +417,44 @@ class Claim:
 
     previous_owner: str | None
     previous_status: str | None
+
+
+@dataclass(frozen=True)
+class FlowHistory:
+    """What a flow's run records say about time: where its first run started, and the spans its
+    successful runs covered (from ``covers_from`` when a run caught up missed intervals)."""
+
+    first_start: datetime
+    covered: list[tuple[datetime, datetime]]
+
+
+HISTORY_QUERY = (
+    "SELECT flow, interval_start, interval_end, status, details->>'covers_from' AS covers_from "
+    "FROM ops.flow_run WHERE flow = ANY(:flows) AND run_id <> :excluding"
+)
+"""The run records :func:`flow_histories` reads (also run by the ledger through its read-only engines)."""
+
+
+def histories_from_rows(rows: Sequence[Any]) -> dict[str, FlowHistory]:
+    """Rows of :data:`HISTORY_QUERY` → each flow's :class:`FlowHistory` (flows without runs are absent)."""
+    by_flow: dict[str, list[Any]] = {}
+    for row in rows:
+        by_flow.setdefault(row[0], []).append(row)
+    return {
+        flow: FlowHistory(
+            first_start=min(r[1] for r in mine),
+            covered=[(datetime.fromisoformat(r[4]) if r[4] else r[1], r[2]) for r in mine if r[3] == "success"],
+        )
+        for flow, mine in by_flow.items()
+    }
+
+
+def flow_histories(connection: Connection, flows: Sequence[str], *, excluding_run: str = "") -> dict[str, FlowHistory]:
+    """The run history of each of ``flows`` that has run (``excluding_run``: leave that run's record out)."""
+    from sqlalchemy import text
+
+    rows = connection.execute(text(HISTORY_QUERY), {"flows": list(flows), "excluding": excluding_run}).all()
+    return histories_from_rows(rows)
 
 
 def last_success_end(connection: Connection, run: RunRef) -> datetime | None:
