@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import text
 
 from tests.conftest import ANCHOR
-from tests.helpers import run_dag, scalar
+from tests.helpers import rows, run_dag, scalar
 
 pytestmark = pytest.mark.e2e
 FLOW = "crm_closed_won_to_psa"
@@ -103,10 +103,53 @@ def test_deal_edited_after_load_updates_its_project(dagbag, sandbox, psa_warehou
     assert scalar(psa_warehouse, "SELECT count(*) FROM psa.project WHERE crm_deal_id = :d", d=deal_id) == 1
     second = (
         psa_warehouse.connect()
-        .execute(text("SELECT extracted, loaded, quarantined FROM ops.flow_run ORDER BY interval_end DESC LIMIT 1"))
+        .execute(text("SELECT extracted, loaded, quarantined, details FROM ops.flow_run ORDER BY interval_end DESC LIMIT 1"))
         .one()
     )
-    assert second.extracted == second.loaded + second.quarantined == 1
+    rechecked = second.details["held_rechecked"]  # the deals held for a value the dictionary did not allow, judged again
+    assert rechecked == sum(1 for rule in state.crm.bad_deals.values() if rule.endswith(".allowed_values"))
+    assert second.extracted == second.loaded + second.quarantined == 1 + rechecked
+    assert second.loaded == 1
+
+
+def test_a_deal_held_for_a_value_the_dictionary_did_not_allow_loads_once_the_dictionary_allows_it(
+    dagbag, sandbox, psa_warehouse, monkeypatch, tmp_path
+):
+    import shutil
+
+    import yaml
+
+    from backbone import data_dictionary, validation
+
+    state = sandbox.state
+    yen = next(deal for deal, rule in state.crm.bad_deals.items() if rule == "project.currency.allowed_values")
+    state.crm.objects["deals"][yen]["properties"]["deal_currency_code"] = "JPY"  # as seeded: a currency we do not bill in yet
+    assert run_dag(dagbag, FLOW, ANCHOR).state == "success"
+    assert scalar(psa_warehouse, "SELECT count(*) FROM psa.project WHERE crm_deal_id = :d", d=yen) == 0
+
+    dictionary = tmp_path / "dictionary"  # a data engineer adds the currency to the data dictionary
+    shutil.copytree(data_dictionary.DICTIONARY_DIR, dictionary)
+    project = yaml.safe_load((dictionary / "project.yaml").read_text())
+    project["fields"]["currency"]["allowed_values"].append("JPY")
+    (dictionary / "project.yaml").write_text(yaml.safe_dump(project, allow_unicode=True))
+    monkeypatch.setattr(data_dictionary, "DICTIONARY_DIR", dictionary)
+    for cached in (data_dictionary.load_entity, validation.build_suite, validation._validation_definition):
+        cached.cache_clear()
+    try:
+        fixing_run = run_dag(dagbag, FLOW, ANCHOR + timedelta(minutes=30), retries=0)  # the deal itself did not change in the CRM
+        assert fixing_run.state == "success"
+        assert scalar(psa_warehouse, "SELECT count(*) FROM psa.project WHERE crm_deal_id = :d", d=yen) == 1
+        assert state.crm.objects["deals"][yen]["properties"]["psa_project_id"]  # linked back in the CRM
+        resolved_by = rows(psa_warehouse, "SELECT resolved_by_run FROM ops.quarantine WHERE entity = 'deal' AND source_key = :d", d=yen)
+        fixing_interval = scalar(psa_warehouse, "SELECT run_id FROM ops.flow_run ORDER BY interval_end DESC LIMIT 1")
+        assert [r.resolved_by_run for r in resolved_by] == [fixing_interval]
+        creates = state.psa.creates
+        assert run_dag(dagbag, FLOW, ANCHOR + timedelta(minutes=60)).state == "success"
+        assert state.psa.creates == creates  # once
+    finally:
+        monkeypatch.undo()
+        for cached in (data_dictionary.load_entity, validation.build_suite, validation._validation_definition):
+            cached.cache_clear()
 
 
 def test_a_failing_vendor_fails_the_run_and_records_it(dagbag, sandbox, psa_warehouse, monkeypatch):

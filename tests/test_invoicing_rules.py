@@ -87,3 +87,39 @@ def test_invoice_body_uses_quickbooks_names():
     }
     assert body["TxnTaxDetail"] == {"TotalTax": 21.0}
     assert "DueDate" not in invoice_body({**row, "kind": "credit_note"}, lines, None)
+
+
+def tm_invoice_judged(*, exported_hours: str, time_exported: bool):
+    from backbone.accounting_mapping import AccountingReferences, normalise
+    from backbone.flows.invoicing import CheckContext, judge_invoices
+    from tests.test_reliability_properties import GOOD_INVOICE
+
+    refs = AccountingReferences.from_rows(
+        [
+            {"entity": "Customer", "match_key": normalise("Acme B.V."), "ref_id": "11", "name": "Acme B.V.", "extra": {}},
+            {"entity": "Item", "match_key": normalise("Consulting Services"), "ref_id": "41", "name": "Consulting Services", "extra": {}},
+            {"entity": "TaxCode", "match_key": normalise("VAT 21%"), "ref_id": "7", "name": "VAT 21%", "extra": {}},
+        ]
+    )
+    context = CheckContext()
+    context.period = "2026-10"
+    context.exported_time = {"PJ-1": (Decimal(exported_hours), Decimal(exported_hours) * 100)}
+    context.time_exported = time_exported
+    run = RunRef(flow="invoices_to_accounting", run_id="r", interval_start=datetime(2026, 11, 3, tzinfo=UTC), interval_end=datetime.max)
+    staged = [{"source_key": "PINV-1", "status": "new", "payload": GOOD_INVOICE}]
+    verdicts, held, checks = judge_invoices(staged, refs, context, run)
+    return verdicts[0], held, {c["check_name"]: c for c in checks}
+
+
+def test_a_t_and_m_invoice_short_of_exported_time_waits_while_its_month_is_still_being_exported():
+    (_, status, canonical), held, checks = tm_invoice_judged(exported_hours="8", time_exported=False)
+    assert status == "waiting" and held == []  # not an exception
+    assert canonical["hold_rule"] == "invoice.time.awaiting_export" and "waiting for the weekly export" in canonical["hold_reason"]
+    assert checks["time.reconciles"]["passed"] is False  # the reconciliation row keeps its own name
+
+
+def test_once_the_month_is_exported_a_t_and_m_invoice_that_still_differs_is_held():
+    (_, status, canonical), held, _ = tm_invoice_judged(exported_hours="8", time_exported=True)
+    assert status == "quarantined" and [h.rule for h in held] == ["invoice.time.reconciles"]
+    (_, status, _), held, _ = tm_invoice_judged(exported_hours="10", time_exported=False)
+    assert status == "valid" and held == []  # a month still being exported does not hold what already reconciles

@@ -293,3 +293,59 @@ def test_a_missed_month_end_is_named_and_stays_a_gap_until_it_is_run(dagbag, san
     assert [(g["interval_start"], g["interval_end"]) for g in ledger.gaps(flow=INVOICES, now=december)] == [OCTOBER]
     run(dagbag, INVOICES, ANCHOR)  # someone reruns October
     assert ledger.gaps(flow=INVOICES, now=december) == []
+
+
+def test_a_t_and_m_invoice_approved_before_its_months_time_is_exported_waits_then_goes_out_once(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse
+):
+    from backbone.ledger import Ledger
+
+    state = sandbox.state
+    clean_tm = [
+        i
+        for i in state.billing.invoices
+        if i["type"] == "invoice"
+        and i["status"] == "approved"
+        and i["billing_type"] == "time_and_materials"
+        and i["id"] not in state.billing.bad_invoices
+    ]
+    late_worker = next(  # time worked on Saturday 31 October, approved on Monday 2 November
+        e
+        for e in state.psa_time.entries
+        if e["project"]["id"] == clean_tm[0]["project"]["id"]
+        and e["billable"]
+        and e["approval_status"] == "approved"
+        and e["id"] not in state.psa_time.bad_entries
+        and e["spent_date"].startswith("2026-10")
+    )
+    state.psa_time.edit(late_worker["id"], {"spent_date": "2026-10-31"}, approved_at=datetime(2026, 11, 2, 9, tzinfo=UTC))
+    weeks = state.psa_time.week_ends()
+    for week_end in weeks:  # up to Friday 30 October: the 31st goes out on 6 November
+        run(dagbag, TIMESHEETS, week_end)
+    for invoice in clean_tm:  # the PM approves October's T&M invoices on 3 November
+        state.billing.submit(invoice["id"])
+        state.billing.approve(invoice["id"], at=NOV_3_MORNING)
+    run(dagbag, DAILY, NOV_4_RUN)
+
+    statuses = {i["id"]: outbox_status(accounting_warehouse, i["id"]) for i in clean_tm}
+    waiting = [key for key, status in statuses.items() if status == "waiting"]
+    assert clean_tm[0]["id"] in waiting, statuses
+    assert set(statuses.values()) <= {"waiting", "posted"}
+    ledger = Ledger(engines={"accounting": accounting_warehouse}, timezone="Europe/Amsterdam")
+    assert ledger.open_exceptions(flow=DAILY) == []  # waiting is not an exception
+    listed = ledger.waiting_invoices()
+    assert sorted(w["number"] for w in listed) == sorted(i["number"] for i in clean_tm if i["id"] in waiting)
+    assert all("waiting for the weekly export" in w["reason"] for w in listed)
+    record = rows(accounting_warehouse, "SELECT details FROM ops.flow_run WHERE flow = :f", f=DAILY)[0][0]
+    assert record["waiting"] == len(waiting) and record["held"] == 0
+    posted_before = len(state.qbo.entities["Invoice"])
+
+    run(dagbag, DAILY, NOV_4_RUN + timedelta(days=1))  # still waiting: nothing new is exported
+    assert {outbox_status(accounting_warehouse, key) for key in waiting} == {"waiting"}
+    run(dagbag, TIMESHEETS, weeks[-1] + timedelta(days=7))  # Friday 6 November: the week holding the 31st
+    run(dagbag, DAILY, NOV_4_RUN + timedelta(days=3))  # the next daily run judges them again and posts them
+    assert {outbox_status(accounting_warehouse, key) for key in waiting} == {"posted"}
+    assert len(state.qbo.entities["Invoice"]) == posted_before + len(waiting)
+    assert ledger.waiting_invoices() == [] and ledger.open_exceptions(flow=DAILY) == []
+    run(dagbag, DAILY, NOV_4_RUN + timedelta(days=4))
+    assert len(state.qbo.entities["Invoice"]) == posted_before + len(waiting)

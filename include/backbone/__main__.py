@@ -5,6 +5,7 @@
   python -m backbone exceptions --flow month_end --month 2026-10
   python -m backbone history --csv > runs.csv        the same as CSV
   python -m backbone gaps                            due intervals no successful run covers yet
+  python -m backbone waiting                         T&M invoices waiting for their month's time export
 
 Reads the warehouses through the read-only finance Connections (``finance_psa_warehouse``,
 ``finance_accounting_warehouse``); see the README's Configuration.
@@ -19,6 +20,7 @@ from backbone.ledger import (
     EXCEPTION_COLUMNS,
     GAP_COLUMNS,
     RUN_COLUMNS,
+    WAITING_COLUMNS,
     Ledger,
     LedgerUnavailable,
     check_paging,
@@ -34,7 +36,7 @@ TABLE_EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_see
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["history", "exceptions", "gaps"])
+    parser.add_argument("command", choices=["history", "exceptions", "gaps", "waiting"])
     parser.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--week", help="ISO week in company time, e.g. 2026-W47")
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "gaps":
             rows = ledger.gaps(flow=flow)
             print(to_csv(rows, GAP_COLUMNS) if args.csv else (to_table(rows, ["flow", "interval"]) if rows else "gaps: none"))
+        elif args.command == "waiting":
+            rows = ledger.waiting_invoices(period=period)
+            print(to_csv(rows, WAITING_COLUMNS) if args.csv else (to_table(rows, WAITING_COLUMNS) if rows else "waiting invoices: none"))
         else:
             rows = ledger.open_exceptions(flow=flow, period=period)
             print(to_csv(rows, EXCEPTION_COLUMNS) if args.csv else to_table(rows, TABLE_EXCEPTION_COLUMNS))

@@ -120,12 +120,14 @@ class Ledger:
                 ) from None
         return cls(engines=engines, timezone=settings.company_timezone, gap_grace=timedelta(minutes=settings.gap_grace_minutes))
 
-    def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _query(self, sql: str, params: dict[str, Any], *, warehouses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
         rows: list[dict[str, Any]] = []
         for name, engine in self.engines.items():
+            if warehouses is not None and name not in warehouses:
+                continue
             try:
                 with engine.connect() as connection:
                     rows += [{**dict(r._mapping), "warehouse": name} for r in connection.execute(text(sql), params)]
@@ -212,6 +214,41 @@ class Ledger:
                 )
         return found
 
+    def waiting_invoices(self, *, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Time-and-materials invoices waiting for the weekly export of their month's time: not
+        exceptions, nothing for finance to fix; the daily invoicing run judges them again and posts
+        them once the month's time is exported (or holds them if they still do not reconcile)."""
+        if "accounting" not in self.engines:
+            return []
+        where, params = ["i.posting_status = 'waiting'"], {"limit": limit}
+        if period:
+            where.append("i.issue_date >= :start_day AND i.issue_date < :end_day")
+            zone = ZoneInfo(self.timezone)
+            params.update(start_day=period.start.astimezone(zone).date(), end_day=period.end.astimezone(zone).date())
+        params["flows"] = list(WAITING_FLOWS)
+        rows = self._query(
+            f"""
+            SELECT i.number, i.client_name, i.period, i.currency, i.total, i.hold_reason, min(r.started_at) AS since
+            FROM acct.invoice i LEFT JOIN ops.flow_run r ON r.run_id = i.run_id AND r.flow = ANY(:flows)
+            WHERE {" AND ".join(where)}
+            GROUP BY i.number, i.client_name, i.period, i.currency, i.total, i.hold_reason ORDER BY i.period, i.number LIMIT :limit
+            """,
+            params,
+            warehouses=("accounting",),
+        )
+        zone = ZoneInfo(self.timezone)
+        return [
+            {
+                "number": r["number"],
+                "client": r["client_name"],
+                "billing_month": r["period"],
+                "amount": f"{r['total']} {r['currency']}",
+                "reason": r["hold_reason"] or "",
+                "waiting_since": f"{r['since'].astimezone(zone):%Y-%m-%d %H:%M}" if r.get("since") else "",
+            }
+            for r in rows
+        ]
+
     def open_exceptions(self, *, flow: str | None = None, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Open exceptions, one per record and rule, oldest first, with when they were first seen."""
         where, params = ["q.resolved_at IS NULL"], {"limit": limit}
@@ -264,6 +301,8 @@ RUN_COLUMNS = [
 ]
 EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "resolved_at"]
 GAP_COLUMNS = ["flow", "flow_name", "interval"]
+WAITING_COLUMNS = ["number", "client", "billing_month", "amount", "reason", "waiting_since"]
+WAITING_FLOWS = ("invoices_to_accounting", "invoices_month_end_to_accounting")
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -27,6 +27,8 @@ from backbone.ledger import (
     EXCEPTION_COLUMNS,
     FLOW_NAMES,
     RUN_COLUMNS,
+    WAITING_COLUMNS,
+    WAITING_FLOWS,
     Ledger,
     LedgerUnavailable,
     check_paging,
@@ -104,6 +106,7 @@ def create_app() -> FastAPI:
             runs, total = led.runs(flow=flow_id, period=when, page=number, page_size=size)
             exceptions = led.open_exceptions(flow=flow_id, period=when)
             gaps = led.gaps(flow=flow_id)
+            waiting = led.waiting_invoices(period=when) if flow_id in (None, *WAITING_FLOWS) else []
         except LedgerUnavailable as exc:
             return HTMLResponse(_document(f'<p class="notice" id="unavailable">{escape(str(exc))}</p>'), status_code=503)
         except ValueError as exc:
@@ -120,6 +123,13 @@ def create_app() -> FastAPI:
             body.append(_table("gaps", gaps, ["flow_name", "interval"]))
         else:
             body.append('<p id="gaps">gaps: none</p>')
+        if waiting:
+            body.append(f"<h2>Waiting invoices <small>({len(waiting)})</small></h2>")
+            body.append(
+                "<p>Time-and-materials invoices whose month's time the weekly export has not fully sent yet. "
+                "Not exceptions: the daily invoicing run posts them once it has (or holds them if they still do not reconcile).</p>"
+            )
+            body.append(_table("waiting", waiting, WAITING_COLUMNS))
         body.append(f"<h2>Runs <small>({total}, times in {escape(led.timezone)})</small></h2>")
         body.append(f'<p><a id="runs-csv" href="runs.csv?{urlencode(query)}">Download runs (CSV)</a></p>')
         body.append(

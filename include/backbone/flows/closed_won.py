@@ -49,10 +49,30 @@ def extract_deals(crm: CrmSystem, warehouse: Engine, run: RunRef, *, lookback: t
             start.isoformat(),
             run.interval_end.isoformat(),
         )
+    with warehouse.begin() as connection:  # the CRM's fresh copy of a deal wins over a held one
+        rechecked = ops.stage_if_absent(connection, run, ENTITY, ops.open_exceptions_to_recheck(connection, run, ENTITY, healable_rules()))
+    if rechecked:
+        log.info("judging %d deals held by earlier runs again (the data dictionary may allow them now)", rechecked)
     staged = _count_staged(warehouse, run)  # distinct deals: a deal repeated across pages counts once
     with warehouse.begin() as connection:
-        ops.record_run(connection, run, extracted=staged, details={"crm": crm.system})
+        ops.record_run(connection, run, extracted=staged, details={"crm": crm.system, "held_rechecked": rechecked})
     return {"extracted": staged}
+
+
+def healable_rules() -> frozenset[str]:
+    """Holds whose cause is our data dictionary, not the deal: a currency or billing type outside a
+    field's ``allowed_values``. When a data engineer adds the value, nothing in the CRM changes (so
+    the deal is not extracted again by its modification time): every run judges such open holds
+    of earlier runs again and loads the deals that now pass, resolving their exceptions. Every
+    other hold is fixed by editing the deal, which brings it back by itself."""
+    from backbone.data_dictionary import load_entity
+
+    return frozenset(
+        f"{spec.name}.{f.name}.allowed_values"
+        for spec in (load_entity("project"), load_entity("client"))
+        for f in spec.fields.values()
+        if f.allowed_values
+    )
 
 
 def _deal_id_path(system: str) -> str:

@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -63,8 +63,14 @@ HEALABLE_RULES = frozenset(
 """Holds whose cause can go away without the PSA changing the invoice: a mapping or customer added,
 the month's last time exported, a contract value corrected in the CRM, the credited invoice posted.
 The daily run judges such held invoices again and posts the ones that now pass."""
+WAITING_RULE = "invoice.time.awaiting_export"
+"""Not an exception: a time-and-materials invoice whose month's time the weekly export has not fully
+covered yet (the 30th and 31st go out with the first Friday after the month) is **waiting**
+(``posting_status = 'waiting'``), shown to finance as such, and judged again by the daily run."""
 CENT = Decimal("0.01")
 POSTED_STATES = ("posted", "void_pending", "voided")
+OUTBOX_STATUS = {"valid": "pending", "quarantined": "held", "waiting": "waiting"}
+"""A judged invoice's verdict → its outbox ``posting_status``."""
 
 
 def billing_period(run: RunRef, company_timezone: str) -> str:
@@ -118,8 +124,11 @@ def extract_invoices(
         with warehouse.begin() as connection:
             again = [(key, raw) for key, raw in _held_to_recheck(connection, run) if key not in seen]
             ops.stage_unique(connection, run, ENTITY, again)
-        rechecked = len(again)
-        deal_ids |= _deal_ids([raw for _, raw in again])
+        waiting = [(key, raw) for key, raw in _waiting_to_recheck(psa, warehouse, run, timing) if key not in seen]
+        with warehouse.begin() as connection:
+            ops.stage_unique(connection, run, ENTITY, waiting)
+        rechecked = len(again) + len(waiting)
+        deal_ids |= _deal_ids([raw for _, raw in again + waiting])
     deals = crm.read_deals(sorted(deal_ids)) if deal_ids else {}
     details: dict[str, Any] = {"period": period, "invoice_timing": timing, "held_rechecked": rechecked, "crm_deals_read": len(deals)}
     if period is not None:  # the close report: what the month still waits for in the PSA
@@ -155,6 +164,30 @@ def _held_to_recheck(connection: Connection, run: RunRef) -> list[tuple[str, dic
         )
     }
     return [(key, raw) for key, raw in candidates if key not in posted]
+
+
+def _waiting_to_recheck(psa: PsaBilling, warehouse: Engine, run: RunRef, timing: str) -> list[tuple[str, dict[str, Any]]]:
+    """Waiting invoices (of runs up to this one's interval), read again from the PSA by their month:
+    the fresh copy is what gets judged, so an edit made while waiting is what goes out."""
+    with warehouse.connect() as connection:
+        rows = connection.exec_driver_sql(
+            """
+            SELECT i.period, i.psa_invoice_id FROM acct.invoice i
+            WHERE i.posting_status = 'waiting'
+              AND EXISTS (SELECT 1 FROM ops.flow_run r WHERE r.flow = ANY(%(flows)s) AND r.run_id = i.run_id AND r.interval_end <= %(end)s)
+            """,
+            {"flows": list(INVOICING_FLOWS), "end": run.interval_end},
+        ).all()
+    by_month: dict[str, set[str]] = defaultdict(set)
+    for month, invoice_id in rows:
+        by_month[month].add(invoice_id)
+    found: list[tuple[str, dict[str, Any]]] = []
+    for month, ids in sorted(by_month.items()):
+        for page in psa.iter_invoices(month):
+            found += [(str(i.get("id")), i) for i in page if str(i.get("id")) in ids and is_postable(i, timing)]
+    if rows:
+        log.info("judging %d waiting invoices again (%d still in the PSA)", len(rows), len(found))
+    return found
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -203,11 +236,16 @@ def _decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dict[str, Any]:
+def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None, company_timezone: str | None = None) -> dict[str, Any]:
     """Every check on every invoice; results in ``acct.reconciliation``, failures held with reasons.
 
     The run's invoices are judged as one chunk (numbers must be unique across all of them), each
-    against its own billing month (``period`` for month-end; the invoice's own month for the daily run)."""
+    against its own billing month (``period`` for month-end; the invoice's own month for the daily run).
+    The daily run (given the company's time zone) also asks whether the weekly export has covered
+    each month yet: a T&M invoice that does not reconcile with a month still being exported is
+    **waiting** (:data:`WAITING_RULE`), not held. Month-end waited for that export before it started."""
+    from backbone.flows.runtime import time_export_complete
+
     references = load_references(warehouse)
     staged = [row for chunk in ops.iter_staged(warehouse, run, ENTITY) for row in chunk]
     contracts = {row["source_key"]: row["payload"] for chunk in ops.iter_staged(warehouse, run, "deal") for row in chunk}
@@ -215,6 +253,11 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dic
     with warehouse.connect() as connection:
         for month in sorted({period or billing_month_of(row["payload"]) for row in staged}):
             contexts[month] = CheckContext.load(connection, staged, contracts, month)
+    if period is None and company_timezone:
+        for month, context in contexts.items():
+            if month != "0000-00":
+                start, end = month_bounds(month, company_timezone)
+                context.time_exported = time_export_complete(warehouse, start, end, company_timezone)
 
     def judge(chunk: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
         verdicts: list[ops.Verdict] = []
@@ -225,7 +268,7 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dic
             verdicts += got
             quarantine_rows += held
             _save_checks(warehouse, checks)
-        return verdicts, quarantine_rows, {}
+        return verdicts, quarantine_rows, {"waiting": sum(1 for _, status, _ in verdicts if status == "waiting")}
 
     tally = ops.validate_staged(
         warehouse,
@@ -233,11 +276,24 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dic
         ENTITY,
         judge,
         chunk_size=max(1, len(staged)),
-        details=lambda t: {"held": t.quarantined, "failed_checks": dict(t.failed_rules)},
+        details=lambda t: {"held": t.quarantined, "waiting": t.extra.get("waiting", 0), "failed_checks": dict(t.failed_rules)},
     )
     if tally.quarantined:
         log.warning("%d invoices held for finance: %s", tally.quarantined, tally.failed_rules)
-    return {"valid": tally.valid, "quarantined": tally.quarantined}
+    if tally.extra.get("waiting"):
+        log.info("%d T&M invoices wait for the weekly export of their month's time", tally.extra["waiting"])
+    return {"valid": tally.valid, "quarantined": tally.quarantined, "waiting": tally.extra.get("waiting", 0)}
+
+
+def month_bounds(month: str, company_timezone: str) -> tuple[datetime, datetime]:
+    """``[first day 00:00, first of next month 00:00)`` of ``YYYY-MM`` in company time."""
+    zone = ZoneInfo(company_timezone)
+    first = date.fromisoformat(f"{month}-01")
+    following = first_of_next_month(first)
+    return (
+        datetime(first.year, first.month, 1, tzinfo=zone),
+        datetime(following.year, following.month, 1, tzinfo=zone),
+    )
 
 
 def billing_month_of(invoice: Any) -> str:
@@ -264,11 +320,12 @@ def judge_invoices(
         results, canonical = judge_invoice(invoice, references, context, structurally_valid=not failures)
         failures += [RuleFailure(r["rule"], r["detail"]) for r in results if not r["passed"]]
         checks += [{**r, "psa_invoice_id": row["source_key"], "run_id": run.run_id} for r in results]
-        canonical.update(
-            hold_rule=failures[0].rule if failures else None, hold_reason="; ".join(dict.fromkeys(f.reason for f in failures)) or None
-        )
-        verdicts.append((row["source_key"], "quarantined" if failures else "valid", canonical))
-        quarantine_rows += [QuarantineRow(ENTITY, row["source_key"], f.rule, f.reason, invoice) for f in dict.fromkeys(failures)]
+        holds = [f for f in failures if f.rule != WAITING_RULE]
+        shown = holds or failures  # a waiting invoice shows why it waits; a held one only its holds
+        canonical.update(hold_rule=shown[0].rule if shown else None, hold_reason="; ".join(dict.fromkeys(f.reason for f in shown)) or None)
+        status = "quarantined" if holds else "waiting" if failures else "valid"
+        verdicts.append((row["source_key"], status, canonical))
+        quarantine_rows += [QuarantineRow(ENTITY, row["source_key"], f.rule, f.reason, invoice) for f in dict.fromkeys(holds)]
     return verdicts, quarantine_rows, checks
 
 
@@ -282,6 +339,8 @@ class CheckContext:
         self.staged_hashes: dict[str, set[str]] = defaultdict(set)
         self.contracts: dict[str, Decimal | None] = {}
         self.period = ""
+        self.time_exported = True
+        """Has the weekly export covered the whole month? (Only the daily run asks; see :data:`WAITING_RULE`.)"""
 
     @classmethod
     def load(cls, connection: Connection, staged: list[dict[str, Any]], contracts: dict[str, Any], period: str) -> CheckContext:
@@ -311,10 +370,12 @@ class CheckResult:
     expected: Any = None
     actual: Any = None
     detail: str = ""
+    waiting: bool = False
+    """Failed only because the data it compares against is not complete yet (:data:`WAITING_RULE`)."""
 
     def as_row(self) -> dict[str, Any]:
         return {
-            "rule": self.rule,
+            "rule": WAITING_RULE if self.waiting else self.rule,
             "check_name": self.rule.removeprefix("invoice."),
             "passed": bool(self.passed),
             "expected": None if self.expected is None else str(self.expected),
@@ -534,9 +595,17 @@ def check_time_reconciles(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
             f"{h['project_id']} in {j.context.period}"
         )
     )
+    waiting = not ok and not j.context.time_exported
+    if waiting:
+        detail = f"{detail} so far; waiting for the weekly export to cover the rest of {j.context.period}"
     return [
         CheckResult(
-            "invoice.time.reconciles", ok, expected=f"{hours} h, {amount}", actual=f"{f.time_hours} h, {f.time_amount}", detail=detail
+            "invoice.time.reconciles",
+            ok,
+            expected=f"{hours} h, {amount}",
+            actual=f"{f.time_hours} h, {f.time_amount}",
+            detail=detail,
+            waiting=waiting,
         )
     ]
 
@@ -655,7 +724,7 @@ def load_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dict
             r.psa_invoice_id: r.posting_status for r in connection.execute(select(invoice.c.psa_invoice_id, invoice.c.posting_status))
         }
         for row in staged:
-            canon, held = row["canonical"], row["status"] == "quarantined"
+            canon = row["canonical"]
             state = existing.get(canon["psa_invoice_id"])
             if state in POSTED_STATES:
                 if canon["psa_status"] == "voided" and state == "posted":
@@ -664,14 +733,16 @@ def load_invoices(warehouse: Engine, run: RunRef, *, period: str | None) -> dict
                     )
                     voids += 1
                 continue
-            status = "not_posted" if canon["psa_status"] == "voided" else "held" if held else "pending"
+            status = "not_posted" if canon["psa_status"] == "voided" else OUTBOX_STATUS.get(row["status"], "held")
             month = period or billing_month_of(row["payload"])
             upsert(connection, invoice, [_invoice_row(canon, run, status, month)], key=["psa_invoice_id"], bookkeeping=("run_id",))
             connection.execute(invoice_line.delete().where(invoice_line.c.psa_invoice_id == canon["psa_invoice_id"]))
             if canon["lines"]:
                 connection.execute(invoice_line.insert(), [_line_row(canon["psa_invoice_id"], line) for line in canon["lines"]])
             written += 1
-        healed = _resolve_holds_of_other_runs(connection, run, [row["source_key"] for row in staged if row["status"] == "valid"])
+        healed = _resolve_holds_of_other_runs(
+            connection, run, [row["source_key"] for row in staged if row["status"] in ("valid", "waiting")]
+        )
         totals = period_totals(connection, run)
         # ``loaded`` is the interval's invoices now in the outbox, whatever an earlier attempt already
         # wrote: the same after a clean run and after a kill and rerun; this attempt's writes are in details.

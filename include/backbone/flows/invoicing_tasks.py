@@ -52,7 +52,10 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
         settings = load_settings()
         run = run_ref(flow, context)
         return invoicing.check_invoices(
-            engine_for(settings.accounting_warehouse_conn_id), run, period=period_of(run, settings.company_timezone)
+            engine_for(settings.accounting_warehouse_conn_id),
+            run,
+            period=period_of(run, settings.company_timezone),
+            company_timezone=settings.company_timezone,
         )
 
     @task

@@ -318,11 +318,14 @@ def finish_flow_run(
 
 def unaccounted_records(record: dict[str, Any]) -> str | None:
     """Why a run whose steps all finished must still not be green: records extracted that were
-    neither validated nor quarantined (e.g. their staging vanished under them)."""
+    neither validated nor quarantined (e.g. their staging vanished under them). Records a flow
+    deliberately left **waiting** (``details.waiting``: an invoice whose month's time is still being
+    exported) have an outcome too."""
     extracted, valid, quarantined = (int(record.get(k) or 0) for k in ("extracted", "valid", "quarantined"))
-    if extracted > valid + quarantined:
+    judged = valid + quarantined + int((record.get("details") or {}).get("waiting") or 0)
+    if extracted > judged:
         return (
-            f"{extracted - valid - quarantined} of {extracted} extracted records were neither validated nor quarantined "
+            f"{extracted - judged} of {extracted} extracted records were neither validated nor quarantined "
             "(nothing was sent for them); rerun the interval"
         )
     return None

@@ -176,6 +176,22 @@ def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tu
     )
 
 
+def stage_if_absent(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    """Keep raw records whose key this run has not staged yet (a held copy judged again must not
+    replace the vendor's fresh one); returns how many were added."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    records = set_aside_unstorable(connection, run, entity, records)
+    if not records:
+        return 0
+    rows = {
+        key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records
+    }
+    statement = insert(staged_record).values(list(rows.values()))
+    result = connection.execute(statement.on_conflict_do_nothing(index_elements=["flow", "run_id", "entity", "source_key"]))
+    return result.rowcount
+
+
 def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> int:
     """Keep raw records whose key must not repeat with different content (returns conflicts found).
 
