@@ -4,18 +4,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/devkit
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install browser bench bench-quick sandbox airflow demo-reset lint clean
+.PHONY: demo test install browser bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
 
-$(STAMP): requirements.txt
+# The venv gets the pinned development set, then this project as two editable distributions: the
+# backbone package and Airflow provider (pyproject.toml, code in include/) and the development kit
+# (devkit/pyproject.toml). Nothing needs PYTHONPATH.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml devkit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . -e devkit
 	touch $(STAMP)
 
-install: $(STAMP)
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 24
+
+wheel: $(STAMP)  ## build the installable package (dist/*.whl): what a production image or a managed Airflow installs
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+
+install: $(STAMP)  ## the venv: pinned dependencies, the package and the development kit (editable)
 
 VENDORS ?= hubspot-quickbooks
 
@@ -38,8 +47,13 @@ bench: $(STAMP)  ## performance figures at full size (bench/results/latest.md); 
 bench-quick: $(STAMP)  ## the same at small sizes, a few minutes on 2 cores
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py --quick
 
-sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765
-	$(BIN)/python -m backbone_sandbox --state-file .demo/sandbox-state.pickle
+SANDBOX_HOST ?= 127.0.0.1
+
+sandbox: $(STAMP)  ## the vendor sandbox alone, on 127.0.0.1:8765 (SANDBOX_HOST=0.0.0.0 for `astro dev` containers)
+	$(BIN)/python -m backbone_sandbox --host $(SANDBOX_HOST) --state-file .demo/sandbox-state.pickle
+
+compose-env:  ## write .env for docker-compose.yaml: fresh secrets and the trial's vendor Connections (never overwrites)
+	$(PYTHON) docker/make_env.py
 
 AIRFLOW_HOST ?= 127.0.0.1
 
@@ -52,11 +66,11 @@ demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both ven
 	-BACKBONE_DEMO_VENDORS=salesforce-xero $(BIN)/python -m backbone_devtools pg-stop
 	rm -rf .demo .demo-salesforce-xero
 
-LINTED := include devkit dags tests plugins bench
+LINTED := include devkit dags tests plugins bench docker
 
 lint: $(STAMP)  ## ruff's rules (with function complexity at most 15) and its formatting, on all project code
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-clean: demo-reset
-	rm -rf $(VENV)
+clean: demo-reset  ## remove the venv and the demo's state
+	rm -rf $(VENV) dist build include/*.egg-info devkit/*.egg-info

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "devkit")]
+from backbone_devtools import pg
+from backbone_devtools.localenv import airflow_environment
 
-from backbone_devtools import pg  # noqa: E402
-from backbone_devtools.localenv import airflow_environment  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

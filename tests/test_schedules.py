@@ -52,7 +52,7 @@ def test_a_long_outage_is_named_not_enumerated():
 
 def test_every_dag_has_a_schedule_and_a_run_reads_from_where_it_catches_up():
     dag_files = {p.stem for p in (Path(__file__).resolve().parents[1] / "dags").glob("*.py")}
-    assert set(FLOW_SCHEDULES) == dag_files
+    assert set(FLOW_SCHEDULES) == dag_files - {"backbone_setup"}  # triggered by hand, once per deployment
     run = RunRef(WEEKLY, "k", utc(2026, 10, 23, 15), utc(2026, 10, 30, 16))
     assert run.extract_from == run.interval_start
     assert RunRef(WEEKLY, "k", run.interval_start, run.interval_end, covers_from=utc(2026, 10, 9, 15)).extract_from == utc(2026, 10, 9, 15)

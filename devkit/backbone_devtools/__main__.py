@@ -310,8 +310,7 @@ def demo() -> int:
         print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
         print(
             "Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
-            "CLI: `PYTHONPATH=include .venv/bin/python -m backbone history` (after `eval $(PYTHONPATH=include:devkit .venv/bin/python -m "
-            "backbone_devtools env)`)"
+            "CLI: `.venv/bin/backbone history` (after `eval $(.venv/bin/python -m backbone_devtools env)`)"
         )
     finally:
         if sandbox is not None:

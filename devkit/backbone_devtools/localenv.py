@@ -59,9 +59,6 @@ def airflow_environment(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@{pg_host}:{pg_port}/{metadata_db}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "GX_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(PROJECT_ROOT / "include"), str(PROJECT_ROOT / "devkit"), os.environ.get("PYTHONPATH")])
-        ),
         "AIRFLOW_CONN_HUBSPOT_DEFAULT": connection_json(conn_type="hubspot", host=f"{sandbox_url}/hubspot", password=sandbox_token),
         "AIRFLOW_CONN_PSA_DEFAULT": connection_json(conn_type="psa", host=f"{sandbox_url}/psa", password=sandbox_token),
         "AIRFLOW_CONN_BAMBOOHR_DEFAULT": connection_json(conn_type="bamboohr", host=f"{sandbox_url}/bamboohr", password=sandbox_token),

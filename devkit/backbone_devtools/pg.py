@@ -107,13 +107,6 @@ def ensure_databases(admin_url: str, names: list[str]) -> None:
 
 def ensure_login(admin_url: str, login: str, password: str, member_of: str) -> None:
     """A login role that is a member of ``member_of`` (created by the migrations), for local use."""
-    import psycopg2
-    from psycopg2 import sql
+    from backbone.warehouse.db import ensure_login as ensure
 
-    with psycopg2.connect(admin_url) as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,))
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(login)), (password,))
-            cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(login)))
+    ensure(admin_url, login, password, member_of)

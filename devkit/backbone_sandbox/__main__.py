@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from backbone_sandbox.app import SandboxConfig, SandboxState, build_app
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m backbone_sandbox", description=__doc__)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container other services reach)")
     parser.add_argument("--deals", type=int, default=120, help="number of CRM deals to seed (tens to a million)")
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--anchor", help="ISO time the seeded deals were modified up to (default: last half hour boundary)")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     state = SandboxState.load_or_fresh(config)
     app = build_app(state)
-    base = f"http://127.0.0.1:{args.port}"
+    base = f"http://{args.host}:{args.port}"
     print(f"HubSpot CRM : {base}/hubspot", flush=True)
     print(f"Salesforce  : {base}/salesforce   (OAuth: {base}/salesforce/services/oauth2/token)", flush=True)
     print(f"PSA API     : {base}/psa   (OpenAPI: {base}/psa/openapi.json)", flush=True)
@@ -65,8 +68,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"BambooHR    : {base}/bamboohr   (Basic auth: API key as user name)", flush=True)
     print(f"Controls    : {base}/_sandbox/info", flush=True)
+    # uvicorn stops on SIGTERM and then re-raises it under the handler it found: make that handler
+    # an exit, not the default kill, so the state (rotated tokens included) is saved below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         state.save()
 

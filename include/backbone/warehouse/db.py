@@ -92,6 +92,43 @@ def migrate(url: str, warehouse: str) -> None:
     log.info("%s warehouse migrated to head", warehouse)
 
 
+def ensure_database(url: str) -> bool:
+    """Create the database ``url`` names when it does not exist yet (connecting to the server's
+    ``postgres`` database as the same owner); True when it was created."""
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    server = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    connection = psycopg2.connect(server)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,))
+            if cursor.fetchone() is not None:
+                return False
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(target.database))))
+            return True
+    finally:
+        connection.close()
+
+
+def ensure_login(admin_url: str, login: str, password: str, member_of: str) -> None:
+    """A login role that is a member of ``member_of`` (a role the migrations create); its password
+    is set to ``password`` every time, so rotating it in the Connection and rerunning is enough."""
+    import psycopg2
+    from psycopg2 import sql
+
+    with psycopg2.connect(admin_url.replace("postgresql+psycopg2://", "postgresql://", 1)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,))
+            verb = "ALTER" if cursor.fetchone() else "CREATE"
+            cursor.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(login)), (password,))
+            cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(login)))
+
+
 def check_schema(url: str, warehouse: str) -> None:
     """``alembic check``: raise when the migrated warehouse and ``tables.py`` disagree (a table, a
     column, a type or an index the code declares that the migrations do not make, or the reverse)."""

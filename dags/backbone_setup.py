@@ -1,0 +1,42 @@
+"""
+### Set up the warehouses of a new deployment: databases, migrations, the finance login
+
+Where no init container runs (Astro, a managed Airflow), trigger this once after the warehouse and
+finance Connections exist. It is repeatable: after an upgrade it applies the new migrations. Compose's
+`airflow-init` runs the same (`python -m backbone.warehouse setup`).
+
+1. `set_up_warehouses` — creates `psa_warehouse` and `accounting_warehouse` when missing (the owner
+   Connection's login needs `CREATEDB`), migrates both, creates the read-only login the finance
+   Connections name as a member of `backbone_finance_reader`.
+
+Connections: `psa_warehouse`, `accounting_warehouse`, `finance_psa_warehouse`, `finance_accounting_warehouse`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="backbone_setup",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ops", "setup"],
+    doc_md=__doc__,
+    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=1)},
+)
+def backbone_setup() -> None:
+    @task
+    def set_up_warehouses() -> None:
+        from backbone.warehouse.__main__ import setup
+
+        setup()
+
+    set_up_warehouses()
+
+
+backbone_setup()
