@@ -57,9 +57,8 @@ compose-env:  ## write .env for docker-compose.yaml: fresh secrets and the trial
 
 AIRFLOW_HOST ?= 127.0.0.1
 
-airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080, loopback only unless AIRFLOW_HOST=0.0.0.0) on the demo's database and sandbox
-	$(BIN)/python -m backbone_devtools pg-start
-	eval "$$($(BIN)/python -m backbone_devtools env)" && AIRFLOW__API__HOST=$(AIRFLOW_HOST) PATH=$(CURDIR)/$(BIN):$$PATH airflow standalone
+airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080, loopback only unless AIRFLOW_HOST=0.0.0.0) with the demo's database and the sandbox
+	AIRFLOW_HOST=$(AIRFLOW_HOST) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m backbone_devtools airflow
 
 demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both vendor pairs)
 	-$(BIN)/python -m backbone_devtools pg-stop

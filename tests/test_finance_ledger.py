@@ -353,7 +353,10 @@ def test_csv_cells_that_look_like_formulas_are_neutralised():
         (["history", "--page", "0"], {}, "between 1 and"),
         (["history", "--page", "-1"], {}, "between 1 and"),
         (["history", "--page-size", "10000000"], {}, "between 1 and"),
-        (["history", "--week", "2026-47"], {}, "is not a week"),
+        (["history", "--week", "2026-W99"], {}, "is not a week"),
+        (["history", "--week", "last week"], {}, "is not an ISO week"),
+        (["history", "--month", "2026-W47"], {}, "is not a month"),
+        (["history", "--json", "--csv"], {}, "not allowed with argument"),
         (["history"], {"BACKBONE_COMPANY_TIMEZONE": "Mars/Olympus"}, "not an IANA time zone"),
         (["exceptions"], {"BACKBONE_FINANCE_ACCOUNTING_CONN_ID": "no_such_connection"}, "no_such_connection"),
     ],
@@ -361,3 +364,43 @@ def test_csv_cells_that_look_like_formulas_are_neutralised():
 def test_cli_answers_bad_input_with_a_sentence_not_a_traceback(args, env, words):
     result = subprocess.run([sys.executable, "-m", "backbone", *args], capture_output=True, text=True, env={**os.environ, **env})
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_cli_for_scripts_json_status_iso_weeks_and_exit_codes(accounting_warehouse, psa_warehouse):
+    """``backbone`` (the console script): --json, --status, --week 2026-47, exit 1 on failures or gaps."""
+    import json
+
+    week = datetime(2026, 11, 20, 16, tzinfo=UTC)  # Friday 20 November 17:00 in Amsterdam
+    with accounting_warehouse.begin() as connection:
+        for n, status in enumerate(("success", "failed")):
+            start = week + timedelta(days=n)
+            connection.execute(
+                text(
+                    "INSERT INTO ops.flow_run (flow, run_id, interval_start, interval_end, status) "
+                    "VALUES ('payments_to_psa', :r, :s, :e, :status)"
+                ),
+                {"r": f"cli-{n}", "s": start, "e": start + timedelta(days=1), "status": status},
+            )
+    backbone = Path(sys.executable).parent / "backbone"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(backbone), *args], capture_output=True, text=True, env=os.environ.copy())
+
+    failed = cli("history", "--flow", "payments", "--status", "failed", "--week", "2026-47", "--json")
+    assert failed.returncode == 1, failed.stderr  # the selection holds a failed run
+    assert [r["status"] for r in json.loads(failed.stdout)] == ["failed"]
+    fine = cli("history", "--flow", "payments", "--status", "success", "--json")
+    assert fine.returncode == 0 and [r["status"] for r in json.loads(fine.stdout)] == ["success"]
+    assert cli("gaps", "--flow", "payments", "--json").returncode == 1  # the days since are due and nobody ran them
+    csv_text = cli("history", "--flow", "payments", "--csv").stdout
+    assert csv_text.startswith("\ufeffflow,")  # Excel reads UTF-8 with the BOM
+
+
+def test_cli_tables_wrap_long_reasons_instead_of_cutting_them():
+    from backbone.ledger import to_table
+
+    reason = "the hours are outside 0.25 to 24 for one day, which a person cannot have worked " * 2
+    table = to_table([{"key": "TE-1", "reason": reason}], ["key", "reason"])
+    lines = table.splitlines()[2:]
+    assert len(lines) > 1 and " ".join(lines).split() == ["TE-1", *reason.split()]  # every word, none cut
+    assert max(len(line) for line in table.splitlines()) <= 60 + 2 + 4

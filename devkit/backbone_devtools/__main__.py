@@ -19,8 +19,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
 
-from backbone_devtools import pg
+from backbone_devtools import pg, uirecord
 from backbone_devtools.localenv import (
     DEFAULT_PG_PORT,
     DEFAULT_SANDBOX_PORT,
@@ -288,8 +290,18 @@ def demo() -> int:
                         )
                     continue
                 _say(f"airflow dags test {flow} {logical_date}   (log: {DEMO_DIR.name}/logs/{flow}.log)")
+                began = datetime.now(UTC)
+                result = subprocess.run(["airflow", "dags", "test", flow, logical_date], env=env, capture_output=True, text=True)
                 with (DEMO_DIR / "logs" / f"{flow}.log").open("a") as log:
-                    result = subprocess.run(["airflow", "dags", "test", flow, logical_date], env=env, stdout=log, stderr=subprocess.STDOUT)
+                    log.write(result.stdout + result.stderr)
+                uirecord.record_in_ui(
+                    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+                    Path(env["AIRFLOW_HOME"]) / "logs",
+                    flow,
+                    result.stdout + result.stderr,
+                    began=began,
+                    ended=datetime.now(UTC),
+                )
                 if result.returncode != 0:
                     failures += 1
                     _say(f"{flow} FAILED (exit {result.returncode}); see {DEMO_DIR.name}/logs/{flow}.log")
@@ -321,15 +333,62 @@ def demo() -> int:
     return 1 if failures else 0
 
 
+SANDBOX_INFO_KEYS = {"anchor", "resumed", "time_week_ends"}
+"""What only this project's sandbox answers on ``/_sandbox/info``."""
+
+
+def _running_sandbox() -> bool:
+    """True when this project's sandbox already answers on its port; raises when something else holds it."""
+    try:
+        info = _sandbox_info()
+    except OSError:
+        return False
+    except ValueError:
+        info = {}
+    if not SANDBOX_INFO_KEYS <= set(info):
+        raise RuntimeError(
+            f"port {DEFAULT_SANDBOX_PORT} answers, but not as this project's sandbox: stop what runs there, then `make airflow` again"
+        )
+    return True
+
+
+def airflow_with_sandbox() -> int:
+    """``make airflow``: the demo's PostgreSQL, the vendor sandbox (started unless this project's is
+    already running) and ``airflow standalone``, all on the demo's state; the sandbox it started is
+    stopped (its state saved) when Airflow stops."""
+    port = int(os.environ.get("BACKBONE_DEMO_PG_PORT", DEFAULT_PG_PORT))
+    DEMO_DIR.mkdir(exist_ok=True)
+    pg.start(DEMO_DIR / "pgdata", port)
+    pg.ensure_databases(f"postgresql://postgres@127.0.0.1:{port}/postgres", [*WAREHOUSE_DATABASES.values(), "airflow"])
+    env = _environment(port)
+    env["AIRFLOW__API__HOST"] = os.environ.get("AIRFLOW_HOST", "127.0.0.1")
+    sandbox = None
+    try:
+        if _running_sandbox():
+            _say(f"using the sandbox already running on http://127.0.0.1:{DEFAULT_SANDBOX_PORT}")
+        else:
+            _say(f"starting the vendor sandbox on http://127.0.0.1:{DEFAULT_SANDBOX_PORT} (log: {DEMO_DIR.name}/sandbox.log)")
+            sandbox = _start_sandbox(env)
+        return subprocess.run(["airflow", "standalone"], env=env).returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if sandbox is not None:
+            sandbox.send_signal(signal.SIGINT)
+            sandbox.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backbone_devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop"])
+    parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop", "airflow"])
     args = parser.parse_args(argv)
     port = int(os.environ.get("BACKBONE_DEMO_PG_PORT", DEFAULT_PG_PORT))
     if args.command == "demo":
         return demo()
+    if args.command == "airflow":
+        return airflow_with_sandbox()
     if args.command == "migrate":
         migrate(_environment(port))
     elif args.command == "env":

@@ -1,12 +1,15 @@
-"""``python -m backbone history|exceptions`` — the run ledger in a terminal, for finance and support.
+"""``backbone history|exceptions|gaps|waiting`` — the run ledger in a terminal, for finance, support and scripts.
 
-  python -m backbone history                         the latest runs of every flow
-  python -m backbone history --flow timesheets --week 2026-W44
-  python -m backbone exceptions --flow month_end --month 2026-10
-  python -m backbone history --csv > runs.csv        the same as CSV
-  python -m backbone gaps                            due intervals no successful run covers yet
-  python -m backbone waiting                         T&M invoices waiting for their month's time export
+  backbone history                                   the latest runs of every flow
+  backbone history --flow timesheets --week 2026-W44 (or --week 2026-44)
+  backbone history --status failed --json            for scripts: JSON, exit code 1 when a failed run is shown
+  backbone exceptions --flow month_end --month 2026-10
+  backbone history --csv > runs.csv                  the same as CSV (UTF-8 with BOM: opens in Excel)
+  backbone gaps                                      due intervals no successful run covers yet (exit code 1 if any)
+  backbone waiting                                   T&M invoices waiting for their month's time export
 
+(``python -m backbone …`` is the same.) Exit codes: 0 fine, 1 the selection holds failed runs or
+gaps, 2 bad input or a warehouse that cannot be read (a sentence on stderr, never a traceback).
 Reads the warehouses through the read-only finance Connections (``finance_psa_warehouse``,
 ``finance_accounting_warehouse``); see the README's Configuration.
 """
@@ -14,7 +17,10 @@ Reads the warehouses through the read-only finance Connections (``finance_psa_wa
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+from typing import Any
 
 from backbone.ledger import (
     EXCEPTION_COLUMNS,
@@ -32,48 +38,84 @@ from backbone.ledger import (
 
 TABLE_RUN_COLUMNS = ["flow", "interval", "status", "extracted", "exceptions", "loaded", "posted", "hours", "amounts"]
 TABLE_EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen"]
+RUN_STATUSES = ("success", "failed", "running")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["history", "exceptions", "gaps", "waiting"])
-    parser.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
-    group = parser.add_mutually_exclusive_group()
+def period_text(args: argparse.Namespace) -> str | None:
+    """The period option as the ledger reads it; ``--week`` takes ``2026-W47``, ``2026-47`` or ``2026W47``."""
+    if args.week:
+        match = re.fullmatch(r"(\d{4})-?[Ww]?(\d{1,2})", args.week.strip())
+        if not match:
+            raise ValueError(f"--week {args.week!r} is not an ISO week such as 2026-W47")
+        return f"{match[1]}-W{int(match[2]):02d}"
+    if args.month and not re.fullmatch(r"\d{4}-\d{2}", args.month):
+        raise ValueError(f"--month {args.month!r} is not a month such as 2026-10")
+    if args.day and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.day):
+        raise ValueError(f"--day {args.day!r} is not a day such as 2026-10-30")
+    return args.month or args.day
+
+
+def emit(rows: list[dict[str, Any]], columns: list[str], args: argparse.Namespace, *, empty: str | None = None) -> None:
+    if args.json:
+        print(json.dumps([{c: row.get(c, "") for c in columns} for row in rows], ensure_ascii=False, indent=2, default=str))
+    elif args.csv:
+        sys.stdout.write(to_csv(rows, columns))
+    else:
+        print(to_table(rows, columns) if rows or empty is None else empty)
+
+
+def parser() -> argparse.ArgumentParser:
+    parsing = argparse.ArgumentParser(prog="backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting"])
+    parsing.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
+    parsing.add_argument("--status", choices=RUN_STATUSES, help="history: only runs in this state")
+    group = parsing.add_mutually_exclusive_group()
     group.add_argument("--week", help="ISO week in company time, e.g. 2026-W47")
     group.add_argument("--month", help="calendar month in company time, e.g. 2026-10")
     group.add_argument("--day", help="a day in company time, e.g. 2026-10-30")
-    parser.add_argument("--page", type=int, default=1)
-    parser.add_argument("--page-size", type=int, default=50)
-    parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    args = parser.parse_args(argv)
+    parsing.add_argument("--page", type=int, default=1)
+    parsing.add_argument("--page-size", type=int, default=50)
+    output = parsing.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    output.add_argument("--json", action="store_true", help="print JSON (a list of objects) instead of a table")
+    return parsing
+
+
+def run(args: argparse.Namespace) -> int:
+    check_paging(args.page, args.page_size)
+    ledger = Ledger.from_settings()
+    flow = resolve_flow(args.flow)
+    period = parse_period(period_text(args), ledger.timezone)
+    if args.command == "history":
+        rows, total = ledger.runs(flow=flow, period=period, status=args.status, page=args.page, page_size=args.page_size)
+        emit(rows, RUN_COLUMNS if args.csv or args.json else TABLE_RUN_COLUMNS, args)
+        if not (args.csv or args.json):
+            print(f"\n{len(rows)} of {total} runs (page {args.page}); times in {ledger.timezone}")
+        return 1 if any(r["status"] == "failed" for r in rows) else 0
+    if args.command == "gaps":
+        rows = ledger.gaps(flow=flow)
+        emit(rows, GAP_COLUMNS if args.csv or args.json else ["flow", "interval"], args, empty="gaps: none")
+        return 1 if rows else 0
+    if args.command == "waiting":
+        emit(ledger.waiting_invoices(period=period), WAITING_COLUMNS, args, empty="waiting invoices: none")
+        return 0
+    rows = ledger.open_exceptions(flow=flow, period=period)
+    emit(rows, EXCEPTION_COLUMNS if args.csv or args.json else TABLE_EXCEPTION_COLUMNS, args)
+    if not (args.csv or args.json):
+        print(f"\n{len(rows)} open exceptions")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        check_paging(args.page, args.page_size)
-        ledger = Ledger.from_settings()
-        flow = resolve_flow(args.flow)
-        period = parse_period(args.week or args.month or args.day, ledger.timezone)
-        if args.command == "history":
-            rows, total = ledger.runs(flow=flow, period=period, page=args.page, page_size=args.page_size)
-            print(to_csv(rows, RUN_COLUMNS) if args.csv else to_table(rows, TABLE_RUN_COLUMNS))
-            if not args.csv:
-                print(f"\n{len(rows)} of {total} runs (page {args.page}); times in {ledger.timezone}")
-        elif args.command == "gaps":
-            rows = ledger.gaps(flow=flow)
-            print(to_csv(rows, GAP_COLUMNS) if args.csv else (to_table(rows, ["flow", "interval"]) if rows else "gaps: none"))
-        elif args.command == "waiting":
-            rows = ledger.waiting_invoices(period=period)
-            print(to_csv(rows, WAITING_COLUMNS) if args.csv else (to_table(rows, WAITING_COLUMNS) if rows else "waiting invoices: none"))
-        else:
-            rows = ledger.open_exceptions(flow=flow, period=period)
-            print(to_csv(rows, EXCEPTION_COLUMNS) if args.csv else to_table(rows, TABLE_EXCEPTION_COLUMNS))
-            if not args.csv:
-                print(f"\n{len(rows)} open exceptions")
+        return run(args)
     except (LedgerUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `python -m backbone history | head`: the reader left, nothing went wrong
+    except BrokenPipeError:  # `backbone history | head`: the reader left, nothing went wrong
         sys.stderr.close()
         return 0
-    return 0
 
 
 if __name__ == "__main__":

@@ -141,13 +141,23 @@ class Ledger:
         return rows
 
     def runs(
-        self, *, flow: str | None = None, period: Period | None = None, page: int = 1, page_size: int = 50
+        self,
+        *,
+        flow: str | None = None,
+        period: Period | None = None,
+        status: str | None = None,
+        page: int = 1,
+        page_size: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Runs newest first; ``period`` keeps runs whose interval overlaps it. Returns (page, total)."""
+        """Runs newest first; ``period`` keeps runs whose interval overlaps it, ``status`` runs in
+        that state. Returns (page, total)."""
         where, params = ["true"], {"limit": page * page_size}
         if flow:
             where.append("flow = :flow")
             params["flow"] = flow
+        if status:
+            where.append("status = :status")
+            params["status"] = status
         if period:
             where.append("interval_start < :end AND interval_end > :start")
             params.update(start=period.start, end=period.end)
@@ -317,20 +327,33 @@ def neutralise_cell(value: Any) -> Any:
     return value
 
 
-def to_csv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+def to_csv(rows: Iterable[dict[str, Any]], columns: list[str], *, bom: bool = True) -> str:
+    """CSV for a spreadsheet: a UTF-8 byte-order mark first (Excel then reads accents and non-Latin
+    names right), formula-like cells neutralised."""
     out = io.StringIO()
+    if bom:
+        out.write("\ufeff")
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows({c: neutralise_cell(row.get(c, "")) for c in columns} for row in rows)
     return out.getvalue()
 
 
+TABLE_CELL_WIDTH = 60
+
+
 def to_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A plain text table for the CLI."""
+    """A plain text table for the CLI; a cell longer than 60 characters wraps onto more lines
+    (nothing is cut: a reason is read in full)."""
+    import textwrap
+
     if not rows:
         return "(nothing)"
-    widths = {c: min(60, max(len(c), *(len(str(r.get(c, ""))) for r in rows))) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
+    widths = {c: min(TABLE_CELL_WIDTH, max(len(c), *(len(str(r.get(c, ""))) for r in rows))) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip(), "  ".join("-" * widths[c] for c in columns)]
     for r in rows:
-        lines.append("  ".join(str(r.get(c, ""))[: widths[c]].ljust(widths[c]) for c in columns))
+        cells = {c: textwrap.wrap(str(r.get(c, "")), widths[c], break_long_words=True) or [""] for c in columns}
+        for i in range(max(len(parts) for parts in cells.values())):
+            line = "  ".join((cells[c][i] if i < len(cells[c]) else "").ljust(widths[c]) for c in columns)
+            lines.append(line.rstrip())
     return "\n".join(lines)

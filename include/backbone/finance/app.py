@@ -166,9 +166,7 @@ def create_app() -> FastAPI:
             return PlainTextResponse(str(exc), status_code=503)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
-        return Response(
-            to_csv(rows, RUN_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="runs.csv"'}
-        )
+        return _csv_download(to_csv(rows, RUN_COLUMNS), "runs", flow_id, when)
 
     @app.get("/exceptions.csv")
     def exceptions_csv(flow: str | None = None, period: str | None = None) -> Response:
@@ -179,11 +177,16 @@ def create_app() -> FastAPI:
             return PlainTextResponse(str(exc), status_code=503)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
-        return Response(
-            to_csv(rows, EXCEPTION_COLUMNS), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="exceptions.csv"'}
-        )
+        return _csv_download(to_csv(rows, EXCEPTION_COLUMNS), "exceptions", flow_id, when)
 
     return app
+
+
+def _csv_download(body: str, what: str, flow: str | None, period: Any) -> Response:
+    """A CSV download named after what it holds (``runs-timesheets_weekly_to_accounting-2026-W47.csv``);
+    flow and period were validated (a known flow id, a period of a known form) before they get here."""
+    name = f"{what}-{flow or 'all-flows'}-{period.label if period else 'all-periods'}.csv"
+    return Response(body, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _document(body: str) -> str:

@@ -63,7 +63,9 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
             details: dict[str, Any] = {"airflow_run_id": me, **caught_up}
             if claim.previous_owner:
                 details["previous_attempt"] = {"airflow_run_id": claim.previous_owner, "status": claim.previous_status}
-            record_run(connection, run, status="running", started_at=context["dag_run"].start_date, finished_at=None, details=details)
+            # When this attempt started, by the clock (bookkeeping, like finished_at): a run Airflow
+            # created back-dated (``airflow dags test`` of a past interval) still shows its real start.
+            record_run(connection, run, status="running", started_at=timezone.utcnow(), finished_at=None, details=details)
             closed = close_abandoned_runs(connection, flow, except_run_id=run.run_id, is_active=is_active, at=timezone.utcnow())
     except FlowBusy as exc:
         raise AirflowFailException(str(exc)) from None

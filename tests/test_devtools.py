@@ -1,0 +1,54 @@
+"""The demo and `make airflow` helpers: task logs filed for the UI, a foreign sandbox port refused (no Airflow needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backbone_devtools.uirecord import log_path, task_sections
+
+OUTPUT = """\
+2026-11-28T07:58:24Z [info] [DAG TEST] starting task_id=extract map_index=-1 [airflow.sdk.definitions.dag]
+extracting
+2026-11-28T07:58:25Z [info] [DAG TEST] end task task_id=extract map_index=-1 [airflow.sdk.definitions.dag]
+between tasks
+2026-11-28T07:58:25Z [info] [DAG TEST] starting task_id=post map_index=2 [airflow.sdk.definitions.dag]
+posting
+2026-11-28T07:58:26Z [info] [DAG TEST] end task task_id=post map_index=2 [airflow.sdk.definitions.dag]
+"""
+
+
+def test_each_task_gets_its_own_lines_and_airflows_log_path():
+    sections = task_sections(OUTPUT)
+    assert list(sections) == [("extract", -1), ("post", 2)]
+    assert sections[("extract", -1)][1] == "extracting" and "between tasks" not in "\n".join(sum(sections.values(), []))
+    logs = Path("/logs")
+    assert log_path(logs, "d", "manual__x", "extract", -1, 1) == logs / "dag_id=d/run_id=manual__x/task_id=extract/attempt=1.log"
+    assert log_path(logs, "d", "r", "post", 2, 0) == logs / "dag_id=d/run_id=r/task_id=post/map_index=2/attempt=1.log"
+
+
+def test_make_airflow_refuses_a_port_held_by_something_that_is_not_this_projects_sandbox(monkeypatch):
+    import http.server
+    import threading
+
+    import pytest
+
+    from backbone_devtools import __main__ as devtools
+
+    class NotASandbox(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"hello": "world"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotASandbox)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(devtools, "DEFAULT_SANDBOX_PORT", server.server_address[1])
+        with pytest.raises(RuntimeError, match="not as this project's sandbox"):
+            devtools._running_sandbox()
+    finally:
+        server.shutdown()
+    assert devtools._running_sandbox() is False  # nothing there: start ours
