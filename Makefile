@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install browser bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
+.PHONY: demo test install browser redis celery-check bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
 
 # The venv gets the pinned development set, then this project as two editable distributions: the
 # backbone package and Airflow provider (pyproject.toml, code in include/) and the development kit
@@ -31,7 +31,7 @@ VENDORS ?= hubspot-quickbooks
 demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero for the other pair)
 	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) $(BIN)/python -m backbone_devtools demo
 
-test: $(STAMP) browser lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, sandbox and Airflow API server)
+test: $(STAMP) browser redis lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, Redis, sandbox and Airflow services)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 browser:  ## Debian's Chromium for the Finance page browser test (installed when missing and run as root)
@@ -40,6 +40,16 @@ browser:  ## Debian's Chromium for the Finance page browser test (installed when
 	    echo "installing Debian's chromium for the browser test"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium is missing and this is not root: the browser test will be skipped"; fi; }
+
+redis:  ## Debian's redis-server, the Celery broker of `make celery-check` (installed when missing and run as root)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server for the distributed check"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || echo "could not install redis-server: the Celery check will be skipped"; \
+	  else echo "redis-server is missing and this is not root: the Celery check will be skipped"; fi; }
+
+celery-check: $(STAMP) redis  ## every flow on the CeleryExecutor with two workers, one killed mid-run (starts and stops all it needs)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m backbone_devtools.celery_check
 
 bench: $(STAMP)  ## performance figures at full size (bench/results/latest.md); ratios against same-run baselines
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py

@@ -69,6 +69,11 @@ def dag_arguments(flow: str, timezone: str, *, retry_delay: timedelta, start: da
     with exponential backoff owned by data engineering."""
     import pendulum
 
+    from backbone.settings import load_settings
+
+    override = load_settings().retry_delay_seconds
+    if override is not None:
+        retry_delay = timedelta(seconds=override)
     return {
         "dag_id": flow,
         "schedule": timetable(flow, timezone),

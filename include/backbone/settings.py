@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BACKBONE_", frozen=True, extra="ignore")
 
+    retry_delay_seconds: int | None = None
+    """When set, every flow's first retry waits this long (then doubles) instead of its own default."""
+
     company_timezone: str = "Europe/Amsterdam"
     """IANA zone in which schedules and intervals are shown and cut (e.g. 'Friday 17:00')."""
 
