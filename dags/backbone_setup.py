@@ -1,9 +1,10 @@
 """
 ### Set up the warehouses of a new deployment: databases, migrations, the finance login
 
-Where no init container runs (Astro, a managed Airflow), trigger this once after the warehouse and
-finance Connections exist. It is repeatable: after an upgrade it applies the new migrations. Compose's
-`airflow-init` runs the same (`python -m backbone.warehouse setup`).
+Runs by itself once, when a deployment first sees it (`@once`, created unpaused): that is the init
+step where no init container runs (`astro dev start`, Astro, a managed Airflow). It is repeatable:
+trigger it again after an upgrade to apply new migrations, or after adding the Connections if they
+were missing the first time. Compose's `airflow-init` runs the same (`python -m backbone.warehouse setup`).
 
 1. `set_up_warehouses` — creates `psa_warehouse` and `accounting_warehouse` when missing (the owner
    Connection's login needs `CREATEDB`), migrates both, creates the read-only login the finance
@@ -21,7 +22,8 @@ from airflow.sdk import dag, task
 
 @dag(
     dag_id="backbone_setup",
-    schedule=None,
+    schedule="@once",
+    is_paused_upon_creation=False,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

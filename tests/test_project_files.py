@@ -232,3 +232,24 @@ def test_the_sandbox_saves_its_state_on_sigterm(tmp_path):
     finally:
         sandbox.kill()
     assert state_file.stat().st_size > 0
+
+
+def test_the_readmes_commands_exist():
+    """Every `make` target, `backbone` command and module command the README names is real."""
+    import re
+
+    from backbone.__main__ import parser
+
+    readme = (ROOT / "README.md").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
+    named = set(re.findall(r"(?<![\w/.-])make ([a-z][a-z-]+)", readme))
+    assert named and named <= targets, named - targets
+    cli = next(a for a in parser()._actions if a.dest == "command").choices
+    assert set(re.findall(r"bin/backbone ([a-z]+)", readme)) <= set(cli)
+    devtools = (ROOT / "devkit" / "backbone_devtools" / "__main__.py").read_text()
+    for command in set(re.findall(r"-m backbone_devtools ([a-z-]+)", readme)):
+        assert f'"{command}"' in devtools, command
+    warehouse = (ROOT / "include" / "backbone" / "warehouse" / "__main__.py").read_text()
+    for command in set(re.findall(r"-m backbone\.warehouse ([a-z-]+)", readme)):
+        assert f'"{command}"' in warehouse, command
+    assert "airflow dags backfill" not in readme  # Airflow 3: `airflow backfill create`
