@@ -480,11 +480,27 @@ def _add_api(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, i
     @app.get("/v3/company/{realm_id}/{entity_name}/{entity_id}")
     def read(realm_id: str, entity_name: str, entity_id: str, request: Request, minorversion: int | None = None) -> dict[str, Any]:
         guard(request, realm_id)
+        if entity_name.lower() == "companyinfo" and entity_id == realm_id:  # GET …/companyinfo/{realmId}: the company itself
+            return {"CompanyInfo": company_info(realm_id), "time": _now_text()}
         entity = ENTITIES.get(entity_name.lower())
         record = store.entities.get(entity or "", {}).get(entity_id)
         if record is None:
             raise QboFault(400, "610", "Object Not Found", f"Object Not Found : {entity_name} {entity_id}")
         return {entity: record, "time": _now_text()}
+
+
+def company_info(realm_id: str) -> dict[str, Any]:
+    """The sandbox company as QuickBooks' CompanyInfo entity describes a company (the fields a reader needs)."""
+    return {
+        "Id": realm_id,
+        "CompanyName": "Backbone Sandbox B.V.",
+        "LegalName": "Backbone Sandbox B.V.",
+        "Country": "NL",
+        "FiscalYearStartMonth": "January",
+        "SupportedLanguages": "en",
+        "SyncToken": "0",
+        "MetaData": {"CreateTime": "2026-01-01T00:00:00-08:00", "LastUpdatedTime": "2026-01-01T00:00:00-08:00"},
+    }
 
 
 def seed_quickbooks(

@@ -7,9 +7,11 @@
   backbone history --csv > runs.csv                  the same as CSV (UTF-8 with BOM: opens in Excel)
   backbone gaps                                      due intervals no successful run covers yet (exit code 1 if any)
   backbone waiting                                   T&M invoices waiting for their month's time export
+  backbone check                                     every system the flows need: reachable, credentials accepted,
+                                                     warehouses migrated, mapping coverage (exit 1 if one is missing)
 
 (``python -m backbone …`` is the same.) Exit codes: 0 fine, 1 the selection holds failed runs or
-gaps, 2 bad input or a warehouse that cannot be read (a sentence on stderr, never a traceback).
+gaps (``check``: a system the flows need fails), 2 bad input or a warehouse that cannot be read (a sentence on stderr, never a traceback).
 Reads the warehouses through the read-only finance Connections (``finance_psa_warehouse``,
 ``finance_accounting_warehouse``); see the README's Configuration.
 """
@@ -66,7 +68,7 @@ def emit(rows: list[dict[str, Any]], columns: list[str], args: argparse.Namespac
 
 def parser() -> argparse.ArgumentParser:
     parsing = argparse.ArgumentParser(prog="backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting"])
+    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "check"])
     parsing.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
     parsing.add_argument("--status", choices=RUN_STATUSES, help="history: only runs in this state")
     group = parsing.add_mutually_exclusive_group()
@@ -81,7 +83,22 @@ def parser() -> argparse.ArgumentParser:
     return parsing
 
 
+def check(args: argparse.Namespace) -> int:
+    """``backbone check``: one line per system; 1 when one the flows need fails."""
+    from dataclasses import asdict
+
+    from backbone.connection_check import check_all
+    from backbone.settings import load_settings
+
+    findings = check_all(load_settings())
+    rows = [{**asdict(f), "status": f.status} for f in findings]
+    emit(rows, ["system", "connection", "status", "detail"], args)
+    return 1 if any(not f.ok and f.blocking for f in findings) else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return check(args)
     check_paging(args.page, args.page_size)
     ledger = Ledger.from_settings()
     flow = resolve_flow(args.flow)

@@ -44,19 +44,31 @@ class AirflowVariableTokenStore:
     containing "token" is masked in logs and the UI. The Connection keeps the first refresh token.
     """
 
-    def load(self, key: str) -> str | None:
-        from airflow.sdk import Variable
+    DESCRIPTION = "Newest OAuth refresh token of this Connection (rotated by the vendor; written by its hook)"
 
+    def load(self, key: str) -> str | None:
         try:
-            return Variable.get(key, default=None)
-        except Exception:  # noqa: BLE001 - no Variable backend outside a task: fall back to the Connection
+            if in_task():
+                from airflow.sdk import Variable
+
+                return Variable.get(key, default=None)
+            # The CLI (`backbone check`) or the API server's Connection test: the metadata DB itself.
+            from airflow.models import Variable as StoredVariable
+
+            return StoredVariable.get(key, default_var=None)
+        except Exception:  # noqa: BLE001 - no Variable backend reachable: fall back to the Connection
             log.warning("no Variable backend reachable for %s", key, exc_info=True)
             return None
 
     def save(self, key: str, token: str) -> None:
-        from airflow.sdk import Variable
+        if in_task():
+            from airflow.sdk import Variable
 
-        Variable.set(key, token, description="Newest OAuth refresh token of this Connection (rotated by the vendor; written by its hook)")
+            Variable.set(key, token, description=self.DESCRIPTION)
+            return
+        from airflow.models import Variable as StoredVariable
+
+        StoredVariable.set(key, token, description=self.DESCRIPTION)
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -79,6 +91,14 @@ class AirflowVariableTokenStore:
 
 
 _PROCESS_LOCK = threading.Lock()
+
+
+def in_task() -> bool:
+    """Inside an Airflow task (the Task SDK's channel to the supervisor exists)? Outside one, the
+    SDK's ``Variable.get`` answers None for every key instead of failing, so it must not be asked."""
+    from airflow.sdk.execution_time import task_runner
+
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
 class MemoryTokenStore:

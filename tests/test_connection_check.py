@@ -1,0 +1,49 @@
+"""``backbone check`` against the sandbox: a table per system; a revoked consent named, exit 1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.db
+
+
+def check(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict[str, str]]]:
+    from backbone.__main__ import main
+
+    code = main(["check", "--json"])
+    return code, {row["system"]: row for row in json.loads(capsys.readouterr().out)}
+
+
+def test_every_system_answers_and_the_warehouses_are_current(sandbox, psa_warehouse, accounting_warehouse, capsys):
+    code, found = check(capsys)
+    assert code == 0, found
+    assert set(found) == {
+        "CRM (HubSpot)",
+        "HR (BambooHR)",
+        "PSA (PSA)",
+        "accounting (QuickBooks)",
+        "psa warehouse",
+        "accounting warehouse",
+        "mapping coverage",
+    }
+    assert all(row["status"] == "ok" for row in found.values()), found
+    assert "schema at accounting_0009" in found["accounting warehouse"]["detail"]
+
+
+def test_a_revoked_consent_and_a_wrong_token_are_named_and_fail_the_check(
+    sandbox, psa_warehouse, accounting_warehouse, capsys, monkeypatch
+):
+    from airflow.models import Variable
+
+    Variable.set("quickbooks_default_refresh_token", "revoked-by-the-user")  # the user disconnected the app in QuickBooks
+    monkeypatch.setenv("AIRFLOW_CONN_PSA_DEFAULT", json.dumps({"conn_type": "psa", "host": f"{sandbox.url}/psa", "password": "wrong"}))
+    try:
+        code, found = check(capsys)
+    finally:
+        Variable.delete("quickbooks_default_refresh_token")
+    assert code == 1
+    assert found["accounting (QuickBooks)"]["status"] == "FAILED" and "invalid_grant" in found["accounting (QuickBooks)"]["detail"]
+    assert found["PSA (PSA)"]["status"] == "FAILED" and "401" in found["PSA (PSA)"]["detail"]
+    assert found["CRM (HubSpot)"]["status"] == "ok"
