@@ -95,10 +95,13 @@ def timesheets_weekly_to_accounting() -> None:
         from backbone.flows import timesheets
         from backbone.flows.runtime import continue_after_quota, run_ref
         from backbone.hooks.vendors import accounting_hook
+        from backbone.pilot import is_pilot, pilot_time_export
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
+        if is_pilot(FLOW):  # runs for real, sends nothing: what it would send is reported
+            return pilot_time_export(warehouse, run)
         with continue_after_quota(run, warehouse, pending=lambda: timesheets.pending_lines(warehouse, run)):
             return timesheets.post_time_activities(
                 accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency

@@ -47,3 +47,11 @@ def test_a_revoked_consent_and_a_wrong_token_are_named_and_fail_the_check(
     assert found["accounting (QuickBooks)"]["status"] == "FAILED" and "invalid_grant" in found["accounting (QuickBooks)"]["detail"]
     assert found["PSA (PSA)"]["status"] == "FAILED" and "401" in found["PSA (PSA)"]["detail"]
     assert found["CRM (HubSpot)"]["status"] == "ok"
+
+
+def test_the_other_vendor_pair_is_checked_through_its_own_hooks(sandbox, psa_warehouse, accounting_warehouse, capsys, monkeypatch):
+    monkeypatch.setenv("BACKBONE_CRM_CONN_ID", "salesforce_default")
+    monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", "xero_default")
+    code, found = check(capsys)
+    assert code == 0, found
+    assert found["CRM (Salesforce)"]["status"] == "ok" and found["accounting (Xero)"]["status"] == "ok"

@@ -7,6 +7,7 @@
   backbone history --csv > runs.csv                  the same as CSV (UTF-8 with BOM: opens in Excel)
   backbone gaps                                      due intervals no successful run covers yet (exit code 1 if any)
   backbone waiting                                   T&M invoices waiting for their month's time export
+  backbone pilot                                     what the accounting outbox would send (pilot mode's report)
   backbone check                                     every system the flows need: reachable, credentials accepted,
                                                      warehouses migrated, mapping coverage (exit 1 if one is missing)
 
@@ -29,6 +30,7 @@ from backbone.ledger import (
     GAP_COLUMNS,
     RUN_COLUMNS,
     WAITING_COLUMNS,
+    WOULD_POST_COLUMNS,
     Ledger,
     LedgerUnavailable,
     check_paging,
@@ -68,7 +70,7 @@ def emit(rows: list[dict[str, Any]], columns: list[str], args: argparse.Namespac
 
 def parser() -> argparse.ArgumentParser:
     parsing = argparse.ArgumentParser(prog="backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "check"])
+    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "pilot", "check"])
     parsing.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
     parsing.add_argument("--status", choices=RUN_STATUSES, help="history: only runs in this state")
     group = parsing.add_mutually_exclusive_group()
@@ -96,6 +98,18 @@ def check(args: argparse.Namespace) -> int:
     return 1 if any(not f.ok and f.blocking for f in findings) else 0
 
 
+def pilot(ledger: Ledger, args: argparse.Namespace) -> int:
+    """``backbone pilot``: the flows in pilot mode and every outbox line they would send."""
+    from backbone.pilot import pilot_flows
+
+    rows = ledger.would_post()
+    emit(rows, WOULD_POST_COLUMNS, args, empty="the accounting outbox holds nothing unsent")
+    if not (args.csv or args.json):
+        flows = ", ".join(sorted(pilot_flows())) or "none"
+        print(f"\n{len(rows)} outbox lines would be sent; flows in pilot mode: {flows}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "check":
         return check(args)
@@ -113,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         rows = ledger.gaps(flow=flow)
         emit(rows, GAP_COLUMNS if args.csv or args.json else ["flow", "interval"], args, empty="gaps: none")
         return 1 if rows else 0
+    if args.command == "pilot":
+        return pilot(ledger, args)
     if args.command == "waiting":
         emit(ledger.waiting_invoices(period=period), WAITING_COLUMNS, args, empty="waiting invoices: none")
         return 0

@@ -259,6 +259,28 @@ class Ledger:
             for r in rows
         ]
 
+    def would_post(self, *, limit: int = 5000) -> list[dict[str, Any]]:
+        """What the accounting outbox holds unsent: in pilot mode, exactly what switching pilot off
+        will post (time records to create, update or delete; invoices, credit notes, voids)."""
+        if "accounting" not in self.engines:
+            return []
+        rows = self._query(
+            """
+            SELECT * FROM (
+                SELECT 'time export' AS outbox, action AS what, entry_id || ' v' || entry_version AS key, person_name AS who,
+                       client_name AS customer, work_date::text AS day, hours, amount, currency
+                FROM acct.time_export WHERE posting_status = 'pending'
+                UNION ALL
+                SELECT 'invoicing', CASE WHEN posting_status = 'void_pending' THEN 'void' ELSE kind END, number, '',
+                       client_name, issue_date::text, hours, total, currency
+                FROM acct.invoice WHERE posting_status IN ('pending', 'void_pending')
+            ) outbox ORDER BY outbox DESC, day, key LIMIT :limit
+            """,
+            {"limit": limit},
+            warehouses=("accounting",),
+        )
+        return [{**r, "hours": str(r["hours"]), "amount": f"{r['amount']} {r['currency']}"} for r in rows]
+
     def open_exceptions(self, *, flow: str | None = None, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Open exceptions, one per record and rule, oldest first, with when they were first seen."""
         where, params = ["q.resolved_at IS NULL"], {"limit": limit}
@@ -313,6 +335,7 @@ EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "r
 GAP_COLUMNS = ["flow", "flow_name", "interval"]
 WAITING_COLUMNS = ["number", "client", "billing_month", "amount", "reason", "waiting_since"]
 WAITING_FLOWS = ("invoices_to_accounting", "invoices_month_end_to_accounting")
+WOULD_POST_COLUMNS = ["outbox", "what", "key", "who", "customer", "day", "hours", "amount"]
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BACKBONE_", frozen=True, extra="ignore")
 
+    pilot_flows: str = ""
+    """Flows in pilot mode (comma-separated ids, or ``all``) when the Variable ``backbone_pilot_flows``
+    is not set: they run for real but send nothing to accounting (``backbone.pilot``)."""
     retry_delay_seconds: int | None = None
     """When set, every flow's first retry waits this long (then doubles) instead of its own default."""
 

@@ -76,11 +76,14 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
         from backbone.flows import invoicing
         from backbone.flows.runtime import continue_after_quota, run_ref
         from backbone.hooks.vendors import accounting_hook
+        from backbone.pilot import is_pilot, pilot_invoices
         from backbone.settings import load_settings
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         run, warehouse = run_ref(flow, context), engine_for(settings.accounting_warehouse_conn_id)
+        if is_pilot(flow):  # runs for real, sends nothing: what it would send is reported
+            return pilot_invoices(warehouse, run)
         with continue_after_quota(run, warehouse, pending=lambda: invoicing.pending_invoices(warehouse)):
             return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run)
 

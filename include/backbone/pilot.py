@@ -1,0 +1,126 @@
+"""Pilot mode: a flow runs for real — extract, validate, load the warehouses, fill its outbox — but
+sends **nothing** to accounting. What it would send is the outbox's pending lines, reported on the
+run (``details.pilot``) and by ``backbone pilot``; switching pilot off lets the next run post exactly
+those lines, once (the outbox's idempotency keys are the same whether or not a pilot saw them).
+
+Which flows are in pilot: the Airflow Variable ``backbone_pilot_flows`` (flow ids, comma-separated,
+or ``all``), else ``BACKBONE_PILOT_FLOWS``. A Variable switches without a deployment: set it before a
+first rollout, delete it when finance has read the pilot report. It covers the flows that post to
+accounting: the weekly time export and both invoicing flows.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from backbone.warehouse.ops import RunRef
+
+log = logging.getLogger(__name__)
+
+PILOT_VARIABLE = "backbone_pilot_flows"
+PILOT_CAPABLE = ("timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "invoices_to_accounting")
+
+
+def pilot_flows() -> frozenset[str]:
+    """The flows in pilot now (Variable first, then the setting)."""
+    from backbone.hooks.oauth import in_task
+    from backbone.settings import load_settings
+
+    raw: str | None = None
+    try:
+        if in_task():
+            from airflow.sdk import Variable
+
+            raw = Variable.get(PILOT_VARIABLE, default=None)
+        else:
+            from airflow.models import Variable as StoredVariable
+
+            raw = StoredVariable.get(PILOT_VARIABLE, default_var=None)
+    except Exception:  # noqa: BLE001 - no Variable backend here: the setting decides
+        log.debug("no Variable backend for %s", PILOT_VARIABLE, exc_info=True)
+    raw = raw if raw is not None else load_settings().pilot_flows
+    names = {name.strip() for name in (raw or "").split(",") if name.strip()}
+    return frozenset(PILOT_CAPABLE) if "all" in names else frozenset(names)
+
+
+def is_pilot(flow: str) -> bool:
+    return flow in pilot_flows()
+
+
+def time_export_report(connection: Connection, run: RunRef) -> dict[str, Any]:
+    """What the weekly export would send now: its pending outbox lines up to this interval."""
+    rows = connection.exec_driver_sql(
+        """
+        SELECT action, currency, count(*), count(DISTINCT entry_id), sum(hours), sum(amount)
+        FROM acct.time_export WHERE posting_status = 'pending' AND interval_end <= %(end)s
+        GROUP BY action, currency ORDER BY action, currency
+        """,
+        {"end": run.interval_end},
+    ).all()
+    return _report(rows, unit="time records")
+
+
+def invoice_report(connection: Connection) -> dict[str, Any]:
+    """What invoicing would send now: pending invoices and credit notes, and voids."""
+    rows = connection.exec_driver_sql(
+        """
+        SELECT CASE WHEN posting_status = 'void_pending' THEN 'void' ELSE kind END, currency, count(*), count(*), NULL::numeric,
+               sum(CASE WHEN posting_status = 'void_pending' THEN 0 WHEN kind = 'credit_note' THEN -total ELSE total END)
+        FROM acct.invoice WHERE posting_status IN ('pending', 'void_pending')
+        GROUP BY 1, currency ORDER BY 1, currency
+        """
+    ).all()
+    return _report(rows, unit="invoices")
+
+
+def _report(rows: list[Any], *, unit: str) -> dict[str, Any]:
+    by_action: dict[str, int] = {}
+    amounts: dict[str, Decimal] = {}
+    hours = Decimal(0)
+    for action, currency, lines, _records, line_hours, amount in rows:
+        by_action[action] = by_action.get(action, 0) + int(lines)
+        amounts[currency] = amounts.get(currency, Decimal(0)) + Decimal(amount or 0)
+        hours += Decimal(line_hours or 0)
+    report: dict[str, Any] = {
+        "would_post": sum(by_action.values()),
+        "unit": unit,
+        "by_action": by_action,
+        "amount_by_currency": {c: str(a) for c, a in sorted(amounts.items())},
+    }
+    if unit == "time records":
+        report["hours"] = str(hours)
+    return report
+
+
+def pilot_time_export(engine: Engine, run: RunRef) -> dict[str, Any]:
+    """The weekly export's post step in pilot: report, record, send nothing."""
+    with engine.connect() as connection:
+        return record_pilot(engine, run, time_export_report(connection, run))
+
+
+def pilot_invoices(engine: Engine, run: RunRef) -> dict[str, Any]:
+    """An invoicing flow's post step in pilot: report, record, send nothing."""
+    with engine.connect() as connection:
+        return record_pilot(engine, run, invoice_report(connection))
+
+
+def record_pilot(engine: Engine, run: RunRef, report: dict[str, Any]) -> dict[str, Any]:
+    """The run's record says it was a pilot and what it would have sent; nothing was written back."""
+    from backbone.warehouse import ops
+
+    with engine.begin() as connection:
+        ops.record_run(connection, run, written_back=0, details={"pilot": report})
+    log.warning(
+        "%s is in PILOT mode (Variable %s): nothing was sent to accounting; it would send %d %s %s",
+        run.flow,
+        PILOT_VARIABLE,
+        report["would_post"],
+        report["unit"],
+        report["by_action"],
+    )
+    return {"posted": 0, "would_post": report["would_post"]}

@@ -1,0 +1,73 @@
+"""Pilot mode, run for real by Airflow: a pilot posts nothing, reports what it would post, and
+switching it off posts exactly that, once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import ANCHOR
+from tests.helpers import rows
+from tests.test_month_end_e2e import INVOICES, TIMESHEETS, export_october_time, run
+
+pytestmark = pytest.mark.e2e
+
+
+def would_post(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
+    from backbone.__main__ import main
+
+    capsys.readouterr()
+    assert main(["pilot", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def pilot(flows: str):  # noqa: ANN201 - a context manager
+    from contextlib import contextmanager
+
+    from airflow.models import Variable
+
+    @contextmanager
+    def switched_on():  # noqa: ANN202
+        Variable.set("backbone_pilot_flows", flows)
+        try:
+            yield
+        finally:
+            Variable.delete("backbone_pilot_flows")
+
+    return switched_on()
+
+
+def test_a_pilot_sends_nothing_reports_it_and_switching_it_off_sends_exactly_that_once(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse, capsys
+):
+    qbo = sandbox.state.qbo
+    with pilot(TIMESHEETS):  # the weekly export in pilot for every week of October
+        export_october_time(dagbag, sandbox)
+    assert qbo.creates.get("TimeActivity", 0) == 0  # nothing reached accounting
+    records = rows(accounting_warehouse, "SELECT details, written_back FROM ops.flow_run WHERE flow = :f", f=TIMESHEETS)
+    assert records and all("pilot" in r.details and r.written_back == 0 for r in records)
+    report = [line for line in would_post(capsys) if line["outbox"] == "time export"]
+    actions = Counter(line["what"] for line in report)
+    assert actions["create"] > 0
+    assert records[-1].details["pilot"]["would_post"] == len(report)  # the run's own report says the same
+
+    run(dagbag, TIMESHEETS, sandbox.state.psa_time.week_ends()[-1] + timedelta(days=7))  # pilot off: the week holding the 31st again
+    assert qbo.creates.get("TimeActivity", 0) == actions["create"]  # exactly what the pilot showed
+    assert [line for line in would_post(capsys) if line["outbox"] == "time export"] == []
+
+    with pilot(INVOICES):  # month-end in pilot, with October's time exported for real
+        run(dagbag, INVOICES, ANCHOR)
+    assert qbo.creates.get("Invoice", 0) == 0 and qbo.creates.get("CreditMemo", 0) == 0
+    invoices = Counter(line["what"] for line in would_post(capsys) if line["outbox"] == "invoicing")
+    assert invoices["invoice"] > 0
+    record = rows(accounting_warehouse, "SELECT details FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0].details
+    assert record["pilot"]["by_action"] == dict(invoices)
+
+    run(dagbag, INVOICES, ANCHOR)  # pilot off: the same interval again posts what the pilot listed
+    assert (qbo.creates.get("Invoice", 0), qbo.creates.get("CreditMemo", 0)) == (invoices["invoice"], invoices["credit_note"])
+    run(dagbag, INVOICES, ANCHOR)  # and only once
+    assert (qbo.creates.get("Invoice", 0), qbo.creates.get("CreditMemo", 0)) == (invoices["invoice"], invoices["credit_note"])
+    assert would_post(capsys) == []
