@@ -26,6 +26,7 @@ from backbone_devtools import pg, uirecord
 from backbone_devtools.localenv import (
     DEFAULT_PG_PORT,
     DEFAULT_SANDBOX_PORT,
+    FLOWS,
     PROJECT_ROOT,
     SANDBOX_XERO_REQUESTS_PER_MINUTE,
     WAREHOUSE_DATABASES,
@@ -46,15 +47,6 @@ VENDORS = os.environ.get("BACKBONE_DEMO_VENDORS", "hubspot-quickbooks")
 if VENDORS not in VENDOR_PAIRS:
     raise SystemExit(f"BACKBONE_DEMO_VENDORS={VENDORS!r}: choose one of {', '.join(VENDOR_PAIRS)}")
 DEMO_DIR = PROJECT_ROOT / (".demo" if VENDORS == "hubspot-quickbooks" else f".demo-{VENDORS}")
-FLOWS = [
-    "crm_closed_won_to_psa",
-    "hr_roster_pto_to_psa",
-    "timesheets_weekly_to_accounting",
-    "invoices_month_end_to_accounting",
-    "invoices_to_accounting",
-    "payments_to_psa",
-    "psa_milestones_to_crm",
-]
 WAREHOUSE_OF_FLOW = {
     "crm_closed_won_to_psa": "psa_warehouse",
     "hr_roster_pto_to_psa": "psa_warehouse",

@@ -36,18 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from backbone_devtools import pg
-from backbone_devtools.localenv import PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
+from backbone_devtools.localenv import FLOWS, PROJECT_ROOT, WAREHOUSE_DATABASES, airflow_environment
 
 WORKERS = ("worker-1", "worker-2")
-FLOWS = (
-    "crm_closed_won_to_psa",
-    "hr_roster_pto_to_psa",
-    "timesheets_weekly_to_accounting",
-    "invoices_month_end_to_accounting",
-    "invoices_to_accounting",
-    "payments_to_psa",
-    "psa_milestones_to_crm",
-)
 POSTING_TASK = "post_time_activities"
 TIMEOUT = 900
 

@@ -34,6 +34,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG_PORT = 54329
 DEFAULT_SANDBOX_PORT = 8765
 WAREHOUSE_DATABASES = {"psa_warehouse": "psa_warehouse", "accounting_warehouse": "accounting_warehouse"}
+FLOWS = (
+    "crm_closed_won_to_psa",
+    "hr_roster_pto_to_psa",
+    "timesheets_weekly_to_accounting",
+    "invoices_month_end_to_accounting",
+    "invoices_to_accounting",
+    "payments_to_psa",
+    "psa_milestones_to_crm",
+)
+"""Every business flow, in the order the demo and the Celery check run them (month-end after the weekly export)."""
 
 
 def connection_json(**fields: object) -> str:
