@@ -1,0 +1,111 @@
+"""The BI marts (``bi`` schema views) against hand-computed numbers, on real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from tests.helpers import rows
+
+pytestmark = pytest.mark.db
+WEEK = date(2026, 11, 16)  # Monday of ISO week 2026-W47
+
+
+def add_person(connection, hr_id: str, email: str, department: str) -> None:  # noqa: ANN001
+    connection.execute(
+        text(
+            "INSERT INTO hr.person (hr_id, name, email, department, employment_status, is_active, hire_date, weekly_hours, last_run_id) "
+            "VALUES (:i, :i, :e, :d, 'Active', true, '2020-01-01', 40, 'test')"
+        ),
+        {"i": hr_id, "e": email, "d": department},
+    )
+
+
+def add_capacity(connection, hr_id: str, available: str, time_off: str = "0") -> None:  # noqa: ANN001
+    connection.execute(
+        text(
+            "INSERT INTO hr.capacity (hr_id, iso_week, week_start, standard_hours, holiday_hours, time_off_hours, available_hours, as_of) "
+            "VALUES (:i, '2026-W47', :w, 40, 0, :o, :a, :w)"
+        ),
+        {"i": hr_id, "w": WEEK, "o": time_off, "a": available},
+    )
+
+
+def add_time(connection, entry: str, email: str, day: date, hours: str, *, billable: bool) -> None:  # noqa: ANN001
+    connection.execute(
+        text(
+            "INSERT INTO psa.time_entry (entry_id, entry_version, person_id, person_email, project_id, client_id, billing_code, "
+            "work_date, hours, billable, hourly_rate, currency, approved_at, last_run_id) "
+            "VALUES (:n, 1, 'P', :e, 'PJ', 'CL', 'CONS', :d, :h, :b, 100, 'EUR', :at, 'test')"
+        ),
+        {"n": entry, "e": email, "d": day, "h": hours, "b": billable, "at": datetime(2026, 11, 20, tzinfo=UTC)},
+    )
+
+
+def test_utilization_per_person_and_department_is_approved_hours_over_available_hours(hr_warehouse, accounting_warehouse):
+    with hr_warehouse.begin() as connection:
+        add_person(connection, "101", "ann@ourfirm.example", "Consulting")
+        add_person(connection, "102", "Bob@OurFirm.example", "Consulting")  # e-mail case differs from the PSA's
+        add_person(connection, "103", "cy@ourfirm.example", "Delivery")
+        add_capacity(connection, "101", "40")
+        add_capacity(connection, "102", "32", time_off="8")
+        add_capacity(connection, "103", "0", time_off="40")  # a week off
+        add_time(connection, "T1", "ann@ourfirm.example", date(2026, 11, 16), "8", billable=True)
+        add_time(connection, "T2", "ann@ourfirm.example", date(2026, 11, 17), "6", billable=True)
+        add_time(connection, "T3", "ann@ourfirm.example", date(2026, 11, 18), "4", billable=False)
+        add_time(connection, "T4", "ann@ourfirm.example", date(2026, 11, 23), "5", billable=True)  # the next week
+        add_time(connection, "T5", "bob@ourfirm.example", date(2026, 11, 20), "8", billable=True)
+        add_time(connection, "T6", "bob@ourfirm.example", date(2026, 11, 22), "8", billable=True)  # Sunday: same ISO week
+    people = {r.hr_id: r for r in rows(hr_warehouse, "SELECT * FROM bi.utilization_weekly WHERE iso_week = '2026-W47'")}
+    assert (people["101"].billable_hours, people["101"].total_hours) == (Decimal("14.00"), Decimal("18.00"))
+    assert (people["101"].billable_utilization, people["101"].total_utilization) == (Decimal("0.3500"), Decimal("0.4500"))
+    assert (people["102"].billable_utilization, people["102"].total_utilization) == (Decimal("0.5000"), Decimal("0.5000"))
+    assert people["103"].total_hours == 0 and people["103"].billable_utilization is None  # no capacity: no ratio, not 0 %
+    departments = {r.department: r for r in rows(hr_warehouse, "SELECT * FROM bi.utilization_department_weekly")}
+    consulting = departments["Consulting"]
+    assert (consulting.people, consulting.available_hours, consulting.billable_hours) == (2, Decimal("72.00"), Decimal("30.00"))
+    assert (consulting.billable_utilization, consulting.total_utilization) == (Decimal("0.4167"), Decimal("0.4722"))  # 30/72, 34/72
+    assert departments["Delivery"].billable_utilization is None
+
+
+def add_invoice(
+    connection, invoice_id: str, kind: str, currency: str, total: str, status: str, paid: str | None, balance: str | None
+) -> None:  # noqa: ANN001, E501, PLR0913
+    connection.execute(
+        text(
+            "INSERT INTO acct.invoice (psa_invoice_id, number, kind, period, billing_type, project_id, client_id, client_name, currency, "
+            "issue_date, due_date, hours, subtotal, tax_code, tax_amount, total, psa_status, content_hash, run_id, request_id, "
+            "posting_status, amount_paid, balance) VALUES (:i, :i, :k, '2026-10', 'time_and_materials', 'PJ', 'CL', 'Client', :c, "
+            "'2026-10-31', '2026-11-30', 0, :t, 'VAT21', 0, :t, 'approved', 'h', 'r', :i, :s, :p, :b)"
+        ),
+        {"i": invoice_id, "k": kind, "c": currency, "t": total, "s": status, "p": paid, "b": balance},
+    )
+
+
+def test_cash_per_month_is_invoiced_paid_open_and_days_sales_outstanding(accounting_warehouse):
+    with accounting_warehouse.begin() as connection:
+        add_invoice(connection, "I1", "invoice", "EUR", "1210.00", "posted", "1210.00", "0.00")
+        add_invoice(connection, "I2", "invoice", "EUR", "605.00", "posted", "105.00", "500.00")
+        add_invoice(connection, "C1", "credit_note", "EUR", "100.00", "posted", None, None)
+        add_invoice(connection, "H1", "invoice", "EUR", "1000.00", "held", None, None)  # never reached accounting
+        add_invoice(connection, "I3", "invoice", "USD", "500.00", "posted", None, None)  # no payment read back yet
+    cash = {r.currency: r for r in rows(accounting_warehouse, "SELECT * FROM bi.cash_monthly WHERE billing_month = '2026-10'")}
+    eur, usd = cash["EUR"], cash["USD"]
+    assert (eur.invoices, eur.invoiced, eur.paid, eur.open_balance) == (2, Decimal("1715.00"), Decimal("1315.00"), Decimal("500.00"))
+    assert eur.days_sales_outstanding == Decimal("9.0")  # 500 / 1715 × 31 days = 9.04
+    assert (usd.invoiced, usd.paid, usd.open_balance, usd.days_sales_outstanding) == (
+        Decimal("500.00"),
+        0,
+        Decimal("500.00"),
+        Decimal("31.0"),
+    )
+
+
+def test_the_read_only_role_reads_the_marts(hr_warehouse, accounting_warehouse):
+    for engine, view in ((hr_warehouse, "bi.utilization_weekly"), (accounting_warehouse, "bi.cash_monthly")):
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL ROLE backbone_finance_reader"))
+            connection.execute(text(f"SELECT count(*) FROM {view}")).scalar_one()  # noqa: S608 - a constant view name
