@@ -183,3 +183,12 @@ def test_a_503_storm_is_survived_and_a_dead_hr_system_fails_clearly(dagbag, sand
     sandbox.state.faults.arm([FaultRule(kind="malformed", path_contains="/time_off", times=100)])
     assert run(dagbag, RUN_DAY + timedelta(days=1), retries=0).state == "failed"
     assert scalar(hr_warehouse, "SELECT status FROM ops.flow_run WHERE interval_end = :e", e=RUN_DAY + timedelta(days=1)) == "failed"
+
+
+def test_capacity_of_past_weeks_is_kept_as_the_history_utilization_is_measured_against(dagbag, sandbox, hr_warehouse):
+    run(dagbag)
+    first = rows(hr_warehouse, "SELECT min(week_start), count(*) FROM hr.capacity")[0]
+    run(dagbag, RUN_DAY + timedelta(days=14))  # two weeks later: the window moved on
+    kept = scalar(hr_warehouse, "SELECT count(*) FROM hr.capacity WHERE week_start = :w", w=first[0])
+    assert kept > 0  # the first week is still there, as computed while it was current
+    assert scalar(hr_warehouse, "SELECT count(DISTINCT week_start) FROM hr.capacity") == 12 + 2

@@ -209,6 +209,40 @@ def _print_runs(env: dict[str, str]) -> None:
     print()
     for flow, gaps in _gaps(env).items():
         print(f"{flow}: gaps: " + (", ".join(g["interval"] for g in gaps) if gaps else "none"))
+    print()
+    for line in _bi_summary(env):
+        print(line)
+
+
+def _bi_summary(env: dict[str, str]) -> list[str]:
+    """What leadership's dashboards would show, from the BI marts (``bi`` views)."""
+    from sqlalchemy import create_engine, text
+
+    lines = []
+    psa = create_engine(_warehouse_url(env, "psa_warehouse"))
+    with psa.connect() as connection:
+        team = connection.execute(
+            text(
+                "SELECT iso_week, sum(available_hours) AS available, sum(billable_hours) AS billable, sum(total_hours) AS total "
+                "FROM bi.utilization_weekly WHERE total_hours > 0 GROUP BY iso_week ORDER BY iso_week DESC LIMIT 1"
+            )
+        ).first()
+    psa.dispose()
+    if team is not None and team.available:
+        lines.append(
+            f"BI utilization {team.iso_week}: {team.billable} billable of {team.available} available hours "
+            f"({team.billable / team.available:.0%} billable, {team.total / team.available:.0%} in all) — bi.utilization_weekly"
+        )
+    accounting = create_engine(_warehouse_url(env, "accounting_warehouse"))
+    with accounting.connect() as connection:
+        cash = connection.execute(text("SELECT * FROM bi.cash_monthly ORDER BY billing_month DESC, currency")).all()
+    accounting.dispose()
+    for row in cash:
+        lines.append(
+            f"BI cash {row.billing_month} {row.currency}: invoiced {row.invoiced}, paid {row.paid}, open {row.open_balance}, "
+            f"DSO {row.days_sales_outstanding} days — bi.cash_monthly"
+        )
+    return lines
 
 
 def _gaps(env: dict[str, str]) -> dict[str, list[dict[str, object]]]:

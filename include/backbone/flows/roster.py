@@ -4,7 +4,8 @@ extract → validate → load → push. A run reads the employees BambooHR chang
 start (minus an overlap), or all of them when a full snapshot is due, so a deleted or terminated
 person is never missed. Time off is read for a window around the run (N days back, M ahead) and
 the window is replaced as a whole: a request cancelled or denied since the last run loses its
-days. Capacity (``hr.capacity``) is recomputed for the 12 ISO weeks from the run's date.
+days. Capacity (``hr.capacity``) is recomputed for the 12 ISO weeks from the run's date; earlier weeks
+keep what was computed while they were current (the history utilization is measured against).
 """
 
 from __future__ import annotations

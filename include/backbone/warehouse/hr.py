@@ -38,10 +38,15 @@ def certifications_expiring(connection: Connection, as_of: date, *, within_days:
 
 
 def recompute_capacity(connection: Connection, *, first_monday: date, weeks: int, as_of: date) -> int:
-    """Replace ``hr.capacity``: available hours per person per ISO week for ``weeks`` weeks from
-    ``first_monday``: standard hours of the days employed − company holidays − approved time off
-    (never below 0). Returns the rows written."""
-    connection.exec_driver_sql("DELETE FROM hr.capacity")
+    """Replace ``hr.capacity`` for ``weeks`` ISO weeks from ``first_monday``: available hours per
+    person and week = standard hours of the days employed − company holidays − approved time off
+    (never below 0). Weeks before the window keep what was computed while they were current, so
+    the table is also the capacity history utilization is measured against (``bi.utilization_weekly``).
+    Returns the rows written."""
+    connection.exec_driver_sql(
+        "DELETE FROM hr.capacity WHERE week_start >= %(first)s AND week_start < %(first)s::date + 7 * %(weeks)s",
+        {"first": first_monday, "weeks": weeks},
+    )
     result = connection.exec_driver_sql(
         """
         INSERT INTO hr.capacity (hr_id, iso_week, week_start, standard_hours, holiday_hours, time_off_hours, available_hours, as_of)
