@@ -22,9 +22,10 @@ from zoneinfo import ZoneInfo
 
 from faker import Faker
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from backbone.months import first_of_next_month
+from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.store import PicklableLockMixin
 
 DEPARTMENTS = {
@@ -361,10 +362,53 @@ def build_bamboohr_app(state: Any) -> FastAPI:
 def _add_basic_auth(app: FastAPI, state: Any, store: Any) -> None:
     @app.middleware("http")
     async def basic_auth(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
-        expected = "Basic " + base64.b64encode(f"{state.config.token}:x".encode()).decode()
-        if request.headers.get("authorization") != expected:
-            return JSONResponse({"error": "Unauthorized. Invalid API credentials."}, status_code=401)
+        # BambooHR: the API key is the user name, and "the password can be any random string".
+        if api_key_of(request.headers.get("authorization")) != state.config.token:
+            return Response(status_code=401, headers={"X-BambooHR-Error-Message": "Unauthorized. Invalid API credentials."})
         return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def _error(_: Request, exc: HTTPException) -> Response:
+        return Response(status_code=exc.status_code, headers={"X-BambooHR-Error-Message": str(exc.detail)})
+
+    answer_bad_requests(app, lambda _, detail: Response(status_code=400, headers={"X-BambooHR-Error-Message": detail}))
+
+
+def api_key_of(authorization: str | None) -> str | None:
+    """The user name of an HTTP Basic header (BambooHR's API key), whatever the password."""
+    if not authorization or not authorization.startswith("Basic "):
+        return None
+    try:
+        decoded = base64.b64decode(authorization.removeprefix("Basic "), validate=True).decode()
+    except ValueError:
+        return None
+    return decoded.split(":", 1)[0]
+
+
+def report_request(raw: bytes, content_type: str) -> dict[str, Any]:
+    """A custom report request as JSON or as BambooHR's XML form
+    (``<report><title>…</title><filters><lastChanged>…</lastChanged></filters><fields><field id="…"/></fields></report>``)."""
+    import json
+    from xml.etree import ElementTree
+
+    text = raw.decode("utf-8", errors="replace").strip()
+    if "xml" not in content_type and not text.startswith("<"):
+        try:
+            body = json.loads(text or "{}")
+        except ValueError:
+            raise HTTPException(400, "The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "The request body must be an object.")
+        return body
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError:
+        raise HTTPException(400, "The request body is not valid XML.") from None
+    request: dict[str, Any] = {"title": root.findtext("title") or "", "fields": [f.get("id") for f in root.iter("field") if f.get("id")]}
+    changed = root.find("filters/lastChanged")
+    if changed is not None and (changed.text or "").strip():
+        request["filters"] = {"lastChanged": {"includeNull": changed.get("includeNull", "no"), "value": changed.text.strip()}}
+    return request
 
 
 def _add_reports(app: FastAPI, state: Any, store: Any) -> None:
@@ -378,9 +422,10 @@ def _add_reports(app: FastAPI, state: Any, store: Any) -> None:
         return {"fields": fields, "employees": [{"id": e["id"], **{f["id"]: e.get(f["id"]) for f in fields}} for e in people]}
 
     @app.post("/api/v1/reports/custom")
-    def custom_report(body: dict[str, Any], format: str = Query("json"), onlyCurrent: bool = False) -> dict[str, Any]:  # noqa: A002, N803
+    async def custom_report(request: Request, format: str = Query("json"), onlyCurrent: bool = False) -> dict[str, Any]:  # noqa: A002, N803
         if format != "json":
             raise HTTPException(404, "Report format not found.")
+        body = report_request(await request.body(), request.headers.get("content-type", ""))
         fields = [f for f in body.get("fields") or [] if f in REPORT_FIELDS]
         if len(body.get("fields") or []) > 400:
             raise HTTPException(400, "More than 400 fields requested.")

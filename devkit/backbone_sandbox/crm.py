@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.limits import SlidingWindowLimit, retry_after_header
 from backbone_sandbox.seed import PIPELINES, CrmSeed, iso_millis
 
@@ -186,6 +187,8 @@ def build_hubspot_app(state: Any) -> FastAPI:
     @app.exception_handler(HubSpotError)
     async def _hubspot_error(_: Request, exc: HubSpotError) -> JSONResponse:
         return error_response(exc)
+
+    answer_bad_requests(app, lambda _, detail: error_response(HubSpotError(400, f"Invalid input JSON: {detail}", "VALIDATION_ERROR")))
 
     def authorised(request: Request) -> str:
         header = request.headers.get("authorization", "")

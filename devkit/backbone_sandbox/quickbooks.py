@@ -24,6 +24,7 @@ from backbone_devtools.localenv import QBO_CLIENT_ID as CLIENT_ID
 from backbone_devtools.localenv import QBO_CLIENT_SECRET as CLIENT_SECRET
 from backbone_devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFRESH_TOKEN
 from backbone_devtools.localenv import QBO_REALM_ID as REALM_ID
+from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.limits import SlidingWindowLimit
 from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
@@ -388,8 +389,16 @@ def build_quickbooks_app(state: Any) -> FastAPI:
     async def _fault(_: Request, exc: QboFault) -> JSONResponse:
         return fault_response(exc)
 
+    answer_bad_requests(app, lambda _, detail: fault_response(QboFault(400, "2010", "Request has invalid or unsupported property", detail)))
+
     @app.post("/oauth2/v1/tokens/bearer")
-    def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
+    def token(
+        request: Request,
+        grant_type: str = Form(...),
+        refresh_token: str = Form(""),
+        client_id: str = Form(""),
+        client_secret: str = Form(""),
+    ) -> JSONResponse:
         return store.token_endpoint(
             request.headers.get("authorization"),
             grant_type,
@@ -397,6 +406,7 @@ def build_quickbooks_app(state: Any) -> FastAPI:
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
             bad_client_status=401,
+            body_client=(client_id, client_secret),
         )
 
     def guard(request: Request, realm_id: str) -> None:
@@ -457,6 +467,16 @@ def _add_api(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, i
     def query(realm_id: str, request: Request, query: str, minorversion: int | None = None) -> dict[str, Any]:
         guard(request, realm_id)
         return store.query(query)
+
+    @app.post("/v3/company/{realm_id}/query")
+    async def query_in_body(realm_id: str, request: Request, minorversion: int | None = None) -> dict[str, Any]:
+        """The same query as the body of a POST with ``Content-Type: application/text`` (what
+        Intuit's SDKs send for long queries)."""
+        guard(request, realm_id)
+        statement = (await request.body()).decode("utf-8", errors="replace").strip()
+        if not statement:
+            raise QboFault(400, "4000", "Error parsing query", "QueryParserError: the request body holds no query")
+        return store.query(statement)
 
     @app.post("/v3/company/{realm_id}/{entity_name}")
     def write(

@@ -19,7 +19,9 @@ from fastapi.responses import JSONResponse, Response
 
 from backbone.hooks.crm import crm_mapping
 from backbone_sandbox import soql
+from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.seed import PIPELINES
+from backbone_sandbox.store import client_authenticated
 
 CLIENT_ID = "sandbox-salesforce-consumer-key"
 CLIENT_SECRET = "sandbox-salesforce-consumer-secret"
@@ -239,6 +241,14 @@ def build_salesforce_app(state: Any) -> FastAPI:
     async def _error(_: Request, exc: SalesforceError) -> JSONResponse:
         return JSONResponse([{"message": exc.message, "errorCode": exc.code}], status_code=exc.status)
 
+    answer_bad_requests(
+        app,
+        lambda request, detail: JSONResponse(
+            [{"message": detail, "errorCode": "MALFORMED_QUERY" if "/query" in request.url.path else "JSON_PARSER_ERROR"}],
+            status_code=400,
+        ),
+    )
+
     @app.middleware("http")
     async def api_usage(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
         response = await call_next(request)
@@ -262,7 +272,10 @@ def build_salesforce_app(state: Any) -> FastAPI:
         client_secret: str = Form(""),
         refresh_token: str = Form(""),
     ) -> JSONResponse:
-        if grant_type not in ("client_credentials", "refresh_token") or (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
+        authenticated = client_authenticated(
+            request.headers.get("authorization"), (client_id, client_secret), client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+        )  # Salesforce takes the client in the form body or in HTTP Basic (RFC 6749 §2.3.1)
+        if grant_type not in ("client_credentials", "refresh_token") or not authenticated:
             return JSONResponse({"error": "invalid_client", "error_description": "invalid client credentials"}, status_code=400)
         if grant_type == "refresh_token" and not refresh_token:
             return JSONResponse({"error": "invalid_grant", "error_description": "expired access/refresh token"}, status_code=400)

@@ -80,10 +80,20 @@ class RotatingTokenIssuer:
         return expiry is not None and expiry > datetime.now(UTC)
 
     def token_endpoint(
-        self, authorization: str | None, grant_type: str, refresh_token: str, *, client_id: str, client_secret: str, bad_client_status: int
+        self,
+        authorization: str | None,
+        grant_type: str,
+        refresh_token: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        bad_client_status: int,
+        body_client: tuple[str, str] = ("", ""),
     ) -> JSONResponse:
-        """The refresh-token grant with the client in Basic auth, answered as the vendor does."""
-        if authorization != "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode():
+        """The refresh-token grant, answered as the vendor does. The client authenticates with HTTP
+        Basic or with ``client_id`` and ``client_secret`` in the form body: RFC 6749 §2.3.1 lets a
+        server accept both, and Intuit's and Xero's token endpoints do (their SDKs use either)."""
+        if not client_authenticated(authorization, body_client, client_id=client_id, client_secret=client_secret):
             return JSONResponse({"error": "invalid_client"}, status_code=bad_client_status)
         if grant_type != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
@@ -91,6 +101,16 @@ class RotatingTokenIssuer:
         if issued is None:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         return JSONResponse(issued)
+
+
+def client_authenticated(authorization: str | None, body_client: tuple[str, str], *, client_id: str, client_secret: str) -> bool:
+    """An OAuth client's credentials in the Basic header, or in the form body (not both different)."""
+    basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+    in_header = authorization == basic
+    in_body = body_client == (client_id, client_secret)
+    if authorization and authorization.startswith("Basic ") and not in_header:
+        return False
+    return in_header or in_body
 
 
 def dumps_any_depth(value: Any) -> str:

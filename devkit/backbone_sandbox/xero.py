@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse, Response
 
+from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.limits import SlidingWindowLimit, retry_after_header
 from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
 
@@ -421,6 +422,8 @@ def build_xero_app(state: Any) -> FastAPI:
     async def _error(_: Request, exc: XeroError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    answer_bad_requests(app, lambda _, detail: JSONResponse(XeroError(400, detail).body(), status_code=400))
+
     _add_tenant_limits(app, state, store)
     _add_identity(app, state, store)
     _add_accounting(app, state, store)
@@ -483,7 +486,13 @@ def _add_tenant_limits(app: FastAPI, state: Any, store: Any) -> None:
 
 def _add_identity(app: FastAPI, state: Any, store: Any) -> None:
     @app.post("/connect/token")
-    def token(request: Request, grant_type: str = Form(...), refresh_token: str = Form("")) -> JSONResponse:
+    def token(
+        request: Request,
+        grant_type: str = Form(...),
+        refresh_token: str = Form(""),
+        client_id: str = Form(""),
+        client_secret: str = Form(""),
+    ) -> JSONResponse:
         return store.token_endpoint(
             request.headers.get("authorization"),
             grant_type,
@@ -491,6 +500,7 @@ def _add_identity(app: FastAPI, state: Any, store: Any) -> None:
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
             bad_client_status=400,
+            body_client=(client_id, client_secret),
         )
 
 
