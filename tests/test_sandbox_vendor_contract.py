@@ -7,6 +7,7 @@
   ``[{"errorCode": …}]``, BambooHR's ``X-BambooHR-Error-Message`` header), never ``422 {"detail"}``;
   a token endpoint answers ``{"error": "invalid_request"}`` (RFC 6749 §5.2).
 - QuickBooks queries as ``POST …/query`` with ``Content-Type: application/text``.
+- Xero request dates as ``2026-10-31``, with a time, or MS-JSON ``/Date(…)/``; nonsense is a 400, not a 500.
 - BambooHR: the API key as the Basic user name with *any* password ("the password can be any random
   string"), and custom report requests as XML as well as JSON.
 """
@@ -124,3 +125,17 @@ def test_bamboohr_takes_any_password_and_xml_report_requests(sandbox):
     )
     assert report.status_code == 200
     assert [f["id"] for f in report.json()["fields"]] == ["firstName", "workEmail"] and report.json()["employees"]
+
+
+def test_xero_request_dates_in_any_form_its_sdks_send_and_a_400_for_nonsense():
+    from datetime import date
+
+    from backbone_sandbox.xero import XeroError, request_date
+
+    october_31 = date(2026, 10, 31)
+    assert request_date("2026-10-31", "Date") == october_31
+    assert request_date("2026-10-31T00:00:00", "Date") == october_31
+    assert request_date("/Date(1793404800000+0000)/", "Date") == october_31  # MS-JSON, as xero-python serialises dates
+    with pytest.raises(XeroError) as refused:
+        request_date("31/10/2026", "DueDate")
+    assert refused.value.status == 400 and "DueDate" in refused.value.errors[0]

@@ -31,6 +31,20 @@ CENT = Decimal("0.01")
 COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments")
 
 
+def request_date(value: Any, field: str) -> date:
+    """A date in a request body as Xero accepts it: ``2026-10-31``, ``2026-10-31T00:00:00`` or the
+    MS-JSON ``/Date(1793404800000+0000)/`` its SDKs send; anything else is a validation error (400),
+    never a server error."""
+    text = str(value or "").strip()
+    match = re.fullmatch(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/", text)
+    if match:
+        return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC).date()
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date() if "T" in text else date.fromisoformat(text)
+    except ValueError:
+        raise XeroError(400, "A validation exception occurred", errors=[f"{field} {text!r} is not a valid date"]) from None
+
+
 def msdate(moment: datetime | date) -> str:
     """Xero's MS-JSON date: ``/Date(<epoch ms>+0000)/``."""
     if not isinstance(moment, datetime):
@@ -179,7 +193,7 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
             number_field: number,
             "Reference": document.get("Reference") or "",
             "Contact": {"ContactID": contact["ContactID"], "Name": contact["Name"]},
-            "Date": msdate(date.fromisoformat(document["Date"])),
+            "Date": msdate(request_date(document.get("Date"), "Date")),
             "CurrencyCode": document.get("CurrencyCode"),
             "Status": document.get("Status") or "DRAFT",
             "LineAmountTypes": document.get("LineAmountTypes") or "Exclusive",
@@ -191,7 +205,7 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         }
         if collection == "Invoices":
             record.update(
-                DueDate=msdate(date.fromisoformat(document["DueDate"])) if document.get("DueDate") else None,
+                DueDate=msdate(request_date(document["DueDate"], "DueDate")) if document.get("DueDate") else None,
                 AmountDue=float(total),
                 AmountPaid=0.0,
                 AmountCredited=0.0,
