@@ -8,7 +8,6 @@
   a token endpoint answers ``{"error": "invalid_request"}`` (RFC 6749 §5.2).
 - QuickBooks queries as ``POST …/query`` with ``Content-Type: application/text``.
 - Xero request dates as ``2026-10-31``, with a time, or MS-JSON ``/Date(…)/``; nonsense is a 400, not a 500.
-- Xero request dates as ``2026-10-31``, with a time, or MS-JSON ``/Date(…)/``; nonsense is a 400, not a 500.
 - BambooHR: the API key as the Basic user name with *any* password ("the password can be any random
   string"), and custom report requests as XML as well as JSON.
 """
