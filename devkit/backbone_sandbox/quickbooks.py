@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from backbone_devtools.localenv import QBO_CLIENT_ID as CLIENT_ID
@@ -26,7 +26,7 @@ from backbone_devtools.localenv import QBO_INITIAL_REFRESH_TOKEN as INITIAL_REFR
 from backbone_devtools.localenv import QBO_REALM_ID as REALM_ID
 from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.limits import SlidingWindowLimit
-from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
+from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer, add_refresh_token_route
 
 ENTITIES = {
     "timeactivity": "TimeActivity",
@@ -391,23 +391,7 @@ def build_quickbooks_app(state: Any) -> FastAPI:
 
     answer_bad_requests(app, lambda _, detail: fault_response(QboFault(400, "2010", "Request has invalid or unsupported property", detail)))
 
-    @app.post("/oauth2/v1/tokens/bearer")
-    def token(
-        request: Request,
-        grant_type: str = Form(...),
-        refresh_token: str = Form(""),
-        client_id: str = Form(""),
-        client_secret: str = Form(""),
-    ) -> JSONResponse:
-        return store.token_endpoint(
-            request.headers.get("authorization"),
-            grant_type,
-            refresh_token,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            bad_client_status=401,
-            body_client=(client_id, client_secret),
-        )
+    add_refresh_token_route(app, "/oauth2/v1/tokens/bearer", store, client=(CLIENT_ID, CLIENT_SECRET), bad_client_status=401)
 
     def guard(request: Request, realm_id: str) -> None:
         if realm_id != REALM_ID:

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fastapi import Form, Request
 from fastapi.responses import JSONResponse
 
 
@@ -101,6 +102,29 @@ class RotatingTokenIssuer:
         if issued is None:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         return JSONResponse(issued)
+
+
+def add_refresh_token_route(app: Any, path: str, issuer: RotatingTokenIssuer, *, client: tuple[str, str], bad_client_status: int) -> None:
+    """The vendor's OAuth token endpoint at ``path``: the refresh-token grant, the client (id,
+    secret) in Basic or in the form body."""
+
+    @app.post(path)
+    def token(
+        request: Request,
+        grant_type: str = Form(...),
+        refresh_token: str = Form(""),
+        client_id: str = Form(""),
+        client_secret: str = Form(""),
+    ) -> JSONResponse:
+        return issuer.token_endpoint(
+            request.headers.get("authorization"),
+            grant_type,
+            refresh_token,
+            client_id=client[0],
+            client_secret=client[1],
+            bad_client_status=bad_client_status,
+            body_client=(client_id, client_secret),
+        )
 
 
 def client_authenticated(authorization: str | None, body_client: tuple[str, str], *, client_id: str, client_secret: str) -> bool:

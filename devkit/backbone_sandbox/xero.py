@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from backbone_sandbox.errors import answer_bad_requests
 from backbone_sandbox.limits import SlidingWindowLimit, retry_after_header
-from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer
+from backbone_sandbox.store import PicklableLockMixin, RotatingTokenIssuer, add_refresh_token_route
 
 TENANT_ID = "7a513ee1-b13c-4f3a-9c3e-4b3a2e1b0c51"
 CLIENT_ID = "sandbox-xero-client"
@@ -499,23 +499,7 @@ def _add_tenant_limits(app: FastAPI, state: Any, store: Any) -> None:
 
 
 def _add_identity(app: FastAPI, state: Any, store: Any) -> None:
-    @app.post("/connect/token")
-    def token(
-        request: Request,
-        grant_type: str = Form(...),
-        refresh_token: str = Form(""),
-        client_id: str = Form(""),
-        client_secret: str = Form(""),
-    ) -> JSONResponse:
-        return store.token_endpoint(
-            request.headers.get("authorization"),
-            grant_type,
-            refresh_token,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            bad_client_status=400,
-            body_client=(client_id, client_secret),
-        )
+    add_refresh_token_route(app, "/connect/token", store, client=(CLIENT_ID, CLIENT_SECRET), bad_client_status=400)
 
 
 def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:

@@ -15,11 +15,11 @@ down_revision = "accounting_0009"
 branch_labels = None
 depends_on = None
 
-READER = "backbone_finance_reader"
-
 
 def upgrade() -> None:
-    op.execute("CREATE SCHEMA IF NOT EXISTS bi")
+    from backbone.warehouse.migrations.bi_schema import create_bi_schema, grant_bi_to_reader
+
+    create_bi_schema()
     op.execute(
         """
         CREATE VIEW bi.cash_monthly AS
@@ -38,8 +38,7 @@ def upgrade() -> None:
         GROUP BY period, currency
         """
     )
-    op.execute(f"GRANT USAGE ON SCHEMA bi TO {READER}")
-    op.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA bi TO {READER}")
+    grant_bi_to_reader()
 
 
 def downgrade() -> None:

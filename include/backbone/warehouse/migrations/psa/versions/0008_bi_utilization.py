@@ -16,11 +16,11 @@ down_revision = "psa_0007"
 branch_labels = None
 depends_on = None
 
-READER = "backbone_finance_reader"
-
 
 def upgrade() -> None:
-    op.execute("CREATE SCHEMA IF NOT EXISTS bi")
+    from backbone.warehouse.migrations.bi_schema import create_bi_schema, grant_bi_to_reader
+
+    create_bi_schema()
     op.execute(
         """
         CREATE VIEW bi.utilization_weekly AS
@@ -47,8 +47,7 @@ def upgrade() -> None:
         FROM bi.utilization_weekly GROUP BY coalesce(department, '(none)'), iso_week, week_start
         """
     )
-    op.execute(f"GRANT USAGE ON SCHEMA bi TO {READER}")
-    op.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA bi TO {READER}")
+    grant_bi_to_reader()
 
 
 def downgrade() -> None:
