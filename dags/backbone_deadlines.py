@@ -8,6 +8,8 @@ covers it. The hour that just ended is the moment it judges, so a rerun judges t
 
 1. `check_deadlines` — overdue intervals of every flow, newly alerted ones recorded in `ops.deadline_alert`
    of their warehouse, and one alert naming them (e-mail / Slack as configured, else the log).
+2. `watch_utilization` — when `BACKBONE_UTILIZATION_TARGET` is set: people and departments whose billable
+   utilization stayed below it for the last `BACKBONE_UTILIZATION_WEEKS` complete weeks, alerted to HR once.
 
 Connections: `psa_warehouse`, `accounting_warehouse`, and the alert channels.
 """
@@ -47,7 +49,19 @@ def backbone_deadlines() -> None:
         alert_overdue(overdue, timezone=settings.company_timezone)
         return {"overdue": len(overdue)}
 
+    @task
+    def watch_utilization(**context) -> dict[str, int]:
+        from zoneinfo import ZoneInfo
+
+        from backbone.utilization import watch
+        from backbone.warehouse.db import engine_for
+
+        settings = load_settings()
+        today = context["data_interval_end"].astimezone(ZoneInfo(settings.company_timezone)).date()
+        return {"breaches": len(watch(engine_for(settings.psa_warehouse_conn_id), settings, before=today))}
+
     check_deadlines()
+    watch_utilization()
 
 
 backbone_deadlines()

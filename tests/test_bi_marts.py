@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.helpers import rows
+from tests.test_hostile_conditions import slack_alerts as slack_alerts  # the alert sink fixture
 
 pytestmark = pytest.mark.db
 WEEK = date(2026, 11, 16)  # Monday of ISO week 2026-W47
@@ -109,3 +110,37 @@ def test_the_read_only_role_reads_the_marts(hr_warehouse, accounting_warehouse):
         with engine.begin() as connection:
             connection.execute(text("SET LOCAL ROLE backbone_finance_reader"))
             connection.execute(text(f"SELECT count(*) FROM {view}")).scalar_one()  # noqa: S608 - a constant view name
+
+
+def test_hr_hears_once_when_utilization_stays_below_target_for_the_weeks_set(hr_warehouse, accounting_warehouse, slack_alerts, monkeypatch):
+    from datetime import timedelta
+
+    from backbone.settings import load_settings
+    from backbone.utilization import watch
+
+    earlier = WEEK - timedelta(days=7)
+    with hr_warehouse.begin() as connection:
+        add_person(connection, "101", "ann@ourfirm.example", "Consulting")
+        add_person(connection, "102", "bob@ourfirm.example", "Delivery")
+        for week in (earlier, WEEK):
+            for hr_id in ("101", "102"):
+                connection.execute(
+                    text(
+                        "INSERT INTO hr.capacity (hr_id, iso_week, week_start, standard_hours, holiday_hours, time_off_hours, "
+                        "available_hours, as_of) VALUES (:i, to_char(CAST(:w AS date), 'IYYY-\"W\"IW'), :w, 40, 0, 0, 40, :w)"
+                    ),
+                    {"i": hr_id, "w": week},
+                )
+            add_time(connection, f"A{week}", "ann@ourfirm.example", week, "12", billable=True)  # 30 %: below 60 %
+            add_time(connection, f"B{week}", "bob@ourfirm.example", week, "32", billable=True)  # 80 %: fine
+    monkeypatch.setenv("BACKBONE_UTILIZATION_TARGET", "0.6")
+    monkeypatch.setenv("BACKBONE_UTILIZATION_WEEKS", "2")
+    after_two_weeks = WEEK + timedelta(days=7)
+
+    breaches = watch(hr_warehouse, load_settings(), before=after_two_weeks)
+    assert [(b["kind"], b["key"]) for b in breaches] == [("person", "101"), ("department", "Consulting")]
+    assert breaches[0]["ratios"] == [Decimal("0.3"), Decimal("0.3")]
+    assert watch(hr_warehouse, load_settings(), before=after_two_weeks) == []  # once per breach
+    assert watch(hr_warehouse, load_settings(), before=WEEK) == []  # one week of data is not two weeks below target
+    alerts = slack_alerts()
+    assert len(alerts) == 1 and "person 101: 30%, 30%" in alerts[0] and "below 60%" in alerts[0]

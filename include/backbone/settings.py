@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     """Comma-separated addresses; e-mail alerts go out through the ``smtp_default`` Connection when set."""
     alert_slack_conn_id: str = ""
     """Connection whose password (or host) is a Slack incoming-webhook URL; Slack alerts when set."""
+    hr_alert_email_to: str = ""
+    """Where utilization alerts go (HR's channel); empty: the general alert channel."""
+    hr_alert_slack_conn_id: str = ""
+    utilization_target: float | None = None
+    """Billable utilization (0–1) under which a person or department, for ``utilization_weeks``
+    complete weeks in a row, is named to HR (``backbone.utilization``); unset: no watch."""
+    utilization_weeks: int = 2
     alert_exception_threshold: int = 25
     """A successful run with more exceptions than this alerts too."""
 
