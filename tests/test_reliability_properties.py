@@ -327,6 +327,7 @@ def test_sql_is_never_built_from_data():
         ("ledger.py", "where"),
         ("ops_ledger.py", "FINANCE_READER_ROLE"),
         ("ops_ledger.py", "schema"),
+        ("bi_schema.py", "FINANCE_READER_ROLE"),
         ("db.py", "qualified"),
         ("db.py", "column_list"),
         ("db.py", "conflict"),
