@@ -67,19 +67,13 @@ def check_warehouse(name: str, conn_id: str) -> Finding:
     """Reachable, and migrated to the newest schema the code knows."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
 
-    from backbone.warehouse.db import alembic_config, url_from_connection
+    from backbone.warehouse.db import alembic_config, engine_for, url_from_connection
 
     try:
-        url = url_from_connection(conn_id)
-        head = ScriptDirectory.from_config(alembic_config(url, name)).get_current_head()
-        engine = create_engine(url)
-        try:
-            with engine.connect() as connection:
-                current = MigrationContext.configure(connection).get_current_revision()
-        finally:
-            engine.dispose()
+        head = ScriptDirectory.from_config(alembic_config(url_from_connection(conn_id), name)).get_current_head()
+        with engine_for(conn_id).connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
     except Exception as exc:  # noqa: BLE001
         return Finding(f"{name} warehouse", conn_id, False, f"cannot be read: {one_line(exc)}")
     if current != head:

@@ -230,10 +230,10 @@ class Ledger:
         them once the month's time is exported (or holds them if they still do not reconcile)."""
         if "accounting" not in self.engines:
             return []
+        zone = ZoneInfo(self.timezone)
         where, params = ["i.posting_status = 'waiting'"], {"limit": limit}
         if period:
             where.append("i.issue_date >= :start_day AND i.issue_date < :end_day")
-            zone = ZoneInfo(self.timezone)
             params.update(start_day=period.start.astimezone(zone).date(), end_day=period.end.astimezone(zone).date())
         params["flows"] = list(WAITING_FLOWS)
         rows = self._query(
@@ -246,7 +246,6 @@ class Ledger:
             params,
             warehouses=("accounting",),
         )
-        zone = ZoneInfo(self.timezone)
         return [
             {
                 "number": r["number"],

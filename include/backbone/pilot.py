@@ -28,19 +28,12 @@ PILOT_CAPABLE = ("timesheets_weekly_to_accounting", "invoices_month_end_to_accou
 
 def pilot_flows() -> frozenset[str]:
     """The flows in pilot now (Variable first, then the setting)."""
-    from backbone.hooks.oauth import in_task
     from backbone.settings import load_settings
+    from backbone.variables import get_variable
 
     raw: str | None = None
     try:
-        if in_task():
-            from airflow.sdk import Variable
-
-            raw = Variable.get(PILOT_VARIABLE, default=None)
-        else:
-            from airflow.models import Variable as StoredVariable
-
-            raw = StoredVariable.get(PILOT_VARIABLE, default_var=None)
+        raw = get_variable(PILOT_VARIABLE)
     except Exception:  # noqa: BLE001 - no Variable backend here: the setting decides
         log.debug("no Variable backend for %s", PILOT_VARIABLE, exc_info=True)
     raw = raw if raw is not None else load_settings().pilot_flows
@@ -56,7 +49,7 @@ def time_export_report(connection: Connection, run: RunRef) -> dict[str, Any]:
     """What the weekly export would send now: its pending outbox lines up to this interval."""
     rows = connection.exec_driver_sql(
         """
-        SELECT action, currency, count(*), count(DISTINCT entry_id), sum(hours), sum(amount)
+        SELECT action, currency, count(*), sum(hours), sum(amount)
         FROM acct.time_export WHERE posting_status = 'pending' AND interval_end <= %(end)s
         GROUP BY action, currency ORDER BY action, currency
         """,
@@ -69,7 +62,7 @@ def invoice_report(connection: Connection) -> dict[str, Any]:
     """What invoicing would send now: pending invoices and credit notes, and voids."""
     rows = connection.exec_driver_sql(
         """
-        SELECT CASE WHEN posting_status = 'void_pending' THEN 'void' ELSE kind END, currency, count(*), count(*), NULL::numeric,
+        SELECT CASE WHEN posting_status = 'void_pending' THEN 'void' ELSE kind END, currency, count(*), NULL::numeric,
                sum(CASE WHEN posting_status = 'void_pending' THEN 0 WHEN kind = 'credit_note' THEN -total ELSE total END)
         FROM acct.invoice WHERE posting_status IN ('pending', 'void_pending')
         GROUP BY 1, currency ORDER BY 1, currency
@@ -82,7 +75,7 @@ def _report(rows: list[Any], *, unit: str) -> dict[str, Any]:
     by_action: dict[str, int] = {}
     amounts: dict[str, Decimal] = {}
     hours = Decimal(0)
-    for action, currency, lines, _records, line_hours, amount in rows:
+    for action, currency, lines, line_hours, amount in rows:
         by_action[action] = by_action.get(action, 0) + int(lines)
         amounts[currency] = amounts.get(currency, Decimal(0)) + Decimal(amount or 0)
         hours += Decimal(line_hours or 0)

@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -29,7 +29,7 @@ from backbone.accounting_mapping import AccountingReferences, load_mapping, norm
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.accounting import LEGACY_ENTITY_NAMES, RejectedByAccounting, request_id_for
 from backbone.hooks.oauth import ReauthorisationRequired
-from backbone.months import first_of_next_month
+from backbone.months import first_of_next_month, month_bounds
 from backbone.validation import RuleFailure, as_dict, validate_rows
 from backbone.warehouse import ops, reconciliation
 from backbone.warehouse.ops import QuarantineRow, RunRef
@@ -283,17 +283,6 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None, compan
     if tally.extra.get("waiting"):
         log.info("%d T&M invoices wait for the weekly export of their month's time", tally.extra["waiting"])
     return {"valid": tally.valid, "quarantined": tally.quarantined, "waiting": tally.extra.get("waiting", 0)}
-
-
-def month_bounds(month: str, company_timezone: str) -> tuple[datetime, datetime]:
-    """``[first day 00:00, first of next month 00:00)`` of ``YYYY-MM`` in company time."""
-    zone = ZoneInfo(company_timezone)
-    first = date.fromisoformat(f"{month}-01")
-    following = first_of_next_month(first)
-    return (
-        datetime(first.year, first.month, 1, tzinfo=zone),
-        datetime(following.year, following.month, 1, tzinfo=zone),
-    )
 
 
 def billing_month_of(invoice: Any) -> str:

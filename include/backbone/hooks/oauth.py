@@ -47,28 +47,18 @@ class AirflowVariableTokenStore:
     DESCRIPTION = "Newest OAuth refresh token of this Connection (rotated by the vendor; written by its hook)"
 
     def load(self, key: str) -> str | None:
+        from backbone.variables import get_variable
+
         try:
-            if in_task():
-                from airflow.sdk import Variable
-
-                return Variable.get(key, default=None)
-            # The CLI (`backbone check`) or the API server's Connection test: the metadata DB itself.
-            from airflow.models import Variable as StoredVariable
-
-            return StoredVariable.get(key, default_var=None)
+            return get_variable(key)
         except Exception:  # noqa: BLE001 - no Variable backend reachable: fall back to the Connection
             log.warning("no Variable backend reachable for %s", key, exc_info=True)
             return None
 
     def save(self, key: str, token: str) -> None:
-        if in_task():
-            from airflow.sdk import Variable
+        from backbone.variables import set_variable
 
-            Variable.set(key, token, description=self.DESCRIPTION)
-            return
-        from airflow.models import Variable as StoredVariable
-
-        StoredVariable.set(key, token, description=self.DESCRIPTION)
+        set_variable(key, token, description=self.DESCRIPTION)
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -91,14 +81,6 @@ class AirflowVariableTokenStore:
 
 
 _PROCESS_LOCK = threading.Lock()
-
-
-def in_task() -> bool:
-    """Inside an Airflow task (the Task SDK's channel to the supervisor exists)? Outside one, the
-    SDK's ``Variable.get`` answers None for every key instead of failing, so it must not be asked."""
-    from airflow.sdk.execution_time import task_runner
-
-    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
 class MemoryTokenStore:
