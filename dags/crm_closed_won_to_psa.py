@@ -5,7 +5,8 @@ Every 30 minutes, deals that reached a **won** stage in the CRM (HubSpot: any pi
 resolved through the pipelines endpoint; Salesforce: `IsWon` Opportunities) and were modified in the
 run's data interval (plus a lookback for the CRM's search-index lag) become projects in the PSA:
 
-1. `extract_deals` — search, associations, companies and contacts → staging.
+1. `extract_deals` — search, associations, companies and contacts → staging; and a fresh snapshot
+   of every open deal (stage, probability, amount) → `psa.pipeline_deal` for the pipeline mart.
 2. `validate_deals` — Great Expectations suites generated from the data dictionary; failures go
    to `ops.quarantine` with their rule and reason.
 3. `load_projects` — clients, contacts and projects upserted into the PSA warehouse in one
@@ -38,13 +39,17 @@ SETTINGS = load_settings()
 def crm_closed_won_to_psa() -> None:
     @task
     def extract_deals(**context) -> dict[str, int]:
+        from airflow.sdk import timezone
+
         from backbone.flows import closed_won
         from backbone.flows.runtime import open_flow_run
         from backbone.hooks.vendors import crm_hook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
-        return closed_won.extract_deals(crm_hook(settings.crm_conn_id), warehouse, run, lookback=settings.crm_lookback)
+        crm = crm_hook(settings.crm_conn_id)
+        extracted = closed_won.extract_deals(crm, warehouse, run, lookback=settings.crm_lookback)
+        return {**extracted, **closed_won.snapshot_pipeline(crm, warehouse, run, taken_at=timezone.utcnow())}
 
     @task
     def validate_deals(extracted: dict[str, int], **context) -> dict[str, int]:

@@ -216,8 +216,8 @@ def psa_warehouse(services) -> Iterator[object]:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, "
-                "ops.flow_run, ops.staged_record, ops.quarantine, ops.deadline_alert"
+                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.cost_rate, psa.pipeline_deal, "
+                "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )
     yield engine
@@ -234,11 +234,11 @@ def accounting_warehouse(services) -> Iterator[object]:
         connection.execute(
             text(
                 "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, "
-                "ops.flow_run, ops.staged_record, ops.quarantine, ops.deadline_alert"
+                "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )
     with create_engine(warehouse_url("psa_warehouse")).begin() as connection:
-        connection.execute(text("TRUNCATE psa.time_entry, psa.invoice_status"))
+        connection.execute(text("TRUNCATE psa.time_entry, psa.invoice_status, psa.cost_rate"))
     forget_rotated_tokens()
     yield engine
     engine.dispose()
@@ -263,7 +263,7 @@ def hr_warehouse(services) -> Iterator[object]:
             text(
                 "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.company_holiday, "
                 "hr.capacity, "
-                "ops.flow_run, ops.staged_record, ops.quarantine, ops.deadline_alert"
+                "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )
     yield engine

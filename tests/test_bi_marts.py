@@ -144,3 +144,82 @@ def test_hr_hears_once_when_utilization_stays_below_target_for_the_weeks_set(hr_
     assert watch(hr_warehouse, load_settings(), before=WEEK) == []  # one week of data is not two weeks below target
     alerts = slack_alerts()
     assert len(alerts) == 1 and "person 101: 30%, 30%" in alerts[0] and "below 60%" in alerts[0]
+
+
+def test_project_margin_per_month_is_billable_value_less_hours_at_standard_cost(psa_warehouse, accounting_warehouse):
+    """Hand-computed: PJ in 2026-11, EUR: 8 h billable at 100 + 2 h non-billable, CONS costs 60/h →
+    revenue 800, cost 600, margin 200 (25 %); a USD hour with no USD cost rate is counted, not priced."""
+    with psa_warehouse.begin() as connection:
+        connection.execute(text("INSERT INTO psa.cost_rate VALUES ('CONS', 'EUR', 60)"))
+        add_time(connection, "M1", "ann@ourfirm.example", date(2026, 11, 16), "8", billable=True)
+        add_time(connection, "M2", "ann@ourfirm.example", date(2026, 11, 17), "2", billable=False)
+        add_time(connection, "M3", "ann@ourfirm.example", date(2026, 10, 30), "1", billable=True)  # October
+        connection.execute(text("UPDATE psa.time_entry SET currency = 'USD', project_id = 'PJ-US' WHERE entry_id = 'M3'"))
+    margins = {(r.project_id, r.month): r for r in rows(psa_warehouse, "SELECT * FROM bi.project_margin_monthly")}
+    november = margins[("PJ", "2026-11")]
+    assert (november.hours, november.billable_hours, november.revenue, november.cost) == (
+        Decimal("10.00"),
+        Decimal("8.00"),
+        Decimal("800.00"),
+        Decimal("600.00"),
+    )
+    assert (november.margin, november.margin_ratio, november.hours_without_cost_rate) == (Decimal("200.00"), Decimal("0.2500"), 0)
+    october = margins[("PJ-US", "2026-10")]
+    assert (october.revenue, october.cost, october.hours_without_cost_rate) == (Decimal("100.00"), 0, Decimal("1.00"))
+
+
+def test_cost_rates_come_from_the_data_dictionary():
+    from backbone.cost_rates import load_cost_rates
+
+    rates = load_cost_rates()
+    assert rates[("CONSULT", "EUR")] == Decimal("62.00") and all(rate >= 0 for rate in rates.values())
+    from backbone.accounting_mapping import load_mapping
+
+    assert {code for code, _ in rates} == set(load_mapping().billing_codes)  # every billing code has a cost
+
+
+def test_pipeline_by_stage_weights_open_deals_by_their_stage_probability(psa_warehouse):
+    """Hand-computed: two EUR deals in Contract Sent (90 %): 1,000 + 3,000 → weighted 3,600; one
+    Qualified (40 %) 500 → 200; a deal without an amount counts as a deal worth nothing."""
+    with psa_warehouse.begin() as connection:
+        for deal, stage, probability, amount, start in (
+            ("D1", "Contract Sent", "0.9", "1000", "2026-12-01"),
+            ("D2", "Contract Sent", "0.9", "3000", "2027-01-15"),
+            ("D3", "Qualified To Buy", "0.4", "500", None),
+            ("D4", "Qualified To Buy", "0.4", None, "2027-02-01"),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO psa.pipeline_deal (crm_deal_id, crm_system, stage, probability, amount, currency, expected_start, "
+                    "snapshot_run_id, snapshot_at) VALUES (:d, 'hubspot', :s, :p, :a, 'EUR', :e, 'r', now())"
+                ),
+                {"d": deal, "s": stage, "p": probability, "a": amount, "e": start},
+            )
+    stages = {r.stage: r for r in rows(psa_warehouse, "SELECT * FROM bi.pipeline_by_stage")}
+    sent, qualified = stages["Contract Sent"], stages["Qualified To Buy"]
+    assert (sent.deals, sent.amount, sent.weighted_amount) == (2, Decimal("4000.00"), Decimal("3600.00"))
+    assert (sent.first_expected_month, sent.last_expected_month) == ("2026-12", "2027-01")
+    assert (qualified.deals, qualified.amount, qualified.weighted_amount) == (2, Decimal("500.00"), Decimal("200.00"))
+
+
+def test_the_closed_won_run_snapshots_the_open_pipeline_from_the_crm(dagbag, sandbox, psa_warehouse):
+    """Every deal the sandbox CRM holds open (not won or lost) is in the snapshot, at its stage's
+    probability from the pipelines endpoint; a second run replaces it rather than adding to it."""
+    from backbone_sandbox.seed import PIPELINES
+    from tests.conftest import ANCHOR
+
+    probability = {stage: Decimal(p) for pipeline in PIPELINES for stage, _, closed, p in pipeline["stages"] if closed == "false"}
+    expected = {d for d, deal in sandbox.state.crm.objects["deals"].items() if deal["properties"]["dealstage"] in probability}
+    for _ in range(2):
+        assert dagbag.get_dag("crm_closed_won_to_psa").test(logical_date=ANCHOR).state == "success"
+    snapshot = {r.crm_deal_id: r for r in rows(psa_warehouse, "SELECT * FROM psa.pipeline_deal")}
+    assert set(snapshot) == expected and expected
+    some = next(iter(expected))
+    assert snapshot[some].probability == probability[sandbox.state.crm.objects["deals"][some]["properties"]["dealstage"]]
+
+
+def test_the_read_only_role_reads_the_new_marts(psa_warehouse):
+    with psa_warehouse.begin() as connection:
+        connection.execute(text("SET LOCAL ROLE backbone_finance_reader"))
+        for view in ("bi.project_margin_monthly", "bi.pipeline_by_stage"):
+            connection.execute(text(f"SELECT count(*) FROM {view}")).scalar_one()  # noqa: S608 - a constant view name

@@ -113,7 +113,8 @@ def test_page_and_cli_handle_empty_thousands_and_a_warehouse_that_is_down(accoun
             {"s": start},
         )
     page = client.get("/", params={"page": 2, "page_size": 100})
-    assert page.status_code == 200 and page.text.count("<tr>") == 101 and 'id="older"' in page.text
+    assert page.status_code == 200 and page.text.count('<tr id="run-') == 100 and 'id="older"' in page.text
+    assert "3,000 intervals" in page.text  # thousands separated
     csv_text = client.get("/runs.csv").text
     assert len(csv_text.strip().splitlines()) == 3001
 
@@ -208,7 +209,14 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
         server.shutdown()
 
 
-FINANCE_ROUTES = ("/finance/", "/finance/runs.csv", "/finance/exceptions.csv", "/finance/?page=2", "/finance/runs.csv?period=2026-10")
+FINANCE_ROUTES = (
+    "/finance/",
+    "/finance/runs.csv",
+    "/finance/exceptions.csv",
+    "/finance/?page=2",
+    "/finance/runs.csv?period=2026-10",
+    "/finance/leadership",
+)
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
@@ -302,35 +310,95 @@ def test_finance_routes_refuse_anonymous_and_garbage_tokens(api_server, accounti
     assert _get(url + "/finance/runs.csv?period=garbage", {"Cookie": f"_token={token}"})[0] == 400
 
 
-@pytest.mark.skipif(
-    not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed (make test installs it when run as root)"
-)
-def test_finance_page_in_the_airflow_ui_renders_runs_exceptions_and_csv(dagbag, sandbox, accounting_warehouse, psa_warehouse, api_server):
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("BACKBONE_SCREENSHOT_DIR")
+"""Set to a directory (``docs/``) to save the pages as the browser test sees them."""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")
+def test_finance_and_leadership_pages_in_a_real_browser(dagbag, sandbox, accounting_warehouse, psa_warehouse, api_server):
+    """Logged in through Airflow's own login: totals, the status and period filters, an exception
+    followed to its run (with its attempts), the CSV's columns, and charts drawn with their marks."""
     from playwright.sync_api import sync_playwright
 
-    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"
+    assert dagbag.get_dag("crm_closed_won_to_psa").test(logical_date=ANCHOR).state == "success"
+    for week in (WEEK_END, WEEK_END + timedelta(days=7)):
+        assert dagbag.get_dag(TIMESHEETS).test(logical_date=week).state == "success"
+    assert dagbag.get_dag(TIMESHEETS).test(logical_date=WEEK_END).state == "success"  # a rerun: a second attempt
+    with accounting_warehouse.begin() as connection:
+        hours, posted = connection.execute(
+            text("SELECT sum(hours), count(*) FROM acct.time_export WHERE posting_status = 'posted' AND action = 'create'")
+        ).one()
     url, password = api_server
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new", "--disable-background-networking"]
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless=new", "--disable-background-networking"]
         )
-        page = browser.new_page(accept_downloads=True)
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
         page.goto(f"{url}/finance/")
         page.wait_for_url("**/auth/login**")  # no login yet: Airflow's login page
         page.fill("input[name=username]", "finance")
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
         page.wait_for_url("**/finance/**", timeout=30_000)  # and back to the page asked for
-        runs = page.locator("#runs tbody tr")
-        assert runs.count() == 1
-        assert "Friday timesheet export" in runs.first.inner_text() and "success" in runs.first.inner_text()
-        assert page.locator("#runs a[target=_top]").count() in (0, 1)
-        exceptions = page.locator("#exceptions tbody tr").all_inner_texts()
-        assert any("time_entry.hours.range" in row and "hours is outside" in row for row in exceptions)
+        if SCREENSHOTS:
+            page.screenshot(path=f"{SCREENSHOTS}/finance-page.png", full_page=True)
+
+        # totals per flow and currency for what is shown
+        sheet = page.locator("#totals tbody tr", has_text="Friday timesheet export")
+        cells = sheet.locator("td").all_inner_texts()
+        assert cells[0] == "2" and cells[4] == str(posted) and cells[5] == f"{hours:,.2f}"
+        assert page.locator("#totals thead th", has_text="amount EUR").count() == 1
+        assert not page.locator("#runs").evaluate("t => t.scrollWidth > document.documentElement.clientWidth")  # fits 1280 px
+
+        # charts: one bar per exported week, drawn as SVG marks
+        assert page.locator("#chart-hours [role=graphics-symbol][aria-roledescription=bar]").count() == 2
+        assert page.locator("#chart-exceptions [role=graphics-symbol]").count() >= 1
+
+        # filters: status and period (the weekly export ending Fri 30 Oct 17:00 is week 44's only run)
+        page.select_option("#f-status", "failed")
+        page.click("form.filters button[type=submit]")
+        assert page.locator("#runs-empty").is_visible() and page.locator("#f-status").input_value() == "failed"
+        page.goto(f"{url}/finance/?period=2026-W44")
+        assert page.locator("#runs > tbody > tr").count() == 1
+        page.fill("#f-period", "2026-W99")
+        page.click("form.filters button[type=submit]")
+        assert "not a week" in page.locator("#bad-input").inner_text() and page.locator("#f-period").input_value() == "2026-W99"
+
+        # an exception, followed to its run: that interval alone, its attempts listed
+        page.goto(f"{url}/finance/?flow={TIMESHEETS}&period=2026-W44")
+        row = page.locator("#exceptions tbody tr", has_text="time_entry.hours.range").first
+        assert "Friday timesheet export" in row.inner_text()
+        row.locator("a.run-link").click()
+        page.wait_for_url("**run=run-*")
+        runs = page.locator("#runs > tbody > tr")
+        assert runs.count() == 1 and "2026-10-30 17:00" in runs.first.inner_text()
+        attempts = runs.first.locator("table.attempts tbody tr")
+        assert attempts.count() == 2 and attempts.first.is_visible()  # opened: both attempts, newest first
+        assert [c.strip() for c in attempts.all_inner_texts()][0].split("\t")[-1] == "0"  # the rerun posted nothing again
+
+        # the CSV: one column per field and currency, BOM, named after flow and period
+        page.goto(f"{url}/finance/?flow={TIMESHEETS}&period=2026-10")
         with page.expect_download() as download:
             page.click("#runs-csv")
-        csv_path = download.value.path()
-        assert TIMESHEETS in Path(csv_path).read_text()
+        assert download.value.suggested_filename == f"runs-{TIMESHEETS}-2026-10.csv"
+        import csv as csv_module
+
+        content = Path(download.value.path()).read_text(encoding="utf-8")
+        assert content.startswith("\ufeff")
+        table = list(csv_module.DictReader(content.lstrip("\ufeff").splitlines()))
+        assert {"interval_start", "interval_end", "attempts", "posted", "amount_EUR"} <= set(table[0])
+        assert [r["interval_end"] for r in table] == ["2026-10-30 17:00"]
+
+        # the Leadership page: same login, its marts and charts
+        page.click("nav.pages a:has-text('Leadership')")
+        page.wait_for_url("**/finance/leadership")
+        assert page.locator("#summary li").count() == 3
+        assert page.locator("#margins tbody tr").count() >= 1
+        assert page.locator("#chart-margin [role=graphics-symbol]").count() >= 2
+        assert page.locator("#pipeline tbody tr").count() >= 1 and page.locator("#chart-pipeline [role=graphics-symbol]").count() >= 1
+        if SCREENSHOTS:
+            page.screenshot(path=f"{SCREENSHOTS}/leadership-page.png", full_page=True)
         browser.close()
 
 

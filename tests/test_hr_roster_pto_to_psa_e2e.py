@@ -161,7 +161,7 @@ def test_a_cancelled_request_loses_its_days_and_deltas_agree_with_a_full_load(da
         connection.execute(
             text(
                 "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, hr.capacity, "
-                "ops.flow_run, ops.staged_record"
+                "ops.flow_run, ops.flow_run_attempt, ops.staged_record"
             )
         )
     assert run(dagbag, next_day).state == "success"

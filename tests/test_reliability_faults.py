@@ -247,7 +247,9 @@ def test_eight_weeks_backfilled_out_of_order_equal_in_order(dagbag, clean, monke
             server.should_exit = True
             thread.join(timeout=10)
         with accounting.begin() as connection:
-            connection.execute(text("TRUNCATE acct.reference, acct.time_export, ops.flow_run, ops.staged_record, ops.quarantine"))
+            connection.execute(
+                text("TRUNCATE acct.reference, acct.time_export, ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine")
+            )
         with psa.begin() as connection:
             connection.execute(text("TRUNCATE psa.time_entry"))
         from tests.conftest import forget_rotated_tokens

@@ -78,7 +78,7 @@ def empty(psa_warehouse, accounting_warehouse) -> None:
         connection.execute(
             text(
                 "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, "
-                "ops.flow_run, ops.staged_record, ops.quarantine"
+                "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine"
             )
         )
 

@@ -149,10 +149,12 @@ def _print_runs(env: dict[str, str]) -> None:
         with engine.connect() as connection:
             row = connection.execute(
                 text(
-                    "SELECT status, extracted, loaded, quarantined, written_back, details, "
+                    "SELECT status, extracted, loaded, quarantined, written_back AS posted_now, details, "
+                    "(SELECT sum(a.written_back) FROM ops.flow_run_attempt a WHERE a.flow = r.flow AND a.run_id = r.run_id) "
+                    "AS written_back, "
                     "to_char(interval_start AT TIME ZONE :tz, 'Dy YYYY-MM-DD HH24:MI') || ' → ' || to_char(interval_end AT TIME ZONE "
                     ":tz, 'Dy MM-DD HH24:MI') AS span "
-                    "FROM ops.flow_run WHERE flow = :flow ORDER BY finished_at DESC NULLS LAST LIMIT 1"
+                    "FROM ops.flow_run r WHERE flow = :flow ORDER BY finished_at DESC NULLS LAST LIMIT 1"
                 ),
                 {"flow": flow, "tz": tz},
             ).first()
@@ -167,15 +169,16 @@ def _print_runs(env: dict[str, str]) -> None:
                 ", ".join(f"{amount} {currency}" for currency, amount in sorted(details.get("amount_by_currency", {}).items())) or "none"
             )
             notes.append(
-                f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, {row.written_back} posted "
-                f"({details.get('posted_now', 0)} by this run), "
+                f"{flow}: {details.get('period')}: {details.get('invoices', 0)} invoices, "
+                f"{details.get('posted_total', row.written_back)} posted "
+                f"({row.posted_now} by this run), "
                 f"{details.get('held', 0)} held with reasons, {details.get('unapproved_in_psa', 0)} not yet approved in the PSA; "
                 f"net invoiced {amounts}"
             )
         if flow == "invoices_to_accounting":
             notes.append(
                 f"{flow}: {details.get('invoice_timing')}: {row.extracted} invoices judged "
-                f"({details.get('held_rechecked', 0)} held ones again), {details.get('posted_now', 0)} posted by this run, "
+                f"({details.get('held_rechecked', 0)} held ones again), {row.posted_now} posted by this run, "
                 f"{row.quarantined} held"
             )
         if flow == "payments_to_psa":
@@ -200,7 +203,7 @@ def _print_runs(env: dict[str, str]) -> None:
             )
             notes.append(
                 f"{flow}: {details['hours']} hours, {amounts}; {row.written_back} time records in accounting "
-                f"({details.get('posted_now', 0)} posted by this run, {details.get('corrections', 0)} corrections); "
+                f"({row.posted_now} posted by this run, {details.get('corrections', 0)} corrections); "
                 f"{row.quarantined} exceptions for finance (ops.quarantine in accounting_warehouse)"
             )
     print()
@@ -215,33 +218,27 @@ def _print_runs(env: dict[str, str]) -> None:
 
 
 def _bi_summary(env: dict[str, str]) -> list[str]:
-    """What leadership's dashboards would show, from the BI marts (``bi`` views)."""
-    from sqlalchemy import create_engine, text
+    """What leadership's page shows first (its three-line summary from the BI marts), then cash per month."""
+    from sqlalchemy import create_engine
 
-    lines = []
-    psa = create_engine(_warehouse_url(env, "psa_warehouse"))
-    with psa.connect() as connection:
-        team = connection.execute(
-            text(
-                "SELECT iso_week, sum(available_hours) AS available, sum(billable_hours) AS billable, sum(total_hours) AS total "
-                "FROM bi.utilization_weekly WHERE total_hours > 0 GROUP BY iso_week ORDER BY iso_week DESC LIMIT 1"
+    from backbone.finance.leadership import cash, summary
+    from backbone.ledger import Ledger
+
+    engines = {
+        "psa": create_engine(_warehouse_url(env, "psa_warehouse")),
+        "accounting": create_engine(_warehouse_url(env, "accounting_warehouse")),
+    }
+    try:
+        ledger = Ledger(engines=engines, timezone=env.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
+        lines = [f"BI {line}" for line in summary(ledger)]
+        for row in cash(ledger):
+            lines.append(
+                f"BI cash {row['billing_month']} {row['currency']}: invoiced {row['invoiced']}, paid {row['paid']}, "
+                f"open {row['open_balance']}, DSO {row['days_sales_outstanding']} days — bi.cash_monthly"
             )
-        ).first()
-    psa.dispose()
-    if team is not None and team.available:
-        lines.append(
-            f"BI utilization {team.iso_week}: {team.billable} billable of {team.available} available hours "
-            f"({team.billable / team.available:.0%} billable, {team.total / team.available:.0%} in all) — bi.utilization_weekly"
-        )
-    accounting = create_engine(_warehouse_url(env, "accounting_warehouse"))
-    with accounting.connect() as connection:
-        cash = connection.execute(text("SELECT * FROM bi.cash_monthly ORDER BY billing_month DESC, currency")).all()
-    accounting.dispose()
-    for row in cash:
-        lines.append(
-            f"BI cash {row.billing_month} {row.currency}: invoiced {row.invoiced}, paid {row.paid}, open {row.open_balance}, "
-            f"DSO {row.days_sales_outstanding} days — bi.cash_monthly"
-        )
+    finally:
+        for engine in engines.values():
+            engine.dispose()
     return lines
 
 
@@ -347,7 +344,8 @@ def demo() -> int:
         again = "make demo" if VENDORS == "hubspot-quickbooks" else f"make demo VENDORS={VENDORS}"
         print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
         print(
-            "Finance page: `make airflow`, then http://localhost:8080/finance/ (or 'Finance' in the Airflow menu). "
+            "Finance page:    http://localhost:8080/finance/ (after `make airflow`; 'Finance' in the Airflow menu)\n"
+            "Leadership page: http://localhost:8080/finance/leadership ('Leadership' in the Airflow menu)\n"
             "CLI: `.venv/bin/backbone history` (after `eval $(.venv/bin/python -m backbone_devtools env)`)"
         )
     finally:

@@ -105,7 +105,15 @@ class SandboxState:
             config=config,
             anchor=anchor,
             billing=billing,
-            hr=HrStore(seed_hr(people=config.hr_people, anchor=anchor, timezone=config.timezone, seed=config.seed)),
+            hr=HrStore(
+                seed_hr(
+                    people=config.hr_people,
+                    anchor=anchor,
+                    timezone=config.timezone,
+                    seed=config.seed,
+                    time_keepers=[p for p in time_seed.people.values() if not p["email"].startswith("pat.unknown")],
+                )
+            ),
             crm=CrmStore(crm_seed),
             psa=PsaStore(),
             psa_time=TimeStore(time_seed),

@@ -75,7 +75,17 @@ class HrSeed:
     """Named people and requests the tests look at (joiner, leaver, rehire, ...)."""
 
 
-def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amsterdam", seed: int = 20261127) -> HrSeed:
+def seed_hr(
+    *,
+    people: int = 30,
+    anchor: datetime,
+    timezone: str = "Europe/Amsterdam",
+    seed: int = 20261127,
+    time_keepers: list[dict[str, Any]] | None = None,
+) -> HrSeed:
+    """``time_keepers``: the PSA's people (``{"name", "email"}``); the first employees take their names
+    and e-mail addresses, so the HR roster and the PSA's approved time are one company (utilization
+    joins them by e-mail). Every other value is seeded as without them."""
     zone = ZoneInfo(timezone)
     fake = Faker(["en_US", "nl_NL"])
     fake.seed_instance(seed + 1)
@@ -96,6 +106,10 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
     for n in range(max(people, 12)):
         eid = str(100 + n)
         first, last = fake.first_name(), fake.last_name()
+        email = f"{first}.{last}.{eid}@people.example".lower().replace(" ", "").replace("'", "")
+        if time_keepers and n < len(time_keepers):
+            first, _, last = time_keepers[n]["name"].partition(" ")
+            email = time_keepers[n]["email"]
         department = departments[n % len(departments)] if n >= 3 else "Data Engineering"
         division, titles = DEPARTMENTS[department]
         status = "Contractor" if n % 9 == 8 else "Part-Time" if n % 7 == 6 else "Full-Time"
@@ -105,7 +119,7 @@ def seed_hr(*, people: int = 30, anchor: datetime, timezone: str = "Europe/Amste
             "firstName": first,
             "lastName": last,
             "displayName": f"{first} {last}",
-            "workEmail": f"{first}.{last}.{eid}@people.example".lower().replace(" ", "").replace("'", ""),
+            "workEmail": email,
             "jobTitle": titles[n % len(titles)],
             "department": department,
             "division": division,

@@ -65,7 +65,13 @@ class SalesforceError(Exception):
 def _stages() -> dict[str, dict[str, Any]]:
     """Stage id → its label and flags, across pipelines (Salesforce has one picklist of stages)."""
     return {
-        stage_id: {"label": label, "closed": closed == "true", "won": closed == "true" and float(p) >= 1.0, "pipelines": {pl["id"]}}
+        stage_id: {
+            "label": label,
+            "closed": closed == "true",
+            "won": closed == "true" and float(p) >= 1.0,
+            "probability": round(float(p) * 100),
+            "pipelines": {pl["id"]},
+        }
         for pl in PIPELINES
         for stage_id, label, closed, p in pl["stages"]
     }
@@ -137,6 +143,7 @@ class SalesforceView:
         record["StageName"] = stage["label"] if known and stage else p.get("dealstage")
         record["IsWon"] = bool(stage and stage["won"])
         record["IsClosed"] = bool(stage and stage["closed"])
+        record["Probability"] = stage["probability"] if stage else 0  # a percent, from the stage's DefaultProbability
         record["CloseDate"] = (p.get("closedate") or "")[:10] or None
         record["SystemModstamp"] = record["LastModifiedDate"] = _stamp(p.get("hs_lastmodifieddate"))
         record["CreatedDate"] = _stamp(p.get("createdate"))
@@ -180,6 +187,7 @@ class SalesforceView:
                     "IsActive": True,
                     "IsClosed": s["closed"],
                     "IsWon": s["won"],
+                    "DefaultProbability": s["probability"],
                 }
                 for n, s in enumerate(self.stages.values())
             ]

@@ -28,7 +28,6 @@ from typing import Any
 from backbone.ledger import (
     EXCEPTION_COLUMNS,
     GAP_COLUMNS,
-    RUN_COLUMNS,
     WAITING_COLUMNS,
     WOULD_POST_COLUMNS,
     Ledger,
@@ -36,6 +35,7 @@ from backbone.ledger import (
     check_paging,
     parse_period,
     resolve_flow,
+    runs_for_csv,
     to_csv,
     to_table,
 )
@@ -119,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
     period = parse_period(period_text(args), ledger.timezone)
     if args.command == "history":
         rows, total = ledger.runs(flow=flow, period=period, status=args.status, page=args.page, page_size=args.page_size)
-        emit(rows, RUN_COLUMNS if args.csv or args.json else TABLE_RUN_COLUMNS, args)
+        if args.csv or args.json:
+            csv_rows, columns = runs_for_csv(rows)
+            emit(csv_rows, columns, args)
+        else:
+            emit(rows, TABLE_RUN_COLUMNS, args)
         if not (args.csv or args.json):
             print(f"\n{len(rows)} of {total} runs (page {args.page}); times in {ledger.timezone}")
         return 1 if any(r["status"] == "failed" for r in rows) else 0

@@ -128,7 +128,7 @@ def load_entity(name: str) -> EntitySpec:
     return EntitySpec(name=raw["entity"], key=raw["key"], description=raw.get("description", ""), fields=fields)
 
 
-NOT_ENTITIES = frozenset({"glossary", "accounting_mapping", "crm_mapping"})
+NOT_ENTITIES = frozenset({"glossary", "accounting_mapping", "crm_mapping", "cost_rates"})
 
 
 def entity_names() -> list[str]:

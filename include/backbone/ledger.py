@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -53,6 +54,30 @@ def parse_period(text: str | None, timezone: str) -> Period | None:
     except ValueError as exc:
         raise ValueError(f"period {text!r} is not a week (2026-W47), a month (2026-10) or a day (2026-10-30): {exc}") from None
     return Period(datetime.combine(first, time(), tzinfo=zone), datetime.combine(last, time(), tzinfo=zone), text)
+
+
+def parse_range(first: str | None, last: str | None, timezone: str) -> Period | None:
+    """A date range ``2026-10-01`` … ``2026-10-15`` (both days included), in company time."""
+    if not first and not last:
+        return None
+    if not (first and last):
+        raise ValueError("a date range needs both a first and a last day (2026-10-01 and 2026-10-15)")
+    try:
+        start, end = date.fromisoformat(first), date.fromisoformat(last)
+    except ValueError:
+        raise ValueError(f"{first!r} … {last!r} is not a date range: write days as 2026-10-01") from None
+    if start > end:
+        raise ValueError(f"the first day {first} is after the last day {last}")
+    zone = ZoneInfo(timezone)
+    return Period(
+        datetime.combine(start, time(), tzinfo=zone), datetime.combine(end + timedelta(days=1), time(), tzinfo=zone), f"{first}_to_{last}"
+    )
+
+
+PERIOD_RULE = "interval_end > :start AND interval_end <= :end"
+"""A run belongs to the period in which its interval **ends** (the week's export ending Friday 17:00
+is that ISO week's, October's month-end is October's, a day's run is that day's): each run is in
+exactly one week, month or day."""
 
 
 def _period_days(text: str) -> tuple[date, date]:
@@ -149,46 +174,108 @@ class Ledger:
         page: int = 1,
         page_size: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Runs newest first; ``period`` keeps runs whose interval overlaps it, ``status`` runs in
-        that state. Returns (page, total)."""
-        where, params = ["true"], {"limit": page * page_size}
+        """Intervals newest first, each with its latest attempt's state and the attempts behind it
+        (``attempts``, newest first). ``period`` keeps intervals that end in it (:data:`PERIOD_RULE`),
+        ``status`` those whose latest attempt is in that state. Returns (page, total)."""
+        condition, params = self._run_filter(flow, period, status)
+        params["limit"] = page * page_size
+        rows = self._query(f"{RUN_QUERY} WHERE {condition} ORDER BY r.interval_end DESC, r.flow LIMIT :limit", params)
+        total = sum(r["n"] for r in self._query(f"SELECT count(*) AS n FROM ops.flow_run r WHERE {condition}", params))
+        rows.sort(key=lambda r: (r["interval_end"], r["flow"]), reverse=True)
+        shown = rows[(page - 1) * page_size : page * page_size]
+        attempts = self._attempts_of(shown)
+        return [self._run_view(r, attempts.get((r["flow"], r["run_id"]), [])) for r in shown], total
+
+    def all_runs(self, *, flow: str | None = None, period: Period | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Every interval of the selection (for totals, charts and CSV), without the attempt lists."""
+        condition, params = self._run_filter(flow, period, status)
+        rows = self._query(f"{RUN_QUERY} WHERE {condition} ORDER BY r.interval_end DESC, r.flow", params)
+        rows.sort(key=lambda r: (r["interval_end"], r["flow"]), reverse=True)
+        return [self._run_view(r, []) for r in rows]
+
+    def runs_by_anchor(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """These intervals (from :meth:`all_runs`) with the attempts behind each."""
+        attempts = self._attempts_of(runs)
+        return [{**r, "attempt_list": attempts.get((r["flow"], r["run_id"]), [])} for r in runs]
+
+    @staticmethod
+    def _run_filter(flow: str | None, period: Period | None, status: str | None) -> tuple[str, dict[str, Any]]:
+        where, params = ["true"], {}
         if flow:
-            where.append("flow = :flow")
+            where.append("r.flow = :flow")
             params["flow"] = flow
         if status:
-            where.append("status = :status")
+            where.append("r.status = :status")
             params["status"] = status
         if period:
-            where.append("interval_start < :end AND interval_end > :start")
+            where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
             params.update(start=period.start, end=period.end)
-        condition = " AND ".join(where)
-        rows = self._query(f"SELECT * FROM ops.flow_run WHERE {condition} ORDER BY interval_end DESC, flow LIMIT :limit", params)
-        total = sum(r["n"] for r in self._query(f"SELECT count(*) AS n FROM ops.flow_run WHERE {condition}", params))
-        rows.sort(key=lambda r: (r["interval_end"], r["flow"]), reverse=True)
-        return [self._run_view(r) for r in rows[(page - 1) * page_size : page * page_size]], total
+        return " AND ".join(where), params
 
-    def _run_view(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _attempts_of(self, runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        by_warehouse: dict[str, list[str]] = {}
+        for r in runs:
+            by_warehouse.setdefault(r["warehouse"], []).append(f"{r['flow']}|{r['run_id']}")
+        found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        zone = ZoneInfo(self.timezone)
+        for warehouse, keys in by_warehouse.items():
+            rows = self._query(
+                "SELECT * FROM ops.flow_run_attempt WHERE flow || '|' || run_id = ANY(:keys) ORDER BY started_at DESC",
+                {"keys": keys},
+                warehouses=(warehouse,),
+            )
+            for a in rows:
+                details = a.get("details") or {}
+                found.setdefault((a["flow"], a["run_id"]), []).append(
+                    {
+                        "started": _local(a["started_at"], zone),
+                        "finished": _local(a.get("finished_at"), zone),
+                        "status": a["status"],
+                        "triggered_by": details.get("triggered_by") or _run_type(details.get("airflow_run_id")),
+                        "airflow_run_id": details.get("airflow_run_id", ""),
+                        "extracted": a["extracted"],
+                        "exceptions": a["quarantined"],
+                        "loaded": a["loaded"],
+                        "posted": a["written_back"],
+                        "failure": details.get("failure", ""),
+                        "airflow_url": a.get("airflow_url") or "",
+                    }
+                )
+        return found
+
+    def _run_view(self, row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
         zone = ZoneInfo(self.timezone)
         details = row.get("details") or {}
-        amounts = details.get("amount_by_currency") or {}
+        amounts = {currency: Decimal(str(amount)) for currency, amount in (details.get("amount_by_currency") or {}).items()}
+        start, end = row["interval_start"].astimezone(zone), row["interval_end"].astimezone(zone)
+        rules = row.get("rules") or {}
         return {
             "flow": row["flow"],
             "flow_name": FLOW_NAMES.get(row["flow"], row["flow"]),
-            "interval": f"{row['interval_start'].astimezone(zone):%a %Y-%m-%d %H:%M} → "
-            f"{row['interval_end'].astimezone(zone):%a %Y-%m-%d %H:%M}",
+            "run_id": row["run_id"],
+            "anchor": run_anchor(row["flow"], row["run_id"]),
+            "interval": f"{start:%a %Y-%m-%d %H:%M} → {end:%a %Y-%m-%d %H:%M}",
+            "interval_start": f"{start:%Y-%m-%d %H:%M}",
+            "interval_end": f"{end:%Y-%m-%d %H:%M}",
             "status": row["status"],
-            "started": f"{row['started_at'].astimezone(zone):%Y-%m-%d %H:%M}" if row.get("started_at") else "",
-            "finished": f"{row['finished_at'].astimezone(zone):%Y-%m-%d %H:%M}" if row.get("finished_at") else "",
+            "triggered_by": details.get("triggered_by") or _run_type(details.get("airflow_run_id")),
+            "attempts": int(row.get("attempt_count") or 1),
+            "started": _local(row.get("started_at"), zone),
+            "finished": _local(row.get("finished_at"), zone),
             "extracted": row["extracted"],
             "valid": row["valid"],
             "exceptions": row["quarantined"],
             "loaded": row["loaded"],
-            "posted": row["written_back"],
+            "posted_by_latest_attempt": row["written_back"],
+            "posted": int(row["posted_so_far"] if row.get("posted_so_far") is not None else row["written_back"]),
             "hours": details.get("hours", ""),
+            "amount_by_currency": amounts,
             "amounts": ", ".join(f"{amount} {currency}" for currency, amount in sorted(amounts.items())),
-            "failed_rules": ", ".join(f"{rule} ({n})" for rule, n in sorted((details.get("failed_rules") or {}).items())),
+            "failed_rules": ", ".join(f"{rule} ({n})" for rule, n in sorted(rules.items())),
+            "failure": details.get("failure", ""),
             "airflow_url": row.get("airflow_url") or "",
             "warehouse": row["warehouse"],
+            "attempt_list": attempts,
         }
 
     def gaps(self, *, flow: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -287,12 +374,15 @@ class Ledger:
             where.append("q.flow = :flow")
             params["flow"] = flow
         if period:
-            where.append("r.interval_start < :end AND r.interval_end > :start")
+            where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
             params.update(start=period.start, end=period.end)
         rows = self._query(
             f"""
             SELECT q.flow, q.entity, q.source_key, q.rule, min(q.reason) AS reason, min(q.quarantined_at) AS first_seen,
-                max(r.interval_end) AS last_interval_end
+                max(r.interval_end) AS last_interval_end,
+                (array_agg(q.run_id ORDER BY q.quarantined_at DESC))[1] AS run_id,
+                (array_agg(r.airflow_url ORDER BY q.quarantined_at DESC))[1] AS airflow_url,
+                (array_agg(q.raw ORDER BY q.quarantined_at DESC))[1] AS raw
             FROM ops.quarantine q JOIN ops.flow_run r ON r.flow = q.flow AND r.run_id = q.run_id
             WHERE {" AND ".join(where)}
             GROUP BY q.flow, q.entity, q.source_key, q.rule ORDER BY min(q.quarantined_at), q.flow, q.source_key LIMIT :limit
@@ -303,21 +393,191 @@ class Ledger:
         return [
             {
                 "flow": r["flow"],
+                "flow_name": FLOW_NAMES.get(r["flow"], r["flow"]),
                 "entity": r["entity"],
                 "key": r["source_key"],
                 "rule": r["rule"],
                 "reason": r["reason"],
+                "at_stake": at_stake(r["entity"], r.get("raw")),
                 "first_seen": f"{r['first_seen'].astimezone(zone):%Y-%m-%d %H:%M}",
+                "run_anchor": run_anchor(r["flow"], r["run_id"]),
+                "airflow_url": r.get("airflow_url") or "",
                 "resolved_at": "",
             }
             for r in sorted(rows, key=lambda r: (r["first_seen"], r["flow"], r["source_key"]))[:limit]
         ]
 
+    def held_invoices(self, *, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Invoices held for finance (not posted), with the amount at stake and every failed rule in full."""
+        if "accounting" not in self.engines:
+            return []
+        zone = ZoneInfo(self.timezone)
+        where, params = ["i.posting_status = 'held'"], {"limit": limit}
+        if period:
+            where.append("i.issue_date >= :start_day AND i.issue_date < :end_day")
+            params.update(start_day=period.start.astimezone(zone).date(), end_day=period.end.astimezone(zone).date())
+        rows = self._query(
+            f"""
+            SELECT i.psa_invoice_id, i.number, i.kind, i.client_name, i.period, i.currency, i.total, i.hold_rule, i.hold_reason,
+                   i.run_id, r.flow, r.airflow_url
+            FROM acct.invoice i LEFT JOIN ops.flow_run r ON r.run_id = i.run_id AND r.flow = ANY(:flows)
+            WHERE {" AND ".join(where)} ORDER BY i.period, i.number LIMIT :limit
+            """,
+            {**params, "flows": list(WAITING_FLOWS)},
+            warehouses=("accounting",),
+        )
+        return [
+            {
+                "number": r["number"],
+                "kind": r["kind"],
+                "client": r["client_name"],
+                "billing_month": r["period"],
+                "currency": r["currency"],
+                "total": Decimal(r["total"]),
+                "amount": f"{r['total']} {r['currency']}",
+                "rule": r["hold_rule"] or "",
+                "reason": r["hold_reason"] or "",
+                "psa_invoice_id": r["psa_invoice_id"],
+                "run_anchor": run_anchor(r["flow"], r["run_id"]) if r.get("flow") else "",
+                "airflow_url": r.get("airflow_url") or "",
+            }
+            for r in rows
+        ]
 
+    def exceptions_per_week(self, *, flow: str | None = None, period: Period | None = None) -> list[dict[str, Any]]:
+        """New exceptions (records first held) per ISO week and flow, for the chart."""
+        where, params = ["true"], {}
+        if flow:
+            where.append("q.flow = :flow")
+            params["flow"] = flow
+        if period:
+            where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
+            params.update(start=period.start, end=period.end)
+        rows = self._query(
+            f"""
+            SELECT q.flow, to_char(min(q.quarantined_at) AT TIME ZONE :tz, 'IYYY-"W"IW') AS week
+            FROM ops.quarantine q JOIN ops.flow_run r ON r.flow = q.flow AND r.run_id = q.run_id
+            WHERE {" AND ".join(where)} GROUP BY q.flow, q.entity, q.source_key
+            """,
+            {**params, "tz": self.timezone},
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for r in rows:
+            counts[(r["week"], r["flow"])] = counts.get((r["week"], r["flow"]), 0) + 1
+        return [{"week": w, "flow": FLOW_NAMES.get(f, f), "exceptions": n} for (w, f), n in sorted(counts.items())]
+
+
+RUN_QUERY = """
+SELECT r.*, a.attempt_count, a.posted_so_far, q.rules
+FROM ops.flow_run r
+LEFT JOIN LATERAL (
+    SELECT count(*) AS attempt_count, sum(written_back) AS posted_so_far FROM ops.flow_run_attempt a
+    WHERE a.flow = r.flow AND a.run_id = r.run_id
+) a ON true
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(rule, n) AS rules FROM (
+        SELECT rule, count(DISTINCT source_key) AS n FROM ops.quarantine q WHERE q.flow = r.flow AND q.run_id = r.run_id GROUP BY rule
+    ) per_rule
+) q ON true
+"""
+"""One row per interval: its latest attempt (``ops.flow_run``), how many attempts it has had and
+what they posted together (``ops.flow_run_attempt``), and its exceptions per rule (``ops.quarantine``)."""
+
+
+def run_anchor(flow: str, run_id: str) -> str:
+    """The HTML id of an interval's row on the Finance page (exceptions and holds link to it)."""
+    return "run-" + re.sub(r"[^A-Za-z0-9_-]", "-", f"{flow}-{run_id}")
+
+
+def _local(moment: datetime | None, zone: ZoneInfo) -> str:
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" if moment else ""
+
+
+def _run_type(airflow_run_id: str | None) -> str:
+    """``scheduled`` / ``manual`` / ``backfill`` / ``asset`` from an Airflow run id's prefix (records
+    written before ``triggered_by`` was kept)."""
+    kind = (airflow_run_id or "").split("__", 1)[0]
+    return {"asset_triggered": "asset"}.get(kind, kind) if "__" in (airflow_run_id or "") else ""
+
+
+def at_stake(entity: str, raw: Any) -> str:
+    """What an exception holds back, from its raw record: an invoice's total, a time entry's hours
+    (and value at its rate), an expense's amount. Empty when the record does not say."""
+    if not isinstance(raw, dict):
+        return ""
+    try:
+        currency = str(raw.get("currency") or "")
+        if "total" in raw and raw["total"] not in (None, ""):
+            return f"{Decimal(str(raw['total'])):,.2f} {currency}".strip()
+        if raw.get("hours") not in (None, ""):
+            hours = Decimal(str(raw["hours"]))
+            rate = raw.get("hourly_rate") or raw.get("billable_rate") or raw.get("rate")
+            value = f" ({hours * Decimal(str(rate)):,.2f} {currency})".rstrip() if rate not in (None, "") else ""
+            return f"{hours:,.2f} h{value}"
+        if raw.get("amount") not in (None, ""):
+            return f"{Decimal(str(raw['amount'])):,.2f} {currency}".strip()
+    except (ArithmeticError, ValueError):
+        return ""
+    return ""
+
+
+def totals_by_flow(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Totals of the selected intervals per flow: intervals, failed ones, records, exceptions,
+    posted (for the intervals so far), hours and each currency's amount. Returns (rows, currencies)."""
+    currencies = sorted({c for r in runs for c in r.get("amount_by_currency", {})})
+    totals: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        t = totals.setdefault(
+            r["flow"],
+            {"flow": r["flow"], "flow_name": r["flow_name"], "intervals": 0, "failed": 0, "extracted": 0, "exceptions": 0, "posted": 0,
+             "hours": Decimal(0), "has_hours": False, "amounts": {c: Decimal(0) for c in currencies}},
+        )  # fmt: skip
+        t["intervals"] += 1
+        t["failed"] += r["status"] == "failed"
+        for k in ("extracted", "exceptions", "posted"):
+            t[k] += int(r[k] or 0)
+        if r.get("hours") not in (None, ""):
+            t["hours"] += Decimal(str(r["hours"]))
+            t["has_hours"] = True
+        for c, amount in r.get("amount_by_currency", {}).items():
+            t["amounts"][c] += amount
+    return [totals[f] for f in FLOW_NAMES if f in totals] + [t for f, t in totals.items() if f not in FLOW_NAMES], currencies
+
+
+def runs_for_csv(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Runs as spreadsheet rows: one column per field and per currency (``amount_EUR``), the
+    interval as two columns, numbers as numbers. Returns (rows, columns)."""
+    currencies = sorted({c for r in rows for c in r.get("amount_by_currency", {})})
+    out = [{**r, **{f"amount_{c}": r.get("amount_by_currency", {}).get(c, "") for c in currencies}} for r in rows]
+    return out, [*RUN_CSV_COLUMNS[:-2], *(f"amount_{c}" for c in currencies), *RUN_CSV_COLUMNS[-2:]]
+
+
+RUN_CSV_COLUMNS = [
+    "flow",
+    "flow_name",
+    "interval_start",
+    "interval_end",
+    "status",
+    "triggered_by",
+    "attempts",
+    "started",
+    "finished",
+    "extracted",
+    "valid",
+    "exceptions",
+    "loaded",
+    "posted_by_latest_attempt",
+    "posted",
+    "hours",
+    "failed_rules",
+    "airflow_url",
+]
 RUN_COLUMNS = [
     "flow",
     "interval",
     "status",
+    "triggered_by",
+    "attempts",
     "started",
     "finished",
     "extracted",
@@ -330,7 +590,8 @@ RUN_COLUMNS = [
     "failed_rules",
     "airflow_url",
 ]
-EXCEPTION_COLUMNS = ["flow", "entity", "key", "rule", "reason", "first_seen", "resolved_at"]
+EXCEPTION_COLUMNS = ["flow", "flow_name", "entity", "key", "rule", "reason", "at_stake", "first_seen", "airflow_url"]
+HELD_COLUMNS = ["number", "kind", "client", "billing_month", "currency", "total", "rule", "reason", "psa_invoice_id", "airflow_url"]
 GAP_COLUMNS = ["flow", "flow_name", "interval"]
 WAITING_COLUMNS = ["number", "client", "billing_month", "amount", "reason", "waiting_since"]
 WAITING_FLOWS = ("invoices_to_accounting", "invoices_month_end_to_accounting")

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     """How often month-end looks whether that export has happened (it waits up to five days, then fails and alerts)."""
     catch_up_max_days: int = 35
     """How far back a run reaches to cover missed intervals (since the last successful run); older gaps stay listed as gaps."""
+    psa_ui_url: str = ""
+    """Where people open PSA records in a browser (``https://psa.example.com``): the Finance page links
+    held invoices to ``<url>/invoices/<id>``. Empty: no links."""
     gap_grace_minutes: int = 120
     """How long after its end an interval may stay without a successful run before the ledger calls it a gap."""
     company_country: str = "NL"

@@ -59,6 +59,52 @@ def extract_deals(crm: CrmSystem, warehouse: Engine, run: RunRef, *, lookback: t
     return {"extracted": staged}
 
 
+def snapshot_pipeline(crm: CrmSystem, warehouse: Engine, run: RunRef, *, taken_at: datetime) -> dict[str, int]:
+    """Replace the open-pipeline snapshot (``psa.pipeline_deal``) with every deal open in the CRM
+    now, in one transaction (a deal won or lost since the last snapshot leaves it). A pipeline is a
+    state, not an interval's events: any run of the flow refreshes it. A deal without a usable
+    amount or date is kept with those fields empty, never dropped."""
+    from sqlalchemy import delete, insert
+
+    from backbone.warehouse.tables import pipeline_deal
+
+    deals: dict[str, dict[str, Any]] = {}
+    for page in crm.open_deal_pages():
+        for d in page:
+            deals[d["crm_deal_id"]] = {
+                "crm_deal_id": d["crm_deal_id"],
+                "crm_system": crm.system,
+                "deal_name": (d["deal_name"] or "")[:255] or None,
+                "stage": d["stage"][:100],
+                "probability": Decimal(str(round(d["probability"], 4))),
+                "amount": _lenient(_decimal, d["amount"]),
+                "currency": (d["currency"] or "")[:3].upper() or None,
+                "close_date": _lenient(_date, d["close_date"]),
+                "expected_start": _lenient(_date, d["expected_start"]),
+                "snapshot_run_id": run.run_id,
+                "snapshot_at": taken_at,
+            }
+    with warehouse.begin() as connection:
+        connection.execute(delete(pipeline_deal))
+        if deals:
+            connection.execute(insert(pipeline_deal), list(deals.values()))
+        ops.record_run(connection, run, details={"open_deals": len(deals)})
+    log.info("pipeline snapshot: %d open deals in %s", len(deals), crm.system)
+    return {"open_deals": len(deals)}
+
+
+def _lenient(parse: Any, value: Any) -> Any:
+    """A snapshot field as typed, or None when the CRM holds something unusable there (a dashboard
+    shows the deal without it rather than losing it)."""
+    try:
+        result = parse(value)
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    if isinstance(result, Decimal) and (not result.is_finite() or abs(result) >= Decimal("1e16")):
+        return None
+    return result
+
+
 def healable_rules() -> frozenset[str]:
     """Holds whose cause is our data dictionary, not the deal: a currency or billing type outside a
     field's ``allowed_values``. When a data engineer adds the value, nothing in the CRM changes (so

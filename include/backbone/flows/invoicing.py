@@ -874,7 +874,7 @@ def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) 
         ops.record_run(
             connection,
             run,
-            written_back=totals["posted_total"],
+            written_back=posted + voided,
             details={"posted_now": posted, "found_by_number": adopted, "voided_now": voided, "rejected_by_accounting": failed, **totals},
         )
     log.info("invoices: %d posted, %d found already posted by number, %d voided, %d rejected", posted, adopted, voided, failed)

@@ -46,7 +46,7 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
     from airflow.sdk.exceptions import AirflowFailException
 
     from backbone.warehouse.db import engine_for
-    from backbone.warehouse.ops import FlowBusy, claim_interval, close_abandoned_runs, record_run
+    from backbone.warehouse.ops import FlowBusy, claim_interval, close_abandoned_runs, start_attempt
 
     run = run_ref(flow, context)
     engine = engine_for(warehouse_conn_id)
@@ -60,12 +60,12 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
         with engine.begin() as connection:
             claim = claim_interval(connection, run, me, is_active=is_active)
             run, caught_up = _catch_up(connection, run)
-            details: dict[str, Any] = {"airflow_run_id": me, **caught_up}
+            details: dict[str, Any] = {"airflow_run_id": me, "triggered_by": triggered_by(context), **caught_up}
             if claim.previous_owner:
                 details["previous_attempt"] = {"airflow_run_id": claim.previous_owner, "status": claim.previous_status}
             # When this attempt started, by the clock (bookkeeping, like finished_at): a run Airflow
             # created back-dated (``airflow dags test`` of a past interval) still shows its real start.
-            record_run(connection, run, status="running", started_at=timezone.utcnow(), finished_at=None, details=details)
+            start_attempt(connection, run, started_at=timezone.utcnow(), details=details)
             closed = close_abandoned_runs(connection, flow, except_run_id=run.run_id, is_active=is_active, at=timezone.utcnow())
     except FlowBusy as exc:
         raise AirflowFailException(str(exc)) from None
@@ -78,6 +78,18 @@ def open_flow_run(flow: str, warehouse_conn_id: str, context: dict[str, Any]) ->
     if caught_up.get("missed_intervals"):
         _announce_missed(run, caught_up["missed_intervals"])
     return run, engine
+
+
+def triggered_by(context: dict[str, Any]) -> str:
+    """Who or what started this Airflow run, as finance reads it: ``scheduled``, ``manual by
+    alice``, ``backfill``, ``asset``. From the run's type and triggering user (Airflow ≥ 3.1)."""
+    dag_run = context.get("dag_run")
+    run_type = str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", "")) or "")
+    if not run_type:
+        run_type = str(context.get("run_id", "")).split("__", 1)[0]
+    kind = {"asset_triggered": "asset", "asset_materialization": "asset"}.get(run_type, run_type or "unknown")
+    user = getattr(dag_run, "triggering_user_name", None)
+    return f"{kind} by {user}" if user and kind != "scheduled" else kind
 
 
 def time_export_complete(engine: Engine, start: datetime, end: datetime, timezone: str) -> bool:

@@ -511,6 +511,7 @@ def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: 
 
     from sqlalchemy import delete
 
+    from backbone.cost_rates import sync_cost_rates
     from backbone.warehouse.tables import time_entry
 
     withdrawals = [r["payload"] for chunk in ops.iter_staged(accounting_warehouse, run, WITHDRAWAL) for r in chunk]
@@ -522,6 +523,7 @@ def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: 
         if withdrawals:  # the PSA no longer holds them as approved time
             for w in withdrawals:
                 connection.execute(delete(time_entry).where(time_entry.c.entry_id == w["id"], time_entry.c.entry_version < w["version"]))
+        sync_cost_rates(connection)  # the margin mart's cost side follows the dictionary
     written = reversals = 0
     with accounting_warehouse.begin() as connection:
         ops.lock_for_transaction(connection, f"{run.flow}:outbox")
@@ -673,8 +675,8 @@ def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: R
         ops.record_run(
             connection,
             run,
-            written_back=int(posted_in_run[0]),
-            details={"posted_now": outcome["posted"], "rejected_by_accounting": int(posted_in_run[1])},
+            written_back=outcome["posted"],
+            details={"posted_in_interval": int(posted_in_run[0]), "rejected_by_accounting": int(posted_in_run[1])},
         )
     if outcome["error"] is not None:
         raise outcome["error"]

@@ -31,6 +31,38 @@ class DealBundle(TypedDict):
     """None when the deal's stage is not a known stage."""
 
 
+class OpenDeal(TypedDict):
+    """One open deal for the pipeline: canonical deal fields plus where it stands."""
+
+    crm_deal_id: str
+    deal_name: str | None
+    stage: str
+    """The stage's label as people know it."""
+    probability: float
+    """The stage's probability of winning, 0–1 (HubSpot: the stage's ``metadata.probability``;
+    Salesforce: the Opportunity's ``Probability`` percent ÷ 100)."""
+    amount: str | None
+    currency: str | None
+    close_date: str | None
+    expected_start: str | None
+    """The contract start the deal names, else its expected close date."""
+
+
+def open_deal(canonical_deal: dict[str, Any], *, stage: str, probability: float) -> OpenDeal:
+    """An :class:`OpenDeal` from a deal's canonical fields."""
+    close = (canonical_deal.get("close_date") or "")[:10] or None
+    return {
+        "crm_deal_id": str(canonical_deal["crm_deal_id"]),
+        "deal_name": canonical_deal.get("project_name"),
+        "stage": stage,
+        "probability": max(0.0, min(1.0, probability)),
+        "amount": canonical_deal.get("contract_value"),
+        "currency": canonical_deal.get("currency"),
+        "close_date": close,
+        "expected_start": (canonical_deal.get("contract_start_date") or "")[:10] or close,
+    }
+
+
 class CrmSystem(Protocol):
     """A CRM as the closed-won, milestones and invoicing flows use it."""
 
@@ -39,6 +71,10 @@ class CrmSystem(Protocol):
 
     def won_deal_pages(self, start: datetime, end: datetime) -> Iterator[list[DealBundle]]:
         """Pages of won deals modified in ``[start, end)``, each a :class:`DealBundle`."""
+        ...
+
+    def open_deal_pages(self) -> Iterator[list[OpenDeal]]:
+        """Pages of every deal still open (not won, not lost), for the pipeline mart."""
         ...
 
     def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.crm import DealBundle, canonical, field_paths
+from backbone.hooks.crm import DealBundle, OpenDeal, canonical, field_paths, open_deal
 from backbone.http import RateLimiter, RetriableApiError
 from backbone.paging import CursorPaginator, keyset_windows, pages
 from backbone.settings import load_settings
@@ -237,6 +237,24 @@ class HubSpotHook(JsonApiHook):
                 }
             )
         return bundles
+
+    def open_deal_pages(self) -> Iterator[list[OpenDeal]]:
+        """Every open deal: stages the pipelines endpoint marks ``isClosed: false``, each priced at
+        its stage's ``metadata.probability`` (HubSpot's deal stage probability, 0–1)."""
+        stages = self.deal_stages()
+        open_ids = sorted({s.stage_id for s in stages.values() if not s.is_closed})
+        if not open_ids:
+            return
+        filters = [{"propertyName": "dealstage", "operator": "IN", "values": open_ids}]
+        for page in self.search("deals", filters=filters, properties=_properties("deal")):
+            found = []
+            for deal in page:
+                props = deal.get("properties") or {}
+                stage = stages.get((props.get("pipeline") or "", props.get("dealstage") or ""))
+                if stage is None or stage.is_closed:
+                    continue  # a stage id of another pipeline, or moved on since the search
+                found.append(open_deal(canonical(deal, self.system, "deal"), stage=stage.label, probability=stage.probability))
+            yield found
 
     def read_deals(self, deal_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         deals = self.batch_read("deals", sorted(set(deal_ids)), _properties("deal"))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from backbone.hooks.auth import RefreshingBearerAuth
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.crm import DealBundle, canonical, field_paths
+from backbone.hooks.crm import DealBundle, OpenDeal, canonical, field_paths, open_deal
 from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter, check_response
 from backbone.paging import NextUrlPaginator, keyset_windows, pages
 
@@ -241,6 +241,21 @@ class SalesforceHook(JsonApiHook):
 
         for page in keyset_windows(window, key_of, description="Salesforce won opportunities"):
             yield self._bundle_page(page, stages)
+
+    def open_deal_pages(self) -> Iterator[list[OpenDeal]]:
+        """Every open Opportunity (``IsClosed = false``), with its ``Probability`` (a percent on the
+        Opportunity, defaulted from its stage) and its stage's label."""
+        stages = self.stage_labels()
+        statement = f"SELECT {_deal_select()}, Probability FROM Opportunity WHERE IsClosed = false ORDER BY Id"
+        for page in self.query(statement):
+            yield [
+                open_deal(
+                    canonical(_close_date_as_timestamp(o), self.system, "deal"),
+                    stage=stages.get(o.get("StageName") or "", o.get("StageName") or ""),
+                    probability=float(o.get("Probability") or 0) / 100,
+                )
+                for o in page
+            ]
 
     def _bundle_page(self, opportunities: list[dict[str, Any]], stages: dict[str, str]) -> list[DealBundle]:
         account_ids = [o["AccountId"] for o in opportunities if o.get("AccountId")]

@@ -363,7 +363,12 @@ def add_quarantine(connection: Connection, run: RunRef, rows: Sequence[Quarantin
 
 
 def record_run(connection: Connection, run: RunRef, **fields: Any) -> None:
-    """Create or update the run's record with whatever fields are known so far."""
+    """Create or update the run's record (its current attempt) with whatever fields are known so far.
+
+    Every count is **by this attempt**. ``written_back`` adds to what this attempt already wrote
+    (a posting task retried by Airflow inside the attempt counts each object once, as it posts it);
+    ``details`` merges into the attempt's details.
+    """
     from sqlalchemy.dialects.postgresql import insert
 
     values = {"flow": run.flow, "run_id": run.run_id, "interval_start": run.interval_start, "interval_end": run.interval_end, **fields}
@@ -374,7 +379,35 @@ def record_run(connection: Connection, run: RunRef, **fields: Any) -> None:
     updates = {k: statement.excluded[k] for k in values if k not in ("flow", "run_id")}
     if "details" in fields:
         updates["details"] = flow_run.c.details.op("||")(statement.excluded.details)
+    if "written_back" in fields:
+        updates["written_back"] = flow_run.c.written_back + statement.excluded.written_back
     connection.execute(statement.on_conflict_do_update(index_elements=["flow", "run_id"], set_=updates))
+
+
+def start_attempt(connection: Connection, run: RunRef, *, started_at: datetime, details: dict[str, Any]) -> None:
+    """Begin a new attempt on the interval's record: counts back to zero, details replaced, status
+    ``running``. The attempt before it stays in ``ops.flow_run_attempt`` as it ended (a trigger keeps
+    every attempt, keyed by its start), so a rerun never overwrites what an earlier one did."""
+    from sqlalchemy import update
+
+    connection.execute(
+        update(flow_run)
+        .where(flow_run.c.flow == run.flow, flow_run.c.run_id == run.run_id)
+        .values(
+            interval_start=run.interval_start,
+            interval_end=run.interval_end,
+            status="running",
+            started_at=started_at,
+            finished_at=None,
+            extracted=0,
+            valid=0,
+            quarantined=0,
+            loaded=0,
+            written_back=0,
+            details=details,
+            airflow_url=None,
+        )
+    )
 
 
 def count_unstorable(connection: Connection, run: RunRef) -> int:

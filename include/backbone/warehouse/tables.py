@@ -45,6 +45,29 @@ flow_run = Table(
     schema="ops",
 )
 
+flow_run_attempt = Table(
+    "flow_run_attempt",
+    metadata,
+    Column("flow", String(100), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("interval_start", DateTime(timezone=True), nullable=False),
+    Column("interval_end", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("extracted", Integer, nullable=False, server_default="0"),
+    Column("valid", Integer, nullable=False, server_default="0"),
+    Column("quarantined", Integer, nullable=False, server_default="0"),
+    Column("loaded", Integer, nullable=False, server_default="0"),
+    Column("written_back", Integer, nullable=False, server_default="0"),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("airflow_url", Text),
+    PrimaryKeyConstraint("flow", "run_id", "started_at"),
+    schema="ops",
+)
+"""Every attempt of every interval as it ended (or stands): kept by a trigger on ``flow_run``
+(migration ops_attempts); read-only for code."""
+
 staged_record = Table(
     "staged_record",
     metadata,
@@ -178,6 +201,34 @@ time_entry = Table(
 )
 
 # --- accounting warehouse (schema "acct") -----------------------------------------------------------
+cost_rate = Table(
+    "cost_rate",
+    metadata,
+    Column("billing_code", String(20), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("hourly_cost", Numeric(12, 2), nullable=False),
+    schema="psa",
+)
+"""Standard cost per hour by billing code and currency (from ``dictionary/cost_rates.yaml``)."""
+
+pipeline_deal = Table(
+    "pipeline_deal",
+    metadata,
+    Column("crm_deal_id", String(40), primary_key=True),
+    Column("crm_system", String(20), nullable=False),
+    Column("deal_name", String(255)),
+    Column("stage", String(100), nullable=False),
+    Column("probability", Numeric(5, 4), nullable=False),
+    Column("amount", Numeric(18, 2)),
+    Column("currency", String(3)),
+    Column("close_date", Date),
+    Column("expected_start", Date),
+    Column("snapshot_run_id", String(250), nullable=False),
+    Column("snapshot_at", DateTime(timezone=True), nullable=False),
+    schema="psa",
+)
+"""Every deal open in the CRM as of the latest closed-won run (replaced whole each run)."""
+
 reference = Table(
     "reference",
     metadata,
