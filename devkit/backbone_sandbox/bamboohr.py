@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -373,7 +374,26 @@ def build_bamboohr_app(state: Any) -> FastAPI:
     return app
 
 
+GATEWAY_PATH = re.compile(r"^/api/gateway\.php/[^/]+/v1(/.*)$")
+"""BambooHR's documented base URL ``https://api.bamboohr.com/api/gateway.php/{companyDomain}/v1/``
+(what PyBambooHR and older integrations call) beside ``https://{companyDomain}.bamboohr.com/api/v1/``."""
+
+
 def _add_basic_auth(app: FastAPI, state: Any, store: Any) -> None:
+    @app.middleware("http")
+    async def gateway_paths(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
+        """Both documented URL forms reach the same routes; a trailing slash is the same resource."""
+        root = request.scope.get("root_path", "")
+        own = request.scope["path"].removeprefix(root)  # mounted: Starlette keeps the full path
+        match = GATEWAY_PATH.match(own)
+        path = "/api/v1" + match[1] if match else own
+        if path != "/" and path.endswith("/"):
+            path = path.rstrip("/")
+        if path != own:
+            request.scope["path"] = root + path
+            request.scope["raw_path"] = (root + path).encode()
+        return await call_next(request)
+
     @app.middleware("http")
     async def basic_auth(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
         # BambooHR: the API key is the user name, and "the password can be any random string".

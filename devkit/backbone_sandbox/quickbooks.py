@@ -42,7 +42,7 @@ ENTITIES = {
 }
 MAX_RESULTS = 1000
 QUERY = re.compile(
-    r"^\s*select\s+(?P<what>\*|count\(\*\))\s+from\s+(?P<entity>\w+)"
+    r"^\s*select\s+(?P<what>\*(?:\s*,\s*[\w.]+)*|count\(\*\)|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+(?P<entity>\w+)"
     r"(?:\s+where\s+(?P<where>.+?))?"
     r"(?:\s+orderby\s+(?P<order>[\w.]+)(?:\s+(?P<direction>asc|desc))?)?"
     r"(?:\s+startposition\s+(?P<start>\d+))?"
@@ -294,7 +294,7 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         entity = next((name for name in self.entities if name.lower() == match["entity"].lower()), None)
         if entity is None:
             raise QboFault(400, "4001", "Invalid query", f"QueryValidationError: unknown entity {match['entity']}")
-        conditions = [_condition(part) for part in re.split(r"\s+and\s+", match["where"], flags=re.IGNORECASE)] if match["where"] else []
+        conditions = [_condition(part) for part in _split_and(match["where"])] if match["where"] else []
         with self._lock:
             rows = [r for r in self.entities[entity].values() if all(_holds(r, c) for c in conditions)]
         if match["what"].lower().startswith("count"):
@@ -306,9 +306,37 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         if max_results > MAX_RESULTS:
             raise QboFault(400, "4001", "Invalid query", f"QueryValidationError: MAXRESULTS may be at most {MAX_RESULTS}")
         page = rows[start - 1 : start - 1 + max_results]
+        fields = [f.strip() for f in match["what"].split(",")]
+        if "*" not in fields:  # a field list: those fields and the Id, marked sparse (as QuickBooks answers)
+            page = [{"Id": r.get("Id"), **{f: r[f] for f in fields if f in r}, "sparse": True} for r in page]
         if not page:
             return {"QueryResponse": {}, "time": _now_text()}
         return {"QueryResponse": {entity: page, "startPosition": start, "maxResults": len(page)}, "time": _now_text()}
+
+
+def _split_and(where: str) -> list[str]:
+    """A WHERE clause's conditions: split on AND outside quoted values (``DisplayName = 'Smith and Sons'``
+    is one condition; a quote inside a value is escaped with a backslash)."""
+    parts, current, quoted, escaped = [], [], False, False
+    i = 0
+    while i < len(where):
+        ch = where[i]
+        if not quoted and re.match(r"\s+and\s+", where[i:], re.IGNORECASE) and (i == 0 or where[i].isspace()):
+            gap = re.match(r"\s+and\s+", where[i:], re.IGNORECASE)
+            parts.append("".join(current))
+            current = []
+            i += gap.end()
+            continue
+        current.append(ch)
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "'":
+            quoted = not quoted
+        i += 1
+    parts.append("".join(current))
+    return parts
 
 
 def _qbo_time(moment: datetime) -> str:
@@ -447,6 +475,29 @@ def _add_concurrency_limit(app: FastAPI, state: Any, store: Any, guard: Any, in_
 
 
 def _add_api(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, in_flight_lock: Any) -> None:
+    @app.get("/.well-known/openid_sandbox_configuration")
+    @app.get("/.well-known/openid_sandbox_configuration/")
+    @app.get("/.well-known/openid_configuration")
+    @app.get("/.well-known/openid_configuration/")
+    def discovery(request: Request) -> dict[str, Any]:
+        """Intuit's OpenID discovery document (what ``intuit-oauth``'s AuthClient reads first), its
+        endpoints pointing at this sandbox."""
+        base = str(request.base_url).rstrip("/") + request.scope.get("root_path", "")
+        return {
+            "issuer": "https://oauth.platform.intuit.com/op/v1",
+            "authorization_endpoint": "https://appcenter.intuit.com/connect/oauth2",
+            "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
+            "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
+            "revocation_endpoint": f"{base}/oauth2/v1/tokens/revoke",
+            "jwks_uri": f"{base}/oauth2/v1/keys",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "email", "profile", "address", "phone", "com.intuit.quickbooks.accounting"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
+        }
+
     @app.get("/v3/company/{realm_id}/query")
     def query(realm_id: str, request: Request, query: str, minorversion: int | None = None) -> dict[str, Any]:
         guard(request, realm_id)

@@ -341,6 +341,19 @@ def _add_queries(app: FastAPI, state: Any, store: Any, authorised: Any, page: An
 
 
 def _add_updates(app: FastAPI, state: Any, store: Any, authorised: Any, page: Any, view: Any, cursors: Any, lock: Any) -> None:
+    @app.get("/services/data/v{version}/sobjects/{sobject}/{record_id}")
+    def retrieve(version: str, sobject: str, record_id: str, request: Request, fields: str | None = None) -> dict[str, Any]:
+        """A record by id (REST API "sObject Rows": GET …/sobjects/{type}/{id}; the 15-character
+        case-sensitive id and its 18-character form both name it), all fields or ``fields=A,B``."""
+        authorised(request)
+        if sobject not in ("Opportunity", "Account", "Contact"):
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        found = next((r for r in view.records(sobject) if r["Id"] in (record_id, record_id[:15]) or r["Id"][:15] == record_id), None)
+        if found is None:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        names = [f.strip() for f in fields.split(",")] if fields else [k for k in found if not isinstance(found[k], dict)]
+        return render(found, sobject, names, version)
+
     @app.patch("/services/data/v{version}/sobjects/Opportunity/{opportunity_id}")
     async def update(version: str, opportunity_id: str, request: Request) -> Response:
         authorised(request)
