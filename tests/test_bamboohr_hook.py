@@ -93,3 +93,48 @@ def test_sandbox_answers_match_the_bamboohr_spec(sandbox):
         jsonschema.validate(answer.json(), _schema(spec, path, method))
     bad = requests.get(f"{base}/employees/changed", params={"since": "yesterday"}, auth=auth, timeout=10)
     assert bad.status_code == 400
+
+
+def test_every_request_the_hook_sends_follows_the_bamboohr_spec(hook, sandbox, monkeypatch):
+    """What BambooHRHook sends (paths, query parameters, the report body) validated with openapi-core
+    against BambooHR's own OpenAPI document, as if sent to ``https://{companyDomain}.bamboohr.com``."""
+    from openapi_core import Config, OpenAPI
+    from openapi_core.contrib.requests import RequestsOpenAPIRequest
+
+    spec = OpenAPI.from_dict(yaml.safe_load(SPEC.read_text(encoding="utf-8")), config=Config(spec_validator_cls=None))
+    sent: list[str] = []
+    send = requests.Session.send
+
+    def checked(self, request, **kwargs):  # noqa: ANN001, ANN003, ANN202 - requests' signature
+        as_sent = request.copy()
+        as_sent.url = request.url.replace(f"{sandbox.url}/bamboohr", "https://companySubDomain.bamboohr.com")
+        spec.validate_request(RequestsOpenAPIRequest(as_sent))
+        sent.append(f"{request.method} {request.path_url.split('?')[0]}")
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", checked)
+    hook.employees_report()
+    hook.employees_report(["101"])
+    hook.changed_employees(datetime(2026, 10, 31, tzinfo=UTC))
+    hook.changed_table("customSkills", datetime(1970, 1, 1, tzinfo=UTC))
+    hook.time_off_requests(date(2026, 10, 1), date(2027, 3, 1))
+    assert {s.removeprefix("POST ").removeprefix("GET ").removeprefix("/bamboohr") for s in sent} >= {
+        "/api/v1/reports/custom",
+        "/api/v1/employees/changed",
+        "/api/v1/employees/changed/tables/customSkills",
+        "/api/v1/time_off/requests",
+    }
+
+
+@pytest.mark.parametrize("empty", ["", "0000-00-00", "0000-00-00 00:00:00", None])
+def test_bamboohrs_empty_and_zero_dates_mean_no_date(empty):
+    """BambooHR answers "no termination date" as ``0000-00-00`` (the MySQL zero date) or an empty
+    string; connectors for it treat both as empty (faros-ai/airbyte-connectors#592, "BambooHR: Handle
+    unsupported date formats"). A person never terminated is not an invalid record."""
+    from backbone.hooks.bamboohr import BambooHRRecords
+
+    records = BambooHRRecords()
+    person = records.person({"id": "7", "hireDate": "2024-01-08", "originalHireDate": empty, "terminationDate": empty})
+    assert (person["hire_date"], person["original_hire_date"], person["termination_date"]) == ("2024-01-08", None, None)
+    assert records.certification({"employeeId": 7, "customCertification": "AWS", "customExpirationDate": empty})["expires_on"] is None
+    assert records.history({"date": empty})["effective_date"] is None

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+import requests
 
 from backbone.hooks.hubspot import HubSpotHook
 from backbone.http import FatalApiError, RepeatedCursorError, RetriableApiError
@@ -112,3 +113,32 @@ def test_associations_and_batch_reads(hook, sandbox):
     companies = hook.batch_read("companies", [company_id, "999"], ["name"])
     assert list(companies) == [company_id]
     assert companies[company_id]["properties"]["name"]
+
+
+def test_associations_that_page_are_read_to_the_last_page(hook, sandbox):
+    """HubSpot's v4 batch read answers a page of an object's associations and, "only if there are
+    more pages", ``paging.next.after``; "the 'after' field in a returned paging object can be added
+    alongside the 'id' to retrieve the next page of associations from that objectId"
+    (https://developers.hubspot.com/docs/api-reference/latest/crm/associations/associate-records/batch/get-associations).
+    A deal with 1,203 contacts (three pages) and one with two come back whole, each contact once."""
+    links = sandbox.state.crm.associations[("deals", "contacts")]
+    crowded, plain = sorted(links)[:2]
+    links[crowded] = [str(2_500_000 + n) for n in range(1203)]
+    found = hook.associations("deals", "contacts", [crowded, plain])
+    assert [str(t["toObjectId"]) for t in found[crowded]] == links[crowded]
+    assert len(found[plain]) == len(links[plain])
+
+
+def test_an_associations_batch_of_more_than_1000_ids_is_refused_as_hubspot_does(sandbox):
+    """Since 2025-02-10 a batch read of associations takes at most 1,000 inputs
+    (https://developers.hubspot.com/changelog/bug-fix-batch-read-limit-for-hubspot-associations-api);
+    the hook sends 100 at a time."""
+    from backbone.hooks.hubspot import BATCH_SIZE
+
+    answer = requests.post(
+        f"{sandbox.url}/hubspot/crm/v4/associations/deals/contacts/batch/read",
+        json={"inputs": [{"id": str(n)} for n in range(1001)]},
+        headers={"Authorization": "Bearer sandbox-token"},
+        timeout=10,
+    )
+    assert answer.status_code == 400 and answer.json()["category"] == "VALIDATION_ERROR" and BATCH_SIZE <= 1000

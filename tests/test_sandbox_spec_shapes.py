@@ -292,3 +292,90 @@ def test_quickbooks_invoices_and_payments_use_the_xsd_names(sandbox):
     assert hook.find_by_doc_number("Invoice", "T-1")["Id"] == invoice["Id"]
     voided = hook.void("Invoice", invoice["Id"], request_id="shape-void").body
     assert voided["TotalAmt"] == 0 and voided["PrivateNote"] == "Voided"
+
+
+def _element_types() -> dict[tuple[str, str], str]:
+    """(complexType, element name) → the element's type name (without the namespace prefix)."""
+    import xml.etree.ElementTree as ET
+
+    found: dict[tuple[str, str], str] = {}
+    for path in QBO_XSD_DIR.glob("*.xsd"):
+        for complex_type in ET.parse(path).getroot().iter(f"{XS}complexType"):
+            if complex_type.get("name"):
+                for element in complex_type.iter(f"{XS}element"):
+                    if element.get("name") and element.get("type"):
+                        found[(complex_type.get("name"), element.get("name"))] = element.get("type").split(":")[-1]
+    return found
+
+
+def _unknown_keys(body: object, type_name: str, types: dict, element_types: dict, where: str = "") -> list[str]:
+    """Keys of a request body that the XSD type (and, recursively, its elements' types) does not name."""
+    if isinstance(body, list):
+        return [k for item in body for k in _unknown_keys(item, type_name, types, element_types, where)]
+    if not isinstance(body, dict) or type_name not in types:
+        return []
+    allowed = _fields_of(types, type_name)
+    base = types[type_name][0]
+    if base and base.split(":")[-1] not in types:  # simple content (ReferenceType): its text is JSON's "value"
+        allowed = allowed | {"value"}
+    problems = [f"{where}{key}" for key in body if key not in allowed]
+    for key, value in body.items():
+        owner = type_name
+        while owner in types and (owner, key) not in element_types:
+            owner = types[owner][0].split(":")[-1] if types[owner][0] else None
+        child = element_types.get((owner, key)) if owner else None
+        if child:
+            problems += _unknown_keys(value, child, types, element_types, f"{where}{key}.")
+    return problems
+
+
+def test_what_the_quickbooks_hook_sends_uses_the_xsd_names():
+    """The request bodies the hook builds (TimeActivity, Invoice, CreditMemo) use only element and
+    attribute names of Intuit's XSDs, at every level (Line, SalesItemLineDetail, TxnTaxDetail, refs):
+    a body QuickBooks would refuse as unknown fails here, not in production."""
+    from datetime import date
+    from decimal import Decimal
+
+    from backbone.hooks.quickbooks import invoice_body, time_activity_body
+
+    types, element_types = _xsd_types(), _element_types()
+    line = {
+        "entry_id": "TE-1",
+        "entry_version": 1,
+        "work_date": date(2026, 10, 26),
+        "name_of": "Employee",
+        "person_ref_id": "55",
+        "person_name": "Ann Smith",
+        "client_name": "Acme",
+        "item_name": "Consulting Services",
+        "customer_ref_id": "58",
+        "item_ref_id": "7",
+        "billable_status": "Billable",
+        "hourly_rate": Decimal("110.00"),
+        "minutes": 90,
+        "hours": Decimal("1.5"),
+        "description": "Consulting",
+        "billing_code": "CONSULT",
+        "project_id": "PJ-1",
+        "project_name": "Data platform",
+    }
+    assert _unknown_keys(time_activity_body(line), "TimeActivity", types, element_types) == []
+    row = {
+        "number": "INV-1",
+        "kind": "invoice",
+        "issue_date": date(2026, 10, 31),
+        "due_date": date(2026, 11, 30),
+        "customer_ref_id": "58",
+        "client_name": "Acme",
+        "currency": "EUR",
+        "tax_amount": Decimal("42.00"),
+        "psa_invoice_id": "PI-1",
+        "project_id": "PJ-1",
+        "period": "2026-10",
+        "billing_type": "time_and_materials",
+    }
+    lines = [{"description": "x", "quantity": Decimal(2), "rate": Decimal(100), "amount": Decimal(200), "item_ref_id": "7"}]
+    assert _unknown_keys(invoice_body(row, lines, "3"), "Invoice", types, element_types) == []
+    assert _unknown_keys(invoice_body({**row, "kind": "credit_note"}, lines, None), "CreditMemo", types, element_types) == []
+    bogus = {"Line": [{"DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "7"}, "Colour": "red"}}]}
+    assert _unknown_keys(bogus, "Invoice", types, element_types) == ["Line.SalesItemLineDetail.Colour"]  # the check does see depth

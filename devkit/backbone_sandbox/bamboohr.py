@@ -129,7 +129,7 @@ def seed_hr(
             "status": "Active",
             "hireDate": hired.isoformat(),
             "originalHireDate": hired.isoformat(),
-            "terminationDate": None,
+            "terminationDate": "0000-00-00",  # how BambooHR answers "never terminated"
             "supervisorEId": "100" if n else None,
             "customStandardHoursPerWeek": STATUS_HOURS[status],
             "lastChanged": changed_at(hired),

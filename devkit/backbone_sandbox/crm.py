@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import bisect
 import json
 import threading
@@ -321,30 +323,54 @@ def _add_objects(app: FastAPI, state: Any, store: Any, authorised: Any, object_t
         return JSONResponse(payload)
 
 
+ASSOCIATION_BATCH_INPUTS = 1000
+"""HubSpot's limit on ``inputs`` of an associations batch read since 2025-02-10 (developer changelog
+"Bug Fix: Batch Read Limit for HubSpot Associations API")."""
+ASSOCIATIONS_PAGE = 500
+"""Associations per object in one batch-read answer (the sandbox's choice; HubSpot pages them and
+says so with ``paging.next.after``, "present only if there are more pages")."""
+
+
+def _association_offset(after: Any) -> int:
+    if not after:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(str(after).encode()).decode()
+        return int(text.removeprefix("assoc-"))
+    except (ValueError, UnicodeDecodeError):
+        raise HubSpotError(400, f"Invalid after token: {after}", "VALIDATION_ERROR") from None
+
+
 def _add_associations(app: FastAPI, state: Any, store: Any, authorised: Any, object_type: Any, search_limit: Any) -> None:
     @app.post("/crm/v4/associations/{from_type}/{to_type}/batch/read")
     def associations(from_type: str, to_type: str, body: dict[str, Any] = Body(...), _: str = Depends(authorised)) -> dict[str, Any]:
         pair = (object_type(from_type), object_type(to_type))
         links = state.crm.associations.get(pair, {})
         type_id, label = ASSOCIATION_TYPES.get(pair, (1, None))
+        inputs = body.get("inputs") or []
+        if len(inputs) > ASSOCIATION_BATCH_INPUTS:
+            raise HubSpotError(400, f"Batch read may not exceed {ASSOCIATION_BATCH_INPUTS} inputs (got {len(inputs)})", "VALIDATION_ERROR")
         results = []
-        for item in body.get("inputs") or []:
+        for item in inputs:
             oid = str(item.get("id"))
-            targets = links.get(oid, [])
+            start = _association_offset(item.get("after"))
+            targets = links.get(oid, [])[start : start + ASSOCIATIONS_PAGE]
             if not targets:
                 continue
-            results.append(
-                {
-                    "from": {"id": oid},
-                    "to": [
-                        {
-                            "toObjectId": int(t),
-                            "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": label}]
-                            + ([{"category": "HUBSPOT_DEFINED", "typeId": 341, "label": None}] if label else []),
-                        }
-                        for t in targets
-                    ],
-                }
-            )
+            result: dict[str, Any] = {
+                "from": {"id": oid},
+                "to": [
+                    {
+                        "toObjectId": int(t),
+                        "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": label}]
+                        + ([{"category": "HUBSPOT_DEFINED", "typeId": 341, "label": None}] if label else []),
+                    }
+                    for t in targets
+                ],
+            }
+            if start + ASSOCIATIONS_PAGE < len(links.get(oid, [])):  # "paging" only when there are more pages
+                after = base64.urlsafe_b64encode(f"assoc-{start + ASSOCIATIONS_PAGE}".encode()).decode()
+                result["paging"] = {"next": {"after": after, "link": None}}
+            results.append(result)
         now = iso_millis(datetime.now(UTC))
         return {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}

@@ -339,7 +339,15 @@ def _since(request: Request) -> datetime | None:
     value = request.headers.get("if-modified-since")
     if not value:
         return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:  # ISO 8601 with or without an offset (Xero's docs and SDK), or an HTTP date (RFC 9110)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            raise XeroError(400, f"If-Modified-Since {value!r} is not a date and time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -25,6 +25,16 @@ TABLES = {
 """The roster's canonical tables → BambooHR's table names (the custom ones as this company set them up)."""
 
 
+EMPTY_DATES = frozenset({"", "0000-00-00", "0000-00-00 00:00:00"})
+"""How BambooHR writes "no date" in date fields: an empty string, or the MySQL zero date
+``0000-00-00`` (seen in ``terminationDate`` of employees never terminated; other connectors treat it
+as empty too, e.g. faros-ai/airbyte-connectors#592). Both mean none, never an invalid date."""
+
+
+def _date_or_none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, str) and value.strip() in EMPTY_DATES) else value
+
+
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -73,9 +83,9 @@ class BambooHRRecords:
             "location": raw.get("location"),
             "employment_status": raw.get("employmentHistoryStatus"),
             "is_active": {"Active": "true", "Inactive": "false"}.get(str(raw.get("status")), raw.get("status")),
-            "hire_date": raw.get("hireDate"),
-            "original_hire_date": raw.get("originalHireDate"),
-            "termination_date": raw.get("terminationDate") or None,
+            "hire_date": _date_or_none(raw.get("hireDate")),
+            "original_hire_date": _date_or_none(raw.get("originalHireDate")),
+            "termination_date": _date_or_none(raw.get("terminationDate")),
             "weekly_hours": raw.get(self.hours_field),
             "supervisor_id": raw.get("supervisorEId"),
         }
@@ -94,7 +104,7 @@ class BambooHRRecords:
 
     def history(self, raw: dict[str, Any]) -> HistoryRecord:
         return {
-            "effective_date": raw.get("date"),
+            "effective_date": _date_or_none(raw.get("date")),
             "job_title": raw.get("jobTitle"),
             "department": raw.get("department"),
             "division": raw.get("division"),
@@ -113,7 +123,7 @@ class BambooHRRecords:
         return {
             "hr_id": str(raw.get("employeeId")),
             "name": raw.get("customCertification"),
-            "expires_on": raw.get("customExpirationDate") or None,
+            "expires_on": _date_or_none(raw.get("customExpirationDate")),
             "row_id": raw.get("id"),
         }
 

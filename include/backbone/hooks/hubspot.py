@@ -171,17 +171,25 @@ class HubSpotHook(JsonApiHook):
 
     # --- batch reads ----------------------------------------------------------------------------
     def associations(self, from_type: str, to_type: str, ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-        """v4 batch associations: object id → ``[{"toObjectId", "associationTypes"}, ...]``."""
+        """v4 batch associations: object id → ``[{"toObjectId", "associationTypes"}, ...]``, every page
+        of them: an answer's ``paging.next.after`` goes back with the object's id in ``inputs`` until
+        no page is left (HubSpot: "The 'after' field in a returned paging object can be added alongside
+        the 'id' to retrieve the next page of associations from that objectId")."""
         found: dict[str, list[dict[str, Any]]] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), BATCH_SIZE):
-            body = self.request(
-                "POST",
-                f"/crm/v4/associations/{from_type}/{to_type}/batch/read",
-                json={"inputs": [{"id": i} for i in chunk]},
-                limiter=self.limiter,
-            )
-            for result in body.get("results", []):
-                found.setdefault(str(result["from"]["id"]), []).extend(result.get("to", []))
+        pending: list[dict[str, str]] = [{"id": i} for i in dict.fromkeys(ids)]
+        while pending:  # an object with many associations answers a page and ``paging.next.after`` for the rest
+            more: list[dict[str, str]] = []
+            for chunk in _chunks(pending, BATCH_SIZE):
+                body = self.request(
+                    "POST", f"/crm/v4/associations/{from_type}/{to_type}/batch/read", json={"inputs": chunk}, limiter=self.limiter
+                )
+                for result in body.get("results", []):
+                    object_id = str(result["from"]["id"])
+                    found.setdefault(object_id, []).extend(result.get("to", []))
+                    after = ((result.get("paging") or {}).get("next") or {}).get("after")
+                    if after:
+                        more.append({"id": object_id, "after": str(after)})
+            pending = more
         return found
 
     def batch_read(self, object_type: str, ids: Iterable[str], properties: list[str]) -> dict[str, dict[str, Any]]:
@@ -295,6 +303,6 @@ def _next_after(page: dict[str, Any]) -> str | None:
     return ((page.get("paging") or {}).get("next") or {}).get("after")
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -70,8 +70,10 @@ def parse_msdate(value: str | None) -> datetime | None:
 
 
 def if_modified_since(moment: datetime) -> str:
-    """Xero's ``If-Modified-Since``: UTC, no milliseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    """Xero's ``If-Modified-Since``: an RFC 3339 date-time in UTC, no milliseconds
+    (``2026-11-28T10:58:30+00:00``): the header is ``format: date-time`` in Xero's OpenAPI
+    (xero_accounting.yaml), and Xero's own SDK (xero-python) sends ``datetime.isoformat()``."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 class XeroHook(RotatingOAuthMixin, JsonApiHook):
