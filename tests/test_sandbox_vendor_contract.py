@@ -139,3 +139,28 @@ def test_xero_request_dates_in_any_form_its_sdks_send_and_a_400_for_nonsense():
     with pytest.raises(XeroError) as refused:
         request_date("31/10/2026", "DueDate")
     assert refused.value.status == 400 and "DueDate" in refused.value.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "envelope"),
+    [
+        (
+            "/hubspot/crm/v3/objects/deals/nope/nothing",
+            {"Authorization": "Bearer sandbox-token"},
+            lambda b: b["category"] == "OBJECT_NOT_FOUND",
+        ),
+        ("/salesforce/services/data/v61.0/nothing", {}, lambda b: b[0]["errorCode"] == "NOT_FOUND"),
+        ("/quickbooks/v3/nothing/at/all/here", {}, lambda b: "Fault" in b),
+        ("/xero/api.xro/2.0/Nothing/at/all", {}, lambda b: b["Type"] == "ValidationException" or "Message" in b),
+    ],
+)
+def test_an_unknown_path_is_answered_in_the_vendors_envelope_not_a_framework_default(sandbox, path, headers, envelope):
+    answer = requests.get(sandbox.url + path, headers=headers, timeout=10)
+    assert answer.status_code in (401, 403, 404) and "detail" not in answer.text, answer.text
+    if answer.status_code == 404:
+        assert envelope(answer.json())
+
+
+def test_bamboohr_unknown_path_says_why_in_its_header(sandbox):
+    answer = requests.get(f"{sandbox.url}/bamboohr/api/v1/nothing", auth=("sandbox-token", "x"), timeout=10)
+    assert answer.status_code == 404 and answer.headers.get("X-BambooHR-Error-Message") and not answer.content

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-
 import bisect
 import json
 import threading
@@ -190,7 +189,11 @@ def build_hubspot_app(state: Any) -> FastAPI:
     async def _hubspot_error(_: Request, exc: HubSpotError) -> JSONResponse:
         return error_response(exc)
 
-    answer_bad_requests(app, lambda _, detail: error_response(HubSpotError(400, f"Invalid input JSON: {detail}", "VALIDATION_ERROR")))
+    answer_bad_requests(
+        app,
+        lambda _, detail: error_response(HubSpotError(400, f"Invalid input JSON: {detail}", "VALIDATION_ERROR")),
+        not_found=lambda _, detail: error_response(HubSpotError(404, detail, "OBJECT_NOT_FOUND")),
+    )
 
     def authorised(request: Request) -> str:
         header = request.headers.get("authorization", "")

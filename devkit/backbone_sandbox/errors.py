@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 OAUTH_TOKEN_PATHS = ("/oauth2/v1/tokens/bearer", "/connect/token", "/services/oauth2/token")
 
@@ -22,7 +24,9 @@ def describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def answer_bad_requests(app: FastAPI, respond: Callable[[Request, str], Response]) -> None:
+def answer_bad_requests(
+    app: FastAPI, respond: Callable[[Request, str], Response], *, not_found: Callable[[Request, str], Response] | None = None
+) -> None:
     """Route validation errors of ``app`` to ``respond`` (the vendor's envelope, status 400); OAuth
     token endpoints answer as RFC 6749 §5.2 says: ``{"error": "invalid_request"}``."""
 
@@ -31,3 +35,19 @@ def answer_bad_requests(app: FastAPI, respond: Callable[[Request, str], Response
         if request.url.path.endswith(OAUTH_TOKEN_PATHS):
             return JSONResponse({"error": "invalid_request", "error_description": describe(exc)}, status_code=400)
         return respond(request, describe(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        """An unknown path or method in the vendor's envelope too (not ``{"detail": "Not Found"}``)."""
+        if exc.status_code not in (404, 405):
+            return await http_exception_handler(request, exc)
+        default = {404: "Not Found", 405: "Method Not Allowed"}[exc.status_code]
+        detail = str(exc.detail) if exc.detail and exc.detail != default else None
+        words = detail or (
+            f"The requested resource {request.url.path} does not exist"
+            if exc.status_code == 404
+            else f"{request.method} is not allowed on {request.url.path}"
+        )
+        response = (not_found or respond)(request, words)
+        response.status_code = exc.status_code
+        return response

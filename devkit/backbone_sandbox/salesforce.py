@@ -255,6 +255,7 @@ def build_salesforce_app(state: Any) -> FastAPI:
             [{"message": detail, "errorCode": "MALFORMED_QUERY" if "/query" in request.url.path else "JSON_PARSER_ERROR"}],
             status_code=400,
         ),
+        not_found=lambda _, detail: JSONResponse([{"errorCode": "NOT_FOUND", "message": detail}], status_code=404),
     )
 
     @app.middleware("http")
