@@ -30,6 +30,8 @@ def test_every_system_answers_and_the_warehouses_are_current(sandbox, psa_wareho
     }
     assert all(row["status"] == "ok" for row in found.values()), found
     assert found["accounting warehouse"]["detail"].startswith("reachable, schema at accounting_")
+    assert "rate-limit headroom: daily calls left 6" in found["CRM (HubSpot)"]["detail"]  # X-HubSpot-RateLimit-Daily-Remaining
+    assert "not published by the vendor" in found["accounting (QuickBooks)"]["detail"]  # Intuit documents no such headers
 
 
 def test_a_revoked_consent_and_a_wrong_token_are_named_and_fail_the_check(
@@ -55,3 +57,20 @@ def test_the_other_vendor_pair_is_checked_through_its_own_hooks(sandbox, psa_war
     code, found = check(capsys)
     assert code == 0, found
     assert found["CRM (Salesforce)"]["status"] == "ok" and found["accounting (Xero)"]["status"] == "ok"
+    assert "api-usage=" in found["CRM (Salesforce)"]["detail"]  # Sforce-Limit-Info
+    assert "calls left today" in found["accounting (Xero)"]["detail"] and "this minute" in found["accounting (Xero)"]["detail"]
+
+
+def test_a_token_without_the_scopes_the_flows_need_fails_the_check_naming_them(
+    sandbox, psa_warehouse, accounting_warehouse, capsys, monkeypatch
+):
+    """Xero grants what the user consented to; a connection made without ``projects`` and
+    ``accounting.settings.read`` authenticates fine and then fails on the first time export or item
+    read. The check reads the token answer's ``scope`` and names what is missing
+    (https://developer.xero.com/documentation/guides/oauth2/scopes/)."""
+    monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", "xero_default")
+    monkeypatch.setitem(sandbox.state.xero.token_answer, "scope", "offline_access accounting.transactions accounting.contacts.read")
+    code, found = check(capsys)
+    xero = found["accounting (Xero)"]
+    assert code == 1 and xero["status"] == "FAILED"
+    assert "accounting.settings.read, projects" in xero["detail"] and "reconnect" in xero["detail"]

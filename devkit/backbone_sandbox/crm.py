@@ -195,6 +195,23 @@ def build_hubspot_app(state: Any) -> FastAPI:
         not_found=lambda _, detail: error_response(HubSpotError(404, detail, "OBJECT_NOT_FOUND")),
     )
 
+    daily = SlidingWindowLimit(HUBSPOT_DAILY_LIMIT, 86_400.0)
+
+    @app.middleware("http")
+    async def rate_limit_headers(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette signature
+        """HubSpot's documented rate-limit headers on every answer but search's
+        (https://developers.hubspot.com/docs/api/usage-details)."""
+        response = await call_next(request)
+        if not request.url.path.endswith("/search"):
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
+            daily.check(token)
+            response.headers["X-HubSpot-RateLimit-Daily"] = str(HUBSPOT_DAILY_LIMIT)
+            response.headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(daily.remaining(token))
+            response.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = "10000"
+            response.headers["X-HubSpot-RateLimit-Max"] = str(general_limit.calls)
+            response.headers["X-HubSpot-RateLimit-Remaining"] = str(general_limit.remaining(token))
+        return response
+
     def authorised(request: Request) -> str:
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer ") or header.removeprefix("Bearer ") != state.config.token:
@@ -326,6 +343,8 @@ def _add_objects(app: FastAPI, state: Any, store: Any, authorised: Any, object_t
         return JSONResponse(payload)
 
 
+HUBSPOT_DAILY_LIMIT = 650_000
+"""Daily calls of a private app on a Professional account (HubSpot's usage guidelines)."""
 ASSOCIATION_BATCH_INPUTS = 1000
 """HubSpot's limit on ``inputs`` of an associations batch read since 2025-02-10 (developer changelog
 "Bug Fix: Batch Read Limit for HubSpot Associations API")."""

@@ -33,6 +33,15 @@ class SlidingWindowLimit:
             hits.append(now)
             return None
 
+    def remaining(self, key: str) -> int:
+        """Calls left in the current window for ``key`` (what the vendors' "remaining" headers say)."""
+        if self.calls <= 0:
+            return 0
+        now = self._clock()
+        with self._lock:
+            hits = self._hits.get(key) or deque()
+            return max(0, self.calls - sum(1 for hit in hits if hit > now - self.seconds))
+
 
 def retry_after_header(wait: float) -> str:
     return str(max(1, math.ceil(wait)))

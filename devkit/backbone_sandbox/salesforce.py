@@ -297,6 +297,7 @@ def build_salesforce_app(state: Any) -> FastAPI:
                 "instance_url": instance,
                 "id": f"{instance}/id/00D000000000001EAA/005000000000001AAA",
                 "token_type": "Bearer",
+                "scope": "api",
                 "issued_at": str(int(datetime.now().timestamp() * 1000)),
                 "signature": secrets.token_urlsafe(32),
             }

@@ -107,7 +107,11 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
     token_prefix = "xero"
     access_lifetime = timedelta(minutes=30)
     refresh_grace = timedelta(minutes=30)
-    token_answer = {"id_token": "", "token_type": "Bearer", "scope": "accounting.transactions projects offline_access"}
+    token_answer = {
+        "id_token": "",
+        "token_type": "Bearer",
+        "scope": "offline_access accounting.transactions accounting.contacts.read accounting.settings.read projects",
+    }
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -500,10 +504,17 @@ def _add_tenant_limits(app: FastAPI, state: Any, store: Any) -> None:
                 )
             in_flight["count"] += 1
         try:
-            return await call_next(request)
+            response = await call_next(request)
         finally:
             with in_flight_lock:
                 in_flight["count"] -= 1
+        # Xero's documented limit headers (developer.xero.com/documentation/guides/oauth2/limits/)
+        response.headers["X-DayLimit-Remaining"] = str(per_day.remaining(TENANT_ID))
+        response.headers["X-MinLimit-Remaining"] = str(per_minute.remaining(TENANT_ID))
+        response.headers["X-AppMinLimit-Remaining"] = str(
+            max(0, 10_000 - (state.config.xero_requests_per_minute - per_minute.remaining(TENANT_ID)))
+        )
+        return response
 
 
 def _add_identity(app: FastAPI, state: Any, store: Any) -> None:

@@ -60,7 +60,15 @@ def check_vendor(role: str, conn_id: str, build: Callable[[str], Any]) -> Findin
     except Exception as exc:  # noqa: BLE001
         ok, message = False, one_line(exc)
     took = f"{(time.monotonic() - started) * 1000:.0f} ms"
-    return Finding(f"{role} ({system})", conn_id, ok, f"{one_line(message)} ({took})")
+    detail = f"{one_line(message)} ({took})"
+    if ok:
+        missing = hook.missing_scopes() if hasattr(hook, "missing_scopes") else []
+        if missing:
+            ok = False
+            detail = f"authenticated, but the token lacks the scopes the flows need: {', '.join(missing)}; reconnect the app with them"
+        elif hasattr(hook, "headroom"):
+            detail += f"; {hook.headroom()}"
+    return Finding(f"{role} ({system})", conn_id, ok, detail)
 
 
 def check_warehouse(name: str, conn_id: str) -> Finding:

@@ -95,6 +95,32 @@ class JsonApiHook(BaseHook):
         """The full URL of ``path`` (a hook whose API lives elsewhere than its base URL overrides this)."""
         return f"{self.base_url}{path}"
 
+    RATE_LIMIT_HEADERS: tuple[tuple[str, str], ...] = ()
+    """(what it says, response header) pairs of the vendor's documented rate-limit headers."""
+    REQUIRED_SCOPES: frozenset[str] = frozenset()
+    """OAuth scopes the flows need; ``x.read`` is also satisfied by ``x``."""
+    granted_scopes: frozenset[str] | None = None
+    """The scopes the vendor's last token answer granted (None when it does not say)."""
+    last_response_headers: Any = None
+
+    def headroom(self) -> str:
+        """The vendor's rate-limit headers of the last answer, in words (``connection_check``)."""
+        if not self.RATE_LIMIT_HEADERS:
+            return "rate-limit headroom: not published by the vendor"
+        headers = self.last_response_headers or {}
+        found = [f"{label} {headers[name]}" for label, name in self.RATE_LIMIT_HEADERS if name in headers]
+        return "rate-limit headroom: " + (", ".join(found) if found else "no limit headers on the last answer")
+
+    def missing_scopes(self) -> list[str]:
+        """Scopes the flows need that the last token answer did not grant (empty when it names none)."""
+        if self.granted_scopes is None:
+            return []
+        return sorted(
+            scope
+            for scope in self.REQUIRED_SCOPES
+            if scope not in self.granted_scopes and scope.removesuffix(".read") not in self.granted_scopes
+        )
+
     def before_send(self) -> None:
         """Called before every attempt: a hook that must stop before sending (a usage ceiling) raises here."""
 
@@ -138,6 +164,7 @@ class JsonApiHook(BaseHook):
                 limiter.acquire()
             with concurrency or nullcontext():
                 response = session.request(method, self.url_for(path), auth=self.auth, **kwargs)
+            self.last_response_headers = response.headers
             return response.status_code, self.validate_response(response)
 
         return self.retry_policy.call(attempt, description=description or f"{self.system_name} {method} {path}")

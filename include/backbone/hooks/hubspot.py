@@ -57,6 +57,12 @@ class HubSpotHook(JsonApiHook):
     system_name = "HubSpot"
     system = "hubspot"
     default_base_url = "https://api.hubapi.com"
+    RATE_LIMIT_HEADERS = (
+        ("daily calls left", "X-HubSpot-RateLimit-Daily-Remaining"),
+        ("of", "X-HubSpot-RateLimit-Daily"),
+        ("calls left in this 10 s window", "X-HubSpot-RateLimit-Remaining"),
+    )
+    """HubSpot's rate-limit headers on non-search answers (https://developers.hubspot.com/docs/api/usage-details)."""
 
     def __init__(self, hubspot_conn_id: str = default_conn_name, **kwargs: Any):
         super().__init__(hubspot_conn_id, **kwargs)

@@ -153,6 +153,8 @@ class RotatingOAuthMixin:
                 mask_secret(new_refresh)
                 self.token_store.save(self.token_key, new_refresh)
                 log.info("%s rotated the refresh token of %s; stored the new one", self.system_name, self.conn_id)
+        if isinstance(body.get("scope"), str):
+            self.granted_scopes = frozenset(body["scope"].split())
         self._access_token = body["access_token"]
         self._access_expires = time.monotonic() + max(60, int(body.get("expires_in", 3600)) - 300)
 

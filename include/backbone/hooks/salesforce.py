@@ -79,6 +79,10 @@ class SalesforceHook(JsonApiHook):
     system_name = "Salesforce"
     system = "salesforce"
     default_base_url = DEFAULT_LOGIN_URL
+    RATE_LIMIT_HEADERS = (("API requests used today of the org's limit", "Sforce-Limit-Info"),)
+    """``Sforce-Limit-Info: api-usage=used/limit`` on every REST answer (REST API Developer Guide, "Limit Info Header")."""
+    REQUIRED_SCOPES = frozenset({"api"})
+    """Access and manage data through the REST API (Connected App OAuth scope ``api``)."""
 
     def __init__(self, salesforce_conn_id: str = default_conn_name, **kwargs: Any):
         super().__init__(salesforce_conn_id, **kwargs)
@@ -133,6 +137,8 @@ class SalesforceHook(JsonApiHook):
 
         body = self.retry_policy.call(attempt, description="Salesforce OAuth token")
         mask_secret(body["access_token"])
+        if isinstance(body.get("scope"), str):
+            self.granted_scopes = frozenset(body["scope"].split())
         return body["access_token"], body["instance_url"].rstrip("/")
 
     def test_connection(self) -> tuple[bool, str]:

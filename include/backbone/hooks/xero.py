@@ -94,6 +94,17 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     system_name = "Xero"
     system = "xero"
     default_base_url = "https://api.xero.com"
+    RATE_LIMIT_HEADERS = (
+        ("calls left today", "X-DayLimit-Remaining"),
+        ("this minute", "X-MinLimit-Remaining"),
+        ("app-wide this minute", "X-AppMinLimit-Remaining"),
+    )
+    """Xero's limit headers on every answer (https://developer.xero.com/documentation/guides/oauth2/limits/)."""
+    REQUIRED_SCOPES = frozenset(
+        {"offline_access", "accounting.transactions", "accounting.contacts.read", "accounting.settings.read", "projects"}
+    )
+    """Invoices, credit notes and payments; contacts; items, accounts and tax rates; projects and time;
+    and refresh tokens (https://developer.xero.com/documentation/guides/oauth2/scopes/)."""
     default_token_url = XERO_TOKEN_URL
 
     def __init__(self, xero_conn_id: str = default_conn_name, *, token_store: TokenStore | None = None, **kwargs: Any):
