@@ -92,6 +92,7 @@ def timesheets_weekly_to_accounting() -> None:
 
     @task
     def post_time_activities(loaded: dict[str, int], **context) -> dict[str, int]:
+        from backbone import rollout
         from backbone.flows import timesheets
         from backbone.flows.runtime import continue_after_quota, run_ref
         from backbone.hooks.vendors import accounting_hook
@@ -102,9 +103,10 @@ def timesheets_weekly_to_accounting() -> None:
         run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
         if is_pilot(FLOW):  # runs for real, sends nothing: what it would send is reported
             return pilot_time_export(warehouse, run)
+        in_scope = rollout.scope_for_time_export(engine_for(settings.psa_warehouse_conn_id))
         with continue_after_quota(run, warehouse, pending=lambda: timesheets.pending_lines(warehouse, run)):
             return timesheets.post_time_activities(
-                accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency
+                accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency, in_scope=in_scope
             )
 
     @task(trigger_rule="all_done", retries=0, outlets=[Asset(TIME_EXPORT_ASSET)])

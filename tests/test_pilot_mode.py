@@ -71,3 +71,65 @@ def test_a_pilot_sends_nothing_reports_it_and_switching_it_off_sends_exactly_tha
     run(dagbag, INVOICES, ANCHOR)  # and only once
     assert (qbo.creates.get("Invoice", 0), qbo.creates.get("CreditMemo", 0)) == (invoices["invoice"], invoices["credit_note"])
     assert would_post(capsys) == []
+
+
+def scope(value: dict):  # noqa: ANN201 - a context manager
+    from contextlib import contextmanager
+
+    from airflow.models import Variable
+
+    @contextmanager
+    def in_force():  # noqa: ANN202
+        Variable.set("backbone_rollout_scope", json.dumps(value))
+        try:
+            yield
+        finally:
+            Variable.delete("backbone_rollout_scope")
+
+    return in_force()
+
+
+def test_a_rollout_scope_sends_one_clients_time_only_and_the_rest_once_it_is_lifted(dagbag, sandbox, accounting_warehouse, psa_warehouse):
+    """A first rollout for one client: everything is loaded, only that client's time is sent; the
+    other clients' lines stay pending (counted on the run) and go out, once, when the scope is lifted."""
+    qbo = sandbox.state.qbo
+    week_end = sandbox.state.psa_time.week_ends()[-1]
+    run(dagbag, TIMESHEETS, week_end - timedelta(days=7))  # an ordinary week first: its lines out
+    before = qbo.creates.get("TimeActivity", 0)
+    lines = rows(accounting_warehouse, "SELECT client_id, count(*) AS n FROM acct.time_export GROUP BY client_id ORDER BY client_id")
+    chosen = lines[0].client_id
+    with scope({"clients": [chosen]}):
+        run(dagbag, TIMESHEETS, week_end)
+    sent = rows(
+        accounting_warehouse,
+        "SELECT client_id, posting_status, count(*) AS n FROM acct.time_export WHERE run_id = (SELECT max(run_id) FROM acct.time_export) "
+        "GROUP BY client_id, posting_status",
+    )
+    assert {r.client_id for r in sent if r.posting_status == "posted"} <= {chosen}
+    held = sum(r.n for r in sent if r.posting_status == "pending")
+    assert held > 0 and all(r.client_id != chosen for r in sent if r.posting_status == "pending")
+    record = rows(accounting_warehouse, "SELECT details FROM ops.flow_run WHERE flow = :f ORDER BY interval_end DESC", f=TIMESHEETS)[0]
+    assert record.details["held_back_by_rollout_scope"] == held
+    in_scope = qbo.creates.get("TimeActivity", 0) - before
+
+    run(dagbag, TIMESHEETS, week_end + timedelta(days=7))  # scope lifted: the next run sends the rest
+    assert rows(accounting_warehouse, "SELECT count(*) AS n FROM acct.time_export WHERE posting_status = 'pending'")[0].n == 0
+    assert qbo.creates.get("TimeActivity", 0) - before == in_scope + held  # each line once
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [("{not json", "not JSON"), ('{"teams": ["x"]}', "any of clients, projects, people, departments"), ('{"clients": 5}', "list")],
+)
+def test_a_bad_rollout_scope_is_a_sentence(raw, words):
+    from backbone.rollout import RolloutScopeError, parse_scope
+
+    with pytest.raises(RolloutScopeError, match=words):
+        parse_scope(raw, source="BACKBONE_ROLLOUT_SCOPE")
+
+
+def test_a_scope_of_people_only_sends_no_invoice():
+    from backbone.rollout import RolloutScope, invoice_condition
+
+    assert invoice_condition(RolloutScope()) is None
+    assert str(invoice_condition(RolloutScope(departments=frozenset({"Data Engineering"})))) == "false"

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     pilot_flows: str = ""
     """Flows in pilot mode (comma-separated ids, or ``all``) when the Variable ``backbone_pilot_flows``
     is not set: they run for real but send nothing to accounting (``backbone.pilot``)."""
+    rollout_scope: str = ""
+    """JSON limiting what the flows send (``{"clients": [...], "projects": [...], "people": [...],
+    "departments": [...]}``) when the Variable ``backbone_rollout_scope`` is not set; empty: everything
+    (``backbone.rollout``)."""
     retry_delay_seconds: int | None = None
     """When set, every flow's first retry waits this long (then doubles) instead of its own default."""
 

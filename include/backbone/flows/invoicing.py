@@ -832,9 +832,10 @@ def pending_invoices(warehouse: Engine) -> int:
 
 
 # --- post ----------------------------------------------------------------------------------------
-def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) -> dict[str, Any]:
-    """Post pending invoices (then credit notes), void what the PSA voided; each exactly once."""
-    from sqlalchemy import select
+def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, in_scope: Any = None) -> dict[str, Any]:
+    """Post pending invoices (then credit notes), void what the PSA voided; each exactly once.
+    ``in_scope`` (``backbone.rollout``) leaves invoices outside a rollout scope pending."""
+    from sqlalchemy import func, not_, select, true
 
     from backbone.warehouse.tables import invoice, reference
 
@@ -847,10 +848,19 @@ def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) 
                 dict(r._mapping)
                 for r in connection.execute(
                     select(invoice)
-                    .where(invoice.c.posting_status.in_(("pending", "void_pending")))
+                    .where(invoice.c.posting_status.in_(("pending", "void_pending")), in_scope if in_scope is not None else true())
                     .order_by(invoice.c.kind.desc(), invoice.c.number)
                 )
             ]
+            held_back = (
+                int(
+                    connection.execute(
+                        select(func.count()).where(invoice.c.posting_status.in_(("pending", "void_pending")), not_(in_scope))
+                    ).scalar_one()
+                )
+                if in_scope is not None
+                else 0
+            )
             tax_refs = {
                 r.match_key: r.ref_id
                 for r in connection.execute(select(reference.c.match_key, reference.c.ref_id).where(reference.c.entity == "TaxCode"))
@@ -875,7 +885,14 @@ def post_invoices(accounting: AccountingSystem, warehouse: Engine, run: RunRef) 
             connection,
             run,
             written_back=posted + voided,
-            details={"posted_now": posted, "found_by_number": adopted, "voided_now": voided, "rejected_by_accounting": failed, **totals},
+            details={
+                "posted_now": posted,
+                "found_by_number": adopted,
+                "voided_now": voided,
+                "rejected_by_accounting": failed,
+                **totals,
+                **({"held_back_by_rollout_scope": held_back} if in_scope is not None else {}),
+            },
         )
     log.info("invoices: %d posted, %d found already posted by number, %d voided, %d rejected", posted, adopted, voided, failed)
     return {"posted": posted, "found_by_number": adopted, "voided": voided, "rejected": failed}

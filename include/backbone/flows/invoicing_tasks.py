@@ -73,6 +73,7 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
 
     @task
     def post_invoices(loaded: dict[str, int], **context: Any) -> dict[str, int]:
+        from backbone import rollout
         from backbone.flows import invoicing
         from backbone.flows.runtime import continue_after_quota, run_ref
         from backbone.hooks.vendors import accounting_hook
@@ -84,8 +85,9 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
         run, warehouse = run_ref(flow, context), engine_for(settings.accounting_warehouse_conn_id)
         if is_pilot(flow):  # runs for real, sends nothing: what it would send is reported
             return pilot_invoices(warehouse, run)
+        in_scope = rollout.invoice_condition(rollout.rollout_scope())
         with continue_after_quota(run, warehouse, pending=lambda: invoicing.pending_invoices(warehouse)):
-            return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run)
+            return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run, in_scope=in_scope)
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context: Any) -> dict[str, object]:

@@ -648,7 +648,9 @@ def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
 
 
 # --- post ----------------------------------------------------------------------------------------
-def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, concurrency: int) -> dict[str, Any]:
+def post_time_activities(
+    accounting: AccountingSystem, warehouse: Engine, run: RunRef, *, concurrency: int, in_scope: Any = None
+) -> dict[str, Any]:
     """Post every pending outbox line up to this interval (older leftovers first), entries in parallel.
 
     Versions of one entry go in order, so a correction always follows the object it corrects.
@@ -658,7 +660,7 @@ def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: R
     """
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     with ops.exclusive(warehouse, f"{run.flow}:post", what=f"another {run.flow} run is posting to accounting right now"):
-        for batch in _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES):
+        for batch in _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES, in_scope=in_scope):
             log.info("posting %d outbox lines of %d entries with %d workers", sum(map(len, batch)), len(batch), concurrency)
             done = _post_entries(accounting, warehouse, run, batch, concurrency=concurrency)
             outcome["posted"] += done["posted"]
@@ -672,15 +674,39 @@ def post_time_activities(accounting: AccountingSystem, warehouse: Engine, run: R
             "acct.time_export WHERE run_id = %(r)s",
             {"r": run.run_id},
         ).one()
+        held_back = _held_back_by_scope(connection, run, in_scope)
         ops.record_run(
             connection,
             run,
             written_back=outcome["posted"],
-            details={"posted_in_interval": int(posted_in_run[0]), "rejected_by_accounting": int(posted_in_run[1])},
+            details={
+                "posted_in_interval": int(posted_in_run[0]),
+                "rejected_by_accounting": int(posted_in_run[1]),
+                **({"held_back_by_rollout_scope": held_back} if in_scope is not None else {}),
+            },
         )
+    if in_scope is not None and held_back:
+        log.warning("rollout scope: %d outbox lines outside it stay pending (sent once the scope includes them)", held_back)
     if outcome["error"] is not None:
         raise outcome["error"]
     return {"posted": outcome["posted"], "rejected": outcome["rejected"], "posted_in_run": int(posted_in_run[0])}
+
+
+def _held_back_by_scope(connection: Connection, run: RunRef, in_scope: Any) -> int:
+    """Pending lines up to this interval that the rollout scope kept from being sent."""
+    from sqlalchemy import func, not_, select
+
+    from backbone.warehouse.tables import time_export
+
+    if in_scope is None:
+        return 0
+    return int(
+        connection.execute(
+            select(func.count()).where(
+                time_export.c.posting_status == "pending", time_export.c.interval_end <= run.interval_end, not_(in_scope)
+            )
+        ).scalar_one()
+    )
 
 
 def pending_lines(warehouse: Engine, run: RunRef) -> int:
@@ -694,15 +720,21 @@ def pending_lines(warehouse: Engine, run: RunRef) -> int:
         )
 
 
-def _pending_entries(warehouse: Engine, run: RunRef, *, entries_per_batch: int) -> Iterator[list[list[dict[str, Any]]]]:
-    """Lines to post, grouped by entry (versions in order), a bounded number of entries at a time."""
-    from sqlalchemy import and_, or_, select
+def _pending_entries(
+    warehouse: Engine, run: RunRef, *, entries_per_batch: int, in_scope: Any = None
+) -> Iterator[list[list[dict[str, Any]]]]:
+    """Lines to post, grouped by entry (versions in order), a bounded number of entries at a time;
+    ``in_scope`` (a condition from ``backbone.rollout``) leaves the rest pending."""
+    from sqlalchemy import and_, or_, select, true
 
     from backbone.warehouse.tables import time_export
 
-    postable = or_(
-        and_(time_export.c.posting_status == "pending", time_export.c.interval_end <= run.interval_end),
-        and_(time_export.c.posting_status == "failed", time_export.c.run_id == run.run_id),
+    postable = and_(
+        or_(
+            and_(time_export.c.posting_status == "pending", time_export.c.interval_end <= run.interval_end),
+            and_(time_export.c.posting_status == "failed", time_export.c.run_id == run.run_id),
+        ),
+        in_scope if in_scope is not None else true(),
     )
     last_entry = ""
     while True:
