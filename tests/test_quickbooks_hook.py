@@ -144,3 +144,33 @@ def test_psa_time_entries_refuse_a_repeated_cursor(sandbox, monkeypatch):
     monkeypatch.setattr(hook, "request", stuck)
     with pytest.raises(RepeatedCursorError):
         list(hook.iter_approved_time_entries(*WEEK, page_size=10))
+
+
+def test_a_voided_credit_note_is_deleted_because_quickbooks_cannot_void_a_creditmemo(hook, sandbox):
+    """QuickBooks' API reference lists no void for CreditMemo (create, read, query, update, delete,
+    send, PDF), and python-quickbooks gives CreditMemo a delete but no void (its void map: Invoice,
+    Payment, SalesReceipt, BillPayment). The sandbox refuses ``operation=void`` on it as unsupported;
+    the hook deletes the credit memo instead, once, and an already deleted one counts as done."""
+    import requests
+
+    qbo = sandbox.state.qbo
+    customer = next(iter(qbo.entities["Customer"].values()))
+    item = next(iter(qbo.entities["Item"].values()))
+    body = {
+        "DocNumber": "CN-VOID-1",
+        "CustomerRef": {"value": customer["Id"]},
+        "Line": [{"Amount": 50.0, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}],
+    }
+    credit = hook.create("CreditMemo", body, request_id="cn-void-create")
+    refused = requests.post(
+        f"{sandbox.quickbooks_url}/v3/company/9341455000000001/creditmemo",
+        params={"operation": "void"},
+        json={"Id": credit.object_id, "SyncToken": credit.sync_token},
+        headers={"Authorization": f"Bearer {hook.access_token()}"},
+        timeout=10,
+    )
+    assert refused.status_code == 400 and "not supported" in refused.text
+    hook.void_invoice("credit_note", credit.object_id, request_id="cn-void-1")
+    assert credit.object_id not in qbo.entities["CreditMemo"]
+    hook.void_invoice("credit_note", credit.object_id, request_id="cn-void-1")  # a retry: already gone, nothing more
+    assert qbo.deletes.get("CreditMemo") == 1

@@ -172,7 +172,13 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             )
         return current
 
+    VOIDABLE = frozenset({"Invoice", "Payment", "SalesReceipt", "BillPayment"})
+    """Entities QuickBooks can void (its API reference; python-quickbooks' void map is the same).
+    A CreditMemo cannot: it is deleted instead."""
+
     def _void(self, entity: str, body: dict[str, Any], request_id: str | None, now: datetime) -> tuple[int, dict[str, Any]]:
+        if entity not in self.VOIDABLE:
+            raise QboFault(400, "2010", "Request has invalid or unsupported property", f"Operation void is not supported for {entity}")
         current = self._current(entity, body)
         current.update(TotalAmt=0, Balance=0, PrivateNote="Voided", SyncToken=str(int(current["SyncToken"]) + 1))
         current["MetaData"]["LastUpdatedTime"] = _qbo_time(now)

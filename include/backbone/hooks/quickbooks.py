@@ -206,20 +206,23 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return None
 
     def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
-        """``POST /timeactivity?operation=delete`` with the current ``SyncToken``; an object already
+        return self.delete_transaction(TIME_ENTITY, object_id, request_id=request_id)
+
+    def delete_transaction(self, entity: str, object_id: str, *, request_id: str) -> bool:
+        """``POST /{entity}?operation=delete`` with the current ``SyncToken``; an object already
         gone (QuickBooks answers 400 "Object Not Found", code 610) counts as deleted before."""
         try:
-            current = self.read(TIME_ENTITY, object_id)
+            current = self.read(entity, object_id)
         except FatalApiError as exc:
             if "Object Not Found" in str(exc):
                 return False
             raise
         self.call(
             "POST",
-            f"/{TIME_ENTITY.lower()}",
+            f"/{entity.lower()}",
             params={"operation": "delete", "requestid": request_id},
             json={"Id": object_id, "SyncToken": current["SyncToken"]},
-            description=f"QuickBooks delete {TIME_ENTITY} {object_id}",
+            description=f"QuickBooks delete {entity} {object_id}",
         )
         return True
 
@@ -233,7 +236,17 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return self.create(SALES_ENTITY[kind], invoice_body(row, lines, tax_ref_id), request_id=request_id)
 
     def void_invoice(self, kind: InvoiceKind, object_id: str, *, request_id: str) -> PostedObject:
-        return self.void(SALES_ENTITY[kind], object_id, request_id=request_id)
+        """An invoice is voided (``operation=void``: amounts zero, record and number kept). QuickBooks
+        has **no void for a CreditMemo**: its API reference lists create, read, query, update,
+        delete, send and PDF for it, and Intuit-listed python-quickbooks gives ``CreditMemo`` a
+        delete but no void (its void map: Invoice, Payment, SalesReceipt, BillPayment). So a credit
+        note the PSA voided is deleted (``operation=delete``), which takes its amount off the books
+        as a void would; one already gone counts as done."""
+        entity = SALES_ENTITY[kind]
+        if entity == "CreditMemo":
+            self.delete_transaction(entity, object_id, request_id=request_id)
+            return PostedObject(entity=entity, object_id=object_id, sync_token="", body={"status": "Deleted", "Id": object_id})
+        return self.void(entity, object_id, request_id=request_id)
 
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
         since = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
