@@ -180,7 +180,7 @@ def bench_parse(env: dict) -> dict:
 def bench_flow(env: dict, people: int) -> dict:
     """The weekly flow's stages in a fresh process (peak RSS is the process's), posting to a no-op client."""
     code = f"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "include")!r})
 from datetime import datetime, UTC
 from backbone.flows import timesheets
@@ -217,7 +217,9 @@ t = time.perf_counter(); timesheets.load_time_entries(psa_wh, acct, run, chunk_s
 t = time.perf_counter()
 timesheets.post_time_activities(accounting, acct, run, concurrency=4)
 stages["post (no-op client)"] = time.perf_counter() - t
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# The flow's own peak: VmHWM is the high-water mark of this process's address space, which exec
+# starts afresh (ru_maxrss does not: on Linux it keeps the forking parent's mark across exec).
+peak_mb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 print(json.dumps({{"entries": counts["extracted"], "stages": stages, "peak_rss_mb": peak_mb}}))
 """
     sandbox = start_sandbox(env, people=people, qbo_rate=100000)
