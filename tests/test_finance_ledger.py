@@ -472,3 +472,30 @@ def test_cli_tables_wrap_long_reasons_instead_of_cutting_them():
     lines = table.splitlines()[2:]
     assert len(lines) > 1 and " ".join(lines).split() == ["TE-1", *reason.split()]  # every word, none cut
     assert max(len(line) for line in table.splitlines()) <= 60 + 2 + 4
+
+
+def test_held_invoices_show_the_amount_at_stake_rule_and_reason_on_the_page_and_in_the_cli(accounting_warehouse, psa_warehouse):
+    from fastapi.testclient import TestClient
+
+    from backbone.finance.app import create_app, finance_reader
+    from tests.test_bi_marts import add_invoice
+
+    with accounting_warehouse.begin() as connection:
+        add_invoice(connection, "H-1", "invoice", "EUR", "12100.50", "held", None, None)
+        add_invoice(connection, "H-2", "invoice", "USD", "300.00", "held", None, None)
+        connection.execute(
+            text("UPDATE acct.invoice SET hold_rule = 'invoice.time.reconciles', hold_reason = :r WHERE psa_invoice_id = 'H-1'"),
+            {"r": "hours on the invoice (12.00) differ from the exported time of PJ in 2026-10 (10.00) by more than 0.01"},
+        )
+    app = create_app()
+    app.dependency_overrides[finance_reader] = lambda: "finance-tester"
+    page = TestClient(app).get("/", params={"period": "2026-10"})
+    assert page.status_code == 200
+    assert "12,100.50 EUR" in page.text and "invoice.time.reconciles" in page.text and "differ from the exported time" in page.text
+    assert "held in EUR" in page.text and "held in USD" in page.text  # totals per currency, never one sum
+    result = subprocess.run(
+        [sys.executable, "-m", "backbone", "held", "--month", "2026-10", "--json"], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert result.returncode == 0, result.stderr
+    held = {r["number"]: r for r in json.loads(result.stdout)}
+    assert held["H-1"]["total"] == "12100.50" and held["H-1"]["rule"] == "invoice.time.reconciles" and held["H-2"]["currency"] == "USD"

@@ -1,4 +1,4 @@
-"""``backbone history|exceptions|gaps|waiting`` — the run ledger in a terminal, for finance, support and scripts.
+"""``backbone history|exceptions|gaps|waiting|held|pilot|check`` — the run ledger in a terminal, for finance, support and scripts.
 
   backbone history                                   the latest runs of every flow
   backbone history --flow timesheets --week 2026-W44 (or --week 2026-44)
@@ -7,6 +7,7 @@
   backbone history --csv > runs.csv                  the same as CSV (UTF-8 with BOM: opens in Excel)
   backbone gaps                                      due intervals no successful run covers yet (exit code 1 if any)
   backbone waiting                                   T&M invoices waiting for their month's time export
+  backbone held --month 2026-10                      invoices held for finance, with the amount at stake and every reason
   backbone pilot                                     what the accounting outbox would send (pilot mode's report)
   backbone check                                     every system the flows need: reachable, credentials accepted,
                                                      warehouses migrated, mapping coverage (exit 1 if one is missing)
@@ -28,6 +29,7 @@ from typing import Any
 from backbone.ledger import (
     EXCEPTION_COLUMNS,
     GAP_COLUMNS,
+    HELD_COLUMNS,
     WAITING_COLUMNS,
     WOULD_POST_COLUMNS,
     Ledger,
@@ -70,7 +72,7 @@ def emit(rows: list[dict[str, Any]], columns: list[str], args: argparse.Namespac
 
 def parser() -> argparse.ArgumentParser:
     parsing = argparse.ArgumentParser(prog="backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "pilot", "check"])
+    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "held", "pilot", "check"])
     parsing.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
     parsing.add_argument("--status", choices=RUN_STATUSES, help="history: only runs in this state")
     group = parsing.add_mutually_exclusive_group()
@@ -133,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         return 1 if rows else 0
     if args.command == "pilot":
         return pilot(ledger, args)
+    if args.command == "held":
+        emit(ledger.held_invoices(period=period), HELD_COLUMNS, args, empty="held invoices: none")
+        return 0
     if args.command == "waiting":
         emit(ledger.waiting_invoices(period=period), WAITING_COLUMNS, args, empty="waiting invoices: none")
         return 0

@@ -572,24 +572,6 @@ RUN_CSV_COLUMNS = [
     "failed_rules",
     "airflow_url",
 ]
-RUN_COLUMNS = [
-    "flow",
-    "interval",
-    "status",
-    "triggered_by",
-    "attempts",
-    "started",
-    "finished",
-    "extracted",
-    "valid",
-    "exceptions",
-    "loaded",
-    "posted",
-    "hours",
-    "amounts",
-    "failed_rules",
-    "airflow_url",
-]
 EXCEPTION_COLUMNS = ["flow", "flow_name", "entity", "key", "rule", "reason", "at_stake", "first_seen", "airflow_url"]
 HELD_COLUMNS = ["number", "kind", "client", "billing_month", "currency", "total", "rule", "reason", "psa_invoice_id", "airflow_url"]
 GAP_COLUMNS = ["flow", "flow_name", "interval"]

@@ -55,20 +55,7 @@ def amounts_per_week(runs: list[dict[str, Any]]) -> str:
     ]
     if not points:
         return ""
-    frame = pd.DataFrame(points).groupby(["week", "currency"], as_index=False)["amount"].sum()
-    chart = (
-        alt.Chart(frame, title="Amounts exported per week, by currency")
-        .mark_bar()
-        .encode(
-            x=alt.X("week:O", title="ISO week"),
-            xOffset="currency:N",
-            y=alt.Y("amount:Q", title="amount"),
-            color=alt.Color("currency:N", title="currency"),
-            tooltip=["week", "currency", alt.Tooltip("amount:Q", format=",.2f")],
-        )
-        .properties(width=WIDTH, height=HEIGHT)
-    )
-    return _svg(chart)
+    return _bars_per_currency(points, "week", x_title="ISO week", y_title="amount", title="Amounts exported per week, by currency")
 
 
 def exceptions_over_time(rows: list[dict[str, Any]]) -> str:
@@ -94,20 +81,7 @@ def held_value_per_month(held: list[dict[str, Any]]) -> str:
     points = [{"month": h["billing_month"], "currency": h["currency"], "amount": float(h["total"])} for h in held]
     if not points:
         return ""
-    frame = pd.DataFrame(points).groupby(["month", "currency"], as_index=False)["amount"].sum()
-    chart = (
-        alt.Chart(frame, title="Held invoice value per billing month")
-        .mark_bar(color="#b42318")
-        .encode(
-            x=alt.X("month:O", title="billing month"),
-            xOffset="currency:N",
-            y=alt.Y("amount:Q", title="amount held"),
-            color=alt.Color("currency:N", title="currency"),
-            tooltip=["month", "currency", alt.Tooltip("amount:Q", format=",.2f")],
-        )
-        .properties(width=WIDTH, height=HEIGHT)
-    )
-    return _svg(chart)
+    return _bars_per_currency(points, "month", x_title="billing month", y_title="amount held", title="Held invoice value per billing month")
 
 
 def utilization_per_week(rows: list[dict[str, Any]], target: float) -> str:
@@ -176,6 +150,25 @@ def pipeline_by_stage(rows: list[dict[str, Any]]) -> str:
             y=alt.Y("weighted:Q", title="weighted amount"),
             color=alt.Color("currency:N", title="currency"),
             tooltip=["stage", "currency", alt.Tooltip("weighted:Q", format=",.2f")],
+        )
+        .properties(width=WIDTH, height=HEIGHT)
+    )
+    return _svg(chart)
+
+
+def _bars_per_currency(points: list[dict[str, Any]], x: str, *, x_title: str, y_title: str, title: str) -> str:
+    """Amounts summed per ``x`` and currency, one bar per currency side by side (never one sum
+    across currencies)."""
+    frame = pd.DataFrame(points).groupby([x, "currency"], as_index=False)["amount"].sum()
+    chart = (
+        alt.Chart(frame, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X(f"{x}:O", title=x_title),
+            xOffset="currency:N",
+            y=alt.Y("amount:Q", title=y_title),
+            color=alt.Color("currency:N", title="currency"),
+            tooltip=[x, "currency", alt.Tooltip("amount:Q", format=",.2f")],
         )
         .properties(width=WIDTH, height=HEIGHT)
     )
