@@ -75,9 +75,12 @@ def crm_closed_won_to_psa() -> None:
         from backbone.flows.runtime import run_ref
         from backbone.hooks.psa import PsaHook
         from backbone.hooks.vendors import crm_hook
+        from backbone.pilot import is_pilot, pilot_closed_won
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
+        if is_pilot(FLOW):  # reports what it would create and link; the next real run covers this interval
+            return pilot_closed_won(engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context))
         return closed_won.write_back(
             crm_hook(settings.crm_conn_id),
             PsaHook(settings.psa_conn_id),

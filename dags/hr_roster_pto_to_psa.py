@@ -84,12 +84,15 @@ def hr_roster_pto_to_psa() -> None:
     def load_roster(validated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
         from backbone.hooks.bamboohr import BambooHRHook
+        from backbone.pilot import is_pilot, pilot_roster
         from backbone.warehouse.db import engine_for
         from backbone.warehouse.ops import read_run
 
         settings = load_settings()
         run, window = _window(context)
         warehouse = engine_for(settings.psa_warehouse_conn_id)
+        if is_pilot(FLOW):  # the HR warehouse's changes decide what is pushed: a pilot keeps them for the next real run
+            return pilot_roster(warehouse, run)
         full = ((read_run(warehouse, run) or {}).get("details") or {}).get("snapshot") == "full"
         records = BambooHRHook(settings.hr_conn_id).records
         return roster.load_roster(warehouse, run, records, full=full, window=window, country=settings.company_country)
@@ -98,10 +101,13 @@ def hr_roster_pto_to_psa() -> None:
     def push_to_psa(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
         from backbone.hooks.psa import PsaHook
+        from backbone.pilot import is_pilot
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         run, window = _window(context)
+        if is_pilot(FLOW):
+            return {"pilot": 1}
         return roster.push_to_psa(PsaHook(settings.psa_conn_id), engine_for(settings.psa_warehouse_conn_id), run, window=window)
 
     @task(trigger_rule="all_done", retries=0)

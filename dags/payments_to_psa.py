@@ -36,6 +36,7 @@ def payments_to_psa() -> None:
         from backbone.flows.runtime import open_flow_run
         from backbone.hooks.psa import PsaHook
         from backbone.hooks.vendors import accounting_hook
+        from backbone.pilot import is_pilot
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
@@ -48,6 +49,7 @@ def payments_to_psa() -> None:
             run,
             overlap=timedelta(hours=settings.payments_overlap_hours),
             company_timezone=settings.company_timezone,
+            pilot=is_pilot(FLOW),
         )
 
     @task(trigger_rule="all_done", retries=0)

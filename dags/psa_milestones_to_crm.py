@@ -35,12 +35,18 @@ def psa_milestones_to_crm() -> None:
         from backbone.flows.runtime import open_flow_run
         from backbone.hooks.psa import PsaHook
         from backbone.hooks.vendors import crm_hook
+        from backbone.pilot import is_pilot
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
         return milestones.push_milestones(
-            PsaHook(settings.psa_conn_id), crm_hook(settings.crm_conn_id), engine_for(settings.accounting_warehouse_conn_id), warehouse, run
+            PsaHook(settings.psa_conn_id),
+            crm_hook(settings.crm_conn_id),
+            engine_for(settings.accounting_warehouse_conn_id),
+            warehouse,
+            run,
+            pilot=is_pilot(FLOW),
         )
 
     @task(trigger_rule="all_done", retries=0)

@@ -109,3 +109,11 @@ def test_charts_draw_one_bar_per_week_and_escape_what_they_show():
     assert charts.hours_per_week([]) == ""
     hostile = charts.held_value_per_month([{"billing_month": '<script>alert(1)</script>"', "currency": "EUR", "total": Decimal(5)}])
     assert "<script>" not in hostile and "&lt;script&gt;" in hostile
+
+
+def test_a_pilot_run_says_what_it_would_have_sent():
+    from backbone.ledger import _pilot_note
+
+    report = {"would_post": 3, "unit": "PSA projects", "by_action": {"create": 2, "update": 1}}
+    assert _pilot_note(report) == "pilot: would send 3 PSA projects (create 2, update 1)"
+    assert _pilot_note(None) == ""

@@ -133,3 +133,75 @@ def test_a_scope_of_people_only_sends_no_invoice():
 
     assert invoice_condition(RolloutScope()) is None
     assert str(invoice_condition(RolloutScope(departments=frozenset({"Data Engineering"})))) == "false"
+
+
+def test_closed_won_in_pilot_writes_nothing_and_the_next_real_run_catches_its_interval_up(dagbag, sandbox, psa_warehouse):
+    """The PSA and the CRM have no outbox: a pilot run reports the projects it would create and the
+    deals it would link, writes nothing, and does not cover its interval; the first real run after
+    it reads from where the pilot started and writes everything, once."""
+    from backbone.ledger import Ledger
+
+    state = sandbox.state
+    with pilot("crm_closed_won_to_psa"):
+        run(dagbag, "crm_closed_won_to_psa", ANCHOR)
+    assert len(state.psa.projects) == 0 and state.crm_writes == 0
+    record = rows(psa_warehouse, "SELECT details, written_back FROM ops.flow_run WHERE flow = 'crm_closed_won_to_psa'")[0]
+    would = record.details["pilot"]["by_action"]["create"]
+    assert would > 0 and record.written_back == 0 and record.details["writes_skipped"] is True
+    assert any(g["flow"] == "crm_closed_won_to_psa" for g in Ledger.from_settings().gaps(now=ANCHOR + timedelta(hours=3)))
+
+    run(dagbag, "crm_closed_won_to_psa", ANCHOR + timedelta(minutes=30))  # pilot off: the next half hour
+    assert len(state.psa.projects) == would  # exactly what the pilot reported, each once
+    latest = rows(psa_warehouse, "SELECT details FROM ops.flow_run WHERE flow = 'crm_closed_won_to_psa' ORDER BY interval_end DESC")[0]
+    assert latest.details["caught_up_intervals"]  # it covered the piloted half hour
+    run(dagbag, "crm_closed_won_to_psa", ANCHOR + timedelta(minutes=30))
+    assert len(state.psa.projects) == would
+
+
+def test_the_roster_in_pilot_keeps_the_hr_warehouse_and_the_psa_as_they_were_until_the_real_run(dagbag, sandbox, hr_warehouse):
+    from tests.test_hr_roster_pto_to_psa_e2e import RUN_DAY
+
+    state = sandbox.state
+    with pilot("hr_roster_pto_to_psa"):
+        run(dagbag, "hr_roster_pto_to_psa", RUN_DAY)
+    assert len(state.psa.people) == 0
+    assert rows(hr_warehouse, "SELECT count(*) AS n FROM hr.person")[0].n == 0  # its changes decide what is pushed: not kept
+    report = rows(hr_warehouse, "SELECT details FROM ops.flow_run WHERE flow = 'hr_roster_pto_to_psa'")[0].details["pilot"]
+    assert report["would_post"] > 0
+
+    run(dagbag, "hr_roster_pto_to_psa", RUN_DAY + timedelta(days=1))  # pilot off
+    assert len(state.psa.people) == report["would_post"]
+
+
+def test_payments_and_milestones_in_pilot_send_nothing_and_keep_nothing_then_the_real_run_sends_it(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse
+):
+    """Payments decide what to send the PSA from the statuses they keep, so a pilot keeps none
+    (rolled back) and sends none; milestones patch no deal. The first real run sends exactly that."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from tests.test_month_end_e2e import MILESTONES, PAYMENTS
+
+    export_october_time(dagbag, sandbox)
+    run(dagbag, INVOICES, ANCHOR)
+    state = sandbox.state
+    pay_ref = rows(
+        accounting_warehouse, "SELECT accounting_id FROM acct.invoice WHERE posting_status = 'posted' AND kind = 'invoice' ORDER BY number"
+    )[0].accounting_id
+    state.qbo.pay(pay_ref, Decimal("100.00"))
+    payments_day = datetime.now(UTC) + timedelta(days=1)  # the sandbox stamps payments with the real clock
+    with pilot(f"{PAYMENTS},{MILESTONES}"):
+        run(dagbag, PAYMENTS, payments_day)
+        run(dagbag, MILESTONES, ANCHOR)
+    assert state.billing.payment_writes == 0 and state.crm_writes == 0
+    assert rows(accounting_warehouse, "SELECT count(*) AS n FROM acct.invoice WHERE payment_status IS NOT NULL")[0].n == 0
+    assert rows(psa_warehouse, "SELECT count(*) AS n FROM psa.invoice_status")[0].n == 0
+    report = rows(accounting_warehouse, "SELECT details FROM ops.flow_run WHERE flow = :f", f=PAYMENTS)[0].details["pilot"]
+    deals = rows(psa_warehouse, "SELECT details FROM ops.flow_run WHERE flow = :f", f=MILESTONES)[0].details["pilot"]["would_post"]
+    assert report["would_post"] > 0 and deals > 0
+
+    run(dagbag, PAYMENTS, payments_day + timedelta(days=1))  # pilot off: the next day catches the piloted one up
+    run(dagbag, MILESTONES, ANCHOR + timedelta(days=1))
+    assert state.billing.payment_writes >= report["would_post"] and state.crm_writes >= deals
+    assert rows(psa_warehouse, "SELECT count(*) AS n FROM psa.invoice_status")[0].n == report["would_post"]

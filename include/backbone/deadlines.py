@@ -31,7 +31,8 @@ def newly_overdue(engine: Engine, flows: tuple[str, ...], *, now: datetime, time
     found: list[dict[str, Any]] = []
     with engine.begin() as connection:
         for flow, history in flow_histories(connection, flows).items():
-            overdue = gaps(flow, timezone, first_start=history.first_start, covered=history.covered, now=now, grace=FLOW_DEADLINES[flow])
+            ran = history.covered + history.piloted  # a pilot run is not late, though it sent nothing
+            overdue = gaps(flow, timezone, first_start=history.first_start, covered=ran, now=now, grace=FLOW_DEADLINES[flow])
             for start, end in overdue:
                 marked = connection.exec_driver_sql(
                     "INSERT INTO ops.deadline_alert (flow, interval_end) VALUES (%(flow)s, %(end)s) ON CONFLICT DO NOTHING RETURNING flow",

@@ -273,6 +273,7 @@ class Ledger:
             "amounts": ", ".join(f"{amount} {currency}" for currency, amount in sorted(amounts.items())),
             "failed_rules": ", ".join(f"{rule} ({n})" for rule, n in sorted(rules.items())),
             "failure": details.get("failure", ""),
+            "pilot": _pilot_note(details.get("pilot")),
             "airflow_url": row.get("airflow_url") or "",
             "warehouse": row["warehouse"],
             "attempt_list": attempts,
@@ -487,6 +488,14 @@ what they posted together (``ops.flow_run_attempt``), and its exceptions per rul
 def run_anchor(flow: str, run_id: str) -> str:
     """The HTML id of an interval's row on the Finance page (exceptions and holds link to it)."""
     return "run-" + re.sub(r"[^A-Za-z0-9_-]", "-", f"{flow}-{run_id}")
+
+
+def _pilot_note(report: Any) -> str:
+    """``pilot: would send 122 time records (create 120, update 2)`` for a run in pilot mode."""
+    if not isinstance(report, dict):
+        return ""
+    actions = ", ".join(f"{action} {n}" for action, n in sorted((report.get("by_action") or {}).items()))
+    return f"pilot: would send {report.get('would_post', 0)} {report.get('unit', '')}" + (f" ({actions})" if actions else "")
 
 
 def _local(moment: datetime | None, zone: ZoneInfo) -> str:

@@ -1,12 +1,14 @@
 """Pilot mode: a flow runs for real — extract, validate, load the warehouses, fill its outbox — but
-sends **nothing** to accounting. What it would send is the outbox's pending lines, reported on the
-run (``details.pilot``) and by ``backbone pilot``; switching pilot off lets the next run post exactly
-those lines, once (the outbox's idempotency keys are the same whether or not a pilot saw them).
+sends **nothing** to a vendor. For the flows that post to accounting, what they would send is the
+outbox's pending lines, reported on the run (``details.pilot``) and by ``backbone pilot``; switching
+pilot off lets the next run post exactly those lines, once (the outbox's idempotency keys are the
+same whether or not a pilot saw them). The flows that write to the PSA and the CRM (closed-won,
+roster, milestones, payments) have no outbox: in pilot they report what they would write, keep
+nothing that decides what to write, and leave their intervals to be caught up by the next real run.
 
 Which flows are in pilot: the Airflow Variable ``backbone_pilot_flows`` (flow ids, comma-separated,
 or ``all``), else ``BACKBONE_PILOT_FLOWS``. A Variable switches without a deployment: set it before a
-first rollout, delete it when finance has read the pilot report. It covers the flows that post to
-accounting: the weekly time export and both invoicing flows.
+first rollout, delete it when finance has read the pilot report.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PILOT_VARIABLE = "backbone_pilot_flows"
-PILOT_CAPABLE = ("timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "invoices_to_accounting")
+OUTBOX_PILOTS = ("timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "invoices_to_accounting")
+"""Flows whose outbox holds what a pilot did not send: the next real run posts it."""
+WRITE_PILOTS = ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "psa_milestones_to_crm", "payments_to_psa")
+"""Flows that write to the PSA or the CRM without an outbox: in pilot they report what they would
+write, keep nothing that decides what to write, and their runs do not cover their intervals
+(``ops.WRITES_SKIPPED``), so the next real run catches those intervals up and writes it all."""
+PILOT_CAPABLE = OUTBOX_PILOTS + WRITE_PILOTS
 
 
 def pilot_flows() -> frozenset[str]:
@@ -117,3 +125,55 @@ def record_pilot(engine: Engine, run: RunRef, report: dict[str, Any]) -> dict[st
         report["by_action"],
     )
     return {"posted": 0, "would_post": report["would_post"]}
+
+
+def record_skipped_writes(engine: Engine, run: RunRef, report: dict[str, Any]) -> dict[str, Any]:
+    """A write-pilot run's record: what it would have written; nothing written; its interval not covered."""
+    from backbone.warehouse import ops
+
+    with engine.begin() as connection:
+        ops.record_run(connection, run, written_back=0, details={"pilot": report, ops.WRITES_SKIPPED: True})
+    log.warning(
+        "%s is in PILOT mode (Variable %s): nothing was written; it would write %d %s %s; the next real run covers this interval",
+        run.flow,
+        PILOT_VARIABLE,
+        report["would_post"],
+        report["unit"],
+        report["by_action"],
+    )
+    return {"posted": 0, "would_post": report["would_post"]}
+
+
+def pilot_closed_won(engine: Engine, run: RunRef) -> dict[str, Any]:
+    """Closed-won's write-back in pilot: the valid deals of the run would become PSA projects
+    (created, or updated when the PSA already has one for the deal) and be linked on the CRM deal."""
+    with engine.connect() as connection:
+        create, update = connection.exec_driver_sql(
+            """
+            SELECT count(*) FILTER (WHERE p.psa_project_id IS NULL), count(*) FILTER (WHERE p.psa_project_id IS NOT NULL)
+            FROM ops.staged_record s LEFT JOIN psa.project p ON p.crm_deal_id = s.source_key
+            WHERE s.flow = %(flow)s AND s.run_id = %(run)s AND s.entity = 'deal' AND s.status = 'valid'
+            """,
+            {"flow": run.flow, "run": run.run_id},
+        ).one()
+    report = {
+        "would_post": int(create) + int(update),
+        "unit": "PSA projects (and their CRM deal links)",
+        "by_action": {"create": int(create), "update": int(update)},
+    }
+    return record_skipped_writes(engine, run, report)
+
+
+def pilot_roster(engine: Engine, run: RunRef) -> dict[str, Any]:
+    """The roster's load and push in pilot: the HR warehouse is left as it is (its changes decide
+    what is pushed, so the next real run must still find them), the validated people and time-off
+    requests are reported."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT entity, count(*) FROM ops.staged_record WHERE flow = %(flow)s AND run_id = %(run)s AND status = 'valid' "
+            "GROUP BY entity ORDER BY entity",
+            {"flow": run.flow, "run": run.run_id},
+        ).all()
+    by_entity = {str(entity): int(n) for entity, n in rows}
+    report = {"would_post": by_entity.get("person", 0), "unit": "HR people (and their time off)", "by_action": by_entity}
+    return record_skipped_writes(engine, run, report)

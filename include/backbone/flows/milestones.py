@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from backbone.hooks.crm import crm_mapping
 from backbone.warehouse import ops
+from backbone.warehouse.ops import WRITES_SKIPPED
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -37,8 +38,11 @@ def billed_to_date(accounting_warehouse: Engine, project_ids: list[str]) -> dict
     return {project: ", ".join(parts) for project, parts in out.items()}
 
 
-def push_milestones(psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef) -> dict[str, int]:
-    """Milestones completed in the interval → deal properties, patched only where they differ."""
+def push_milestones(
+    psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engine, psa_warehouse: Engine, run: RunRef, *, pilot: bool = False
+) -> dict[str, int]:
+    """Milestones completed in the interval → deal properties, patched only where they differ.
+    ``pilot``: read and compare as always, patch nothing, report what would change (``backbone.pilot``)."""
     statuses = crm_mapping()["milestone_status"]
     milestones = sorted(psa.milestones(run.extract_from, run.interval_end), key=lambda m: (m["completed_at"], m["id"]))
     latest: dict[str, dict[str, Any]] = {}
@@ -62,7 +66,8 @@ def push_milestones(psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engin
             skipped += 1
             continue
         if any(current.get(k) != v for k, v in wanted.items()):
-            crm.update_deal(deal_id, wanted)
+            if not pilot:
+                crm.update_deal(deal_id, wanted)
             updated += 1
     with psa_warehouse.begin() as connection:
         ops.record_run(
@@ -72,8 +77,13 @@ def push_milestones(psa: PsaBilling, crm: CrmSystem, accounting_warehouse: Engin
             valid=len(latest),
             quarantined=skipped,
             loaded=len(latest),
-            written_back=updated,
-            details={"deals_updated": updated, "milestones_without_deal": skipped},
+            written_back=0 if pilot else updated,
+            details={"deals_updated": 0 if pilot else updated, "milestones_without_deal": skipped}
+            | (
+                {"pilot": {"would_post": updated, "unit": "CRM deals", "by_action": {"update": updated}}, WRITES_SKIPPED: True}
+                if pilot
+                else {}
+            ),
         )
     log.info("milestones: %d completed, %d deals touched, %d updated", len(milestones), len(latest), updated)
     return {"milestones": len(milestones), "deals_updated": updated}

@@ -8,16 +8,18 @@ left after the due date, judged at the end of the run's interval), open otherwis
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from backbone.warehouse import ops
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
     from backbone.hooks.accounting import AccountingSystem
     from backbone.hooks.psa import PsaBilling
@@ -54,9 +56,14 @@ def sync_payments(
     *,
     overlap: timedelta,
     company_timezone: str,
+    pilot: bool = False,
 ) -> dict[str, int]:
     """Read payments changed since the interval start (minus overlap) and the balance of every open
-    posted invoice; write statuses to both warehouses and to the PSA where they changed."""
+    posted invoice; write statuses to both warehouses and to the PSA where they changed.
+
+    ``pilot``: read and judge as always, but keep nothing and send nothing — the warehouse changes
+    are rolled back (what the PSA is sent depends on them, so the next real run must find them still
+    to do) and the report says what would have changed (``backbone.pilot``)."""
     from sqlalchemy import select
 
     from backbone.warehouse.db import upsert
@@ -85,7 +92,7 @@ def sync_payments(
     as_of = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
     changed = psa_updates = 0
     statuses = []
-    with accounting_warehouse.begin() as connection:
+    with _transaction(accounting_warehouse, keep=not pilot) as connection:
         upsert(connection, payment, payments, key=["accounting_id"])
         for row in tracked:
             balance = balances.get(row["accounting_id"] or "")
@@ -124,6 +131,8 @@ def sync_payments(
             loaded=changed,
             details={"payments_read": len(payments), "invoices_checked": len(tracked)},
         )
+    if pilot:
+        return _record_pilot(accounting_warehouse, run, payments=len(payments), tracked=len(tracked), changed=changed, statuses=statuses)
     with psa_warehouse.begin() as connection:
         upsert(connection, invoice_status, statuses, key=["psa_invoice_id"])
     for status in statuses:
@@ -139,3 +148,41 @@ def sync_payments(
         "payments: %d read, %d invoices checked, %d statuses changed, %d PSA updates", len(payments), len(tracked), changed, psa_updates
     )
     return {"payments": len(payments), "statuses_changed": changed, "psa_updates": psa_updates}
+
+
+@contextmanager
+def _transaction(engine: Engine, *, keep: bool) -> Iterator[Connection]:
+    """A transaction committed when ``keep``, else rolled back (a pilot's warehouse changes)."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        except BaseException:
+            transaction.rollback()
+            raise
+        if keep:
+            transaction.commit()
+        else:
+            transaction.rollback()
+
+
+def _record_pilot(
+    engine: Engine, run: RunRef, *, payments: int, tracked: int, changed: int, statuses: list[dict[str, Any]]
+) -> dict[str, int]:
+    report = {
+        "would_post": len(statuses),
+        "unit": "PSA invoice payment statuses",
+        "by_action": {"set payment status": len(statuses)},
+        "statuses_that_would_change": changed,
+    }
+    with engine.begin() as connection:
+        ops.record_run(
+            connection,
+            run,
+            extracted=payments + tracked,
+            loaded=0,
+            written_back=0,
+            details={"payments_read": payments, "invoices_checked": tracked, "pilot": report, ops.WRITES_SKIPPED: True},
+        )
+    log.warning("payments_to_psa is in PILOT mode: nothing kept or sent; %d statuses would change, %d PSA updates", changed, len(statuses))
+    return {"payments": payments, "statuses_changed": 0, "psa_updates": 0, "would_post": len(statuses)}

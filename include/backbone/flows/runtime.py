@@ -176,12 +176,14 @@ def _catch_up(connection: Any, run: RunRef) -> tuple[RunRef, dict[str, Any]]:
 
     from backbone.schedules import CATCHES_UP, intervals
     from backbone.settings import load_settings
-    from backbone.warehouse.ops import last_success_end
+    from backbone.warehouse.ops import first_piloted_start, last_success_end
 
     if run.flow not in CATCHES_UP:
         return run, _missed_before(connection, run)
     settings = load_settings()
     last_end = last_success_end(connection, run)
+    if last_end is None:  # only pilot runs before this one: they wrote nothing, so this run starts where they did
+        last_end = first_piloted_start(connection, run)
     if last_end is None or last_end >= run.interval_start:
         return run, {"covers_from": None, "caught_up_intervals": []}
     floor = run.interval_start - timedelta(days=settings.catch_up_max_days)

@@ -21,7 +21,7 @@ def full_snapshots_between(connection: Connection, flow: str, *, since: datetime
     """Successful full-snapshot runs of ``flow`` whose interval ended in ``(since, until]`` (other than ``excluding_run``)."""
     query = """
         SELECT count(*) FROM ops.flow_run WHERE flow = %(flow)s AND status = 'success' AND details->>'snapshot' = 'full'
-           AND interval_end > %(since)s AND interval_end <= %(end)s AND run_id <> %(run_id)s
+           AND NOT details ? 'writes_skipped' AND interval_end > %(since)s AND interval_end <= %(end)s AND run_id <> %(run_id)s
     """
     return connection.exec_driver_sql(query, {"flow": flow, "since": since, "end": until, "run_id": excluding_run}).scalar_one()
 

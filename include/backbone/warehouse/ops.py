@@ -475,10 +475,18 @@ class FlowHistory:
 
     first_start: datetime
     covered: list[tuple[datetime, datetime]]
+    piloted: list[tuple[datetime, datetime]] = field(default_factory=list)
+    """Spans of pilot runs that sent nothing on purpose: not covered (the next real run catches them
+    up), but not overdue either (the deadline watchdog does not alert on them)."""
 
+
+WRITES_SKIPPED = "writes_skipped"
+"""A ``details`` key of a run that deliberately sent nothing (pilot mode of a flow without an
+outbox): it succeeded, but it does not cover its interval, so the next real run catches it up."""
 
 HISTORY_QUERY = (
-    "SELECT flow, interval_start, interval_end, status, details->>'covers_from' AS covers_from "
+    "SELECT flow, interval_start, interval_end, "
+    "CASE WHEN details ? 'writes_skipped' THEN 'writes_skipped' ELSE status END AS status, details->>'covers_from' AS covers_from "
     "FROM ops.flow_run WHERE flow = ANY(:flows) AND run_id <> :excluding"
 )
 """The run records :func:`flow_histories` reads (also run by the ledger through its read-only engines)."""
@@ -493,6 +501,7 @@ def histories_from_rows(rows: Sequence[Any]) -> dict[str, FlowHistory]:
         flow: FlowHistory(
             first_start=min(r[1] for r in mine),
             covered=[(datetime.fromisoformat(r[4]) if r[4] else r[1], r[2]) for r in mine if r[3] == "success"],
+            piloted=[(r[1], r[2]) for r in mine if r[3] == WRITES_SKIPPED],
         )
         for flow, mine in by_flow.items()
     }
@@ -515,6 +524,21 @@ def last_success_end(connection: Connection, run: RunRef) -> datetime | None:
         select(func.max(flow_run.c.interval_end)).where(
             flow_run.c.flow == run.flow,
             flow_run.c.status == "success",
+            ~flow_run.c.details.has_key(WRITES_SKIPPED),
+            flow_run.c.interval_end <= run.interval_start,
+            flow_run.c.run_id != run.run_id,
+        )
+    ).scalar_one()
+
+
+def first_piloted_start(connection: Connection, run: RunRef) -> datetime | None:
+    """Where the earliest pilot run (writes skipped) of this flow before this interval started."""
+    from sqlalchemy import func, select
+
+    return connection.execute(
+        select(func.min(flow_run.c.interval_start)).where(
+            flow_run.c.flow == run.flow,
+            flow_run.c.details.has_key(WRITES_SKIPPED),
             flow_run.c.interval_end <= run.interval_start,
             flow_run.c.run_id != run.run_id,
         )
