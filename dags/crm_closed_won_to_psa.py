@@ -73,8 +73,7 @@ def crm_closed_won_to_psa() -> None:
     def write_back(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import run_ref
-        from backbone.hooks.psa import PsaHook
-        from backbone.hooks.vendors import crm_hook
+        from backbone.hooks.vendors import crm_hook, psa_hook
         from backbone.pilot import is_pilot, pilot_closed_won
         from backbone.warehouse.db import engine_for
 
@@ -83,7 +82,7 @@ def crm_closed_won_to_psa() -> None:
             return pilot_closed_won(engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context))
         return closed_won.write_back(
             crm_hook(settings.crm_conn_id),
-            PsaHook(settings.psa_conn_id),
+            psa_hook(settings.psa_conn_id),
             engine_for(settings.psa_warehouse_conn_id),
             run_ref(FLOW, context),
             chunk_size=settings.chunk_size,

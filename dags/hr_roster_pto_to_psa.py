@@ -100,7 +100,7 @@ def hr_roster_pto_to_psa() -> None:
     @task
     def push_to_psa(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
-        from backbone.hooks.psa import PsaHook
+        from backbone.hooks.vendors import psa_hook
         from backbone.pilot import is_pilot
         from backbone.warehouse.db import engine_for
 
@@ -108,7 +108,7 @@ def hr_roster_pto_to_psa() -> None:
         run, window = _window(context)
         if is_pilot(FLOW):
             return {"pilot": 1}
-        return roster.push_to_psa(PsaHook(settings.psa_conn_id), engine_for(settings.psa_warehouse_conn_id), run, window=window)
+        return roster.push_to_psa(psa_hook(settings.psa_conn_id), engine_for(settings.psa_warehouse_conn_id), run, window=window)
 
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:

@@ -34,8 +34,7 @@ def payments_to_psa() -> None:
     def sync_payments(**context) -> dict[str, int]:
         from backbone.flows import payments
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.psa import PsaHook
-        from backbone.hooks.vendors import accounting_hook
+        from backbone.hooks.vendors import accounting_hook, psa_hook
         from backbone.pilot import is_pilot
         from backbone.warehouse.db import engine_for
 
@@ -43,7 +42,7 @@ def payments_to_psa() -> None:
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         return payments.sync_payments(
             accounting_hook(settings.accounting_conn_id),
-            PsaHook(settings.psa_conn_id),
+            psa_hook(settings.psa_conn_id),
             warehouse,
             engine_for(settings.psa_warehouse_conn_id),
             run,

@@ -33,15 +33,14 @@ def psa_milestones_to_crm() -> None:
     def push_milestones(**context) -> dict[str, int]:
         from backbone.flows import milestones
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.psa import PsaHook
-        from backbone.hooks.vendors import crm_hook
+        from backbone.hooks.vendors import crm_hook, psa_hook
         from backbone.pilot import is_pilot
         from backbone.warehouse.db import engine_for
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.psa_warehouse_conn_id, context)
         return milestones.push_milestones(
-            PsaHook(settings.psa_conn_id),
+            psa_hook(settings.psa_conn_id),
             crm_hook(settings.crm_conn_id),
             engine_for(settings.accounting_warehouse_conn_id),
             warehouse,

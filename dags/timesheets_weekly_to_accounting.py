@@ -53,13 +53,12 @@ def timesheets_weekly_to_accounting() -> None:
     def extract_time_entries(**context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.psa import PsaHook
-        from backbone.hooks.vendors import accounting_hook
+        from backbone.hooks.vendors import accounting_hook, psa_hook
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
         return timesheets.extract_time_entries(
-            PsaHook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size
+            psa_hook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size
         )
 
     @task

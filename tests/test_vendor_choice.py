@@ -41,3 +41,15 @@ def test_an_unknown_vendor_is_a_clear_error(monkeypatch):
     connection(monkeypatch, "acct_odd", "http", vendor="sage")
     with pytest.raises(ValueError, match="names vendor 'sage'; this backbone speaks quickbooks, xero"):
         accounting_hook("acct_odd")
+
+
+def test_the_psa_is_chosen_by_its_connection_too(monkeypatch):
+    from backbone.hooks.psa import PsaHook
+    from backbone.hooks.vendors import psa_hook
+
+    connection(monkeypatch, "psa_a", "psa")
+    connection(monkeypatch, "psa_b", "http")
+    connection(monkeypatch, "psa_c", "http", vendor="kantata")
+    assert isinstance(psa_hook("psa_a"), PsaHook) and isinstance(psa_hook("psa_b"), PsaHook)
+    with pytest.raises(ValueError, match="names vendor 'kantata'; this backbone speaks psa"):
+        psa_hook("psa_c")

@@ -406,9 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m backbone_devtools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop", "airflow"])
+    parser.add_argument("command", choices=["demo", "migrate", "env", "pg-start", "pg-stop", "airflow", "psa-contract"])
     args = parser.parse_args(argv)
     port = int(os.environ.get("BACKBONE_DEMO_PG_PORT", DEFAULT_PG_PORT))
+    if args.command == "psa-contract":  # the PSA API's OpenAPI, as committed in docs/psa-api/
+        from backbone_sandbox.psa import contract
+
+        path = PROJECT_ROOT / "docs" / "psa-api" / "openapi.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(contract(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+        return 0
     if args.command == "demo":
         return demo()
     if args.command == "airflow":

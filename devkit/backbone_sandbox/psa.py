@@ -231,7 +231,12 @@ def build_psa_app(state: Any) -> FastAPI:
     app = FastAPI(
         title="PSA API",
         version="1.0.0",
-        description="Professional services automation: clients, projects and their contacts.",
+        description=(
+            "The PSA contract of the service backbone: what a PSA (or a company's middleware in front of one) answers "
+            "so every flow can use it — projects from CRM deals (upserted by external id), people and time off by HR id, "
+            "approved time entries by approval time and their withdrawals, PM-approved invoices, payment status, "
+            'milestones. Bearer token auth; cursor paging (next_cursor); errors as {"detail": …} with the HTTP status.'
+        ),
         docs_url="/docs",
         redoc_url=None,
     )
@@ -390,3 +395,10 @@ def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
             if completed_from <= datetime.fromisoformat(m["completed_at"].replace("Z", "+00:00")) < completed_to
         ]
         return {"items": items}
+
+
+def contract() -> dict[str, Any]:
+    """The PSA API's OpenAPI document (what ``docs/psa-api/openapi.json`` holds), without a running sandbox."""
+    from types import SimpleNamespace
+
+    return build_psa_app(SimpleNamespace(psa=None, config=None)).openapi()

@@ -121,13 +121,12 @@ def one_line(value: Any) -> str:
 def check_all(settings: Settings) -> list[Finding]:
     """Every system the flows need, in the order a run meets them."""
     from backbone.hooks.bamboohr import BambooHRHook
-    from backbone.hooks.psa import PsaHook
-    from backbone.hooks.vendors import accounting_hook, crm_hook
+    from backbone.hooks.vendors import accounting_hook, crm_hook, psa_hook
 
     findings = [
         check_vendor("CRM", settings.crm_conn_id, crm_hook),
         check_vendor("HR", settings.hr_conn_id, BambooHRHook),
-        check_vendor("PSA", settings.psa_conn_id, PsaHook),
+        check_vendor("PSA", settings.psa_conn_id, psa_hook),
         check_vendor("accounting", settings.accounting_conn_id, accounting_hook),
         check_warehouse("psa", settings.psa_warehouse_conn_id),
         check_warehouse("accounting", settings.accounting_warehouse_conn_id),

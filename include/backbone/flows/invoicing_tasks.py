@@ -26,14 +26,13 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
     def extract_invoices(ready: Any = None, **context: Any) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import open_flow_run
-        from backbone.hooks.psa import PsaHook
-        from backbone.hooks.vendors import accounting_hook, crm_hook
+        from backbone.hooks.vendors import accounting_hook, crm_hook, psa_hook
         from backbone.settings import load_settings
 
         settings = load_settings()
         run, warehouse = open_flow_run(flow, settings.accounting_warehouse_conn_id, context)
         return invoicing.extract_invoices(
-            PsaHook(settings.psa_conn_id),
+            psa_hook(settings.psa_conn_id),
             accounting_hook(settings.accounting_conn_id),
             crm_hook(settings.crm_conn_id),
             warehouse,

@@ -65,6 +65,18 @@ class PsaPeople(Protocol):
     def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool: ...
 
 
+PSA_SYSTEMS = ("psa",)
+"""The PSAs the backbone speaks: ``psa`` is our own PSA API (the documented contract in
+``docs/psa-api/``, for a PSA behind a company's middleware). Kantata OX is issue 21's next step."""
+
+
+class PsaSystem(PsaClient, PsaTimeSource, PsaBilling, PsaPeople, Protocol):
+    """A PSA as every flow uses it: projects from deals, approved time, invoices and their payment
+    status, milestones, people and time off. Chosen by its Connection (``backbone.hooks.vendors.psa_hook``)."""
+
+    system_name: str
+
+
 class PsaHook(JsonApiHook):
     """The PSA API with a bearer token.
 

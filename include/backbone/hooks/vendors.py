@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 from backbone.hooks.accounting import ACCOUNTING_SYSTEMS
 from backbone.hooks.crm import CRM_SYSTEMS
+from backbone.hooks.psa import PSA_SYSTEMS
 
 if TYPE_CHECKING:
     from backbone.hooks.accounting import AccountingSystem
     from backbone.hooks.crm import CrmSystem
+    from backbone.hooks.psa import PsaSystem
 
 
 def vendor_of(conn_id: str, *, known: tuple[str, ...], default: str) -> str:
@@ -50,3 +52,11 @@ def accounting_hook(conn_id: str) -> AccountingSystem:
     from backbone.hooks.quickbooks import QuickBooksHook
 
     return QuickBooksHook(conn_id)
+
+
+def psa_hook(conn_id: str) -> PsaSystem:
+    """The PSA hook for a Connection (our PSA API; the Connection type or ``vendor`` extra names it)."""
+    vendor_of(conn_id, known=PSA_SYSTEMS, default="psa")
+    from backbone.hooks.psa import PsaHook
+
+    return PsaHook(conn_id)
