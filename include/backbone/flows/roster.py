@@ -532,7 +532,7 @@ def push_to_psa(psa: PsaPeople, warehouse: Engine, run: RunRef, *, window: Windo
         ops.record_run(
             connection,
             run,
-            written_back=created + time_off_updates + updated,
+            written_back=created + time_off_updates,  # what changed in the PSA; re-sending a known person is not a write
             details={"psa_people_created": created, "psa_people_sent": updated, "psa_time_off_changed": time_off_updates},
         )
     log.info("PSA: %d people created, %d updated, %d time-off windows changed", created, updated, time_off_updates)
