@@ -145,7 +145,7 @@ def pipeline_by_stage(rows: list[dict[str, Any]]) -> str:
         alt.Chart(pd.DataFrame(points), title="Weighted pipeline by stage")
         .mark_bar()
         .encode(
-            x=alt.X("stage:N", title="deal stage (by probability)", sort=alt.EncodingSortField("probability", order="ascending")),
+            x=alt.X("stage:N", title="deal stage (by probability)", sort=alt.EncodingSortField("probability", op="max", order="ascending")),
             xOffset="currency:N",
             y=alt.Y("weighted:Q", title="weighted amount"),
             color=alt.Color("currency:N", title="currency"),
