@@ -15,6 +15,7 @@ or 403 (bad token, or a user without the permission).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -200,10 +201,12 @@ def create_app() -> FastAPI:
 def _finance_data(
     led: Ledger, form: Filters, flow: str | None, status: str | None, when: Period | None, page: int, size: int, run: str | None
 ) -> dict[str, Any]:
-    """Everything the Finance page shows for these filters."""
-    selection = led.all_runs(flow=flow, period=when, status=status)
+    """Everything the Finance page shows for these filters. Without a period, totals and charts cover
+    the last eight weeks (a ledger of years stays quick to read); the runs table still pages through all."""
+    summary_period = when or _recent(led.timezone)
+    selection = led.all_runs(flow=flow, period=summary_period, status=status)
     if run:
-        shown = [r for r in selection if r["anchor"] == run]
+        shown = [r for r in led.all_runs(flow=flow, status=status) if r["anchor"] == run]
         if not shown:
             raise ValueError(f"no run {run!r} in this selection")
         runs, total = led.runs_by_anchor(shown), len(shown)
@@ -219,7 +222,8 @@ def _finance_data(
     from backbone.settings import load_settings
 
     return {
-        "period_label": when.label if when else "",
+        "period_label": summary_period.label,
+        "summary_count": len(selection),
         "total": total,
         "totals": totals,
         "currencies": currencies,
@@ -242,6 +246,18 @@ def _finance_data(
         "prev_page": "?" + urlencode({**query, "page": page - 1}) if page > 1 and not run else "",
         "next_page": "?" + urlencode({**query, "page": page + 1}) if page * size < total and not run else "",
     }
+
+
+SUMMARY_WINDOW = timedelta(weeks=8)
+
+
+def _recent(timezone: str) -> Period:
+    """The default span of the totals and charts: the eight weeks up to now (a view of today, so the clock)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(UTC).astimezone(ZoneInfo(timezone))
+    return Period(start=now - SUMMARY_WINDOW, end=now + timedelta(days=1), label="the last 8 weeks")
 
 
 def gap_groups(gaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
