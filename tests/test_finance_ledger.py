@@ -341,6 +341,11 @@ def test_finance_and_leadership_pages_in_a_real_browser(dagbag, sandbox, account
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
         page.wait_for_url("**/finance/**", timeout=30_000)  # and back to the page asked for
+        assert page.locator("#totals-heading").inner_text().endswith("the last 8 weeks)")  # no period: the recent past
+        page.fill("#f-from", "2026-10-01")  # a date range (the test's runs are in October, whatever today is)
+        page.fill("#f-to", "2026-11-30")
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url("**from=2026-10-01**")
         if SCREENSHOTS:
             page.screenshot(path=f"{SCREENSHOTS}/finance-page.png", full_page=True)
 
