@@ -24,6 +24,7 @@ def test_every_system_answers_and_the_warehouses_are_current(sandbox, psa_wareho
         "HR (BambooHR)",
         "PSA (PSA)",
         "accounting (QuickBooks)",
+        "billing codes",
         "psa warehouse",
         "accounting warehouse",
         "mapping coverage",
@@ -58,6 +59,7 @@ def test_the_other_vendor_pair_is_checked_through_its_own_hooks(sandbox, psa_war
     assert code == 0, found
     assert found["CRM (Salesforce)"]["status"] == "ok" and found["accounting (Xero)"]["status"] == "ok"
     assert "api-usage=" in found["CRM (Salesforce)"]["detail"]  # Sforce-Limit-Info
+    assert found["billing codes"]["status"] == "ok", found["billing codes"]  # Xero items and their sales accounts match
     assert "calls left today" in found["accounting (Xero)"]["detail"] and "this minute" in found["accounting (Xero)"]["detail"]
 
 
@@ -74,3 +76,22 @@ def test_a_token_without_the_scopes_the_flows_need_fails_the_check_naming_them(
     xero = found["accounting (Xero)"]
     assert code == 1 and xero["status"] == "FAILED"
     assert "accounting.settings.read, projects" in xero["detail"] and "reconnect" in xero["detail"]
+
+
+def test_a_billing_code_whose_item_was_renamed_or_moved_in_accounting_is_named_before_the_export(
+    sandbox, psa_warehouse, accounting_warehouse, capsys
+):
+    """Finance renamed the "Project Management" item and moved "Training" to another income account in
+    QuickBooks: the check names both codes (a warning: their time would become exceptions, not a
+    failed run), so the mapping is fixed before Friday's export holds that time."""
+    items = sandbox.state.qbo.entities["Item"]
+    for item in items.values():
+        if item["Name"] == "Project Management":
+            item["Name"] = "PM Services"
+        if item["Name"] == "Training":
+            item["IncomeAccountRef"] = {**item.get("IncomeAccountRef", {}), "name": "4999 Other Revenue"}
+    code, found = check(capsys)
+    codes = found["billing codes"]
+    assert code == 0 and codes["status"] == "warning"
+    assert "PM: no active item 'Project Management'" in codes["detail"]
+    assert "TRAINING: item 'Training' posts to '4999 Other Revenue', the mapping says '4030 Training Revenue'" in codes["detail"]

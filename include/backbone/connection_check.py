@@ -113,6 +113,34 @@ def mapping_coverage(conn_id: str) -> Finding:
     return Finding("mapping coverage", conn_id, False, f"open exceptions without a counterpart: {missing}", blocking=False)
 
 
+def billing_codes(accounting_conn_id: str, build: Callable[[str], Any]) -> Finding:
+    """Every PSA billing code of the mapping against the accounting system's items **now**: an item
+    renamed or retired in accounting, or posting to another GL account than the mapping says, is
+    named here before the next export holds the time that uses it (issue 20's "codes known before
+    the export"). A warning: such time becomes an exception for finance, not a failed run."""
+    from backbone.accounting_mapping import load_mapping, normalise
+
+    mapping = load_mapping()
+    try:
+        items = {r.match_key: r for r in build(accounting_conn_id).reference_records() if r.entity == "Item"}
+    except Exception as exc:  # noqa: BLE001
+        return Finding("billing codes", accounting_conn_id, False, f"cannot be read: {one_line(exc)}", blocking=False)
+    problems = []
+    for code, wanted in sorted(mapping.billing_codes.items()):
+        item = items.get(normalise(wanted.item))
+        if item is None:
+            problems.append(f"{code}: no active item {wanted.item!r} in accounting (renamed or retired?)")
+            continue
+        income = str((item.extra or {}).get("income_account") or "")
+        if income and normalise(income) != normalise(wanted.gl_account):
+            problems.append(f"{code}: item {wanted.item!r} posts to {income!r}, the mapping says {wanted.gl_account!r}")
+    if problems:
+        return Finding("billing codes", accounting_conn_id, False, "; ".join(problems), blocking=False)
+    return Finding(
+        "billing codes", accounting_conn_id, True, f"all {len(mapping.billing_codes)} billing codes have their item and GL account"
+    )
+
+
 def one_line(value: Any) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= 300 else text[:297] + "..."
@@ -128,6 +156,10 @@ def check_all(settings: Settings) -> list[Finding]:
         check_vendor("HR", settings.hr_conn_id, BambooHRHook),
         check_vendor("PSA", settings.psa_conn_id, psa_hook),
         check_vendor("accounting", settings.accounting_conn_id, accounting_hook),
+    ]
+    if findings[-1].ok:
+        findings.append(billing_codes(settings.accounting_conn_id, accounting_hook))
+    findings += [
         check_warehouse("psa", settings.psa_warehouse_conn_id),
         check_warehouse("accounting", settings.accounting_warehouse_conn_id),
     ]
