@@ -370,13 +370,8 @@ class Ledger:
 
     def open_exceptions(self, *, flow: str | None = None, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Open exceptions, one per record and rule, oldest first, with when they were first seen."""
-        where, params = ["q.resolved_at IS NULL"], {"limit": limit}
-        if flow:
-            where.append("q.flow = :flow")
-            params["flow"] = flow
-        if period:
-            where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
-            params.update(start=period.start, end=period.end)
+        where, params = _exception_filter(flow, period, ["q.resolved_at IS NULL"])
+        params["limit"] = limit
         rows = self._query(
             f"""
             SELECT q.flow, q.entity, q.source_key, q.rule, min(q.reason) AS reason, min(q.quarantined_at) AS first_seen,
@@ -447,13 +442,7 @@ class Ledger:
 
     def exceptions_per_week(self, *, flow: str | None = None, period: Period | None = None) -> list[dict[str, Any]]:
         """New exceptions (records first held) per ISO week and flow, for the chart."""
-        where, params = ["true"], {}
-        if flow:
-            where.append("q.flow = :flow")
-            params["flow"] = flow
-        if period:
-            where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
-            params.update(start=period.start, end=period.end)
+        where, params = _exception_filter(flow, period, ["true"])
         rows = self._query(
             f"""
             SELECT q.flow, to_char(min(q.quarantined_at) AT TIME ZONE :tz, 'IYYY-"W"IW') AS week
@@ -483,6 +472,18 @@ LEFT JOIN LATERAL (
 """
 """One row per interval: its latest attempt (``ops.flow_run``), how many attempts it has had and
 what they posted together (``ops.flow_run_attempt``), and its exceptions per rule (``ops.quarantine``)."""
+
+
+def _exception_filter(flow: str | None, period: Period | None, where: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Conditions on ``ops.quarantine q`` joined to its run ``r``: the flow, and the period its run's interval ends in."""
+    params: dict[str, Any] = {}
+    if flow:
+        where.append("q.flow = :flow")
+        params["flow"] = flow
+    if period:
+        where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
+        params.update(start=period.start, end=period.end)
+    return where, params
 
 
 def run_anchor(flow: str, run_id: str) -> str:

@@ -110,36 +110,23 @@ def pilot_invoices(engine: Engine, run: RunRef) -> dict[str, Any]:
         return record_pilot(engine, run, invoice_report(connection))
 
 
-def record_pilot(engine: Engine, run: RunRef, report: dict[str, Any]) -> dict[str, Any]:
-    """The run's record says it was a pilot and what it would have sent; nothing was written back."""
+def record_pilot(engine: Engine, run: RunRef, report: dict[str, Any], *, writes_skipped: bool = False) -> dict[str, Any]:
+    """The run's record says it was a pilot and what it would have sent; nothing was written back.
+    ``writes_skipped`` (the flows without an outbox): the run does not cover its interval, so the
+    next real run catches it up."""
     from backbone.warehouse import ops
 
+    details: dict[str, Any] = {"pilot": report, **({ops.WRITES_SKIPPED: True} if writes_skipped else {})}
     with engine.begin() as connection:
-        ops.record_run(connection, run, written_back=0, details={"pilot": report})
+        ops.record_run(connection, run, written_back=0, details=details)
     log.warning(
-        "%s is in PILOT mode (Variable %s): nothing was sent to accounting; it would send %d %s %s",
+        "%s is in PILOT mode (Variable %s): nothing was sent; it would send %d %s %s%s",
         run.flow,
         PILOT_VARIABLE,
         report["would_post"],
         report["unit"],
         report["by_action"],
-    )
-    return {"posted": 0, "would_post": report["would_post"]}
-
-
-def record_skipped_writes(engine: Engine, run: RunRef, report: dict[str, Any]) -> dict[str, Any]:
-    """A write-pilot run's record: what it would have written; nothing written; its interval not covered."""
-    from backbone.warehouse import ops
-
-    with engine.begin() as connection:
-        ops.record_run(connection, run, written_back=0, details={"pilot": report, ops.WRITES_SKIPPED: True})
-    log.warning(
-        "%s is in PILOT mode (Variable %s): nothing was written; it would write %d %s %s; the next real run covers this interval",
-        run.flow,
-        PILOT_VARIABLE,
-        report["would_post"],
-        report["unit"],
-        report["by_action"],
+        "; the next real run covers this interval" if writes_skipped else "",
     )
     return {"posted": 0, "would_post": report["would_post"]}
 
@@ -161,7 +148,7 @@ def pilot_closed_won(engine: Engine, run: RunRef) -> dict[str, Any]:
         "unit": "PSA projects (and their CRM deal links)",
         "by_action": {"create": int(create), "update": int(update)},
     }
-    return record_skipped_writes(engine, run, report)
+    return record_pilot(engine, run, report, writes_skipped=True)
 
 
 def pilot_roster(engine: Engine, run: RunRef) -> dict[str, Any]:
@@ -176,4 +163,4 @@ def pilot_roster(engine: Engine, run: RunRef) -> dict[str, Any]:
         ).all()
     by_entity = {str(entity): int(n) for entity, n in rows}
     report = {"would_post": by_entity.get("person", 0), "unit": "HR people (and their time off)", "by_action": by_entity}
-    return record_skipped_writes(engine, run, report)
+    return record_pilot(engine, run, report, writes_skipped=True)
