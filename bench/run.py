@@ -194,10 +194,13 @@ from sqlalchemy import text
 
 class NoOpAccounting:
     system = "quickbooks"
+    time_batch_size = 30  # as QuickBooksHook: new entries go 30 to a batch call
     def __init__(self, real): self.real = real
     def reference_records(self): return self.real.reference_records()
     def post_time_entry(self, line, *, target, request_id):
         return PostedObject("TimeActivity", target or request_id, "1" if target else "0", time_activity_body(line))
+    def create_time_entries(self, lines):
+        return [self.post_time_entry(line, target=None, request_id=line["request_id"]) for line in lines]
 
 week = (datetime(2026, 10, 23, 15, tzinfo=UTC), datetime(2026, 10, 30, 16, tzinfo=UTC))
 run = RunRef("timesheets_weekly_to_accounting", "bench-{people}", *week)
@@ -234,7 +237,8 @@ print(json.dumps({{"entries": counts["extracted"], "stages": stages, "peak_rss_m
 
 
 def bench_rates(env: dict, *, searches: int, qbo_calls: int) -> dict:
-    """Long runs against the sandbox's vendor limits: HubSpot search 4/s, QuickBooks 500/min."""
+    """Long runs against the sandbox's vendor limits: HubSpot search 4/s, QuickBooks 500/min, and
+    QuickBooks' batch endpoint (30 time activities a call, 40 calls a minute) as the weekly flow posts."""
     code = f"""
 import json, sys, time
 from datetime import datetime, UTC, timedelta
@@ -251,7 +255,23 @@ qbo = QuickBooksHook(token_store=MemoryTokenStore()); qbo.access_token()
 t = time.perf_counter()
 for n in range({qbo_calls}): qbo.call("GET", "/query", params={{"query": "SELECT * FROM Item STARTPOSITION 1 MAXRESULTS 1"}})
 q = time.perf_counter() - t
-print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_requests": {qbo_calls}, "qbo_seconds": q}}))
+from concurrent.futures import ThreadPoolExecutor
+employee, customer, item = (next(p for p in qbo.query_all(e, "Active = true"))[0] for e in ("Employee", "Customer", "Item"))
+lines = [
+    {{"entry_id": f"TE-{{n}}", "entry_version": 1, "work_date": "2026-10-26", "name_of": "Employee",
+     "person_ref_id": employee["Id"], "person_name": employee["DisplayName"], "customer_ref_id": customer["Id"],
+     "client_name": customer["DisplayName"], "item_ref_id": item["Id"], "item_name": item["Name"], "billable_status": "Billable",
+     "hourly_rate": "110.00", "minutes": 90, "billing_code": "CONSULT", "project_id": "PJ-1", "project_name": "Bench",
+     "request_id": f"bench-{{n}}"}}
+    for n in range({qbo_calls // 5} * 30)
+]
+t = time.perf_counter()
+with ThreadPoolExecutor(max_workers=4) as pool:
+    answers = [a for batch in pool.map(qbo.create_time_entries, [lines[n:n + 30] for n in range(0, len(lines), 30)]) for a in batch]
+b = time.perf_counter() - t
+assert all(not isinstance(a, Exception) for a in answers), [a for a in answers if isinstance(a, Exception)][:3]
+print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_requests": {qbo_calls}, "qbo_seconds": q,
+                  "qbo_batch_objects": len(answers), "qbo_batch_seconds": b}}))
 """
     sandbox = start_sandbox(env, deals=searches * 100, people=6, qbo_rate=500)
     try:
@@ -282,6 +302,12 @@ print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_reque
             "allowed_per_second": 500 / 60,
             "ratio": figures["qbo_requests"] / figures["qbo_seconds"] / (500 / 60),
             "429s": limited.get("quickbooks", 0),
+        },
+        "quickbooks_batch": {
+            "objects": figures["qbo_batch_objects"],
+            "seconds": figures["qbo_batch_seconds"],
+            "ratio": figures["qbo_batch_objects"] / figures["qbo_batch_seconds"] / (500 / 60),
+            "429s": limited.get("quickbooks-batch", 0),
         },
     }
 
@@ -327,27 +353,21 @@ def verdict(ok: bool) -> str:
 
 
 def report(results: dict) -> str:
-    load_small, load_large = results["load"]
+    _, load_large = results["load"]
     flow_small, flow_large = results["flow"]
     rates = results["rates"]
     parse = results["parse"]
     validation_share = flow_small["stages"]["validate"] / sum(flow_small["stages"].values())
     memory_ratio = flow_large["peak_rss_mb"] / flow_small["peak_rss_mb"]
     worst_parse = max(f["vs_empty"] for f in parse["files"].values())
+    posting_rate = flow_large["entries"] / flow_large["stages"]["post (no-op client)"]
     rows = [
         (
             "Load: validated upsert vs raw COPY",
             f"{load_large['rows']:,} rows",
             f"{load_large['vs_copy']:.2f}× COPY (before: multi-VALUES upsert {load_large['before_vs_copy']:.2f}×)",
-            "≥ 0.5×",
-            verdict(load_large["vs_copy"] >= 0.5),
-        ),
-        (
-            "Load: validated upsert vs DataFrame.to_sql",
-            f"{load_small['rows']:,} rows",
-            f"{load_small['vs_to_sql']:.1f}× faster",
-            "≥ 10×",
-            verdict(load_small["vs_to_sql"] >= 10),
+            "≥ 0.7×",
+            verdict(load_large["vs_copy"] >= 0.7),
         ),
         (
             "Extraction: HubSpot search rate ÷ 4/s",
@@ -364,6 +384,20 @@ def report(results: dict) -> str:
             verdict(rates["quickbooks"]["ratio"] >= 0.9 and rates["quickbooks"]["429s"] <= 5),
         ),
         (
+            "Posting: QuickBooks objects/min via batch ÷ 500/min",
+            f"{rates['quickbooks_batch']['objects']:,} time activities",
+            f"{rates['quickbooks_batch']['ratio']:.2f}× ({rates['quickbooks_batch']['429s']} × 429)",
+            "≥ 2×",
+            verdict(rates["quickbooks_batch"]["ratio"] >= 2 and rates["quickbooks_batch"]["429s"] <= 5),
+        ),
+        (
+            "Posting bookkeeping: entries/s with a no-op client",
+            f"{flow_large['entries']:,} entries",
+            f"{posting_rate:,.0f} entries/s",
+            "≥ 20,000/s",
+            verdict(posting_rate >= 20_000),
+        ),
+        (
             "Memory: weekly flow peak RSS, large ÷ small",
             f"{flow_large['entries']:,} vs {flow_small['entries']:,} entries",
             f"{memory_ratio:.2f} ({flow_large['peak_rss_mb']:.0f} MB vs {flow_small['peak_rss_mb']:.0f} MB)",
@@ -374,8 +408,8 @@ def report(results: dict) -> str:
             "Validation: GE rows/s on time entries",
             f"{results['validation']['rows']:,} rows",
             f"{results['validation']['rows_per_second']:,.0f} rows/s; {validation_share:.0%} of the flow's wall time",
-            "not dominant",
-            verdict(validation_share < 0.5),
+            "≥ 100k rows/s, ≤ 10 %",
+            verdict(results["validation"]["rows_per_second"] >= 100_000 and validation_share <= 0.10),
         ),
         (
             "Parse: slowest DAG file ÷ empty DAG file",
@@ -403,8 +437,8 @@ def report(results: dict) -> str:
         "",
         f"Weekly flow by stage at {flow_small['entries']:,} entries: {stage_line}. At {flow_large['entries']:,}: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in flow_large["stages"].items())
-        + ". Posting is measured with a no-op accounting client; "
-        "against QuickBooks it is bound by 500 requests a minute (about 8 entries a second).",
+        + ". Posting is measured with a no-op accounting client (new entries 30 to a call, as QuickBooks' batch takes them); "
+        "against QuickBooks it is bound by 40 batch calls a minute (about 20 entries a second).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -445,7 +479,7 @@ def main() -> int:
             "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         }
         say(f"load path at {sizes['load'][0]:,} and {sizes['load'][1]:,} rows")
-        results["load"] = [bench_load(engine, sizes["load"][0], with_to_sql=True), bench_load(engine, sizes["load"][1], with_to_sql=False)]
+        results["load"] = [bench_load(engine, sizes["load"][0], with_to_sql=False), bench_load(engine, sizes["load"][1], with_to_sql=False)]
         say("validation rows/s")
         results["validation"] = bench_validation(sizes["validation"])
         say("parse time")

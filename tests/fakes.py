@@ -94,3 +94,23 @@ class FakeAccounting:
     def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
         self._alive()
         return {}
+
+
+@dataclass
+class FakeBatchAccounting(FakeAccounting):
+    """``FakeAccounting`` that also creates new time records in batch calls (``TimeBatchPoster``),
+    refusing single items the way QuickBooks' batch answers a ``Fault`` for one item."""
+
+    time_batch_size: int = 3
+    batch_calls: list[int] = field(default_factory=list)
+
+    def create_time_entries(self, lines: list[OutboxLine]) -> list[PostedObject | RejectedByAccounting]:
+        self._alive()
+        self.batch_calls.append(len(lines))
+        answers: list[PostedObject | RejectedByAccounting] = []
+        for line in lines:
+            try:
+                answers.append(self.post_time_entry(line, target=None, request_id=line["request_id"]))
+            except RejectedByAccounting as refused:
+                answers.append(refused)
+        return answers

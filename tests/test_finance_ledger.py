@@ -186,7 +186,9 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
         monkeypatch.setenv("BACKBONE_ALERT_EMAIL_TO", "finance@example.com")
         monkeypatch.setenv("BACKBONE_ALERT_SLACK_CONN_ID", "slack_alerts")
         monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
-        sandbox.state.faults.arm([FaultRule(kind="status", status=503, path_contains="/timeactivity", method="POST", times=10_000)])
+        sandbox.state.faults.arm(
+            [FaultRule(kind="status", status=503, path_contains=path, method="POST", times=10_000) for path in ("/batch", "/timeactivity")]
+        )
         dag = dagbag.get_dag(TIMESHEETS).partial_subset(task_ids=list(dagbag.get_dag(TIMESHEETS).task_ids), include_upstream=False)
         for task in dag.tasks:
             task.retries = 0

@@ -174,3 +174,77 @@ def test_a_voided_credit_note_is_deleted_because_quickbooks_cannot_void_a_credit
     assert credit.object_id not in qbo.entities["CreditMemo"]
     hook.void_invoice("credit_note", credit.object_id, request_id="cn-void-1")  # a retry: already gone, nothing more
     assert qbo.deletes.get("CreditMemo") == 1
+
+
+def outbox_lines(state, count: int, *, bad: tuple[int, ...] = ()) -> list[dict]:
+    """Outbox lines for new time activities; the ``bad`` positions name a customer QuickBooks does not have."""
+    employee = next(iter(state.qbo.entities["Employee"].values()))
+    customer = next(iter(state.qbo.entities["Customer"].values()))
+    item = next(iter(state.qbo.entities["Item"].values()))
+    return [
+        {
+            "entry_id": f"TE-B{n}",
+            "entry_version": 1,
+            "work_date": "2026-10-26",
+            "name_of": "Employee",
+            "person_ref_id": employee["Id"],
+            "person_name": employee["DisplayName"],
+            "customer_ref_id": "999999" if n in bad else customer["Id"],
+            "client_name": customer["DisplayName"],
+            "item_ref_id": item["Id"],
+            "item_name": item["Name"],
+            "billable_status": "Billable",
+            "hourly_rate": "110.00",
+            "minutes": 90,
+            "hours": "1.5",
+            "billing_code": "CONSULT",
+            "project_id": "PJ-1",
+            "project_name": "Data platform",
+            "request_id": request_id_for("TimeActivity", f"TE-B{n}", "1"),
+        }
+        for n in range(count)
+    ]
+
+
+def test_a_batch_creates_each_item_once_and_a_refused_item_leaves_the_others_standing(hook, sandbox):
+    """Intuit's batch operation: items answered one by one (an object or a Fault), in one call."""
+    state = sandbox.state
+    lines = outbox_lines(state, 30, bad=(7,))
+    answers = hook.create_time_entries(lines)
+    assert [isinstance(a, FatalApiError) for a in answers] == [n == 7 for n in range(30)]
+    assert "Invalid Reference Id" in str(answers[7])
+    assert len(state.qbo.entities["TimeActivity"]) == 29 and state.qbo.batches == 1
+    assert {a.object_id for a in answers if not isinstance(a, FatalApiError)} == set(state.qbo.entities["TimeActivity"])
+
+
+def test_a_batch_whose_answer_was_lost_is_replayed_not_created_twice(hook, sandbox, monkeypatch):
+    """The batch is applied and its answer comes too late: the hook's retry carries the same
+    requestid (derived from the lines' own) and QuickBooks answers with the first result."""
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    state = sandbox.state
+    state.faults.arm([FaultRule(kind="slow_response", path_contains="/batch", method="POST", delay_seconds=2.5, times=1)])
+    lines = outbox_lines(state, 12)
+    first = QuickBooksHook(token_store=hook.token_store).create_time_entries(lines)
+    assert state.faults.fired.get("slow_response") == 1 and state.qbo.replays >= 1
+    again = hook.create_time_entries(lines)  # a later task attempt with the same lines
+    assert [a.object_id for a in again] == [a.object_id for a in first]
+    assert len(state.qbo.entities["TimeActivity"]) == 12
+
+
+def test_batch_limits_are_the_vendors(hook, sandbox):
+    """At most 30 items a batch; a 31st is refused by QuickBooks and never sent by the hook."""
+    lines = outbox_lines(sandbox.state, 31)
+    with pytest.raises(ValueError, match="at most 30"):
+        hook.create_time_entries(lines)
+    from backbone.hooks.quickbooks import time_activity_body
+
+    items = [{"bId": str(n), "operation": "create", "TimeActivity": time_activity_body(line)} for n, line in enumerate(lines)]
+    with pytest.raises(FatalApiError, match="at most 30 items"):
+        hook.call("POST", "/batch", json={"BatchItemRequest": items})
+    assert sandbox.state.qbo.entities["TimeActivity"] == {}
+
+
+def test_a_batch_throttled_without_retry_after_is_retried(hook, sandbox):
+    sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/batch", times=2)])
+    answers = hook.create_time_entries(outbox_lines(sandbox.state, 5))
+    assert len(answers) == 5 and len(sandbox.state.qbo.entities["TimeActivity"]) == 5

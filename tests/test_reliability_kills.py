@@ -63,7 +63,12 @@ def _mark_dag_run_failed(airflow_run_id: str) -> None:
 
 def test_sigkill_mid_posting_then_rerun_posts_each_entry_once(dagbag, sandbox, accounting_warehouse, psa_warehouse, tmp_path):
     state = sandbox.state
-    state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=0.3, times=100_000)])
+    state.faults.arm(
+        [
+            FaultRule(kind="slow_response", path_contains=path, method="POST", delay_seconds=0.3, times=100_000)
+            for path in ("/batch", "/timeactivity")
+        ]
+    )
     process = dags_test_process(TIMESHEETS, WEEK_END, tmp_path / "killed.log")
     created = _wait_for_posts(state, process, at_least=10)
     os.killpg(process.pid, signal.SIGKILL)
@@ -93,7 +98,12 @@ def test_postgresql_restart_mid_posting_then_rerun_posts_each_entry_once(dagbag,
     from backbone_devtools import pg
 
     state = sandbox.state
-    state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=0.3, times=100_000)])
+    state.faults.arm(
+        [
+            FaultRule(kind="slow_response", path_contains=path, method="POST", delay_seconds=0.3, times=100_000)
+            for path in ("/batch", "/timeactivity")
+        ]
+    )
     process = dags_test_process(TIMESHEETS, WEEK_END, tmp_path / "restarted.log")
     created = _wait_for_posts(state, process, at_least=10)
     pg.stop(TEST_DIR / "pgdata")

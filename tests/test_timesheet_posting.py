@@ -99,3 +99,21 @@ def test_a_dead_connection_stops_posting_and_leaves_every_line_pending(accountin
         post_time_activities(accounting, accounting_warehouse, RUN, concurrency=2)
     assert {status for status, _ in statuses(accounting_warehouse).values()} == {"pending"}
     assert accounting.creates == 0
+
+
+def test_new_lines_go_in_batch_calls_and_lines_tried_before_are_looked_up_one_by_one(accounting_warehouse, outbox):
+    """First creates never tried go in the vendor's batch calls (QuickBooks: 30 a call); a line
+    tried before is looked up first on its own, so a batch whose answer was lost never duplicates."""
+    from backbone.flows.timesheets import post_time_activities
+    from tests.fakes import FakeBatchAccounting
+
+    accounting = FakeBatchAccounting(refuse={"TE-5": "Invalid Reference Id : Customer 7 is inactive"})
+    already = accounting.post_time_entry(outbox_line("TE-8"), target=None, request_id="req-TE-8")  # an earlier batch's lost answer
+    outbox(*(outbox_line(f"TE-{n}") for n in range(1, 8)), outbox_line("TE-8", attempts=1))
+    result = post_time_activities(accounting, accounting_warehouse, RUN, concurrency=2)
+    assert sorted(accounting.batch_calls) == [1, 3, 3]  # seven new lines, three to a call
+    assert (result["posted"], result["rejected"]) == (7, 1)
+    assert accounting.lookups == 1 and accounting.creates == 7  # TE-8 adopted, not created again; TE-5 refused
+    final = statuses(accounting_warehouse)
+    assert final["TE-5"][0] == "failed" and final["TE-8"] == ("posted", already.object_id)
+    assert {status for key, (status, _) in final.items() if key != "TE-5"} == {"posted"}

@@ -142,7 +142,8 @@ def test_post_that_times_out_after_accounting_created_it_is_not_duplicated(dagba
 
     monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
     state = sandbox.state
-    state.faults.arm([FaultRule(kind="slow_response", path_contains="/timeactivity", method="POST", delay_seconds=2.5, times=3)])
+    # New entries go to QuickBooks in batch calls: the batch is applied, its answer is late, the retry replays it.
+    state.faults.arm([FaultRule(kind="slow_response", path_contains="/batch", method="POST", delay_seconds=2.5, times=3)])
     assert run_dag(dagbag, FLOW, WEEK_END).state == "success"
     assert state.faults.fired.get("slow_response") == 3
     assert state.qbo.replays >= 3
@@ -156,7 +157,7 @@ def test_throttling_and_server_errors_are_retried(dagbag, sandbox, accounting_wa
     state = sandbox.state
     state.faults.arm(
         [
-            FaultRule(kind="status", status=429, path_contains="/timeactivity", times=5),
+            FaultRule(kind="status", status=429, path_contains="/batch", times=5),
             FaultRule(kind="status", status=503, path_contains="/time-entries", times=2),
             FaultRule(kind="malformed", path_contains="/query", times=1),
         ]
@@ -171,7 +172,9 @@ def test_accounting_down_fails_the_run_and_a_later_run_posts_the_rest_once(dagba
 
     monkeypatch.setenv("BACKBONE_HTTP_MAX_ATTEMPTS", "2")
     state = sandbox.state
-    state.faults.arm([FaultRule(kind="status", status=503, path_contains="/timeactivity", method="POST", times=10_000)])
+    state.faults.arm(
+        [FaultRule(kind="status", status=503, path_contains=path, method="POST", times=10_000) for path in ("/batch", "/timeactivity")]
+    )
     assert run_dag(dagbag, FLOW, WEEK_END, retries=0).state == "failed"
     assert scalar(accounting_warehouse, "SELECT status FROM ops.flow_run WHERE flow = :f", f=FLOW) == "failed"
     pending = scalar(accounting_warehouse, "SELECT count(*) FROM acct.time_export WHERE posting_status = 'pending'")

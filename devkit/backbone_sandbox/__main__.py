@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         help="weeks of approved time up to the last Friday 17:00 (default: back to the last closed month)",
     )
     parser.add_argument("--qbo-rate", type=int, default=500, help="QuickBooks requests per minute before 429")
+    parser.add_argument("--qbo-batch-rate", type=int, default=40, help="QuickBooks batch calls per minute before 429 (Intuit's is 40)")
     parser.add_argument("--xero-rate", type=int, default=60, help="Xero calls per minute per tenant before 429 (Xero's own limit is 60)")
     parser.add_argument("--token", default="sandbox-token", help="bearer token every API expects")
     parser.add_argument("--state-file", type=Path, help="keep state across restarts in this file (saved on shutdown)")
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         people=args.people,
         weeks=args.weeks,
         qbo_requests_per_minute=args.qbo_rate,
+        qbo_batch_requests_per_minute=args.qbo_batch_rate,
         xero_requests_per_minute=args.xero_rate,
         state_file=args.state_file,
         **({"crm": args.crm} if args.crm else {}),

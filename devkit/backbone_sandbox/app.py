@@ -46,6 +46,7 @@ class SandboxConfig:
     timezone: str = field(default_factory=lambda: os.environ.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
     qbo_requests_per_minute: int = 500
     qbo_max_concurrent: int = 10
+    qbo_batch_requests_per_minute: int = 40
     xero_requests_per_minute: int = 60
     xero_requests_per_day: int = 5000
     xero_max_concurrent: int = 5

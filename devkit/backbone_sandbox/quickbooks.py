@@ -5,8 +5,11 @@ keys, attributes as plain keys (``QueryResponse.startPosition``), references as
 ``{"value": id, "name": ...}``, errors as ``{"Fault": {"Error": [{"Message", "Detail", "code"}],
 "type"}}``. Behaviour from Intuit's docs: ``?requestid=`` makes a repeated write return the
 original response without a second object; 500 requests a minute and 10 concurrent requests per
-company, else 429; query pages of at most 1000 with ``STARTPOSITION``/``MAXRESULTS``; OAuth
-refresh tokens rotate (here on every refresh, and the old one stops working).
+company, else 429; ``POST /batch`` with up to 30 items a call and 40 batch calls a minute (Intuit's
+"API call limits and throttles" page; its batch page names 10 items as a guideline), each item
+answered on its own (an object or a ``Fault``), the whole batch replayed for a known requestid;
+query pages of at most 1000 with ``STARTPOSITION``/``MAXRESULTS``; OAuth refresh tokens rotate
+(here on every refresh, and the old one stops working).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ ENTITIES = {
     "taxcode": "TaxCode",
 }
 MAX_RESULTS = 1000
+BATCH_MAX_ITEMS = 30
+"""Intuit's limits page: "Recommended maximum number of payloads in a single batch request is 30"."""
+BATCH_OPERATIONS = ("create", "update", "delete", "void")
 QUERY = re.compile(
     r"^\s*select\s+(?P<what>\*(?:\s*,\s*[\w.]+)*|count\(\*\)|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+(?P<entity>\w+)"
     r"(?:\s+where\s+(?P<where>.+?))?"
@@ -59,12 +65,12 @@ class QboFault(Exception):
         self.status, self.code, self.message, self.detail, self.fault_type = status, code, message, detail, fault_type
 
 
+def fault_body(exc: QboFault) -> dict[str, Any]:
+    return {"Error": [{"Message": exc.message, "Detail": exc.detail, "code": exc.code}], "type": exc.fault_type}
+
+
 def fault_response(exc: QboFault) -> JSONResponse:
-    body = {
-        "Fault": {"Error": [{"Message": exc.message, "Detail": exc.detail, "code": exc.code}], "type": exc.fault_type},
-        "time": _now_text(),
-    }
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse({"Fault": fault_body(exc), "time": _now_text()}, status_code=exc.status)
 
 
 def _now_text() -> str:
@@ -88,6 +94,7 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         self.updates: dict[str, int] = {}
         self.deletes: dict[str, int] = {}
         self.replays = 0
+        self.batches = 0
         self.token_refreshes = 0
         self._lock = threading.Lock()
 
@@ -198,6 +205,44 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         if request_id:
             self.request_results[request_id] = result
         return result
+
+    def batch(self, items: list[dict[str, Any]], request_id: str | None) -> dict[str, Any]:
+        """``POST /batch``: the items one after another, each answered with its object (or its query
+        result) or its own ``Fault``; one item's fault never undoes the others. A known requestid
+        replays the whole answer."""
+        if request_id and request_id in self.request_results:
+            with self._lock:
+                self.replays += 1
+            return self.request_results[request_id][1]
+        answers = []
+        for item in items:
+            answers.append({"bId": item.get("bId"), **self._batch_item(item)})
+        result = {"BatchItemResponse": answers, "time": _now_text()}
+        if request_id:
+            with self._lock:
+                self.request_results[request_id] = (200, result)
+        with self._lock:
+            self.batches = getattr(self, "batches", 0) + 1
+        return result
+
+    def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if "Query" in item:
+                return self.query(str(item["Query"]))
+            entities = [key for key in item if key in ENTITIES.values()]
+            operation = str(item.get("operation") or "")
+            if len(entities) != 1 or operation not in BATCH_OPERATIONS:
+                raise QboFault(
+                    400, "2010", "Request has invalid or unsupported property", "a batch item needs bId, operation and one entity"
+                )
+            entity = entities[0]
+            body = item[entity]
+            if operation == "create" and body.get("Id"):
+                raise QboFault(400, "2010", "Request has invalid or unsupported property", "a create carries no Id")
+            _, payload = self.write(entity, body, None, operation=operation if operation in ("delete", "void") else None)
+            return {entity: payload[entity]}
+        except QboFault as fault:
+            return {"Fault": fault_body(fault)}
 
     def _derive_totals(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
         if entity not in ("Invoice", "CreditMemo"):
@@ -427,7 +472,7 @@ def build_quickbooks_app(state: Any) -> FastAPI:
 
     add_refresh_token_route(app, "/oauth2/v1/tokens/bearer", store, client=(CLIENT_ID, CLIENT_SECRET), bad_client_status=401)
 
-    def guard(request: Request, realm_id: str) -> None:
+    def guard(request: Request, realm_id: str, *, batch: bool = False) -> None:
         if realm_id != REALM_ID:
             raise QboFault(
                 403,
@@ -441,19 +486,52 @@ def build_quickbooks_app(state: Any) -> FastAPI:
             raise QboFault(
                 401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", "Token expired or invalid", "AUTHENTICATION"
             )
-        wait = state.limits.setdefault("quickbooks", SlidingWindowLimit(state.config.qbo_requests_per_minute, 60.0)).check(realm_id)
+        # Batch calls have their own budget (40 a minute per company), beside the 500 of single calls.
+        name, per_minute = (
+            ("quickbooks-batch", state.config.qbo_batch_requests_per_minute)
+            if batch
+            else (
+                "quickbooks",
+                state.config.qbo_requests_per_minute,
+            )
+        )
+        wait = state.limits.setdefault(name, SlidingWindowLimit(per_minute, 60.0)).check(realm_id)
         if wait is not None:
             raise QboFault(
                 429,
                 "3001",
                 "message=ThrottleExceeded; errorCode=003001; statusCode=429",
-                "The request limit of requests per minute was reached",
+                f"The request limit of {'batch ' if batch else ''}requests per minute was reached",
                 "SERVICE",
             )
 
     _add_concurrency_limit(app, state, store, guard, in_flight, in_flight_lock)
+    _add_batch(app, store, guard)
     _add_api(app, state, store, guard, in_flight, in_flight_lock)
     return app
+
+
+def _add_batch(app: FastAPI, store: Any, guard: Any) -> None:
+    @app.post("/v3/company/{realm_id}/batch")
+    def batch(
+        realm_id: str, request: Request, body: dict[str, Any], requestid: str | None = None, minorversion: int | None = None
+    ) -> dict[str, Any]:
+        """Several operations in one call: ``{"BatchItemRequest": [{"bId", "operation", <Entity>: {...}}
+        or {"bId", "Query": "SELECT ..."}]}`` → ``{"BatchItemResponse": [{"bId", <Entity> | "QueryResponse" | "Fault"}]}``."""
+        guard(request, realm_id, batch=True)
+        items = body.get("BatchItemRequest")
+        if not isinstance(items, list) or not items:
+            raise QboFault(400, "2010", "Request has invalid or unsupported property", "BatchItemRequest must list at least one item")
+        if len(items) > BATCH_MAX_ITEMS:
+            raise QboFault(
+                400, "6000", "A business validation error has occurred", f"a batch holds at most {BATCH_MAX_ITEMS} items, not {len(items)}"
+            )
+        ids = [str(item.get("bId") or "") for item in items if isinstance(item, dict)]
+        if len(ids) != len(items) or "" in ids or len(set(ids)) != len(ids):
+            raise QboFault(400, "2010", "Request has invalid or unsupported property", "every batch item needs its own bId")
+        if requestid is not None and len(requestid) > 50:
+            raise QboFault(400, "6000", "A business validation error has occurred", "requestid must be at most 50 characters")
+        return store.batch(items, requestid)
 
 
 def _add_concurrency_limit(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, in_flight_lock: Any) -> None:

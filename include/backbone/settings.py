@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     """Client-side budget for QuickBooks (its limit is 500 a minute per company; a little headroom)."""
     qbo_max_concurrency: int = 4
     """Parallel QuickBooks calls while posting (QuickBooks allows 10 per company)."""
+    qbo_batch_size: int = 30
+    """New time activities sent per QuickBooks batch call (at most 30, Intuit's limit); 1 posts one call per entry."""
+    qbo_batch_requests_per_minute: float = 38
+    """Client-side budget for QuickBooks batch calls (its limit is 40 a minute per company, apart from the 500)."""
     payments_overlap_hours: int = 48
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
     invoice_timing: Literal["on_pm_approval", "after_finance_approval"] = "on_pm_approval"

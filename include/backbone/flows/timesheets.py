@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.data_dictionary import load_entity
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.accounting import RejectedByAccounting, request_id_for
+from backbone.hooks.accounting import RejectedByAccounting, TimeBatchPoster, request_id_for
 from backbone.hooks.oauth import ReauthorisationRequired
 from backbone.validation import RuleFailure, SchemaDrift, validate_rows
 from backbone.warehouse import ops
@@ -770,8 +770,17 @@ def _pending_entries(
 def _post_entries(
     accounting: AccountingSystem, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int
 ) -> dict[str, Any]:
+    """Post a group of entries: first creates never tried before go in the vendor's batch calls
+    where it has them (``TimeBatchPoster``), every other entry in its own calls, in parallel."""
     results: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
+    latest = _latest_posted(warehouse, [versions[0]["entry_id"] for versions in entries])
+    targets = {
+        entry_id: _target(posted, versions[0])
+        for versions in entries
+        if (entry_id := versions[0]["entry_id"]) in latest and (posted := latest[entry_id])
+    }
+    fresh, one_by_one = _split_for_batches(accounting, entries, targets)
 
     def flush() -> None:
         if results:
@@ -781,7 +790,8 @@ def _post_entries(
             results.clear()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="post") as pool:
-        futures = [pool.submit(_post_entry_versions, accounting, warehouse, versions) for versions in entries]
+        futures = [pool.submit(_post_new_batch, accounting, batch) for batch in fresh]
+        futures += [pool.submit(_post_entry_versions, accounting, targets.get(v[0]["entry_id"]), v) for v in one_by_one]
         for done, future in enumerate(futures, start=1):
             try:
                 results.extend(future.result())
@@ -795,29 +805,66 @@ def _post_entries(
             if len(results) >= RESULT_BATCH:
                 flush()
             if done % 500 == 0:
-                log.info("posted %d of %d entries", done, len(futures))
+                log.info("posted %d of %d calls' entries", done, len(futures))
     flush()
     return outcome
 
 
-def _post_entry_versions(accounting: AccountingSystem, warehouse: Engine, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Post one entry's pending versions in order; an update targets the newest posted earlier
-    version, a ``delete`` line removes it, and a version after a delete is created anew."""
-    from sqlalchemy import select
-
-    from backbone.warehouse.tables import time_export
-
+def _latest_posted(warehouse: Engine, entry_ids: list[str]) -> dict[str, Any]:
+    """Each entry's newest posted version (one query for the whole group)."""
     with warehouse.connect() as connection:
-        posted = connection.execute(
-            select(time_export.c.entry_version, time_export.c.accounting_id, time_export.c.action)
-            .where(time_export.c.entry_id == versions[0]["entry_id"], time_export.c.posting_status == "posted")
-            .order_by(time_export.c.entry_version.desc())
-        ).first()
-    target = (
-        posted.accounting_id
-        if posted is not None and posted.entry_version < versions[0]["entry_version"] and posted.action != "delete"
-        else None
-    )
+        return {
+            row.entry_id: row
+            for row in connection.exec_driver_sql(
+                "SELECT DISTINCT ON (entry_id) entry_id, entry_version, accounting_id, action FROM acct.time_export "
+                "WHERE entry_id = ANY(%(ids)s) AND posting_status = 'posted' ORDER BY entry_id, entry_version DESC",
+                {"ids": entry_ids},
+            )
+        }
+
+
+def _target(posted: Any, first_pending: dict[str, Any]) -> str | None:
+    """The accounting record a pending version updates: the newest posted earlier version's, unless it was deleted."""
+    if posted.entry_version < first_pending["entry_version"] and posted.action != "delete":
+        return posted.accounting_id
+    return None
+
+
+def _split_for_batches(
+    accounting: AccountingSystem, entries: list[list[dict[str, Any]]], targets: dict[str, str | None]
+) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+    """``(batches of fresh first creates, entries posted one by one)``. Fresh: a single pending
+    create with nothing posted to update and no earlier attempt (a line tried before is looked up
+    first, which the one-by-one path does)."""
+    size = accounting.time_batch_size if isinstance(accounting, TimeBatchPoster) else 1
+    if size <= 1:
+        return [], entries
+    fresh, one_by_one = [], []
+    for versions in entries:
+        line = versions[0]
+        if len(versions) == 1 and line["action"] != "delete" and not line.get("attempts") and targets.get(line["entry_id"]) is None:
+            fresh.append(line)
+        else:
+            one_by_one.append(versions)
+    return [fresh[n : n + size] for n in range(0, len(fresh), size)], one_by_one
+
+
+def _post_new_batch(accounting: AccountingSystem, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One batch call of first creates; a refused item is that line's exception, the others stand."""
+    assert isinstance(accounting, TimeBatchPoster)
+    answers = accounting.create_time_entries(lines)  # type: ignore[arg-type]
+    results = []
+    for line, answer in zip(lines, answers, strict=True):
+        if isinstance(answer, RejectedByAccounting):
+            results.append(_result(line, "failed", error=str(answer)))
+        else:
+            results.append(_result(line, "posted", accounting_id=answer.object_id, sync_token=answer.sync_token))
+    return results
+
+
+def _post_entry_versions(accounting: AccountingSystem, target: str | None, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Post one entry's pending versions in order; an update targets the newest posted earlier
+    version (``target``), a ``delete`` line removes it, and a version after a delete is created anew."""
     results = []
     for line in versions:
         if line["action"] == "delete":

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from backbone.http import FatalApiError
 
@@ -194,4 +194,17 @@ class AccountingSystem(Protocol):
 
     def invoice_balances(self, invoice_ids: Iterable[str]) -> dict[str, Decimal]:
         """Amount still due per invoice id (ids accounting does not know are absent)."""
+        ...
+
+
+@runtime_checkable
+class TimeBatchPoster(Protocol):
+    """An accounting system that creates many new time records in one call (QuickBooks' ``/batch``).
+    The weekly flow sends an entry's first create this way when nothing was tried for it before;
+    updates, deletions and retries (which look up first) keep the one-call path."""
+
+    time_batch_size: int
+
+    def create_time_entries(self, lines: list[OutboxLine]) -> list[PostedObject | RejectedByAccounting]:
+        """One answer per line, in order: the created record, or the refusal of that line alone."""
         ...

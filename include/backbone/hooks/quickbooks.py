@@ -2,7 +2,8 @@
 
 Everything QuickBooks-specific lives here: the ``/v3/company/{realmId}/...`` paths, ``minorversion``,
 ``?requestid=`` on writes (a repeated id returns the original answer, never a second object),
-``STARTPOSITION``/``MAXRESULTS`` paging, ``Fault`` bodies, 500 requests a minute and 10 at once.
+``STARTPOSITION``/``MAXRESULTS`` paging, ``Fault`` bodies, 500 requests a minute and 10 at once,
+and ``/batch`` (30 operations a call, 40 calls a minute) for new time activities.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from backbone.hooks.accounting import (
     PostedObject,
     ReferenceRecord,
     invoice_note,
+    request_id_for,
     time_entry_description,
     time_entry_marker,
 )
 from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
-from backbone.http import FatalApiError, RateLimiter
+from backbone.http import FatalApiError, RateLimiter, RetriableApiError
 from backbone.paging import OffsetPaginator, pages
 from backbone.settings import load_settings
 
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 QUERY_PAGE_MAX = 1000
 REQUEST_ID_MAX = 50
+BATCH_MAX_ITEMS = 30
+"""Intuit's "API call limits and throttles": at most 30 payloads per batch, 40 batch calls a minute per company."""
 ID_BATCH = 100
 SALES_ENTITY = {"invoice": "Invoice", "credit_note": "CreditMemo"}
 """The outbox's invoice kinds → QuickBooks sales transactions."""
@@ -53,8 +57,9 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     or ``https://sandbox-quickbooks.api.intuit.com``), ``login`` = OAuth client id, ``password`` =
     client secret. Extras: ``realm_id`` (company id, required), ``refresh_token`` (the first one;
     rotated tokens are kept by the token store), ``token_url`` (default Intuit's),
-    ``minor_version`` (default 75), ``requests_per_minute`` and ``max_concurrency`` (else the
-    ``BACKBONE_QBO_*`` settings; every hook reads its budget this way: extra, setting, vendor default).
+    ``minor_version`` (default 75), ``requests_per_minute``, ``max_concurrency``, ``batch_size``
+    and ``batch_requests_per_minute`` (else the ``BACKBONE_QBO_*`` settings; every hook reads its
+    budget this way: extra, setting, vendor default).
     """
 
     conn_name_attr = "quickbooks_conn_id"
@@ -76,6 +81,20 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         """QuickBooks allows 500 requests a minute per company: extra ``requests_per_minute``, else
         ``BACKBONE_QBO_REQUESTS_PER_MINUTE`` (480)."""
         return RateLimiter(self.budget("requests_per_minute", setting=load_settings().qbo_requests_per_minute, default=480) / 60.0)
+
+    @cached_property
+    def batch_limiter(self) -> RateLimiter:
+        """QuickBooks allows 40 batch calls a minute per company, apart from the 500 single calls:
+        extra ``batch_requests_per_minute``, else ``BACKBONE_QBO_BATCH_REQUESTS_PER_MINUTE`` (38)."""
+        per_minute = self.budget("batch_requests_per_minute", setting=load_settings().qbo_batch_requests_per_minute, default=38)
+        return RateLimiter(per_minute / 60.0)
+
+    @cached_property
+    def time_batch_size(self) -> int:
+        """New time activities per batch call: extra ``batch_size``, else ``BACKBONE_QBO_BATCH_SIZE``
+        (30, Intuit's maximum); 1 turns batching off."""
+        size = int(self.budget("batch_size", setting=load_settings().qbo_batch_size, default=BATCH_MAX_ITEMS))
+        return max(1, min(size, BATCH_MAX_ITEMS))
 
     @cached_property
     def concurrency(self) -> threading.BoundedSemaphore:
@@ -192,6 +211,43 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         if target is not None:
             return self.update(TIME_ENTITY, target, body, request_id=request_id)
         return self.create(TIME_ENTITY, body, request_id=request_id)
+
+    def create_time_entries(self, lines: list[OutboxLine]) -> list[PostedObject | FatalApiError]:
+        """Create new time activities in one ``POST /batch`` call: one answer per line, in order,
+        each the created object or the ``RejectedByAccounting`` its item's ``Fault`` names (one
+        refused item leaves the others standing). The call's ``requestid`` is derived from the
+        lines' own, so a retry of a batch whose answer was lost replays it (Intuit supports
+        requestid on batch calls) instead of creating twice."""
+        if not lines:
+            return []
+        if len(lines) > BATCH_MAX_ITEMS:
+            raise ValueError(f"a QuickBooks batch holds at most {BATCH_MAX_ITEMS} items, not {len(lines)}")
+        items = [{"bId": str(n), "operation": "create", TIME_ENTITY: time_activity_body(line)} for n, line in enumerate(lines)]
+        request_id = request_id_for("batch", *(str(line["request_id"]) for line in lines))
+        answer = self.request(
+            "POST",
+            f"/v3/company/{quote(self.realm_id)}/batch",
+            params={"minorversion": self.extras.get("minor_version", 75), "requestid": request_id},
+            json={"BatchItemRequest": items},
+            limiter=self.batch_limiter,
+            concurrency=self.concurrency,
+            description=f"QuickBooks batch of {len(items)} TimeActivity creates",
+        )
+        by_id = {str(item.get("bId")): item for item in (answer or {}).get("BatchItemResponse") or []}
+        missing = [str(n) for n in range(len(lines)) if str(n) not in by_id]
+        if missing:  # an answer that does not say what became of an item: the lines stay pending and are looked up next time
+            raise RetriableApiError(f"QuickBooks batch answer lacks items {', '.join(missing)}")
+        results: list[PostedObject | FatalApiError] = []
+        for n in range(len(lines)):
+            item = by_id[str(n)]
+            if "Fault" in item:
+                errors = (item["Fault"] or {}).get("Error") or [{}]
+                message = "; ".join(f"{e.get('Message', 'rejected')}: {e.get('Detail', '')} (code {e.get('code', '?')})" for e in errors)
+                results.append(FatalApiError(f"QuickBooks refused the TimeActivity: {message}", status=400))
+                continue
+            record = item[TIME_ENTITY]
+            results.append(PostedObject(TIME_ENTITY, str(record["Id"]), str(record.get("SyncToken", "0")), record))
+        return results
 
     def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The TimeActivity of this entry version, looked up on its work date by the description's
