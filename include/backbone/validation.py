@@ -148,14 +148,16 @@ def _validation_definition(entity_name: str) -> gx.ValidationDefinition:
 
 
 def to_frame(entity: EntitySpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows of canonical text values → the frame the suite checks (with numeric shadows)."""
+    """Rows of canonical text values → the frame the suite checks (with numeric shadows).
+
+    Built column by column: each value becomes its text, stripped; None and blank text become None."""
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(
-        [{name: _as_text(row.get(name)) for name in entity.fields} for row in rows],
-        columns=entity.field_names,
-    ).astype(object)
-    frame = frame.where(frame.notna(), None)
+    columns: dict[str, pd.Series] = {}
+    for name in entity.field_names:
+        text = [None if value is None else str(value).strip() for value in [row.get(name) for row in rows]]
+        columns[name] = pd.Series([value or None for value in text], dtype=object)
+    frame = pd.DataFrame(columns, columns=entity.field_names)
     for f in entity.fields.values():
         if f.is_numeric:
             frame[f.name + NUMBER_SUFFIX] = pd.to_numeric(frame[f.name], errors="coerce")
@@ -165,13 +167,6 @@ def to_frame(entity: EntitySpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
 def as_dict(value: Any) -> dict[str, Any]:
     """A vendor's nested object, or an empty one when the vendor sent something else there."""
     return value if isinstance(value, dict) else {}
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def validate_rows(entity_name: str, rows: list[dict[str, Any]]) -> ValidationOutcome:
