@@ -131,8 +131,8 @@ def bench_validation(n: int) -> dict:
     rows = [map_entry(p) for p in payloads]
     validate_rows("time_entry", rows[:100])  # build and cache the suite first
     started = time.perf_counter()
-    for offset in range(0, n, 25000):  # the flow's frames: BACKBONE_VALIDATION_CHUNK_SIZE
-        validate_rows("time_entry", rows[offset : offset + 25000])
+    for offset in range(0, n, 5000):  # the flow's chunks: BACKBONE_CHUNK_SIZE
+        validate_rows("time_entry", rows[offset : offset + 5000])
     seconds = time.perf_counter() - started
     return {"rows": n, "seconds": seconds, "rows_per_second": n / seconds}
 
@@ -214,7 +214,7 @@ t = time.perf_counter()
 counts = timesheets.extract_time_entries(PsaHook(), accounting, acct, run, page_size=1000)
 stages["extract"] = time.perf_counter() - t
 t = time.perf_counter()
-timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=25000)  # BACKBONE_VALIDATION_CHUNK_SIZE
+timesheets.validate_time_entries(acct, run, company_timezone="Europe/Amsterdam", chunk_size=5000)
 stages["validate"] = time.perf_counter() - t
 t = time.perf_counter(); timesheets.load_time_entries(psa_wh, acct, run, chunk_size=5000); stages["load"] = time.perf_counter() - t
 t = time.perf_counter()

@@ -72,7 +72,7 @@ def timesheets_weekly_to_accounting() -> None:
             engine_for(settings.accounting_warehouse_conn_id),
             run_ref(FLOW, context),
             company_timezone=settings.company_timezone,
-            chunk_size=settings.validation_chunk_size,
+            chunk_size=settings.chunk_size,
         )
 
     @task

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from backbone_sandbox.bamboohr import HrStore, build_bamboohr_app, seed_hr
 from backbone_sandbox.crm import CrmStore, build_hubspot_app
 from backbone_sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
+from backbone_sandbox.kantata import KantataStore, build_kantata_app
 from backbone_sandbox.limits import SlidingWindowLimit
 from backbone_sandbox.psa import PsaStore, build_psa_app
 from backbone_sandbox.psa_billing import BillingStore, seed_billing
@@ -50,6 +51,9 @@ class SandboxConfig:
     xero_requests_per_minute: int = 60
     xero_requests_per_day: int = 5000
     xero_max_concurrent: int = 5
+    kantata_requests_per_minute: int = 600
+    """Kantata throttles per account with a bare 429 (no Retry-After); it publishes no single figure
+    for every endpoint, so this is a stand-in the hook must live with, not Kantata's number."""
     crm: str = field(default_factory=lambda: os.environ.get("BACKBONE_SANDBOX_CRM", "hubspot"))
     """Which CRM the PSA's projects were created from (``hubspot`` or ``salesforce``): the deal ids
     PSA invoices and milestones carry. Both CRM APIs are served either way."""
@@ -67,6 +71,7 @@ class SandboxState:
     billing: BillingStore
     hr: HrStore
     xero: XeroStore
+    kantata: KantataStore = field(default_factory=KantataStore)
     qbo_in_flight: dict[str, int] = field(default_factory=lambda: {"count": 0, "rejected": 0})
     faults: FaultBoard = field(default_factory=FaultBoard)
     limits: dict[str, SlidingWindowLimit] = field(default_factory=dict)
@@ -140,6 +145,7 @@ class SandboxState:
                     billing=saved["billing"],
                     hr=saved["hr"],
                     xero=saved["xero"],
+                    kantata=saved.get("kantata") or KantataStore(),
                     crm_writes=saved.get("crm_writes", 0),
                     resumed=True,
                 )
@@ -163,6 +169,7 @@ class SandboxState:
                     "billing": self.billing,
                     "hr": self.hr,
                     "xero": self.xero,
+                    "kantata": self.kantata,
                     "crm_writes": self.crm_writes,
                 },
                 fh,
@@ -202,6 +209,8 @@ class SandboxState:
             "qbo_updates": dict(self.qbo.updates),
             "qbo_requestid_replays": self.qbo.replays,
             "qbo_token_refreshes": self.qbo.token_refreshes,
+            "kantata_creates": dict(self.kantata.creates),
+            "kantata_workspaces": len(self.kantata.workspaces),
             "xero_tenant_id": XERO_TENANT_ID,
             "xero_creates": dict(self.xero.creates),
             "xero_idempotent_replays": self.xero.replays,
@@ -294,4 +303,5 @@ def build_app(state: SandboxState) -> FastAPI:
     app.mount("/quickbooks", build_quickbooks_app(state))
     app.mount("/bamboohr", build_bamboohr_app(state))
     app.mount("/xero", build_xero_app(state))
+    app.mount("/kantata", build_kantata_app(state))
     return app

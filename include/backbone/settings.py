@@ -100,9 +100,6 @@ class Settings(BaseSettings):
 
     chunk_size: int = 5000
     """Rows handled per chunk when staging, validating and loading: bounds memory."""
-    validation_chunk_size: int = 25000
-    """Time entries per Great Expectations run in the weekly flow. Each run has a fixed cost (about
-    0.3 s to plan the suite's metrics), so fewer, larger runs validate faster; memory grows with it."""
 
     @field_validator("company_timezone")
     @classmethod

@@ -1,0 +1,133 @@
+"""KantataHook against the Kantata sandbox: projects from deals created exactly once without an
+idempotency key, the side-loaded answer envelope, ``only=`` misses, hidden objects, bare 429s.
+
+Kantata behaviour these tests rely on, from its API reference (developer.kantata.com): answers
+list ``results`` in canonical order beside id-keyed collections that may hold side-loaded extras;
+``only=`` answers without a 404 for ids it does not show; archived projects are hidden by default
+filters (``include_archived`` defaults to false) and their show route 404s; no POST takes an
+idempotency key; external references tie objects to ids elsewhere; throttling answers 429 without
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from backbone.hooks.kantata import KantataHook, records_in_order, source_token
+from backbone_sandbox.faults import FaultRule
+from backbone_sandbox.limits import SlidingWindowLimit
+
+PROJECT = {
+    "name": "Acme — Data platform",
+    "client": {"external_id": "C-1", "name": "Acme Corp"},
+    "contacts": [],
+    "description": "Build the data platform",
+    "estimated_hours": "120",
+    "budget": "25000.00",
+    "currency": "EUR",
+    "billing_type": "time_and_materials",
+    "start_date": "2026-11-02",
+    "end_date": "2027-01-29",
+    "payment_terms_days": 30,
+}
+
+
+@pytest.fixture
+def hook(sandbox, monkeypatch) -> KantataHook:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KANTATA_TEST", json.dumps({"conn_type": "kantata", "host": f"{sandbox.url}/kantata", "password": "sandbox-token"})
+    )
+    return KantataHook("kantata_test")
+
+
+def test_a_deal_becomes_one_workspace_linked_by_its_external_reference(hook, sandbox):
+    store = sandbox.state.kantata
+    first = hook.upsert_project("hubspot", "9001", PROJECT)
+    again = hook.upsert_project("hubspot", "9001", {**PROJECT, "budget": "27500.00"})
+    assert first.created and not again.created and again.project_id == first.project_id
+    assert len(store.workspaces) == 1 and store.workspaces[first.project_id]["price"] == "27500.00"
+    reference = hook.external_reference("Workspace", "hubspot", "deal", "9001")
+    assert reference is not None and reference["subject_id"] == first.project_id
+    assert first.url.endswith(f"/workspaces/{first.project_id}")
+
+
+def test_a_create_whose_answer_times_out_is_found_again_not_made_twice(hook, sandbox, monkeypatch):
+    """The POST is applied and its answer comes too late: the hook searches for the deal's token
+    before any new POST, adopts the workspace and links it."""
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    slow = FaultRule(kind="slow_response", path_contains="/kantata/api/v1/workspaces", method="POST", delay_seconds=2.5, times=1)
+    sandbox.state.faults.arm([slow])
+    ref = KantataHook("kantata_test").upsert_project("hubspot", "9002", PROJECT)
+    store = sandbox.state.kantata
+    assert sandbox.state.faults.fired.get("slow_response") == 1
+    assert store.creates["workspaces"] == 1 and list(store.workspaces) == [ref.project_id]
+    assert hook.external_reference("Workspace", "hubspot", "deal", "9002")["subject_id"] == ref.project_id
+
+
+def test_a_workspace_made_before_its_reference_was_written_is_adopted(hook, sandbox):
+    """An earlier attempt created the workspace and died before linking it: the next attempt finds
+    it by the deal's token in its description and links it, never a second workspace."""
+    store = sandbox.state.kantata
+    orphan = store.create_workspace({"title": PROJECT["name"], "description": f"made earlier · {source_token('hubspot', '9003')}"})
+    ref = hook.upsert_project("hubspot", "9003", PROJECT)
+    assert ref.project_id == orphan["id"] and not ref.created
+    assert len(store.workspaces) == 1 and store.workspaces[orphan["id"]]["price"] == "25000.00"
+
+
+def test_an_archived_workspace_is_hidden_by_default_but_still_found(hook, sandbox):
+    """Default filters hide archived projects (the show route 404s); the hook looks up with
+    ``include_archived`` so a deal's archived project is updated, not made again."""
+    first = hook.upsert_project("hubspot", "9004", PROJECT)
+    sandbox.state.kantata.workspaces[first.project_id]["archived"] = True
+    shown = requests.get(
+        f"{sandbox.url}/kantata/api/v1/workspaces/{first.project_id}.json", headers={"Authorization": "Bearer sandbox-token"}, timeout=5
+    )
+    assert shown.status_code == 404 and shown.json()["errors"][0]["message"]
+    assert hook.visible("workspaces", [first.project_id]) == {}
+    again = hook.upsert_project("hubspot", "9004", PROJECT)
+    assert again.project_id == first.project_id and len(sandbox.state.kantata.workspaces) == 1
+
+
+def test_only_answers_the_ids_it_shows_without_a_404(hook, sandbox):
+    made = hook.upsert_project("hubspot", "9005", PROJECT)
+    found = hook.visible("workspaces", [made.project_id, "999999", "not-an-id"])
+    assert list(found) == [made.project_id]
+
+
+def test_side_loaded_extras_are_not_read_as_results():
+    body = {
+        "count": 1,
+        "results": [{"key": "workspaces", "id": "7"}, {"key": "users", "id": "3"}],
+        "workspaces": {"9": {"id": "9", "title": "side-loaded parent"}, "7": {"id": "7", "title": "the result"}},
+        "users": {"3": {"id": "3"}},
+    }
+    assert [w["title"] for w in records_in_order(body, "workspaces")] == ["the result"]
+    with pytest.raises(Exception, match="without the object"):
+        records_in_order({"results": [{"key": "workspaces", "id": "8"}], "workspaces": {}}, "workspaces")
+
+
+def test_pages_follow_results_order_across_pages(hook, sandbox):
+    store = sandbox.state.kantata
+    for n in range(5):
+        store.create_workspace({"title": f"Project {n}", "description": "paging"})
+    seen = [w["id"] for page in hook.pages("workspaces", {"search": "description:'paging'"}, per_page=2) for w in page]
+    assert len(seen) == 5 == len(set(seen))
+
+
+def test_a_throttled_call_without_retry_after_is_retried(hook, sandbox):
+    sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/kantata/api/v1/external_references", times=2)])
+    ref = hook.upsert_project("hubspot", "9006", PROJECT)
+    assert ref.created and sandbox.state.faults.fired["status"] == 2
+
+
+def test_the_sandbox_throttles_as_kantata_does_without_retry_after(sandbox):
+    sandbox.state.limits["kantata"] = SlidingWindowLimit(1, 60.0)
+    url = f"{sandbox.url}/kantata/api/v1/workspaces.json"
+    answers = [requests.get(url, headers={"Authorization": "Bearer sandbox-token"}, timeout=5) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 429]
+    assert "Retry-After" not in answers[1].headers and answers[1].json()["errors"]
+    refused = requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5)
+    assert refused.status_code == 401 and refused.json()["errors"][0]["message"]
