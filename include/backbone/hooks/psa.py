@@ -67,7 +67,8 @@ class PsaPeople(Protocol):
 
 PSA_SYSTEMS = ("psa",)
 """The PSAs the backbone speaks: ``psa`` is our own PSA API (the documented contract in
-``docs/psa-api/``, for a PSA behind a company's middleware). Kantata OX is issue 21's next step."""
+``docs/psa-api/``, for a PSA behind a company's middleware). ``backbone.hooks.kantata`` speaks Kantata OX for
+projects so far; it joins this list once it covers the whole interface (issue 21)."""
 
 
 class PsaSystem(PsaClient, PsaTimeSource, PsaBilling, PsaPeople, Protocol):
