@@ -918,7 +918,7 @@ def _result(
         "accounting_sync_token": sync_token,
         "target_ref_id": target,
         "last_error": error,
-        "raw": {k: (str(v) if v is not None else None) for k, v in line.items()} if status == "failed" else None,  # kept for exceptions only
+        "raw": {k: (str(v) if v is not None else None) for k, v in line.items()} if status == "failed" else None,  # exceptions only
     }
 
 
