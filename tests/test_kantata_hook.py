@@ -16,7 +16,7 @@ import json
 import pytest
 import requests
 
-from backbone.hooks.kantata import KantataHook, records_in_order, source_token
+from backbone.hooks.kantata import KantataHook, records_in_order
 from backbone_sandbox.faults import FaultRule
 from backbone_sandbox.limits import SlidingWindowLimit
 
@@ -48,33 +48,40 @@ def test_a_deal_becomes_one_workspace_linked_by_its_external_reference(hook, san
     first = hook.upsert_project("hubspot", "9001", PROJECT)
     again = hook.upsert_project("hubspot", "9001", {**PROJECT, "budget": "27500.00"})
     assert first.created and not again.created and again.project_id == first.project_id
-    assert len(store.workspaces) == 1 and store.workspaces[first.project_id]["price"] == "27500.00"
+    assert len(store.workspaces) == 1 and store.workspaces[first.project_id]["price"] == 27500
     reference = hook.external_reference("Workspace", "hubspot", "deal", "9001")
     assert reference is not None and reference["subject_id"] == first.project_id
     assert first.url.endswith(f"/workspaces/{first.project_id}")
 
 
 def test_a_create_whose_answer_times_out_is_found_again_not_made_twice(hook, sandbox, monkeypatch):
-    """The POST is applied and its answer comes too late: the hook searches for the deal's token
-    before any new POST, adopts the workspace and links it."""
+    """The POST is applied and its answer comes too late: the hook looks up the deal's external
+    reference before any new POST and adopts the workspace the lost answer had made."""
     monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
     slow = FaultRule(kind="slow_response", path_contains="/kantata/api/v1/workspaces", method="POST", delay_seconds=2.5, times=1)
     sandbox.state.faults.arm([slow])
     ref = KantataHook("kantata_test").upsert_project("hubspot", "9002", PROJECT)
     store = sandbox.state.kantata
     assert sandbox.state.faults.fired.get("slow_response") == 1
-    assert store.creates["workspaces"] == 1 and list(store.workspaces) == [ref.project_id]
+    assert ref.created and store.creates["workspaces"] == 1 and list(store.workspaces) == [ref.project_id]
     assert hook.external_reference("Workspace", "hubspot", "deal", "9002")["subject_id"] == ref.project_id
 
 
-def test_a_workspace_made_before_its_reference_was_written_is_adopted(hook, sandbox):
-    """An earlier attempt created the workspace and died before linking it: the next attempt finds
-    it by the deal's token in its description and links it, never a second workspace."""
+def test_the_reference_is_made_with_the_workspace_in_one_request(hook, sandbox):
+    """The create body carries the external reference, so no moment exists in which the workspace
+    is there and its link is not (a crash between two calls would leave an orphan to duplicate)."""
+    hook.upsert_project("hubspot", "9003", PROJECT)
     store = sandbox.state.kantata
-    orphan = store.create_workspace({"title": PROJECT["name"], "description": f"made earlier · {source_token('hubspot', '9003')}"})
-    ref = hook.upsert_project("hubspot", "9003", PROJECT)
-    assert ref.project_id == orphan["id"] and not ref.created
-    assert len(store.workspaces) == 1 and store.workspaces[orphan["id"]]["price"] == "25000.00"
+    assert store.creates == {"workspaces": 1, "external_references": 1}
+
+
+def test_a_workspace_deleted_in_kantata_is_made_again(hook, sandbox):
+    """Kantata deletes are hard: a reference may name a workspace that is gone. The deal gets a new one."""
+    first = hook.upsert_project("hubspot", "9007", PROJECT)
+    del sandbox.state.kantata.workspaces[first.project_id]
+    again = hook.upsert_project("hubspot", "9007", PROJECT)
+    assert again.created and again.project_id != first.project_id
+    assert hook.external_reference("Workspace", "hubspot", "deal", "9007")["subject_id"] == again.project_id
 
 
 def test_an_archived_workspace_is_hidden_by_default_but_still_found(hook, sandbox):
@@ -118,7 +125,7 @@ def test_pages_follow_results_order_across_pages(hook, sandbox):
 
 
 def test_a_throttled_call_without_retry_after_is_retried(hook, sandbox):
-    sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/kantata/api/v1/external_references", times=2)])
+    sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/kantata/api/v1/workspaces", times=2)])
     ref = hook.upsert_project("hubspot", "9006", PROJECT)
     assert ref.created and sandbox.state.faults.fired["status"] == 2
 

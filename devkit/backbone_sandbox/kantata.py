@@ -16,7 +16,8 @@ not copied: that document reserves Kantata's copyright. What the sandbox holds t
   others. The show route (``GET /workspaces/<id>``) answers 404 for an archived project, which
   default filters hide (``include_archived`` defaults to false).
 - No idempotency key on any POST: a repeated create makes a second project. External references
-  (``/external_references``, ``create_or_update``) link an object to an id in another system.
+  link an object to an id in another system: given in the create body (``external_reference``,
+  made with the object) or through ``/external_references/create_or_update``.
 - Errors as ``{"errors": [{"type", "message"}]}``; throttling as 429 with no ``Retry-After``.
 """
 
@@ -69,8 +70,14 @@ class KantataStore(PicklableLockMixin):
         return str(self.next_id)
 
     def create_workspace(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new workspace; an ``external_reference`` in the body is created with it, in the same step."""
         if not str(fields.get("title") or "").strip():
             raise KantataError(422, "Title can't be blank", "validation")
+        link = fields.get("external_reference")
+        if link is not None and not (
+            isinstance(link, dict) and all(link.get(k) for k in ("service_name", "service_model", "service_model_ref"))
+        ):
+            raise KantataError(422, "external_reference needs service_name, service_model and service_model_ref", "validation")
         with self._lock:
             now = _now()
             record = {
@@ -83,7 +90,9 @@ class KantataStore(PicklableLockMixin):
             }
             self.workspaces[record["id"]] = record
             self.creates["workspaces"] = self.creates.get("workspaces", 0) + 1
-            return record
+        if link is not None:
+            self.reference({**link, "subject_type": "Workspace", "subject_id": record["id"]})
+        return record
 
     def update_workspace(self, workspace_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         with self._lock:

@@ -11,14 +11,14 @@ Kantata facts this hook is built on (developer.kantata.com):
 - ``only=<ids>`` answers with the visible objects among those ids and no 404 for the rest; the
   show route 404s for objects default filters hide (archived projects), so lookups use ``only=``
   with ``include_archived=true``.
-- No POST takes an idempotency key: a retried create makes a duplicate. External references
-  (``/external_references``) tie a Kantata object to an id in another system.
+- No POST takes an idempotency key: a retried create makes a duplicate. External references tie a
+  Kantata object to an id in another system; a create body may carry one (``external_reference``),
+  made in the same step as the object.
 - Throttling is a 429 without ``Retry-After`` (the retry policy's backoff applies).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -48,13 +48,6 @@ def records_in_order(body: Any, collection: str) -> list[dict[str, Any]]:
             raise RetriableApiError(f"Kantata listed {collection} {result.get('id')} in results without the object")
         records.append(record)
     return records
-
-
-def source_token(source: str, external_id: str) -> str:
-    """A single alphanumeric word naming the CRM record, written into the project's description: how
-    a project whose create answer was lost (so it has no external reference yet) is found again by
-    Kantata's description search, which matches whole words."""
-    return "bbref" + hashlib.sha256(f"{source}\x1f{external_id}".encode()).hexdigest()[:20]
 
 
 class KantataHook(JsonApiHook):
@@ -119,65 +112,34 @@ class KantataHook(JsonApiHook):
     def upsert_project(self, source: str, external_id: str, project: dict[str, Any]) -> PsaProjectRef:
         """Create the deal's workspace once, or update it.
 
-        1. The external reference (``Workspace``, ``source``, ``deal``, the deal id) names the
-           workspace made before: update it.
-        2. Else a workspace carrying the deal's token in its description (created by an attempt
-           whose answer, or whose reference, was lost) is adopted and linked.
-        3. Else it is created with one POST that is never repeated blindly: after a timeout or a
-           server error the search of step 2 runs again before any new POST.
+        The external reference (``Workspace``, ``source``, ``deal``, the deal id) names the
+        workspace made before: it is updated. Otherwise one POST creates the workspace with that
+        reference in its body (Kantata makes both in one step). The POST is never repeated blindly:
+        after a timeout, a reset or a server error the reference is looked up again first, and a
+        workspace the lost answer had made is adopted.
         """
-        fields = workspace_fields(project, source_token(source, external_id))
-        reference = self.external_reference("Workspace", source, DEAL_MODEL, external_id)
-        if reference is not None:
-            workspace_id = str(reference["subject_id"])
-            if workspace_id in self.visible("workspaces", [workspace_id], {"include_archived": "true"}):
-                self.request("PUT", f"{API}/workspaces/{workspace_id}.json", json={"workspace": fields})
-                return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=False)
-            log.warning(
-                "Kantata workspace %s of %s deal %s is gone (deleted in Kantata); creating it again", workspace_id, source, external_id
-            )
-        workspace, created = self._create_workspace_once(fields, source_token(source, external_id))
-        if not created:
-            self.request("PUT", f"{API}/workspaces/{workspace['id']}.json", json={"workspace": fields})
-        self.request(
-            "POST",
-            f"{API}/external_references/create_or_update",
-            json={
-                "external_reference": {
-                    "subject_type": "Workspace",
-                    "subject_id": workspace["id"],
-                    "service_name": source,
-                    "service_model": DEAL_MODEL,
-                    "service_model_ref": external_id,
-                    "status": "successful",
-                }
-            },
-            description=f"Kantata link workspace {workspace['id']} to {source} deal {external_id}",
-        )
-        return PsaProjectRef(str(workspace["id"]), self.workspace_url(str(workspace["id"])), created=created)
-
-    def _find_by_token(self, token: str) -> dict[str, Any] | None:
-        for page in self.pages("workspaces", {"search": f"description:'{token}'", "include_archived": "true"}):
-            for record in page:
-                if token in str(record.get("description") or ""):
-                    return record
-        return None
-
-    def _create_workspace_once(self, fields: dict[str, Any], token: str) -> tuple[dict[str, Any], bool]:
-        """``(workspace, created)``: one POST at a time, each preceded (after the first) by a search
-        for what an earlier POST may have made. A 4xx is final; anything unclear is looked up."""
+        fields = workspace_fields(project)
+        workspace_id = self._linked_workspace(source, external_id)
+        if workspace_id is not None:
+            self.request("PUT", f"{API}/workspaces/{workspace_id}.json", json={"workspace": fields})
+            return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=False)
+        link = {"service_name": source, "service_model": DEAL_MODEL, "service_model_ref": external_id, "status": "successful"}
         single = RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds)
         for attempt in range(1, self.retry_policy.max_attempts + 1):
-            found = self._find_by_token(token)
-            if found is not None:
-                log.info("Kantata workspace %s already made by an earlier attempt; adopted", found["id"])
-                return found, False
+            if attempt > 1 and (workspace_id := self._linked_workspace(source, external_id)) is not None:
+                log.info(
+                    "Kantata workspace %s of %s deal %s was made by the attempt whose answer was lost; adopted",
+                    workspace_id,
+                    source,
+                    external_id,
+                )
+                self.request("PUT", f"{API}/workspaces/{workspace_id}.json", json={"workspace": fields})
+                return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=True)
             try:
                 body = single.call(
-                    lambda: self._post_once(f"{API}/workspaces.json", {"workspace": fields}),
-                    description="Kantata create workspace",
+                    lambda: self._post_once(f"{API}/workspaces.json", {"workspace": {**fields, "external_reference": link}}),
+                    description=f"Kantata create the workspace of {source} deal {external_id}",
                 )
-                return records_in_order(body, "workspaces")[0], True
             except FatalApiError:
                 raise
             except RetriableApiError as exc:
@@ -186,7 +148,22 @@ class KantataHook(JsonApiHook):
                 delay = self.retry_policy.backoff(attempt, exc)
                 log.warning("Kantata create workspace: %s; looking it up before trying again in %.1fs", exc, delay)
                 self.retry_policy.sleep(delay)
+                continue
+            workspace_id = str(records_in_order(body, "workspaces")[0]["id"])
+            return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=True)
         raise AssertionError("unreachable")
+
+    def _linked_workspace(self, source: str, external_id: str) -> str | None:
+        """The workspace the deal's external reference names, if Kantata still has it (archived
+        ones too: default filters hide them, ``only=`` with ``include_archived`` does not)."""
+        reference = self.external_reference("Workspace", source, DEAL_MODEL, external_id)
+        if reference is None:
+            return None
+        workspace_id = str(reference["subject_id"])
+        if workspace_id in self.visible("workspaces", [workspace_id], {"include_archived": "true"}):
+            return workspace_id
+        log.warning("Kantata workspace %s of %s deal %s is gone (deleted in Kantata); making it again", workspace_id, source, external_id)
+        return None
 
     def _post_once(self, path: str, payload: dict[str, Any]) -> Any:
         response = self.get_conn().request("POST", self.url_for(path), auth=self.auth, json=payload, timeout=self.timeout)
@@ -197,20 +174,20 @@ class KantataHook(JsonApiHook):
         return f"{self.base_url}/workspaces/{workspace_id}"
 
 
-def workspace_fields(project: dict[str, Any], token: str) -> dict[str, Any]:
-    """Our PSA project body → Kantata's workspace fields (``title``, ``description``, ``budgeted``,
-    ``price``, ``currency``, ``start_date``, ``due_date``); the deal's token ends the description."""
+def workspace_fields(project: dict[str, Any]) -> dict[str, Any]:
+    """Our PSA project body → Kantata's workspace fields. ``price`` is an integer in Kantata's create
+    body (the starting budget); its answers carry ``price_in_cents``. Client, contacts, estimated
+    hours, billing type and terms have no workspace field: they go to custom fields with the rest of
+    issue 21; the client's name leads the description until then."""
+    from decimal import ROUND_HALF_UP, Decimal
+
     description = str(project.get("description") or "").strip()
     client = (project.get("client") or {}).get("name")
-    lines = [description] if description else []
-    if client:
-        lines.append(f"Client: {client}")
-    lines.append(f"Synced from the CRM · {token}")
     return {
         "title": project["name"],
-        "description": "\n\n".join(lines),
+        "description": "\n\n".join(part for part in (f"Client: {client}" if client else "", description) if part),
         "budgeted": True,
-        "price": str(project["budget"]),
+        "price": int(Decimal(str(project["budget"])).quantize(Decimal(1), rounding=ROUND_HALF_UP)),
         "currency": project["currency"],
         "start_date": project.get("start_date"),
         "due_date": project.get("end_date"),

@@ -167,12 +167,15 @@ def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tu
     rows = {
         key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records
     }
-    statement = insert(staged_record).values(list(rows.values()))
+    # One statement with many parameter sets (SQLAlchemy's "insertmanyvalues" batches them), not a
+    # VALUES list compiled anew for every page: compiling was a third of the weekly extract.
+    statement = insert(staged_record)
     connection.execute(
         statement.on_conflict_do_update(
             index_elements=["flow", "run_id", "entity", "source_key"],
             set_={"payload": statement.excluded.payload, "status": "staged", "canonical": None},
-        )
+        ),
+        list(rows.values()),
     )
 
 
@@ -187,9 +190,9 @@ def stage_if_absent(connection: Connection, run: RunRef, entity: str, records: S
     rows = {
         key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records
     }
-    statement = insert(staged_record).values(list(rows.values()))
-    result = connection.execute(statement.on_conflict_do_nothing(index_elements=["flow", "run_id", "entity", "source_key"]))
-    return result.rowcount
+    statement = insert(staged_record).on_conflict_do_nothing(index_elements=["flow", "run_id", "entity", "source_key"])
+    result = connection.execute(statement.returning(staged_record.c.source_key), list(rows.values()))
+    return len(result.all())
 
 
 def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> int:
@@ -212,7 +215,7 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
                 repeats.append((key, payload))
             else:
                 batch[key] = {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload}
-        statement = insert(staged_record).values(list(batch.values()))
+        statement = insert(staged_record)
         differs = staged_record.c.payload != statement.excluded.payload
         result = connection.execute(
             statement.on_conflict_do_update(
@@ -224,7 +227,8 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
                         else_=staged_record.c.canonical,
                     ),
                 },
-            ).returning(staged_record.c.status)
+            ).returning(staged_record.c.status),
+            list(batch.values()),
         )
         conflicts += sum(1 for (status,) in result if status == "conflict")
         pending = repeats
