@@ -738,33 +738,35 @@ def _pending_entries(
     )
     last_entry = ""
     while True:
-        with warehouse.connect() as connection:
-            entry_ids = [
-                r[0]
-                for r in connection.execute(
-                    select(time_export.c.entry_id)
-                    .where(postable, time_export.c.entry_id > last_entry)
-                    .group_by(time_export.c.entry_id)
-                    .order_by(time_export.c.entry_id)
-                    .limit(entries_per_batch)
+        next_entries = (
+            select(time_export.c.entry_id)
+            .where(postable, time_export.c.entry_id > last_entry)
+            .group_by(time_export.c.entry_id)
+            .order_by(time_export.c.entry_id)
+            .limit(entries_per_batch)
+            .correlate(None)
+            .subquery("next_entries")
+        )
+        # One round trip picks the next entries' lines and counts the attempt, before any call: a
+        # crash mid-call leaves attempts > 0, so the next try looks first.
+        with warehouse.begin() as connection:
+            lines = [
+                dict(row._mapping)
+                for row in connection.execute(
+                    time_export.update()
+                    .where(postable, time_export.c.entry_id == next_entries.c.entry_id)
+                    .values(attempts=time_export.c.attempts + 1)
+                    .returning(*time_export.c)
                 )
             ]
-            if not entry_ids:
-                return
-            lines = connection.execute(
-                select(time_export)
-                .where(postable, time_export.c.entry_id.in_(entry_ids))
-                .order_by(time_export.c.entry_id, time_export.c.entry_version)
-            )
-            by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for line in lines:
-                by_entry[line.entry_id].append(dict(line._mapping))
-        with warehouse.begin() as connection:  # counted before the calls: a crash mid-call leaves attempts > 0, so the next try looks first
-            connection.execute(
-                time_export.update().where(postable, time_export.c.entry_id.in_(entry_ids)).values(attempts=time_export.c.attempts + 1)
-            )
+        if not lines:
+            return
+        by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for line in sorted(lines, key=lambda line: (line["entry_id"], line["entry_version"])):
+            line["attempts"] -= 1  # tries before this one: a line never tried is created without a lookup
+            by_entry[line["entry_id"]].append(line)
         yield list(by_entry.values())
-        last_entry = entry_ids[-1]
+        last_entry = max(by_entry)
 
 
 def _post_entries(
