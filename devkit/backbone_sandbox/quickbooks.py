@@ -214,15 +214,11 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
             with self._lock:
                 self.replays += 1
             return self.request_results[request_id][1]
-        answers = []
-        for item in items:
-            answers.append({"bId": item.get("bId"), **self._batch_item(item)})
-        result = {"BatchItemResponse": answers, "time": _now_text()}
-        if request_id:
-            with self._lock:
-                self.request_results[request_id] = (200, result)
+        result = {"BatchItemResponse": [{"bId": item.get("bId"), **self._batch_item(item)} for item in items], "time": _now_text()}
         with self._lock:
-            self.batches = getattr(self, "batches", 0) + 1
+            if request_id:
+                self.request_results[request_id] = (200, result)
+            self.batches = getattr(self, "batches", 0) + 1  # a state saved before batches existed has no counter
         return result
 
     def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -487,14 +483,8 @@ def build_quickbooks_app(state: Any) -> FastAPI:
                 401, "3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", "Token expired or invalid", "AUTHENTICATION"
             )
         # Batch calls have their own budget (40 a minute per company), beside the 500 of single calls.
-        name, per_minute = (
-            ("quickbooks-batch", state.config.qbo_batch_requests_per_minute)
-            if batch
-            else (
-                "quickbooks",
-                state.config.qbo_requests_per_minute,
-            )
-        )
+        name = "quickbooks-batch" if batch else "quickbooks"
+        per_minute = state.config.qbo_batch_requests_per_minute if batch else state.config.qbo_requests_per_minute
         wait = state.limits.setdefault(name, SlidingWindowLimit(per_minute, 60.0)).check(realm_id)
         if wait is not None:
             raise QboFault(
@@ -509,6 +499,11 @@ def build_quickbooks_app(state: Any) -> FastAPI:
     _add_batch(app, store, guard)
     _add_api(app, state, store, guard, in_flight, in_flight_lock)
     return app
+
+
+def _check_request_id(requestid: str | None) -> None:
+    if requestid is not None and len(requestid) > 50:
+        raise QboFault(400, "6000", "A business validation error has occurred", "requestid must be at most 50 characters")
 
 
 def _add_batch(app: FastAPI, store: Any, guard: Any) -> None:
@@ -529,8 +524,7 @@ def _add_batch(app: FastAPI, store: Any, guard: Any) -> None:
         ids = [str(item.get("bId") or "") for item in items if isinstance(item, dict)]
         if len(ids) != len(items) or "" in ids or len(set(ids)) != len(ids):
             raise QboFault(400, "2010", "Request has invalid or unsupported property", "every batch item needs its own bId")
-        if requestid is not None and len(requestid) > 50:
-            raise QboFault(400, "6000", "A business validation error has occurred", "requestid must be at most 50 characters")
+        _check_request_id(requestid)
         return store.batch(items, requestid)
 
 
@@ -611,8 +605,7 @@ def _add_api(app: FastAPI, state: Any, store: Any, guard: Any, in_flight: Any, i
         entity = ENTITIES.get(entity_name.lower())
         if entity is None:
             raise QboFault(400, "4001", "Unsupported Operation", f"Operation on {entity_name} is not supported")
-        if requestid is not None and len(requestid) > 50:
-            raise QboFault(400, "6000", "A business validation error has occurred", "requestid must be at most 50 characters")
+        _check_request_id(requestid)
         status, payload = store.write(entity, body, requestid, operation=operation)
         return JSONResponse(payload, status_code=status)
 

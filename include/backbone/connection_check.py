@@ -151,18 +151,15 @@ def check_all(settings: Settings) -> list[Finding]:
     from backbone.hooks.bamboohr import BambooHRHook
     from backbone.hooks.vendors import accounting_hook, crm_hook, psa_hook
 
-    findings = [
+    accounting = check_vendor("accounting", settings.accounting_conn_id, accounting_hook)
+    warehouse = check_warehouse("accounting", settings.accounting_warehouse_conn_id)
+    return [
         check_vendor("CRM", settings.crm_conn_id, crm_hook),
         check_vendor("HR", settings.hr_conn_id, BambooHRHook),
         check_vendor("PSA", settings.psa_conn_id, psa_hook),
-        check_vendor("accounting", settings.accounting_conn_id, accounting_hook),
-    ]
-    if findings[-1].ok:
-        findings.append(billing_codes(settings.accounting_conn_id, accounting_hook))
-    findings += [
+        accounting,
+        *([billing_codes(settings.accounting_conn_id, accounting_hook)] if accounting.ok else []),
         check_warehouse("psa", settings.psa_warehouse_conn_id),
-        check_warehouse("accounting", settings.accounting_warehouse_conn_id),
+        warehouse,
+        *([mapping_coverage(settings.accounting_warehouse_conn_id)] if warehouse.ok else []),
     ]
-    if findings[-1].ok:
-        findings.append(mapping_coverage(settings.accounting_warehouse_conn_id))
-    return findings

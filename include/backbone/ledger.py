@@ -200,16 +200,10 @@ class Ledger:
 
     @staticmethod
     def _run_filter(flow: str | None, period: Period | None, status: str | None) -> tuple[str, dict[str, Any]]:
-        where, params = ["true"], {}
-        if flow:
-            where.append("r.flow = :flow")
-            params["flow"] = flow
+        where, params = _flow_and_period("r", flow, period, ["true"])
         if status:
             where.append("r.status = :status")
             params["status"] = status
-        if period:
-            where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))
-            params.update(start=period.start, end=period.end)
         return " AND ".join(where), params
 
     def _attempts_of(self, runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -476,9 +470,15 @@ what they posted together (``ops.flow_run_attempt``), and its exceptions per rul
 
 def _exception_filter(flow: str | None, period: Period | None, where: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Conditions on ``ops.quarantine q`` joined to its run ``r``: the flow, and the period its run's interval ends in."""
+    return _flow_and_period("q", flow, period, where)
+
+
+def _flow_and_period(alias: str, flow: str | None, period: Period | None, where: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``where`` plus the flow (of the row ``alias``, ``r`` or ``q``) and the period its run's
+    interval ``r.interval_end`` ends in (``PERIOD_RULE``)."""
     params: dict[str, Any] = {}
     if flow:
-        where.append("q.flow = :flow")
+        where.append(f"{alias}.flow = :flow")
         params["flow"] = flow
     if period:
         where.append(PERIOD_RULE.replace("interval_end", "r.interval_end"))

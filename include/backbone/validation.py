@@ -155,8 +155,8 @@ def to_frame(entity: EntitySpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
 
     columns: dict[str, pd.Series] = {}
     for name in entity.field_names:
-        text = [None if value is None else str(value).strip() for value in [row.get(name) for row in rows]]
-        columns[name] = pd.Series([value or None for value in text], dtype=object)
+        values = (row.get(name) for row in rows)
+        columns[name] = pd.Series([None if value is None else (str(value).strip() or None) for value in values], dtype=object)
     frame = pd.DataFrame(columns, columns=entity.field_names)
     for f in entity.fields.values():
         if f.is_numeric:

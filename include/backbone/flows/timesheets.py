@@ -777,11 +777,7 @@ def _post_entries(
     results: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     latest = _latest_posted(warehouse, [versions[0]["entry_id"] for versions in entries])
-    targets = {
-        entry_id: _target(posted, versions[0])
-        for versions in entries
-        if (entry_id := versions[0]["entry_id"]) in latest and (posted := latest[entry_id])
-    }
+    targets = {v[0]["entry_id"]: _target(latest[v[0]["entry_id"]], v[0]) for v in entries if v[0]["entry_id"] in latest}
     fresh, one_by_one = _split_for_batches(accounting, entries, targets)
 
     def flush() -> None:
@@ -851,9 +847,8 @@ def _split_for_batches(
     return [fresh[n : n + size] for n in range(0, len(fresh), size)], one_by_one
 
 
-def _post_new_batch(accounting: AccountingSystem, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _post_new_batch(accounting: TimeBatchPoster, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One batch call of first creates; a refused item is that line's exception, the others stand."""
-    assert isinstance(accounting, TimeBatchPoster)
     answers = accounting.create_time_entries(lines)  # type: ignore[arg-type]
     results = []
     for line, answer in zip(lines, answers, strict=True):

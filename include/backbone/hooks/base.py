@@ -137,10 +137,14 @@ class JsonApiHook(BaseHook):
         limiter: RateLimiter | None = None,
         concurrency: AbstractContextManager[Any] | None = None,
         description: str | None = None,
+        retry: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Send one call with the retry policy; return decoded JSON (None for an empty body)."""
-        return self.request_with_status(method, path, limiter=limiter, concurrency=concurrency, description=description, **kwargs)[1]
+        """Send one call with the retry policy (``retry`` instead of the hook's, for a call that must
+        not be repeated blindly); return decoded JSON (None for an empty body)."""
+        return self.request_with_status(
+            method, path, limiter=limiter, concurrency=concurrency, description=description, retry=retry, **kwargs
+        )[1]
 
     def request_with_status(
         self,
@@ -150,6 +154,7 @@ class JsonApiHook(BaseHook):
         limiter: RateLimiter | None = None,
         concurrency: AbstractContextManager[Any] | None = None,
         description: str | None = None,
+        retry: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> tuple[int, Any]:
         """The request pipeline every vendor call goes through: usage check, rate budget,
@@ -167,4 +172,4 @@ class JsonApiHook(BaseHook):
             self.last_response_headers = response.headers
             return response.status_code, self.validate_response(response)
 
-        return self.retry_policy.call(attempt, description=description or f"{self.system_name} {method} {path}")
+        return (retry or self.retry_policy).call(attempt, description=description or f"{self.system_name} {method} {path}")

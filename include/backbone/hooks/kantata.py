@@ -121,8 +121,7 @@ class KantataHook(JsonApiHook):
         fields = workspace_fields(project)
         workspace_id = self._linked_workspace(source, external_id)
         if workspace_id is not None:
-            self.request("PUT", f"{API}/workspaces/{workspace_id}.json", json={"workspace": fields})
-            return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=False)
+            return self._updated(workspace_id, fields, created=False)
         link = {"service_name": source, "service_model": DEAL_MODEL, "service_model_ref": external_id, "status": "successful"}
         single = RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds)
         for attempt in range(1, self.retry_policy.max_attempts + 1):
@@ -133,11 +132,13 @@ class KantataHook(JsonApiHook):
                     source,
                     external_id,
                 )
-                self.request("PUT", f"{API}/workspaces/{workspace_id}.json", json={"workspace": fields})
-                return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=True)
+                return self._updated(workspace_id, fields, created=True)
             try:
-                body = single.call(
-                    lambda: self._post_once(f"{API}/workspaces.json", {"workspace": {**fields, "external_reference": link}}),
+                body = self.request(
+                    "POST",
+                    f"{API}/workspaces.json",
+                    json={"workspace": {**fields, "external_reference": link}},
+                    retry=single,
                     description=f"Kantata create the workspace of {source} deal {external_id}",
                 )
             except FatalApiError:
@@ -165,10 +166,9 @@ class KantataHook(JsonApiHook):
         log.warning("Kantata workspace %s of %s deal %s is gone (deleted in Kantata); making it again", workspace_id, source, external_id)
         return None
 
-    def _post_once(self, path: str, payload: dict[str, Any]) -> Any:
-        response = self.get_conn().request("POST", self.url_for(path), auth=self.auth, json=payload, timeout=self.timeout)
-        self.last_response_headers = response.headers
-        return self.validate_response(response)
+    def _updated(self, workspace_id: str, fields: dict[str, Any], *, created: bool) -> PsaProjectRef:
+        self.request("PUT", f"{API}/workspaces/{workspace_id}.json", json={"workspace": fields})
+        return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=created)
 
     def workspace_url(self, workspace_id: str) -> str:
         return f"{self.base_url}/workspaces/{workspace_id}"

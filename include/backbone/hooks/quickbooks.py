@@ -120,17 +120,25 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
 
     # --- calls ----------------------------------------------------------------------------------
     def call(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, description: str | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        description: str | None = None,
+        limiter: RateLimiter | None = None,
     ) -> Any:
         """One company-scoped call through the hook's request pipeline (budget, at most
-        ``max_concurrency`` at once, one token refresh on 401, retries)."""
+        ``max_concurrency`` at once, one token refresh on 401, retries); ``limiter`` is the
+        budget it draws on (the single-call one unless told, e.g. batch calls have their own)."""
         query = {"minorversion": self.extras.get("minor_version", 75), **(params or {})}
         return self.request(
             method,
             f"/v3/company/{quote(self.realm_id)}{path}",
             params=query,
             json=json,
-            limiter=self.limiter,
+            limiter=limiter or self.limiter,
             concurrency=self.concurrency,
             description=description or f"QuickBooks {method} {path}",
         )
@@ -224,13 +232,12 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
             raise ValueError(f"a QuickBooks batch holds at most {BATCH_MAX_ITEMS} items, not {len(lines)}")
         items = [{"bId": str(n), "operation": "create", TIME_ENTITY: time_activity_body(line)} for n, line in enumerate(lines)]
         request_id = request_id_for("batch", *(str(line["request_id"]) for line in lines))
-        answer = self.request(
+        answer = self.call(
             "POST",
-            f"/v3/company/{quote(self.realm_id)}/batch",
-            params={"minorversion": self.extras.get("minor_version", 75), "requestid": request_id},
+            "/batch",
+            params={"requestid": request_id},
             json={"BatchItemRequest": items},
             limiter=self.batch_limiter,
-            concurrency=self.concurrency,
             description=f"QuickBooks batch of {len(items)} TimeActivity creates",
         )
         by_id = {str(item.get("bId")): item for item in (answer or {}).get("BatchItemResponse") or []}

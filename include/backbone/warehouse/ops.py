@@ -133,28 +133,31 @@ def set_aside_unstorable(
             storable.append((key, payload))
             continue
         stored_key, raw = safe_key(key), safe_raw(payload, reason)
-        set_aside[stored_key] = {
-            "flow": run.flow,
-            "run_id": run.run_id,
-            "entity": entity,
-            "source_key": stored_key,
-            "payload": raw,
-            "status": UNSTORABLE,
-        }
+        set_aside[stored_key] = {**_staged_row(run, entity, stored_key, raw), "status": UNSTORABLE}
         problems.append(QuarantineRow(entity, stored_key, f"{entity.split(':')[0]}.unstorable", f"the record {reason}", raw))
     if set_aside:
         from sqlalchemy.dialects.postgresql import insert
 
-        statement = insert(staged_record).values(list(set_aside.values()))
+        statement = insert(staged_record)
         connection.execute(
             statement.on_conflict_do_update(
                 index_elements=["flow", "run_id", "entity", "source_key"],
                 set_={"payload": statement.excluded.payload, "status": UNSTORABLE, "canonical": None},
-            )
+            ),
+            list(set_aside.values()),
         )
         add_quarantine(connection, run, problems)
         log.warning("%d %s records cannot be stored and are exceptions: %s", len(problems), entity, [p.reason for p in problems[:3]])
     return storable
+
+
+def _staged_row(run: RunRef, entity: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload}
+
+
+def _staged_rows(run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Rows of ``ops.staged_record`` by key (the last copy of a key wins)."""
+    return {key: _staged_row(run, entity, key, payload) for key, payload in records}
 
 
 def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -164,9 +167,7 @@ def stage(connection: Connection, run: RunRef, entity: str, records: Sequence[tu
     records = set_aside_unstorable(connection, run, entity, records)
     if not records:
         return
-    rows = {
-        key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records
-    }
+    rows = _staged_rows(run, entity, records)
     # One statement with many parameter sets (SQLAlchemy's "insertmanyvalues" batches them), not a
     # VALUES list compiled anew for every page: compiling was a third of the weekly extract.
     statement = insert(staged_record)
@@ -187,9 +188,7 @@ def stage_if_absent(connection: Connection, run: RunRef, entity: str, records: S
     records = set_aside_unstorable(connection, run, entity, records)
     if not records:
         return 0
-    rows = {
-        key: {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload} for key, payload in records
-    }
+    rows = _staged_rows(run, entity, records)
     statement = insert(staged_record).on_conflict_do_nothing(index_elements=["flow", "run_id", "entity", "source_key"])
     result = connection.execute(statement.returning(staged_record.c.source_key), list(rows.values()))
     return len(result.all())
@@ -214,7 +213,7 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
             if key in batch:
                 repeats.append((key, payload))
             else:
-                batch[key] = {"flow": run.flow, "run_id": run.run_id, "entity": entity, "source_key": key, "payload": payload}
+                batch[key] = _staged_row(run, entity, key, payload)
         statement = insert(staged_record)
         differs = staged_record.c.payload != statement.excluded.payload
         result = connection.execute(
