@@ -179,8 +179,12 @@ def build_kantata_app(state: Any) -> FastAPI:
             return error_response(429, "Rate limit exceeded")
         return await call_next(request)
 
-    _add_workspaces(app, store)
+    from backbone_sandbox.kantata_time import KantataTimeView, add_time_routes
+
+    view = KantataTimeView(state)
+    _add_workspaces(app, store, view)
     _add_references(app, store)
+    add_time_routes(app, view)
     return app
 
 
@@ -211,19 +215,27 @@ def filter_workspaces(records: list[dict[str, Any]], query: Any) -> list[dict[st
     return records
 
 
-def _add_workspaces(app: FastAPI, store: KantataStore) -> None:
+def _add_workspaces(app: FastAPI, store: KantataStore, view: Any) -> None:
+    from backbone_sandbox.kantata_time import includes, shown
+
     @app.get("/api/v1/workspaces")
     @app.get("/api/v1/workspaces.json")
     def list_workspaces(request: Request) -> dict[str, Any]:
         page, per_page = paging(request)
         query = request.query_params
-        records = filter_workspaces(sorted(store.workspaces.values(), key=lambda r: (r["updated_at"], r["id"]), reverse=True), query)
+        everything = [*store.workspaces.values(), *view.workspaces().values()]
+        records = filter_workspaces(sorted(everything, key=lambda r: (r["updated_at"], r["id"]), reverse=True), query)
+        wanted = includes(query)
         side = {}
-        if "external_references" in (query.get("include") or "").split(","):
+        if "external_references" in wanted:
             ids = {r["id"] for r in records}
             side["external_references"] = {
                 r["id"]: r for r in store.external_references.values() if r["subject_type"] == "Workspace" and r["subject_id"] in ids
             }
+        if "workspace_groups" in wanted:
+            groups = view.groups()
+            side["workspace_groups"] = {g: groups[g] for r in records for g in r.get("workspace_group_ids") or [] if g in groups}
+        records = [shown("workspaces", r, wanted) for r in records]
         return envelope("workspaces", records, page=page, per_page=per_page, side=side)
 
     @app.get("/api/v1/workspaces/{workspace_id}")

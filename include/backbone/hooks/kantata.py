@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
@@ -75,10 +77,8 @@ class KantataHook(JsonApiHook):
         return True, "Kantata answered"
 
     # --- reading --------------------------------------------------------------------------------
-    def pages(
-        self, collection: str, params: dict[str, Any] | None = None, *, per_page: int = PER_PAGE_MAX
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Every ``collection`` object matching ``params``, a page at a time, in ``results`` order."""
+    def bodies(self, collection: str, params: dict[str, Any] | None = None, *, per_page: int = PER_PAGE_MAX) -> Iterator[dict[str, Any]]:
+        """Every answer page of a list, side-loads and all, until ``meta.page_count``."""
         page = 1
         while True:
             body = self.request(
@@ -87,10 +87,17 @@ class KantataHook(JsonApiHook):
                 params={**(params or {}), "page": page, "per_page": min(per_page, PER_PAGE_MAX)},
                 description=f"Kantata list {collection} page {page}",
             )
-            yield records_in_order(body, collection)
+            yield body or {}
             if page >= int(((body or {}).get("meta") or {}).get("page_count") or 1):
                 return
             page += 1
+
+    def pages(
+        self, collection: str, params: dict[str, Any] | None = None, *, per_page: int = PER_PAGE_MAX
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every ``collection`` object matching ``params``, a page at a time, in ``results`` order."""
+        for body in self.bodies(collection, params, per_page=per_page):
+            yield records_in_order(body, collection)
 
     def visible(self, collection: str, ids: list[str], params: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Objects by id (``only=``, 200 at a time); ids Kantata does not show are simply absent."""
@@ -172,6 +179,194 @@ class KantataHook(JsonApiHook):
 
     def workspace_url(self, workspace_id: str) -> str:
         return f"{self.base_url}/workspaces/{workspace_id}"
+
+    # --- approved time (backbone.hooks.psa.PsaTimeSource) ---------------------------------------
+    def iter_approved_time_entries(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Time entries whose timesheet submission was approved in ``[approved_from, approved_to)``,
+        in our PSA API's time entry shape (``docs/psa-api``), a page of submissions at a time.
+
+        Approval is the submission's: ``current_resolution_created_at_date`` is when it was
+        approved. Approving updates the submission, so every submission approved in the window has
+        ``updated_at`` at or after its start, whatever changed since: the list asks
+        ``updated_after`` the start and keeps those resolved inside the window.
+        """
+        people, projects, tasks = _Directory(self, "users"), _Directory(self, "workspaces"), _Directory(self, "stories")
+        for submissions in self._resolved_submissions("approved", approved_from, approved_to, page_size=page_size):
+            approved = {str(tid): s[RESOLVED_AT] for s in submissions for tid in s.get("time_entry_ids") or []}
+            entries = self.visible("time_entries", list(approved), {"include": "user,workspace,story", "from_archived_workspaces": "true"})
+            missing = sorted(set(approved) - set(entries))
+            if missing:
+                raise RetriableApiError(f"Kantata lists approved time entries it does not show: {', '.join(missing[:5])}")
+            people.load([str(e["user_id"]) for e in entries.values()])
+            projects.load([str(e["workspace_id"]) for e in entries.values()])
+            tasks.load([str(e["story_id"]) for e in entries.values() if e.get("story_id")])
+            yield [time_entry_record(entries[tid], approved[tid], people, projects, tasks) for tid in approved]
+
+    def iter_withdrawn_time_entries(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Time sent back after approval: entries of submissions rejected or cancelled in the
+        window. Kantata locks approved time (it cannot be edited or deleted until its submission is
+        rejected or cancelled), so a withdrawal always shows as one of these first."""
+        for submissions in self._resolved_submissions("rejected,cancelled", withdrawn_from, withdrawn_to, page_size=page_size):
+            yield [
+                {
+                    "id": str(tid),
+                    "version": version_at(s[RESOLVED_AT]),
+                    "withdrawn_at": s[RESOLVED_AT],
+                    "reason": "unapproved" if s["status"] == "rejected" else "cancelled",
+                }
+                for s in submissions
+                for tid in s.get("time_entry_ids") or []
+            ]
+
+    def _resolved_submissions(self, statuses: str, start: datetime, end: datetime, *, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        """Timesheet submissions with one of ``statuses`` resolved in ``[start, end)``, in groups
+        holding about ``page_size`` entries. The whole list is read before anything is yielded and
+        read again if it moved while paging (a submission updated meanwhile shifts page numbers:
+        the ids read then fall short of the count)."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("window bounds need a time zone")
+        params = {
+            "statuses": statuses,
+            "updated_after": (start - timedelta(seconds=1)).isoformat(),
+            "include": "time_entries",
+            "order": "date:asc",
+        }
+        for _ in range(3):
+            found: dict[str, dict[str, Any]] = {}
+            total = 0
+            for body in self.bodies("timesheet_submissions", params):
+                total = int(((body.get("meta") or {}).get("count")) or 0)
+                found.update({str(s["id"]): s for s in records_in_order(body, "timesheet_submissions")})
+            if len(found) >= total:
+                break
+            log.warning("Kantata timesheet submissions moved while paging (%d of %d read); reading them again", len(found), total)
+        else:
+            raise RetriableApiError("Kantata timesheet submissions kept moving while paging")
+        group: list[dict[str, Any]] = []
+        held = 0
+        for submission in found.values():
+            resolved = submission.get(RESOLVED_AT)
+            if not resolved or not start <= parse_time(resolved) < end:
+                continue
+            group.append(submission)
+            held += len(submission.get("time_entry_ids") or [])
+            if held >= page_size:
+                yield group
+                group, held = [], 0
+        if group:
+            yield group
+
+
+RESOLVED_AT = "current_resolution_created_at_date"
+VERSION_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def parse_time(stamp: str) -> datetime:
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise RetriableApiError(f"Kantata answered a time without a zone: {stamp!r}")
+    return moment
+
+
+def version_at(*stamps: str) -> int:
+    """A time entry's version on Kantata, which keeps none: whole seconds from 2020 to its latest
+    change or resolution. Editing, approving, sending back and approving again each move it on,
+    so a later state always has the higher version (the outbox's rule), and it fits the
+    warehouse's 32-bit column until 2088."""
+    return int((max(parse_time(s) for s in stamps if s) - VERSION_EPOCH).total_seconds())
+
+
+def hours_of(minutes: Any) -> str:
+    try:
+        return format((Decimal(int(minutes)) / 60).normalize(), "f")
+    except (TypeError, ValueError, InvalidOperation):
+        return str(minutes)  # unreadable stays unreadable: validation says why
+
+
+def money_of(cents: Any) -> str:
+    try:
+        return format((Decimal(int(cents)) / 100).quantize(Decimal("0.01")), "f")
+    except (TypeError, ValueError, InvalidOperation):
+        return str(cents)
+
+
+class _Directory:
+    """Users, projects or tasks by id, fetched once per read (``only=``, 200 at a time) with what
+    time entries need beside them: a user's classification, a project's client, a task's billing code."""
+
+    EXTRA = {
+        "users": {"optional_fields": "classification"},
+        "workspaces": {"include": "workspace_groups", "include_archived": "true"},
+        "stories": {"include": "external_references"},
+    }
+
+    def __init__(self, hook: KantataHook, collection: str):
+        self.hook, self.collection = hook, collection
+        self.records: dict[str, dict[str, Any]] = {}
+        self.side: dict[str, dict[str, Any]] = {}
+
+    def load(self, ids: list[str]) -> None:
+        wanted = sorted(set(ids) - set(self.records))
+        for start in range(0, len(wanted), PER_PAGE_MAX):
+            chunk = wanted[start : start + PER_PAGE_MAX]
+            for body in self.hook.bodies(self.collection, {**self.EXTRA[self.collection], "only": ",".join(chunk)}):
+                self.records.update({str(r["id"]): r for r in records_in_order(body, self.collection)})
+                for name in ("workspace_groups", "external_references"):
+                    self.side.update({f"{name}:{k}": v for k, v in (body.get(name) or {}).items()})
+
+    def get(self, record_id: Any) -> dict[str, Any]:
+        return self.records.get(str(record_id)) or {}
+
+    def client_of(self, workspace: dict[str, Any]) -> dict[str, Any]:
+        for group_id in workspace.get("workspace_group_ids") or []:
+            group = self.side.get(f"workspace_groups:{group_id}") or {}
+            if group.get("company"):
+                return {"id": str(group["id"]), "name": group.get("name")}
+        return {}
+
+    def billing_code_of(self, story: dict[str, Any]) -> str | None:
+        for reference_id in story.get("external_reference_ids") or []:
+            reference = self.side.get(f"external_references:{reference_id}") or {}
+            if (reference.get("service_name"), reference.get("service_model")) == BILLING_CODE_REFERENCE:
+                return reference.get("service_model_ref")
+        return None
+
+
+BILLING_CODE_REFERENCE = ("accounting", "billing_code")
+"""The external reference (``service_name``, ``service_model``) that gives a Kantata task its billing code."""
+
+
+def time_entry_record(
+    entry: dict[str, Any], approved_at: str, people: _Directory, projects: _Directory, tasks: _Directory
+) -> dict[str, Any]:
+    """A Kantata time entry in our PSA API's time entry shape."""
+    user, workspace, story = people.get(entry.get("user_id")), projects.get(entry.get("workspace_id")), tasks.get(entry.get("story_id"))
+    return {
+        "id": str(entry["id"]),
+        "version": version_at(entry.get("updated_at") or approved_at, approved_at),
+        "spent_date": entry.get("date_performed"),
+        "hours": hours_of(entry.get("time_in_minutes")),
+        "billable": entry.get("billable"),
+        "billable_rate": money_of(entry.get("rate_in_cents")),
+        "currency": entry.get("currency"),
+        "approval_status": "approved",
+        "approved_at": approved_at,
+        "updated_at": entry.get("updated_at"),
+        "notes": entry.get("notes"),
+        "user": {
+            "id": str(entry.get("user_id")),
+            "name": user.get("full_name"),
+            "email": user.get("email_address"),
+            "type": "contractor" if user.get("classification") == "External" else "employee",
+        },
+        "client": projects.client_of(workspace),
+        "project": {"id": str(entry.get("workspace_id")), "name": workspace.get("title")},
+        "task": {"id": str(entry.get("story_id")), "name": story.get("title"), "billing_code": tasks.billing_code_of(story)},
+    }
 
 
 def workspace_fields(project: dict[str, Any]) -> dict[str, Any]:
