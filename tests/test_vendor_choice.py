@@ -50,6 +50,11 @@ def test_the_psa_is_chosen_by_its_connection_too(monkeypatch):
     connection(monkeypatch, "psa_a", "psa")
     connection(monkeypatch, "psa_b", "http")
     connection(monkeypatch, "psa_c", "http", vendor="kantata")
+    connection(monkeypatch, "psa_d", "kantata")
+    connection(monkeypatch, "psa_e", "http", vendor="birdview")
+    from backbone.hooks.kantata import KantataHook
+
     assert isinstance(psa_hook("psa_a"), PsaHook) and isinstance(psa_hook("psa_b"), PsaHook)
-    with pytest.raises(ValueError, match="names vendor 'kantata'; this backbone speaks psa"):
-        psa_hook("psa_c")
+    assert isinstance(psa_hook("psa_c"), KantataHook) and isinstance(psa_hook("psa_d"), KantataHook)
+    with pytest.raises(ValueError, match="names vendor 'birdview'; this backbone speaks psa, kantata"):
+        psa_hook("psa_e")

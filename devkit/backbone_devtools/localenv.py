@@ -71,6 +71,7 @@ def airflow_environment(
         "GX_ANALYTICS_ENABLED": "false",
         "AIRFLOW_CONN_HUBSPOT_DEFAULT": connection_json(conn_type="hubspot", host=f"{sandbox_url}/hubspot", password=sandbox_token),
         "AIRFLOW_CONN_PSA_DEFAULT": connection_json(conn_type="psa", host=f"{sandbox_url}/psa", password=sandbox_token),
+        "AIRFLOW_CONN_KANTATA_DEFAULT": connection_json(conn_type="kantata", host=f"{sandbox_url}/kantata", password=sandbox_token),
         "AIRFLOW_CONN_BAMBOOHR_DEFAULT": connection_json(conn_type="bamboohr", host=f"{sandbox_url}/bamboohr", password=sandbox_token),
         "AIRFLOW_CONN_QUICKBOOKS_DEFAULT": connection_json(
             conn_type="quickbooks",

@@ -68,6 +68,8 @@ def check_vendor(role: str, conn_id: str, build: Callable[[str], Any]) -> Findin
             detail = f"authenticated, but the token lacks the scopes the flows need: {', '.join(missing)}; reconnect the app with them"
         elif hasattr(hook, "headroom"):
             detail += f"; {hook.headroom()}"
+        if getattr(hook, "NOT_YET", ()):
+            detail += f"; not served on {system} yet: {'; '.join(hook.NOT_YET)}"
     return Finding(f"{role} ({system})", conn_id, ok, detail)
 
 

@@ -102,6 +102,14 @@ CONNECTION_TYPES: tuple[ConnectionType, ...] = (
         hidden=("schema", "port", "login"),
     ),
     ConnectionType(
+        "kantata",
+        "backbone.hooks.kantata.KantataHook",
+        "Kantata OX (PSA)",
+        {"host": "API base URL", "password": "OAuth access token"},
+        {"host": "https://api.mavenlink.com"},
+        hidden=("schema", "port", "login"),
+    ),
+    ConnectionType(
         "quickbooks",
         "backbone.hooks.quickbooks.QuickBooksHook",
         "QuickBooks Online",

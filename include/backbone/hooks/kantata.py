@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
-from backbone.hooks.psa import PsaProjectRef
+from backbone.hooks.psa import PsaCapabilityMissing, PsaProjectRef
 from backbone.http import FatalApiError, RetriableApiError, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,39 @@ class KantataHook(JsonApiHook):
                 group, held = [], 0
         if group:
             yield group
+
+    # --- not on Kantata yet (issue 21): the flows that need these fail at once, and say so -------
+    NOT_YET = (
+        "people and time off (hr_roster_pto_to_psa)",
+        "invoices, payment status and milestones (month-end, payments_to_psa, psa_milestones_to_crm)",
+    )
+
+    def _not_yet(self, what: str) -> PsaCapabilityMissing:
+        return PsaCapabilityMissing(
+            f"Kantata does not serve {what} through this backbone yet; point BACKBONE_PSA_CONN_ID at a PSA API Connection "
+            "(psa_default) for this flow"
+        )
+
+    def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+        raise self._not_yet("invoices")
+
+    def iter_invoices_between(self, moment: str, start: datetime, end: datetime, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+        raise self._not_yet("invoices")
+
+    def count_unapproved_invoices(self, period: str) -> int:
+        raise self._not_yet("invoices")
+
+    def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool:
+        raise self._not_yet("payment status")
+
+    def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]:
+        raise self._not_yet("milestones")
+
+    def upsert_person(self, source: str, external_id: str, person: dict[str, Any]) -> bool:
+        raise self._not_yet("people")
+
+    def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool:
+        raise self._not_yet("time off")
 
 
 RESOLVED_AT = "current_resolution_created_at_date"

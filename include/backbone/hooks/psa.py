@@ -65,10 +65,16 @@ class PsaPeople(Protocol):
     def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool: ...
 
 
-PSA_SYSTEMS = ("psa",)
+PSA_SYSTEMS = ("psa", "kantata")
 """The PSAs the backbone speaks: ``psa`` is our own PSA API (the documented contract in
-``docs/psa-api/``, for a PSA behind a company's middleware). ``backbone.hooks.kantata`` speaks Kantata OX for
-projects so far; it joins this list once it covers the whole interface (issue 21)."""
+``docs/psa-api/``, for a PSA behind a company's middleware); ``kantata`` is Kantata OX
+(``backbone.hooks.kantata``), which serves projects from deals and approved time so far: the
+rest of the interface answers ``PsaCapabilityMissing`` there until it is built (issue 21)."""
+
+
+class PsaCapabilityMissing(NotImplementedError):
+    """This PSA's hook does not serve that part of the interface yet: the flow that needs it
+    fails at once with this, saying which Connection to use instead."""
 
 
 class PsaSystem(PsaClient, PsaTimeSource, PsaBilling, PsaPeople, Protocol):

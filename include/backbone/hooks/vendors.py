@@ -55,8 +55,11 @@ def accounting_hook(conn_id: str) -> AccountingSystem:
 
 
 def psa_hook(conn_id: str) -> PsaSystem:
-    """The PSA hook for a Connection (our PSA API; the Connection type or ``vendor`` extra names it)."""
-    vendor_of(conn_id, known=PSA_SYSTEMS, default="psa")
+    """The PSA hook for a Connection (our PSA API unless the Connection says Kantata)."""
+    if vendor_of(conn_id, known=PSA_SYSTEMS, default="psa") == "kantata":
+        from backbone.hooks.kantata import KantataHook
+
+        return KantataHook(conn_id)
     from backbone.hooks.psa import PsaHook
 
     return PsaHook(conn_id)
