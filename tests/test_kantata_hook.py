@@ -200,3 +200,61 @@ def test_an_approval_withdrawn_after_export_is_listed_with_a_higher_version(hook
     withdrawn = [w for page in hook.iter_withdrawn_time_entries(later - timedelta(hours=1), later + timedelta(hours=1)) for w in page]
     assert [w["id"] for w in withdrawn] == [entry["id"]] and withdrawn[0]["version"] > entry["version"]
     assert entry["id"] not in {e["id"] for page in hook.iter_approved_time_entries(start, end) for e in page}
+
+
+# --- people and time off --------------------------------------------------------------------------
+
+PERSON = {"name": "Nia Newhire", "email": "nia.newhire@people.example", "role": "Data Engineer", "active": True}
+
+
+def test_a_person_kantata_has_is_linked_by_email_not_invited(hook, sandbox):
+    keeper = next(iter(sandbox.state.psa_time.people.values()))
+    assert hook.upsert_person("bamboohr", "77", {**PERSON, "name": keeper["name"], "email": keeper["email"]}) is False
+    assert hook.upsert_person("bamboohr", "77", {**PERSON, "name": keeper["name"], "email": keeper["email"]}) is False
+    store = sandbox.state.kantata
+    assert "account_invitations" not in store.creates
+    (reference,) = [r for r in store.external_references.values() if r["subject_type"] == "User"]
+    assert reference["service_model_ref"] == "77" and reference["service_model"] == "employee"
+
+
+def test_a_new_hire_is_invited_once_even_when_the_answer_is_lost(hook, sandbox, monkeypatch):
+    """POST /account_invitations takes no idempotency key: after a timed-out answer the hook finds
+    the invitee by e-mail address instead of inviting again (a second invitation would be refused
+    or, worse, a second licence)."""
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    slow = FaultRule(kind="slow_response", path_contains="/kantata/api/v1/account_invitations", method="POST", delay_seconds=2.5, times=1)
+    sandbox.state.faults.arm([slow])
+    assert KantataHook("kantata_test").upsert_person("bamboohr", "501", PERSON) is True
+    assert hook.upsert_person("bamboohr", "501", PERSON) is False
+    store = sandbox.state.kantata
+    assert sandbox.state.faults.fired.get("slow_response") == 1 and store.creates["account_invitations"] == 1
+    assert [u["email_address"] for u in store.invited_users.values()] == [PERSON["email"]]
+
+
+def test_a_leaver_without_a_kantata_user_is_not_invited(hook, sandbox):
+    assert hook.upsert_person("bamboohr", "502", {**PERSON, "email": "gone@people.example", "active": False}) is False
+    assert hook.replace_time_off("bamboohr", "502", "2026-11-01", "2026-11-30", [{"date": "2026-11-03", "hours": "8"}]) is False
+    assert not sandbox.state.kantata.invited_users
+
+
+def test_time_off_is_replaced_inside_the_window_only(hook, sandbox):
+    hook.upsert_person("bamboohr", "503", PERSON)
+    days = [{"date": "2026-11-03", "hours": "8"}, {"date": "2026-11-04", "hours": "4"}]
+    assert hook.replace_time_off("bamboohr", "503", "2026-11-01", "2026-11-30", days) is True
+    assert hook.replace_time_off("bamboohr", "503", "2026-11-01", "2026-11-30", days) is False
+    outside = hook.replace_time_off("bamboohr", "503", "2026-12-01", "2026-12-31", [{"date": "2026-12-24", "hours": "8"}])
+    changed = hook.replace_time_off("bamboohr", "503", "2026-11-01", "2026-11-30", [{"date": "2026-11-04", "hours": "8"}])
+    entries = {e["requested_date"]: e["hours"] for e in sandbox.state.kantata.time_off_entries.values()}
+    assert outside and changed and entries == {"2026-11-04": 8.0, "2026-12-24": 8.0}
+
+
+def test_a_time_off_post_whose_answer_is_lost_is_not_added_twice(hook, sandbox, monkeypatch):
+    """Kantata adds a second POST's hours to the day's entry: a blind retry would make 8 hours 16."""
+    hook.upsert_person("bamboohr", "504", PERSON)
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    slow = FaultRule(kind="slow_response", path_contains="/kantata/api/v1/time_off_entries", method="POST", delay_seconds=2.5, times=1)
+    sandbox.state.faults.arm([slow])
+    days = [{"date": "2026-11-05", "hours": "8"}]
+    assert KantataHook("kantata_test").replace_time_off("bamboohr", "504", "2026-11-01", "2026-11-30", days) is True
+    assert sandbox.state.faults.fired.get("slow_response") == 1
+    assert [e["hours"] for e in sandbox.state.kantata.time_off_entries.values()] == [8.0]

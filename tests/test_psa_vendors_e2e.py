@@ -4,16 +4,20 @@ Closed-won and every week of the Friday export run for real (``dag.test()``), on
 Connection on our PSA API and once on Kantata, each on a fresh sandbox seeded with the same
 business. The warehouses must end up the same apart from the PSA's ids, and Kantata must hold one
 workspace per loaded deal, linked to it by external reference. A second pass over the same
-intervals on Kantata changes nothing.
+intervals on Kantata changes nothing. The HR roster's people and time off reach both alike.
 
 Left out of the comparison, on purpose: the one record our PSA API's seed plants that Kantata's
 wire cannot carry (the same entry id served twice with different content, which Kantata's id-keyed
-answer collections make impossible). HR, month-end, payments and milestones are not on Kantata yet.
+answer collections make impossible). Month-end, payments and milestones are not on Kantata yet.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import ANCHOR, SANDBOX_PORT, forget_rotated_tokens, start_sandbox
 from tests.helpers import rows, run_dag
@@ -85,3 +89,62 @@ def test_closed_won_and_the_weekly_export_give_the_same_warehouses_on_kantata(da
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+HR_FLOW = "hr_roster_pto_to_psa"
+HR_RUN_DAY = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)  # Monday 05:00 Amsterdam
+
+
+def psa_api_time_off(state) -> dict[str, dict[str, Decimal]]:
+    """Our PSA API's people and their time off, by e-mail address."""
+    return {
+        person["email"].lower(): {day: Decimal(hours) for day, hours in state.psa.time_off.get(key, {}).items()}
+        for key, person in state.psa.people.items()
+    }
+
+
+def kantata_time_off(state) -> dict[str, dict[str, Decimal]]:
+    """Kantata's users linked to an HR id, and their time off entries, by e-mail address."""
+    from backbone_sandbox.kantata_people import account_users
+    from backbone_sandbox.kantata_time import KantataTimeView
+
+    users = account_users(KantataTimeView(state), state.kantata)
+    linked = {r["subject_id"] for r in state.kantata.external_references.values() if r["subject_type"] == "User"}
+    out: dict[str, dict[str, Decimal]] = {users[u]["email_address"].lower(): {} for u in linked}
+    for entry in state.kantata.time_off_entries.values():
+        out[users[entry["user_id"]]["email_address"].lower()][entry["requested_date"]] = Decimal(str(entry["hours"]))
+    return out
+
+
+def test_hr_people_and_time_off_reach_kantata_as_they_reach_the_psa_api(dagbag, hr_warehouse, monkeypatch):
+    """The HR roster run once on each PSA: every person the PSA API got is a linked Kantata user
+    (the seed's time keepers found by e-mail, the others invited once), each with the same days
+    off. A rerun on Kantata invites no one and changes no day."""
+    results = {}
+    for conn_id, read in (("psa_default", psa_api_time_off), ("kantata_default", kantata_time_off)):
+        running, server, thread = start_sandbox(SANDBOX_PORT)
+        try:
+            monkeypatch.setenv("BACKBONE_PSA_CONN_ID", conn_id)
+            assert run_dag(dagbag, HR_FLOW, HR_RUN_DAY, retries=0).state == "success"
+            results[conn_id] = read(running.state)
+            if conn_id == "kantata_default":
+                kantata = running.state.kantata
+                creates, days = dict(kantata.creates), read(running.state)
+                assert run_dag(dagbag, HR_FLOW, HR_RUN_DAY + timedelta(days=1), retries=0).state == "success"
+                assert dict(kantata.creates) == creates and read(running.state) == days
+                keepers = {p["email"].lower() for p in running.state.psa_time.people.values()}
+                invited = {u["email_address"].lower() for u in kantata.invited_users.values()}
+                assert invited and not invited & keepers
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+        with hr_warehouse.begin() as connection:
+            connection.execute(
+                text(
+                    "TRUNCATE hr.person, hr.person_history, hr.department, hr.skill, hr.certification, hr.time_off_day, "
+                    "hr.company_holiday, hr.capacity, ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, "
+                    "ops.deadline_alert"
+                )
+            )
+    assert results["kantata_default"] == results["psa_default"]
+    assert sum(len(days) for days in results["psa_default"].values()) > 10

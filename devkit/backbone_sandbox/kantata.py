@@ -63,6 +63,8 @@ class KantataStore(PicklableLockMixin):
         self.next_id = 1000
         self.creates: dict[str, int] = {}
         self.updates: dict[str, int] = {}
+        self.invited_users: dict[str, dict[str, Any]] = {}
+        self.time_off_entries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def _new_id(self) -> str:
@@ -179,12 +181,14 @@ def build_kantata_app(state: Any) -> FastAPI:
             return error_response(429, "Rate limit exceeded")
         return await call_next(request)
 
+    from backbone_sandbox.kantata_people import add_people_routes
     from backbone_sandbox.kantata_time import KantataTimeView, add_time_routes
 
     view = KantataTimeView(state)
     _add_workspaces(app, store, view)
-    _add_references(app, store)
+    _add_references(app, store, view)
     add_time_routes(app, view)
+    add_people_routes(app, store, view)
     return app
 
 
@@ -268,7 +272,9 @@ def _add_workspaces(app: FastAPI, store: KantataStore, view: Any) -> None:
         return envelope("workspaces", [record], page=1, per_page=1)
 
 
-def _add_references(app: FastAPI, store: KantataStore) -> None:
+def _add_references(app: FastAPI, store: KantataStore, view: Any) -> None:
+    from backbone_sandbox.kantata_people import account_users
+
     @app.get("/api/v1/external_references")
     @app.get("/api/v1/external_references.json")
     def list_references(request: Request) -> dict[str, Any]:
@@ -284,6 +290,7 @@ def _add_references(app: FastAPI, store: KantataStore) -> None:
         return envelope("external_references", records, page=page, per_page=per_page)
 
     @app.post("/api/v1/external_references/create_or_update")
+    @app.post("/api/v1/external_references/create_or_update.json")
     async def reference(request: Request) -> dict[str, Any]:
         body = await request.json()
         fields = (body or {}).get("external_reference")
@@ -291,4 +298,6 @@ def _add_references(app: FastAPI, store: KantataStore) -> None:
             raise KantataError(400, "send the reference under external_reference")
         if fields.get("subject_type") == "Workspace" and str(fields.get("subject_id")) not in store.workspaces:
             raise KantataError(422, f"Workspace {fields.get('subject_id')} not found", "validation")
+        if fields.get("subject_type") == "User" and str(fields.get("subject_id")) not in account_users(view, store):
+            raise KantataError(422, f"User {fields.get('subject_id')} not found", "validation")
         return envelope("external_references", [store.reference(fields)], page=1, per_page=1)

@@ -292,7 +292,7 @@ def answer(collection: str, records: list[dict[str, Any]], request: Request, sid
 
 
 def add_time_routes(app: Any, view: KantataTimeView) -> None:
-    """The read side of time: submissions, time entries, users, groups, tasks."""
+    """The read side of time: submissions, time entries, groups, tasks (users: ``kantata_people``)."""
     _add_submissions(app, view)
     _add_time_entries(app, view)
     _add_directories(app, view)
@@ -368,15 +368,6 @@ def _add_time_entries(app: Any, view: KantataTimeView) -> None:
 
 
 def _add_directories(app: Any, view: KantataTimeView) -> None:
-    @app.get("/api/v1/users")
-    @app.get("/api/v1/users.json")
-    def list_users(request: Request) -> dict[str, Any]:
-        query = request.query_params
-        optional = {part.strip() for part in (query.get("optional_fields") or "").split(",") if part.strip()}
-        records = [_public_user(u, optional) for u in only(list(view.users().values()), query)]
-        records.sort(key=lambda r: r["full_name"])
-        return answer("users", records, request, {})
-
     @app.get("/api/v1/workspace_groups")
     @app.get("/api/v1/workspace_groups.json")
     def list_groups(request: Request) -> dict[str, Any]:

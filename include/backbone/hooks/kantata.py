@@ -1,6 +1,7 @@
-"""Kantata OX (formerly Mavenlink) API v1: projects from CRM deals, created exactly once without an
-idempotency key. The rest of the PSA interface on Kantata (people, time, invoices) is issue 21's
-next step; until then ``kantata`` is not offered as a PSA Connection type.
+"""Kantata OX (formerly Mavenlink) API v1 as a PSA: projects from CRM deals, created exactly once
+without an idempotency key; approved time read through timesheet submissions; people linked (or
+invited once) and their time off. Invoices, payment status and milestones are not on Kantata yet
+(issue 21): those calls raise ``PsaCapabilityMissing``.
 
 Kantata facts this hook is built on (developer.kantata.com):
 
@@ -35,6 +36,8 @@ API = "/api/v1"
 PER_PAGE_MAX = 200
 DEAL_MODEL = "deal"
 """``service_model`` of the external reference that ties a project to its CRM deal."""
+PERSON_MODEL = "employee"
+"""``service_model`` of the external reference that ties a user to their HR record."""
 
 
 def records_in_order(body: Any, collection: str) -> list[dict[str, Any]]:
@@ -260,10 +263,160 @@ class KantataHook(JsonApiHook):
         if group:
             yield group
 
+    # --- people and time off (backbone.hooks.psa.PsaPeople) ------------------------------------
+    def upsert_person(self, source: str, external_id: str, person: dict[str, Any]) -> bool:
+        """Make sure the HR person is a Kantata user linked to their HR id; True when this call
+        added them to the account.
+
+        Kantata users are the account's members: the person is found by the HR id's external
+        reference (``User``, ``source``, ``employee``, the id), else by e-mail address, else invited
+        (``POST /account_invitations`` adds the user at once). The invitation, which takes no
+        idempotency key, is sent once: after a lost answer the address is looked up again before
+        anything is sent again. Leavers are never invited. Role, department, skills and
+        certifications are not written to Kantata yet (``NOT_YET``)."""
+        user_id = self._linked_user(source, external_id)
+        created = False
+        if user_id is None:
+            email = str(person.get("email") or "").strip()
+            if not email:
+                raise FatalApiError(f"{source} person {external_id} has no e-mail address: Kantata users are found and invited by it")
+            user_id = self._user_by_email(email)
+            if user_id is None and not person.get("active", True):
+                log.info("%s person %s has left and has no Kantata user: nothing to add", source, external_id)
+                return False
+            if user_id is None:
+                user_id, created = self._invited(email, str(person.get("name") or email), person), True
+            self.request(
+                "POST",
+                f"{API}/external_references/create_or_update.json",
+                json={
+                    "external_reference": {
+                        "subject_type": "User",
+                        "subject_id": user_id,
+                        "service_name": source,
+                        "service_model": PERSON_MODEL,
+                        "service_model_ref": external_id,
+                        "status": "successful",
+                    }
+                },
+                description=f"Kantata link user {user_id} to {source} person {external_id}",
+            )
+        return created
+
+    def _linked_user(self, source: str, external_id: str) -> str | None:
+        reference = self.external_reference("User", source, PERSON_MODEL, external_id)
+        if reference is None:
+            return None
+        user_id = str(reference["subject_id"])
+        return user_id if user_id in self.visible("users", [user_id], {"on_my_account": "true"}) else None
+
+    def _user_by_email(self, email: str) -> str | None:
+        for page in self.pages("users", {"by_email_address": email, "on_my_account": "true"}):
+            for user in page:
+                return str(user["id"])
+        return None
+
+    def _invited(self, email: str, name: str, person: dict[str, Any]) -> str:
+        invitation = {"email_address": email, "full_name": name, "headline": person.get("role")}
+
+        def send() -> Any:
+            return self.request(
+                "POST",
+                f"{API}/account_invitations.json",
+                params={"include": "invitee"},
+                json={"account_invitation": invitation},
+                retry=RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds),
+                description=f"Kantata invite {email}",
+            )
+
+        body = self._once(send, lambda: self._user_by_email(email), what=f"the invitation of {email}")
+        if isinstance(body, str):  # the lost answer's invitation: found by its address
+            return body
+        return str(records_in_order(body, "account_invitations")[0]["invitee_id"])
+
+    def _once(self, send: Any, find: Any, *, what: str) -> Any:
+        """Send a create that takes no idempotency key at most once per outcome: after a retriable
+        failure, ``find`` looks for what the lost answer may have made before sending again."""
+        for attempt in range(1, self.retry_policy.max_attempts + 1):
+            if attempt > 1 and (found := find()) is not None:
+                log.info("Kantata: %s was made by the attempt whose answer was lost; adopted", what)
+                return found
+            try:
+                return send()
+            except FatalApiError:
+                raise
+            except RetriableApiError as exc:
+                if attempt >= self.retry_policy.max_attempts:
+                    raise
+                delay = self.retry_policy.backoff(attempt, exc)
+                log.warning("Kantata %s: %s; looking it up before trying again in %.1fs", what, exc, delay)
+                self.retry_policy.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool:
+        """Make the user's time off inside ``[window_start, window_end]`` what HR says; True when
+        Kantata changed. A day is set with PUT when it has an entry, deleted when HR has none, and
+        created with one POST otherwise: Kantata adds a second POST's hours to the day, so a POST
+        whose answer was lost is followed by a fresh read of the day, never by a blind repeat."""
+        user_id = self._linked_user(source, external_id)
+        if user_id is None:
+            log.info("%s person %s has no Kantata user (a leaver never invited): no time off to set", source, external_id)
+            return False
+        wanted = {d["date"]: Decimal(str(d["hours"])) for d in days if window_start <= d["date"] <= window_end}
+        current = self._time_off(user_id, window_start, window_end)
+        changed = False
+        for day in sorted(set(wanted) | set(current)):
+            entry = current.get(day)
+            hours = wanted.get(day)
+            if entry is not None and hours is not None and Decimal(str(entry["hours"])) == hours:
+                continue
+            changed = True
+            path = f"{API}/time_off_entries/{entry['id']}.json" if entry is not None else None
+            if path and hours is None:
+                self.request("DELETE", path, description=f"Kantata delete time off of user {user_id} on {day}")
+            elif path:
+                self.request("PUT", path, json={"time_off_entry": {"hours": float(hours)}}, description=f"Kantata set time off on {day}")
+            else:
+                self._add_time_off(user_id, day, hours)
+        return changed
+
+    def _time_off(self, user_id: str, first: str, last: str) -> dict[str, dict[str, Any]]:
+        """The user's entries from ``first`` to ``last`` (inclusive) by day; Kantata's bounds are exclusive."""
+        from datetime import date
+
+        params = {
+            "user_id": user_id,
+            "start_date": (date.fromisoformat(first) - timedelta(days=1)).isoformat(),
+            "end_date": (date.fromisoformat(last) + timedelta(days=1)).isoformat(),
+        }
+        return {
+            e["requested_date"]: e for page in self.pages("time_off_entries", params) for e in page if first <= e["requested_date"] <= last
+        }
+
+    def _add_time_off(self, user_id: str, day: str, hours: Any) -> None:
+        def send() -> Any:
+            return self.request(
+                "POST",
+                f"{API}/time_off_entries.json",
+                json={"time_off_entry": {"user_id": int(user_id), "requested_date": day, "hours": float(hours)}},
+                retry=RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds),
+                description=f"Kantata add time off of user {user_id} on {day}",
+            )
+
+        def find() -> Any:
+            entry = self._time_off(user_id, day, day).get(day)
+            if entry is None:
+                return None
+            if Decimal(str(entry["hours"])) != Decimal(str(hours)):  # made by the lost answer, or by someone else meanwhile: set it
+                self.request("PUT", f"{API}/time_off_entries/{entry['id']}.json", json={"time_off_entry": {"hours": float(hours)}})
+            return entry
+
+        self._once(send, find, what=f"the time off of user {user_id} on {day}")
+
     # --- not on Kantata yet (issue 21): the flows that need these fail at once, and say so -------
     NOT_YET = (
-        "people and time off (hr_roster_pto_to_psa)",
         "invoices, payment status and milestones (month-end, payments_to_psa, psa_milestones_to_crm)",
+        "a person's role, department, skills and certifications (HR sends people and time off only)",
     )
 
     def _not_yet(self, what: str) -> PsaCapabilityMissing:
@@ -286,12 +439,6 @@ class KantataHook(JsonApiHook):
 
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]:
         raise self._not_yet("milestones")
-
-    def upsert_person(self, source: str, external_id: str, person: dict[str, Any]) -> bool:
-        raise self._not_yet("people")
-
-    def replace_time_off(self, source: str, external_id: str, window_start: str, window_end: str, days: list[dict[str, Any]]) -> bool:
-        raise self._not_yet("time off")
 
 
 RESOLVED_AT = "current_resolution_created_at_date"
