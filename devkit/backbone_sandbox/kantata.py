@@ -147,6 +147,22 @@ def _matches(record: dict[str, Any], search: str) -> bool:
     return True
 
 
+def _workspace_out(record: dict[str, Any]) -> dict[str, Any]:
+    """Kantata takes ``price`` in whole units and answers it as a string beside ``price_in_cents``."""
+    if record.get("price") is None:
+        return record
+    return {**record, "price": str(record["price"]), "price_in_cents": int(record["price"]) * 100}
+
+
+def _reference_out(record: dict[str, Any]) -> dict[str, Any]:
+    """``subject_id`` is an integer in Kantata's answers (every other id is a string)."""
+    return {**record, "subject_id": int(record["subject_id"])}
+
+
+PRESENT = {"workspaces": _workspace_out, "external_references": _reference_out}
+"""How a stored object is written in an answer, where the two differ."""
+
+
 def envelope(
     collection: str, records: list[dict[str, Any]], *, page: int, per_page: int, side: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -161,6 +177,9 @@ def envelope(
     }
     for name, objects in (side or {}).items():
         answer.setdefault(name, {}).update(objects)
+    for name, present in PRESENT.items():
+        if name in answer:
+            answer[name] = {key: present(value) for key, value in answer[name].items()}
     return answer
 
 

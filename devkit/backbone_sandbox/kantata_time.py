@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections import defaultdict
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from fastapi import Request
@@ -35,6 +35,9 @@ from backbone_sandbox.psa_time import BILLING_CODES
 
 ID_BASE = {"users": 5_000_000, "workspace_groups": 6_000_000, "workspaces": 7_000_000, "stories": 8_000_000}
 BILLING_CODE_SERVICE = ("accounting", "billing_code")
+NOT_ON_KANTATA = frozenset({"time_entry.entry_key.conflict", "time_entry.hourly_rate.type"})
+"""Planted bad entries of the PSA seed Kantata cannot serve: one id twice with different content
+(its answers key objects by id) and a rate that is not a number (``rate_in_cents`` is an integer)."""
 """``service_name`` and ``service_model`` of the external reference that gives a task its billing code."""
 
 
@@ -60,19 +63,12 @@ def _kantata_time(stamp: str) -> str:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _minutes(hours: str) -> Any:
-    try:
-        return int(Decimal(hours) * 60)
-    except InvalidOperation:
-        return hours
+def _minutes(hours: str) -> int:
+    return int(Decimal(hours) * 60)
 
 
-def _cents(rate: str) -> Any:
-    """A rate the seed made unreadable on purpose stays unreadable on Kantata's wire too."""
-    try:
-        return int(Decimal(rate) * 100)
-    except InvalidOperation:
-        return rate
+def _cents(rate: str) -> int:
+    return int(Decimal(rate) * 100)
 
 
 def _monday(day: str) -> date:
@@ -92,10 +88,10 @@ class KantataTimeView:
         return self.state.psa_time
 
     def entries(self) -> list[dict[str, Any]]:
-        """The seed's entries but the planted twin (one id and version served twice with different
-        content): a Kantata answer keys objects by id and cannot carry it, so this account never had it."""
-        twins = {key for key, rule in self.time.bad_entries.items() if rule == "time_entry.entry_key.conflict"}
-        return [e for e in self.time.entries if e["id"] not in twins]
+        """The seed's entries but those planted bad in a way Kantata's wire cannot carry
+        (``NOT_ON_KANTATA``): this account never had them."""
+        planted = {key for key, rule in self.time.bad_entries.items() if rule in NOT_ON_KANTATA}
+        return [e for e in self.time.entries if e["id"] not in planted]
 
     def users(self) -> dict[str, dict[str, Any]]:
         users = {}
