@@ -151,3 +151,30 @@ def test_hr_people_and_time_off_reach_kantata_as_they_reach_the_psa_api(dagbag, 
             )
     assert results["kantata_default"] == results["psa_default"]
     assert sum(len(days) for days in results["psa_default"].values()) > 10
+
+
+def test_time_sent_back_on_kantata_after_export_is_reversed_in_accounting_once(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
+):
+    """Approved time a PM sends back (a rejected submission) or cancels after the export is
+    reversed in accounting by the next week's run, once; running that week again reverses nothing."""
+    monkeypatch.setenv("BACKBONE_PSA_CONN_ID", "kantata_default")
+    state = sandbox.state
+    week_end = state.psa_time.week_end
+    assert run_dag(dagbag, TIMESHEETS, week_end, retries=0).state == "success"
+    exported = rows(accounting_warehouse, "SELECT entry_id, accounting_id FROM acct.time_export ORDER BY entry_id LIMIT 2")
+    (rejected, rejected_record), (cancelled, cancelled_record) = exported
+    state.psa_time.withdraw(f"TE-{int(rejected):08d}", at=week_end + timedelta(days=2), reason="unapproved")
+    state.psa_time.withdraw(f"TE-{int(cancelled):08d}", at=week_end + timedelta(days=3), reason="deleted")
+
+    next_end = week_end + timedelta(days=7)
+    assert run_dag(dagbag, TIMESHEETS, next_end, retries=0).state == "success"
+    assert rejected_record not in state.qbo.entities["TimeActivity"] and cancelled_record not in state.qbo.entities["TimeActivity"]
+    assert state.qbo.deletes["TimeActivity"] == 2
+    actions = rows(
+        accounting_warehouse, "SELECT action, posting_status FROM acct.time_export WHERE entry_id = :e ORDER BY entry_version", e=rejected
+    )
+    assert [tuple(a) for a in actions] == [("create", "posted"), ("delete", "posted")]
+
+    assert run_dag(dagbag, TIMESHEETS, next_end, retries=0).state == "success"
+    assert state.qbo.deletes["TimeActivity"] == 2
