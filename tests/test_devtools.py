@@ -52,3 +52,38 @@ def test_make_airflow_refuses_a_port_held_by_something_that_is_not_this_projects
     finally:
         server.shutdown()
     assert devtools._running_sandbox() is False  # nothing there: start ours
+
+
+def test_the_demo_flow_runner_runs_each_request_and_keeps_its_output_apart(tmp_path, capfd):
+    """One process, many runs: each run's printing (Python's and the OS-level streams') lands in its
+    own log, and the answer line says whether the run succeeded; an unknown flow is a failed run."""
+    import io
+    import json
+    import os
+    from types import SimpleNamespace
+
+    from backbone_devtools.flowrunner import serve
+
+    def run(logical_date):  # noqa: ANN001, ANN202 - a stand-in for DAG.test
+        print(f"ran for {logical_date.isoformat()}")
+        os.write(2, b"from the OS level\n")
+        return SimpleNamespace(state="success" if logical_date.day == 1 else "failed")
+
+    dagbag = SimpleNamespace(get_dag=lambda flow: SimpleNamespace(test=run) if flow == "known" else None)
+    logs = [tmp_path / f"{n}.log" for n in range(3)]
+    requests = io.StringIO(
+        "".join(
+            json.dumps({"flow": flow, "logical_date": day, "log": str(log)}) + "\n"
+            for (flow, day), log in zip(
+                [("known", "2026-11-01T00:00:00+00:00"), ("known", "2026-11-02T00:00:00+00:00"), ("unknown", "2026-11-03T00:00:00+00:00")],
+                logs,
+                strict=True,
+            )
+        )
+    )
+    replies = io.StringIO()
+    assert serve(requests, replies, dagbag) == 0
+    assert [json.loads(line)["ok"] for line in replies.getvalue().splitlines()] == [True, False, False]
+    assert logs[0].read_text() == "ran for 2026-11-01T00:00:00+00:00\nfrom the OS level\n"
+    assert "LookupError: no DAG 'unknown'" in logs[2].read_text()
+    assert "ran for" not in capfd.readouterr().out
