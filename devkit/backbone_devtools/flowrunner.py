@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-
 FD_STREAMS = {fd: os.fdopen(fd, "w", buffering=1, closefd=False) for fd in (1, 2)}
 """Text streams on file descriptors 1 and 2 that are never closed: whatever keeps a reference to
 one (Airflow's logging captures ``sys.stdout`` when it is first configured, during a run) keeps
