@@ -750,15 +750,14 @@ def _pending_entries(
         # One round trip picks the next entries' lines and counts the attempt, before any call: a
         # crash mid-call leaves attempts > 0, so the next try looks first.
         with warehouse.begin() as connection:
-            lines = [
-                dict(row._mapping)
-                for row in connection.execute(
-                    time_export.update()
-                    .where(postable, time_export.c.entry_id == next_entries.c.entry_id)
-                    .values(attempts=time_export.c.attempts + 1)
-                    .returning(*time_export.c)
-                )
-            ]
+            picked = connection.execute(
+                time_export.update()
+                .where(postable, time_export.c.entry_id == next_entries.c.entry_id)
+                .values(attempts=time_export.c.attempts + 1)
+                .returning(*time_export.c)
+            )
+            columns = list(picked.keys())
+            lines = [dict(zip(columns, row, strict=True)) for row in picked.fetchall()]  # not row._mapping: a key view per row
         if not lines:
             return
         by_entry: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -922,6 +921,11 @@ def _result(
 def _record_results(warehouse: Engine, run: RunRef, results: Iterable[dict[str, Any]]) -> None:
     results = list(results)
     with warehouse.begin() as connection:
+        # Results need not wait for the WAL flush (PostgreSQL's synchronous_commit): a result lost in
+        # a database crash leaves its line pending with an attempt counted, and a line tried before is
+        # looked up in accounting before anything is sent again, so nothing is posted twice. The
+        # attempt itself (``_pending_entries``) is committed durably before any call.
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
         connection.exec_driver_sql(  # one statement for the whole batch
             """
             UPDATE acct.time_export AS t SET posting_status = v.posting_status, accounting_id = coalesce(v.accounting_id, t.accounting_id),
