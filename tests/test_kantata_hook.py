@@ -260,3 +260,27 @@ def test_a_time_off_post_whose_answer_is_lost_is_not_added_twice(hook, sandbox, 
     assert KantataHook("kantata_test").replace_time_off("bamboohr", "504", "2026-11-01", "2026-11-30", days) is True
     assert sandbox.state.faults.fired.get("slow_response") == 1
     assert [e["hours"] for e in sandbox.state.kantata.time_off_entries.values()] == [8.0]
+
+
+def test_submissions_that_move_while_paging_are_read_again(monkeypatch):
+    """Kantata pages by number: a submission updated during the read can shift the pages so one is
+    skipped. The hook reads the whole list first, and reads it again when the ids fall short of the count."""
+    from datetime import UTC, datetime
+
+    def page(ids, count):  # noqa: ANN001, ANN202
+        rows = {i: {"id": i, "status": "approved", RESOLVED: "2026-10-30T14:00:00Z", "time_entry_ids": [f"t{i}"]} for i in ids}
+        return {
+            "count": count,
+            "meta": {"count": count},
+            "results": [{"key": "timesheet_submissions", "id": i} for i in ids],
+            "timesheet_submissions": rows,
+        }
+
+    RESOLVED = "current_resolution_created_at_date"
+    reads = iter([[page(["1", "2"], 3), page(["2"], 3)], [page(["1", "2"], 3), page(["3"], 3)]])  # a shift, then a clean read
+    monkeypatch.setattr(KantataHook, "bodies", lambda self, collection, params=None, per_page=200: iter(next(reads)))
+    hook = KantataHook.__new__(KantataHook)
+    groups = list(
+        hook._resolved_submissions("approved", datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC), page_size=10)
+    )
+    assert [s["id"] for group in groups for s in group] == ["1", "2", "3"]
