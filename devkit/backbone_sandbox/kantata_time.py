@@ -287,6 +287,19 @@ def answer(collection: str, records: list[dict[str, Any]], request: Request, sid
     return envelope(collection, rows, page=page, per_page=per_page, side=side(chunk_ids) if callable(side) else side)
 
 
+def side_loaded(
+    view: KantataTimeView, chosen: list[dict[str, Any]], wanted: set[str], associations: tuple[tuple[str, str, str], ...]
+) -> dict[str, dict[str, Any]]:
+    """The objects ``chosen`` records point at, for each ``(include name, collection, id field)`` asked for."""
+    sources = {"users": view.users, "workspaces": view.workspaces, "stories": view.stories}
+    out: dict[str, dict[str, Any]] = {}
+    for name, collection, key in associations:
+        if name in wanted:
+            objects = sources[collection]()
+            out[collection] = {r[key]: _strip(collection, objects[r[key]]) for r in chosen if r.get(key) in objects}
+    return out
+
+
 def add_time_routes(app: Any, view: KantataTimeView) -> None:
     """The read side of time: submissions, time entries, groups, tasks (users: ``kantata_people``)."""
     _add_submissions(app, view)
@@ -314,17 +327,11 @@ def _add_submissions(app: Any, view: KantataTimeView) -> None:
 
         def side(ids: set[str]) -> dict[str, dict[str, Any]]:
             chosen = [r for r in records if r["id"] in ids]
-            out: dict[str, dict[str, Any]] = {}
+            out = side_loaded(view, chosen, wanted, (("user", "users", "user_id"), ("workspace", "workspaces", "workspace_id")))
             if "time_entries" in wanted:
                 entries = view.time_entries()
                 held = {tid for r in chosen for tid in r["time_entry_ids"]}
                 out["time_entries"] = {tid: shown("time_entries", entries[tid], set()) for tid in held if tid in entries}
-            if "user" in wanted:
-                users = view.users()
-                out["users"] = {r["user_id"]: _public_user(users[r["user_id"]], set()) for r in chosen if r["user_id"] in users}
-            if "workspace" in wanted:
-                spaces = view.workspaces()
-                out["workspaces"] = {r["workspace_id"]: shown("workspaces", spaces[r["workspace_id"]], set()) for r in chosen}
             return out
 
         return answer("timesheet_submissions", records, request, side)
@@ -349,16 +356,12 @@ def _add_time_entries(app: Any, view: KantataTimeView) -> None:
 
         def side(ids: set[str]) -> dict[str, dict[str, Any]]:
             chosen = [r for r in records if r["id"] in ids]
-            out: dict[str, dict[str, Any]] = {}
-            for name, collection, key, source in (
-                ("user", "users", "user_id", view.users),
-                ("workspace", "workspaces", "workspace_id", view.workspaces),
-                ("story", "stories", "story_id", view.stories),
-            ):
-                if name in wanted:
-                    objects = source()
-                    out[collection] = {r[key]: _strip(collection, objects[r[key]]) for r in chosen if r[key] in objects}
-            return out
+            return side_loaded(
+                view,
+                chosen,
+                wanted,
+                (("user", "users", "user_id"), ("workspace", "workspaces", "workspace_id"), ("story", "stories", "story_id")),
+            )
 
         return answer("time_entries", records, request, side)
 
@@ -391,11 +394,6 @@ def _add_directories(app: Any, view: KantataTimeView) -> None:
             return {"external_references": {k: v for k, v in references.items() if v["subject_id"] in ids}} if references else {}
 
         return answer("stories", records, request, side)
-
-
-def _public_user(user: dict[str, Any], optional: set[str]) -> dict[str, Any]:
-    """``classification`` is an optional field: only when asked for."""
-    return {k: v for k, v in user.items() if k != "classification" or "classification" in optional}
 
 
 def _strip(collection: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ Kantata facts this hook is built on (developer.kantata.com):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -133,36 +133,21 @@ class KantataHook(JsonApiHook):
         if workspace_id is not None:
             return self._updated(workspace_id, fields, created=False)
         link = {"service_name": source, "service_model": DEAL_MODEL, "service_model_ref": external_id, "status": "successful"}
-        single = RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds)
-        for attempt in range(1, self.retry_policy.max_attempts + 1):
-            if attempt > 1 and (workspace_id := self._linked_workspace(source, external_id)) is not None:
-                log.info(
-                    "Kantata workspace %s of %s deal %s was made by the attempt whose answer was lost; adopted",
-                    workspace_id,
-                    source,
-                    external_id,
-                )
-                return self._updated(workspace_id, fields, created=True)
-            try:
-                body = self.request(
-                    "POST",
-                    f"{API}/workspaces.json",
-                    json={"workspace": {**fields, "external_reference": link}},
-                    retry=single,
-                    description=f"Kantata create the workspace of {source} deal {external_id}",
-                )
-            except FatalApiError:
-                raise
-            except RetriableApiError as exc:
-                if attempt >= self.retry_policy.max_attempts:
-                    raise
-                delay = self.retry_policy.backoff(attempt, exc)
-                log.warning("Kantata create workspace: %s; looking it up before trying again in %.1fs", exc, delay)
-                self.retry_policy.sleep(delay)
-                continue
-            workspace_id = str(records_in_order(body, "workspaces")[0]["id"])
-            return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=True)
-        raise AssertionError("unreachable")
+
+        def send() -> Any:
+            return self.request(
+                "POST",
+                f"{API}/workspaces.json",
+                json={"workspace": {**fields, "external_reference": link}},
+                retry=RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds),
+                description=f"Kantata create the workspace of {source} deal {external_id}",
+            )
+
+        answer = self._once(send, lambda: self._linked_workspace(source, external_id), what=f"the workspace of {source} deal {external_id}")
+        if isinstance(answer, str):  # made by the attempt whose answer was lost: found by its reference
+            return self._updated(answer, fields, created=True)
+        workspace_id = str(records_in_order(answer, "workspaces")[0]["id"])
+        return PsaProjectRef(workspace_id, self.workspace_url(workspace_id), created=True)
 
     def _linked_workspace(self, source: str, external_id: str) -> str | None:
         """The workspace the deal's external reference names, if Kantata still has it (archived
@@ -334,9 +319,10 @@ class KantataHook(JsonApiHook):
             return body
         return str(records_in_order(body, "account_invitations")[0]["invitee_id"])
 
-    def _once(self, send: Any, find: Any, *, what: str) -> Any:
-        """Send a create that takes no idempotency key at most once per outcome: after a retriable
-        failure, ``find`` looks for what the lost answer may have made before sending again."""
+    def _once(self, send: Callable[[], Any], find: Callable[[], Any], *, what: str) -> Any:
+        """Send a create that takes no idempotency key without ever making two: after a retriable
+        failure, ``find`` looks for what the lost answer may have made before sending again. The
+        answer of ``send``, or what ``find`` found."""
         for attempt in range(1, self.retry_policy.max_attempts + 1):
             if attempt > 1 and (found := find()) is not None:
                 log.info("Kantata: %s was made by the attempt whose answer was lost; adopted", what)
