@@ -15,7 +15,8 @@ run's data interval (plus a lookback for the CRM's search-index lag) become proj
    link written to the deal's `psa_project_id` / `psa_project_url` properties.
 5. `record_run` — the run record in `ops.flow_run` (always runs; fails the DAG run if a step failed).
 
-Connections: the CRM's (`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so), `psa_default`, `psa_warehouse`.
+Connections: the CRM's (`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so),
+the PSA's (`psa_default`, or `kantata_default` when `BACKBONE_PSA_CONN_ID` says so), `psa_warehouse`.
 """
 
 from __future__ import annotations

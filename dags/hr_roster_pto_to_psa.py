@@ -18,7 +18,7 @@ PSA agreeing with the HR system.
    keyed by the HR id (idempotent).
 5. `record_run` — the run record, with certifications expiring within 30 days (always runs).
 
-Connections: `bamboohr_default`, `psa_default`, `psa_warehouse`.
+Connections: `bamboohr_default`, the PSA's (`psa_default`, or `kantata_default` when `BACKBONE_PSA_CONN_ID` says so), `psa_warehouse`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ daylight-saving changes), and exports the time entries **approved** in that wind
 5. `record_run` — the run record in the accounting warehouse: entries, hours, amount per currency,
    exceptions, posted (always runs; fails the DAG run if a step failed).
 
-Connections: `psa_default`, the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so),
+Connections: the PSA's (`psa_default`, or `kantata_default` when `BACKBONE_PSA_CONN_ID` says so),
+the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so),
 `psa_warehouse`, `accounting_warehouse`.
 """
 
