@@ -40,7 +40,7 @@ def add_people_routes(app: Any, store: Any, view: KantataTimeView) -> None:
 
 
 def _add_members(app: Any, store: Any, view: KantataTimeView) -> None:
-    from backbone_sandbox.kantata import KantataError
+    from backbone_sandbox.kantata import KantataError, envelope
 
     @app.get("/api/v1/users")
     @app.get("/api/v1/users.json")
@@ -77,8 +77,6 @@ def _add_members(app: Any, store: Any, view: KantataTimeView) -> None:
             invitees[user_id] = invitee
             invitations.append({"id": invitation_id, "email_address": email, "full_name": name, "invitee_id": user_id})
         side = {"users": invitees} if "invitee" in (request.query_params.get("include") or "") else {}
-        from backbone_sandbox.kantata import envelope
-
         return envelope("account_invitations", invitations, page=1, per_page=len(invitations), side=side)
 
 

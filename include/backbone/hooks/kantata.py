@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -139,7 +139,7 @@ class KantataHook(JsonApiHook):
                 "POST",
                 f"{API}/workspaces.json",
                 json={"workspace": {**fields, "external_reference": link}},
-                retry=RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds),
+                retry=self._one_attempt,
                 description=f"Kantata create the workspace of {source} deal {external_id}",
             )
 
@@ -310,7 +310,7 @@ class KantataHook(JsonApiHook):
                 f"{API}/account_invitations.json",
                 params={"include": "invitee"},
                 json={"account_invitation": invitation},
-                retry=RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds),
+                retry=self._one_attempt,
                 description=f"Kantata invite {email}",
             )
 
@@ -318,6 +318,11 @@ class KantataHook(JsonApiHook):
         if isinstance(body, str):  # the lost answer's invitation: found by its address
             return body
         return str(records_in_order(body, "account_invitations")[0]["invitee_id"])
+
+    @property
+    def _one_attempt(self) -> RetryPolicy:
+        """The policy of a create ``_once`` sends: the request itself never retries; ``_once`` does, after a lookup."""
+        return RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds)
 
     def _once(self, send: Callable[[], Any], find: Callable[[], Any], *, what: str) -> Any:
         """Send a create that takes no idempotency key without ever making two: after a retriable
@@ -368,8 +373,6 @@ class KantataHook(JsonApiHook):
 
     def _time_off(self, user_id: str, first: str, last: str) -> dict[str, dict[str, Any]]:
         """The user's entries from ``first`` to ``last`` (inclusive) by day; Kantata's bounds are exclusive."""
-        from datetime import date
-
         params = {
             "user_id": user_id,
             "start_date": (date.fromisoformat(first) - timedelta(days=1)).isoformat(),
@@ -385,7 +388,7 @@ class KantataHook(JsonApiHook):
                 "POST",
                 f"{API}/time_off_entries.json",
                 json={"time_off_entry": {"user_id": int(user_id), "requested_date": day, "hours": float(hours)}},
-                retry=RetryPolicy(max_attempts=1, max_backoff_seconds=self.retry_policy.max_backoff_seconds),
+                retry=self._one_attempt,
                 description=f"Kantata add time off of user {user_id} on {day}",
             )
 
