@@ -284,3 +284,110 @@ def test_submissions_that_move_while_paging_are_read_again(monkeypatch):
         hook._resolved_submissions("approved", datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC), page_size=10)
     )
     assert [s["id"] for group in groups for s in group] == ["1", "2", "3"]
+
+
+# --- invoices, payment status and milestones ---------------------------------------------------
+def billing_hook(sandbox, monkeypatch, **extra) -> KantataHook:
+    conn = {"conn_type": "kantata", "host": f"{sandbox.url}/kantata", "password": "sandbox-token", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_KANTATA_BILLING", json.dumps(conn))
+    return KantataHook("kantata_billing")
+
+
+def test_a_months_invoices_read_from_kantata_are_the_seeds_invoices_it_can_carry(sandbox, monkeypatch):
+    """Every finished invoice of the month the account has, in our PSA API's shape: time lines from
+    the invoice's time entries (one per person and rate), fixed fees with the milestone they bill,
+    tax from the tax rate, the fixed-fee project's CRM deal from its external reference."""
+    from backbone_sandbox.kantata_billing import KantataBillingView, kantata_invoice_id
+
+    hook = billing_hook(sandbox, monkeypatch, tax_codes={"21": "VAT21", "0": "EXEMPT"})
+    billing = sandbox.state.billing
+    left_out = KantataBillingView(sandbox.state).left_out()
+    got = {i["id"]: i for page in hook.iter_invoices(billing.period, page_size=5) for i in page}
+    wanted = {kantata_invoice_id(i["id"]): i for i in billing.for_period(billing.period) if i["id"] not in left_out}
+    assert set(got) == set(wanted) and len(got) >= 8
+    for kid, seed in wanted.items():
+        invoice = got[kid]
+        assert (invoice["subtotal"], invoice["tax_code"], invoice["tax_amount"], invoice["total"]) == (
+            seed["subtotal"],
+            seed["tax_code"],
+            seed["tax_amount"],
+            seed["total"],
+        )
+        assert invoice["status"] == seed["status"] and invoice["billing_type"] == seed["billing_type"]
+        assert invoice["client"]["name"] == seed["client"]["name"] and invoice["issue_date"] == seed["issue_date"]
+        assert sorted(line["amount"] for line in invoice["lines"]) == sorted(line["amount"] for line in seed["lines"])
+        if seed["billing_type"] == "fixed_fee":
+            assert invoice["project"]["crm_deal_id"] == seed["project"]["crm_deal_id"]
+            assert [line["milestone"]["name"] for line in invoice["lines"]] == [line["milestone"]["name"] for line in seed["lines"]]
+    assert set(left_out.values()) >= {"Kantata has no credit notes", "Kantata computes tax and total from the lines and the tax rate"}
+
+
+def test_an_unnamed_tax_rate_reaches_validation_as_a_percentage(sandbox, monkeypatch):
+    hook = billing_hook(sandbox, monkeypatch)
+    codes = {i["tax_code"] for page in hook.iter_invoices(sandbox.state.billing.period) for i in page}
+    assert codes == {"21%", "0%"}
+
+
+def test_drafts_are_counted_as_unapproved_and_an_approval_is_read_by_its_window(sandbox, monkeypatch):
+    """Kantata keeps no approval time: finishing a draft updates the invoice, and the window that
+    holds that update reads it."""
+    from datetime import UTC, datetime, timedelta
+
+    from backbone_sandbox.kantata_billing import kantata_invoice_id
+
+    hook = billing_hook(sandbox, monkeypatch)
+    billing = sandbox.state.billing
+    target = next(
+        i for i in billing.invoices if i["type"] == "invoice" and i["status"] == "approved" and i["id"] not in billing.bad_invoices
+    )
+    billing.submit(target["id"])
+    assert hook.count_unapproved_invoices(billing.period) == 1
+    assert kantata_invoice_id(target["id"]) not in {i["id"] for page in hook.iter_invoices(billing.period) for i in page}
+
+    approved = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+    billing.approve(target["id"], at=approved)
+    window = [
+        i["id"]
+        for page in hook.iter_invoices_between("approved", approved - timedelta(hours=1), approved + timedelta(hours=1))
+        for i in page
+    ]
+    assert window == [kantata_invoice_id(target["id"])]
+    assert not list(hook.iter_invoices_between("approved", approved + timedelta(hours=1), approved + timedelta(days=1)))
+    assert hook.count_unapproved_invoices(billing.period) == 0
+    with pytest.raises(NotImplementedError, match="finance release"):
+        list(hook.iter_invoices_between("released", approved, approved + timedelta(hours=1)))
+
+
+def test_payment_status_is_written_once_and_a_paid_invoice_gets_one_external_payment(sandbox, monkeypatch):
+    """The status rides on the invoice's accounting reference (a repeat writes nothing); paid in
+    full, Kantata records one external payment, even when the answer to its POST is lost."""
+    from backbone_sandbox.kantata_billing import KantataBillingView
+
+    hook = billing_hook(sandbox, monkeypatch)
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    view = KantataBillingView(sandbox.state)
+    invoice_id = next(k for k, i in view.invoices().items() if i["status"] == "new" and not i["draft"])
+    partial = {"status": "partially_paid", "amount_paid": "100.00", "balance": "50.00", "currency": "EUR", "accounting_id": "171"}
+    assert hook.set_invoice_payment_status(invoice_id, partial) is True
+    assert hook.set_invoice_payment_status(invoice_id, partial) is False
+    reference = hook.external_reference("Invoice", "accounting", "invoice", "171")
+    assert reference["external_status"] == "partially_paid" and str(reference["subject_id"]) == invoice_id
+
+    sandbox.state.faults.arm([FaultRule(kind="slow_response", path_contains="/external_payments", method="POST", delay_seconds=2.5)])
+    paid = {**partial, "status": "paid", "amount_paid": "150.00", "balance": "0.00"}
+    assert hook.set_invoice_payment_status(invoice_id, paid) is True
+    assert hook.set_invoice_payment_status(invoice_id, paid) is False
+    assert [p["invoice_id"] for p in view.payments().values()] == [invoice_id]
+    assert view.invoices()[invoice_id]["status"] == "accepted payment"
+
+
+def test_milestones_completed_in_a_window_carry_their_deal(sandbox, monkeypatch):
+    from datetime import datetime
+
+    hook = billing_hook(sandbox, monkeypatch)
+    seed = sandbox.state.billing.milestones
+    moments = sorted(datetime.fromisoformat(m["completed_at"].replace("Z", "+00:00")) for m in seed)
+    got = hook.milestones(moments[0], moments[-1])
+    assert sorted(m["name"] for m in got) == sorted(m["name"] for m in seed[:-1] if m["completed_at"] != seed[-1]["completed_at"])
+    assert {m["crm_deal_id"] for m in got} <= {m["crm_deal_id"] for m in seed}
+    assert all(m["project_name"] and m["completed_at"] for m in got)

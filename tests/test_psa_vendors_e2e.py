@@ -9,7 +9,9 @@ intervals on Kantata changes nothing. The HR roster's people and time off reach 
 Left out of the comparison, on purpose: the records our PSA API's seed plants that Kantata's wire
 cannot carry (``NOT_ON_KANTATA``: the same entry id served twice with different content, which
 Kantata's id-keyed answers make impossible, and a rate that is not a number, where Kantata's
-``rate_in_cents`` is an integer). Month-end, payments and milestones are not on Kantata yet.
+``rate_in_cents`` is an integer), and the invoices it cannot carry (``KantataBillingView.left_out``:
+a credit note, tax or totals other than its tax rate makes, time lines that are not the invoice's
+time entries, a client other than the project's, one number used twice).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
+from backbone_sandbox.kantata_billing import KantataBillingView, kantata_invoice_id
 from backbone_sandbox.kantata_time import NOT_ON_KANTATA
 from tests.conftest import ANCHOR, SANDBOX_PORT, forget_rotated_tokens, start_sandbox
 from tests.helpers import rows, run_dag
@@ -80,7 +83,8 @@ def test_closed_won_and_the_weekly_export_give_the_same_warehouses_on_kantata(da
         # One workspace per loaded deal, each found again by its deal's external reference.
         kantata = running.state.kantata
         linked = rows(psa_warehouse, "SELECT crm_deal_id, psa_project_id FROM psa.project")
-        assert len(kantata.workspaces) == len(linked) == kantata.creates["workspaces"]
+        seeded = len(KantataBillingView(running.state).fixed_projects())  # the account's fixed-fee workspaces, there before
+        assert len(kantata.workspaces) == kantata.creates["workspaces"] + seeded and len({p for _, p in linked}) == len(linked)
         references = {(r["service_model_ref"], r["subject_id"]) for r in kantata.external_references.values()}
         assert {(deal, project) for deal, project in linked} <= references
 
@@ -178,3 +182,73 @@ def test_time_sent_back_on_kantata_after_export_is_reversed_in_accounting_once(
 
     assert run_dag(dagbag, TIMESHEETS, next_end, retries=0).state == "success"
     assert state.qbo.deletes["TimeActivity"] == 2
+
+
+INVOICES, PAYMENTS, MILESTONES = "invoices_month_end_to_accounting", "payments_to_psa", "psa_milestones_to_crm"
+INVOICE_COLUMNS = (
+    "kind, billing_type, period, client_name, currency, issue_date, due_date, hours, subtotal, tax_code, tax_amount, total, "
+    "posting_status, hold_rule"
+)
+
+
+def month_end_on(dagbag, monkeypatch, psa_warehouse, accounting_warehouse, conn_id: str) -> dict:
+    """October's weeks and month-end, one invoice paid in accounting and read back, milestones to
+    the CRM, on a fresh sandbox: the outcome by Kantata invoice id, the planted invoices Kantata
+    never had left out."""
+    running, server, thread = start_sandbox(SANDBOX_PORT)
+    try:
+        monkeypatch.setenv("BACKBONE_PSA_CONN_ID", conn_id)
+        state = running.state
+        left_out = KantataBillingView(state).left_out()
+        weeks = state.psa_time.week_ends()
+        for flow, logical_date in [*((TIMESHEETS, end) for end in [*weeks, weeks[-1] + timedelta(days=7)]), (INVOICES, ANCHOR)]:
+            assert run_dag(dagbag, flow, logical_date, retries=0).state == "success", f"{flow} {logical_date} on {conn_id}"
+        key = (lambda i: i) if conn_id == "kantata_default" else kantata_invoice_id
+        invoices = {
+            key(r[0]): tuple(r[1:])
+            for r in rows(accounting_warehouse, f"SELECT psa_invoice_id, {INVOICE_COLUMNS} FROM acct.invoice")
+            if r[0] not in left_out
+        }
+        paid_seed = next(i for i in state.billing.invoices if i["status"] == "approved" and i["id"] not in state.billing.bad_invoices)
+        paid_id = kantata_invoice_id(paid_seed["id"]) if conn_id == "kantata_default" else paid_seed["id"]
+        ref, total = rows(accounting_warehouse, "SELECT accounting_id, total FROM acct.invoice WHERE psa_invoice_id = :i", i=paid_id)[0]
+        state.qbo.pay(ref, total)
+        payments_day = datetime.now(UTC) + timedelta(days=1)  # the sandbox stamps payments with the real clock
+        assert run_dag(dagbag, PAYMENTS, payments_day, retries=0).state == "success"
+        assert run_dag(dagbag, MILESTONES, ANCHOR, retries=0).state == "success"
+        statuses = {
+            key(r[0]): r[1] for r in rows(psa_warehouse, "SELECT psa_invoice_id, status FROM psa.invoice_status") if r[0] not in left_out
+        }
+        deals = {
+            m["crm_deal_id"]: {k: v for k, v in state.crm.objects["deals"][m["crm_deal_id"]]["properties"].items() if k.startswith("psa_")}
+            for m in state.billing.milestones
+        }
+        outcome = {"invoices": invoices, "statuses": statuses, "deals": deals, "paid": kantata_invoice_id(paid_seed["id"])}
+        if conn_id == "kantata_default":
+            view = KantataBillingView(state)
+            assert view.invoices()[outcome["paid"]]["status"] == "accepted payment"
+            assert [p["invoice_id"] for p in view.payments().values()] == [outcome["paid"]]
+            # Again: nothing posted twice, nothing written back twice, no CRM write.
+            objects, creates, crm = len(state.qbo.entities["Invoice"]), dict(state.kantata.creates), state.crm.version
+            assert run_dag(dagbag, INVOICES, ANCHOR, retries=0).state == "success"
+            assert run_dag(dagbag, PAYMENTS, payments_day, retries=0).state == "success"
+            assert run_dag(dagbag, MILESTONES, ANCHOR, retries=0).state == "success"
+            assert (len(state.qbo.entities["Invoice"]), dict(state.kantata.creates), state.crm.version) == (objects, creates, crm)
+        return outcome
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_month_end_payments_and_milestones_give_the_same_outcome_on_kantata(dagbag, psa_warehouse, accounting_warehouse, monkeypatch):
+    """Month-end on each PSA posts and holds the same invoices for the same reasons, with the same
+    amounts; the same payment reaches the PSA; the same milestones reach the CRM's deals."""
+    expected = month_end_on(dagbag, monkeypatch, psa_warehouse, accounting_warehouse, "psa_default")
+    empty(psa_warehouse, accounting_warehouse)
+    forget_rotated_tokens()
+    got = month_end_on(dagbag, monkeypatch, psa_warehouse, accounting_warehouse, "kantata_default")
+    assert got["invoices"] == expected["invoices"]
+    assert got["statuses"] == expected["statuses"] and got["statuses"][got["paid"]] == "paid"
+    assert got["deals"] == expected["deals"] and any(d.get("psa_last_milestone") for d in got["deals"].values())
+    outcomes = {r[12] for r in got["invoices"].values()}
+    assert {"posted", "held", "not_posted"} <= outcomes

@@ -23,6 +23,8 @@ XERO_CLIENT_ID = "sandbox-xero-client"
 XERO_CLIENT_SECRET = "sandbox-xero-secret"  # noqa: S105
 XERO_TENANT_ID = "7a513ee1-b13c-4f3a-9c3e-4b3a2e1b0c51"
 XERO_INITIAL_REFRESH_TOKEN = "sandbox-xero-refresh-0"  # noqa: S105
+KANTATA_TAX_CODES = {"21": "VAT21", "0": "EXEMPT"}
+"""Kantata's invoice tax rates (percentages) → the PSA tax codes of the data dictionary."""
 SANDBOX_XERO_REQUESTS_PER_MINUTE = 6000
 """The local sandbox is started with this Xero budget (Xero's own is 60 a minute), so the demo takes minutes, not an hour."""
 
@@ -71,7 +73,9 @@ def airflow_environment(
         "GX_ANALYTICS_ENABLED": "false",
         "AIRFLOW_CONN_HUBSPOT_DEFAULT": connection_json(conn_type="hubspot", host=f"{sandbox_url}/hubspot", password=sandbox_token),
         "AIRFLOW_CONN_PSA_DEFAULT": connection_json(conn_type="psa", host=f"{sandbox_url}/psa", password=sandbox_token),
-        "AIRFLOW_CONN_KANTATA_DEFAULT": connection_json(conn_type="kantata", host=f"{sandbox_url}/kantata", password=sandbox_token),
+        "AIRFLOW_CONN_KANTATA_DEFAULT": connection_json(
+            conn_type="kantata", host=f"{sandbox_url}/kantata", password=sandbox_token, extra={"tax_codes": KANTATA_TAX_CODES}
+        ),
         "AIRFLOW_CONN_BAMBOOHR_DEFAULT": connection_json(conn_type="bamboohr", host=f"{sandbox_url}/bamboohr", password=sandbox_token),
         "AIRFLOW_CONN_QUICKBOOKS_DEFAULT": connection_json(
             conn_type="quickbooks",

@@ -38,7 +38,16 @@ from backbone_sandbox.store import PicklableLockMixin
 PER_PAGE_DEFAULT = 20
 PER_PAGE_MAX = 200
 WORKSPACE_FIELDS = ("title", "description", "budgeted", "price", "currency", "start_date", "due_date", "archived")
-REFERENCE_FIELDS = ("subject_type", "subject_id", "service_name", "service_model", "service_model_ref", "external_status", "status")
+REFERENCE_FIELDS = (
+    "subject_type",
+    "subject_id",
+    "service_name",
+    "service_model",
+    "service_model_ref",
+    "external_status",
+    "external_message",
+    "status",
+)
 
 
 class KantataError(Exception):
@@ -200,14 +209,18 @@ def build_kantata_app(state: Any) -> FastAPI:
             return error_response(429, "Rate limit exceeded")
         return await call_next(request)
 
+    from backbone_sandbox.kantata_billing import KantataBillingView, add_billing_routes
     from backbone_sandbox.kantata_people import add_people_routes
     from backbone_sandbox.kantata_time import KantataTimeView, add_time_routes
 
     view = KantataTimeView(state)
+    billing = KantataBillingView(state)
+    billing.open_account()
     _add_workspaces(app, store, view)
-    _add_references(app, store, view)
+    _add_references(app, store, view, billing)
     add_time_routes(app, view)
     add_people_routes(app, store, view)
+    add_billing_routes(app, billing)
     return app
 
 
@@ -252,9 +265,12 @@ def _add_workspaces(app: FastAPI, store: KantataStore, view: Any) -> None:
         side = {}
         if "external_references" in wanted:
             ids = {r["id"] for r in records}
-            side["external_references"] = {
-                r["id"]: r for r in store.external_references.values() if r["subject_type"] == "Workspace" and r["subject_id"] in ids
-            }
+            linked = [r for r in store.external_references.values() if r["subject_type"] == "Workspace" and r["subject_id"] in ids]
+            side["external_references"] = {r["id"]: r for r in linked}
+            by_workspace: dict[str, list[str]] = {}
+            for reference in linked:
+                by_workspace.setdefault(reference["subject_id"], []).append(reference["id"])
+            records = [{**r, "external_reference_ids": by_workspace.get(r["id"], [])} for r in records]
         if "workspace_groups" in wanted:
             groups = view.groups()
             side["workspace_groups"] = {g: groups[g] for r in records for g in r.get("workspace_group_ids") or [] if g in groups}
@@ -291,7 +307,7 @@ def _add_workspaces(app: FastAPI, store: KantataStore, view: Any) -> None:
         return envelope("workspaces", [record], page=1, per_page=1)
 
 
-def _add_references(app: FastAPI, store: KantataStore, view: Any) -> None:
+def _add_references(app: FastAPI, store: KantataStore, view: Any, billing: Any) -> None:
     from backbone_sandbox.kantata_people import account_users
 
     @app.get("/api/v1/external_references")
@@ -319,4 +335,6 @@ def _add_references(app: FastAPI, store: KantataStore, view: Any) -> None:
             raise KantataError(422, f"Workspace {fields.get('subject_id')} not found", "validation")
         if fields.get("subject_type") == "User" and str(fields.get("subject_id")) not in account_users(view, store):
             raise KantataError(422, f"User {fields.get('subject_id')} not found", "validation")
+        if fields.get("subject_type") == "Invoice" and str(fields.get("subject_id")) not in billing.invoices():
+            raise KantataError(422, f"Invoice {fields.get('subject_id')} not found", "validation")
         return envelope("external_references", [store.reference(fields)], page=1, per_page=1)

@@ -131,6 +131,7 @@ class KantataTimeView:
         return out
 
     def stories(self) -> dict[str, dict[str, Any]]:
+        stamp = _kantata_time(self.time.week_end.isoformat()) if self.time.entries else None
         stories = {}
         for entry in self.entries():
             code = (entry.get("task") or {}).get("billing_code")
@@ -139,6 +140,9 @@ class KantataTimeView:
                 "id": sid,
                 "title": entry["task"]["name"],
                 "story_type": "task",
+                "state": "started",
+                "created_at": stamp,
+                "updated_at": stamp,
                 "workspace_id": kantata_id("workspaces", entry["project"]["id"]),
                 "billing_code": code,
             }
@@ -241,7 +245,7 @@ INCLUDED_IDS = {
     "time_entries": {"user": "user_id", "workspace": "workspace_id", "story": "story_id"},
     "timesheet_submissions": {"user": "user_id", "workspace": "workspace_id", "time_entries": "time_entry_ids"},
     "workspaces": {"workspace_groups": "workspace_group_ids"},
-    "stories": {"workspace": "workspace_id"},
+    "stories": {"workspace": "workspace_id", "story_state_changes": "story_state_change_ids"},
 }
 """Association ids Kantata writes into an object only when the association is included."""
 
@@ -380,23 +384,35 @@ def _add_directories(app: Any, view: KantataTimeView) -> None:
     @app.get("/api/v1/stories")
     @app.get("/api/v1/stories.json")
     def list_stories(request: Request) -> dict[str, Any]:
+        from backbone_sandbox.kantata_billing import KantataBillingView
+
         query = request.query_params
-        records = [_strip("stories", s) for s in only(list(view.stories().values()), query)]
+        billing = KantataBillingView(view.state)
+        everything = {**view.stories(), **billing.milestone_stories()}
+        wanted = includes(query)
+        records = [_strip("stories", s, wanted) for s in updated_between(only(list(everything.values()), query), query)]
         records.sort(key=lambda r: int(r["id"]))
-        references = view.story_references() if "external_references" in includes(query) else {}
+        references = view.story_references() if "external_references" in wanted else {}
         by_story = defaultdict(list)
         for reference in references.values():
             by_story[reference["subject_id"]].append(reference["id"])
         if references:
             records = [{**r, "external_reference_ids": by_story.get(r["id"], [])} for r in records]
+        if "story_state_changes" in wanted:
+            records = [{**r, "story_state_change_ids": r.get("story_state_change_ids") or []} for r in records]
 
         def side(ids: set[str]) -> dict[str, dict[str, Any]]:
-            return {"external_references": {k: v for k, v in references.items() if v["subject_id"] in ids}} if references else {}
+            out = {"external_references": {k: v for k, v in references.items() if v["subject_id"] in ids}} if references else {}
+            if "story_state_changes" in wanted:
+                changes = billing.state_changes()
+                held = {c for r in records if r["id"] in ids for c in r["story_state_change_ids"]}
+                out["story_state_changes"] = {c: changes[c] for c in held if c in changes}
+            return out
 
         return answer("stories", records, request, side)
 
 
-def _strip(collection: str, record: dict[str, Any]) -> dict[str, Any]:
+def _strip(collection: str, record: dict[str, Any], include: set[str] | None = None) -> dict[str, Any]:
     """A side-loaded or listed object without the sandbox's own bookkeeping fields."""
     hidden = {"classification"} if collection == "users" else {"billing_code"} if collection == "stories" else set()
-    return shown(collection, {k: v for k, v in record.items() if k not in hidden}, set())
+    return shown(collection, {k: v for k, v in record.items() if k not in hidden}, include or set())

@@ -1,7 +1,7 @@
 """Kantata OX (formerly Mavenlink) API v1 as a PSA: projects from CRM deals, created exactly once
 without an idempotency key; approved time read through timesheet submissions; people linked (or
-invited once) and their time off. Invoices, payment status and milestones are not on Kantata yet
-(issue 21): those calls raise ``PsaCapabilityMissing``.
+invited once) and their time off; finished invoices with their line items, payment status written
+back, and completed milestones.
 
 Kantata facts this hook is built on (developer.kantata.com):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
@@ -223,17 +223,7 @@ class KantataHook(JsonApiHook):
             "include": "time_entries",
             "order": "date:asc",
         }
-        for _ in range(3):
-            found: dict[str, dict[str, Any]] = {}
-            total = 0
-            for body in self.bodies("timesheet_submissions", params):
-                total = int(((body.get("meta") or {}).get("count")) or 0)
-                found.update({str(s["id"]): s for s in records_in_order(body, "timesheet_submissions")})
-            if len(found) >= total:
-                break
-            log.warning("Kantata timesheet submissions moved while paging (%d of %d read); reading them again", len(found), total)
-        else:
-            raise RetriableApiError("Kantata timesheet submissions kept moving while paging")
+        found = {str(r["id"]): r for r in self._whole_list("timesheet_submissions", params)}
         group: list[dict[str, Any]] = []
         held = 0
         for submission in found.values():
@@ -402,32 +392,210 @@ class KantataHook(JsonApiHook):
 
         self._once(send, find, what=f"the time off of user {user_id} on {day}")
 
-    # --- not on Kantata yet (issue 21): the flows that need these fail at once, and say so -------
-    NOT_YET = (
-        "invoices, payment status and milestones (month-end, payments_to_psa, psa_milestones_to_crm)",
-        "a person's role, department, skills and certifications (HR sends people and time off only)",
-    )
-
-    def _not_yet(self, what: str) -> PsaCapabilityMissing:
-        return PsaCapabilityMissing(
-            f"Kantata does not serve {what} through this backbone yet; point BACKBONE_PSA_CONN_ID at a PSA API Connection "
-            "(psa_default) for this flow"
-        )
-
+    # --- invoices, payment status and milestones (backbone.hooks.psa.PsaBilling) ---------------
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
-        raise self._not_yet("invoices")
+        """The billing month's (``YYYY-MM``) finished invoices, cancelled ones marked voided, in our
+        PSA API's invoice shape. Read newest invoice date first and stopped below the month, so a
+        month-end never reads the account's whole history; an invoice finished while paging can
+        only push the others back a place (seen twice, kept once), never hide one."""
+        for invoices in self._invoices_of_month(period, drafts=False, page_size=page_size):
+            yield self._invoice_records(invoices)
 
     def iter_invoices_between(self, moment: str, start: datetime, end: datetime, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
-        raise self._not_yet("invoices")
+        """Invoices of any month finished (or cancelled) in ``[start, end)``.
+
+        Kantata keeps no approval time: finishing a draft updates the invoice, so every invoice
+        finished in the window has ``updated_at`` at or after its start. The list asks
+        ``updated_after`` the start and keeps those last updated inside the window; one updated
+        again later (a payment) is read by that later window, and the outbox knows it was posted.
+        Finance's release (``after_finance_approval``) has no Kantata field."""
+        if moment != "approved":
+            raise PsaCapabilityMissing(
+                "Kantata has no finance release of invoices: run invoicing with BACKBONE_INVOICE_TIMING=on_pm_approval on Kantata"
+            )
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("window bounds need a time zone")
+        params = {
+            "without_drafts": "true",
+            "updated_after": (start - timedelta(seconds=1)).isoformat(),
+            "order": "updated_at:asc",
+            "include": INVOICE_INCLUDE,
+        }
+        listed = self._whole_list("invoices", params, read=invoices_with_items)
+        found = [i for i in listed if start <= parse_time(i["updated_at"]) < end]
+        for first in range(0, len(found), page_size):
+            yield self._invoice_records(found[first : first + page_size])
 
     def count_unapproved_invoices(self, period: str) -> int:
-        raise self._not_yet("invoices")
+        """Drafts dated in the billing month: invoices the PM has not finished."""
+        return sum(len(page) for page in self._invoices_of_month(period, drafts=True, page_size=PER_PAGE_MAX))
+
+    def _invoices_of_month(self, period: str, *, drafts: bool, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        first = date.fromisoformat(f"{period}-01")
+        after = (first + timedelta(days=32)).replace(day=1)
+        params = {"order": "invoice_date:desc", "include": INVOICE_INCLUDE, **({} if drafts else {"without_drafts": "true"})}
+        seen: set[str] = set()
+        for page in map(invoices_with_items, self.bodies("invoices", params, per_page=page_size)):
+            dated = [i for i in page if i.get("invoice_date")]
+            kept = [
+                i
+                for i in dated
+                if first <= date.fromisoformat(i["invoice_date"]) < after and bool(i.get("draft")) == drafts and str(i["id"]) not in seen
+            ]
+            seen |= {str(i["id"]) for i in kept}
+            if kept:
+                yield kept
+            if dated and date.fromisoformat(dated[-1]["invoice_date"]) < first:
+                return
+
+    def _whole_list(
+        self, collection: str, params: dict[str, Any], *, read: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a list, read to the end before use and read again if it moved while
+        paging (an object updated meanwhile shifts page numbers: the ids read fall short of the count).
+        ``read`` takes the objects from an answer (``records_in_order`` by default)."""
+        for _ in range(3):
+            found: dict[str, dict[str, Any]] = {}
+            total = 0
+            for body in self.bodies(collection, params):
+                total = int(((body.get("meta") or {}).get("count")) or 0)
+                found.update({str(r["id"]): r for r in (read(body) if read else records_in_order(body, collection))})
+            if len(found) >= total:
+                return list(found.values())
+            log.warning("Kantata %s moved while paging (%d of %d read); reading them again", collection, len(found), total)
+        raise RetriableApiError(f"Kantata {collection} kept moving while paging")
+
+    def _invoice_records(self, invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Kantata invoices → our PSA API's invoice shape, their line items read by id."""
+        lines = _InvoiceLines(self, invoices)
+        lines.load()
+        return [invoice_record(invoice, lines, self.tax_codes) for invoice in invoices]
+
+    @property
+    def tax_codes(self) -> dict[str, str]:
+        """The Connection's ``tax_codes`` extra: Kantata's tax rate (a percentage) → the PSA tax
+        code the data dictionary maps (``{"21": "VAT21", "0": "EXEMPT"}``). A rate it does not
+        name reaches validation as ``<rate>%`` and the invoice is held for its unmapped tax code."""
+        raw = self.extras.get("tax_codes") or {}
+        if isinstance(raw, str):
+            import json
+
+            raw = json.loads(raw)
+        return {rate_key(rate): str(code) for rate, code in dict(raw).items()}
 
     def set_invoice_payment_status(self, invoice_id: str, status: dict[str, Any]) -> bool:
-        raise self._not_yet("payment status")
+        """Write accounting's word on an invoice to Kantata; True when Kantata changed.
+
+        The status rides on the invoice's external reference to its accounting record
+        (``Invoice``, ``accounting``, ``invoice``, the accounting id): ``external_status`` the
+        status, ``external_message`` the amounts; ``create_or_update`` makes a repeat harmless and
+        an unchanged status is not written at all. Paid in full, the invoice also gets Kantata's
+        own external payment, once: it takes no idempotency key, so the invoice's payments are
+        looked up first, and again after a lost answer."""
+        fields = {"subject_type": "Invoice", "subject_id": str(invoice_id), "service_name": ACCOUNTING_SERVICE, "service_model": "invoice"}
+        message = f"paid {status.get('amount_paid')} {status.get('currency')}, balance {status.get('balance')}"
+        current = next((r for page in self.pages("external_references", fields) for r in page), None)
+        wanted = {"external_status": status.get("status"), "external_message": message, "service_model_ref": status.get("accounting_id")}
+        changed = current is None or any(str(current.get(k) or "") != str(v or "") for k, v in wanted.items())
+        if changed:
+            self.request(
+                "POST",
+                f"{API}/external_references/create_or_update.json",
+                json={"external_reference": {**fields, **wanted, "status": "successful"}},
+                description=f"Kantata payment status of invoice {invoice_id}",
+            )
+        if status.get("status") == "paid":
+            changed = self._paid_in_kantata(str(invoice_id)) or changed
+        return changed
+
+    def _paid_in_kantata(self, invoice_id: str) -> bool:
+        invoice = self.visible("invoices", [invoice_id], {"include": "workspaces"}).get(invoice_id)
+        if invoice is None or invoice.get("draft") or invoice.get("status") != "new":
+            return False  # paid already, cancelled, or not Kantata's to mark
+
+        def find() -> Any:
+            return next((p for page in self.pages("external_payments", {"invoice_id": invoice_id}) for p in page), None)
+
+        if find() is not None:
+            return False
+        workspace_id = int((invoice.get("workspace_ids") or [0])[0])
+
+        def send() -> Any:
+            return self.request(
+                "POST",
+                f"{API}/external_payments.json",
+                json={"external_payment": {"workspace_id": workspace_id, "invoice_id": int(invoice_id), "message": "paid in accounting"}},
+                retry=self._one_attempt,
+                description=f"Kantata record the payment of invoice {invoice_id}",
+            )
+
+        self._once(send, find, what=f"the payment of invoice {invoice_id}")
+        return True
 
     def milestones(self, completed_from: datetime, completed_to: datetime) -> list[dict[str, Any]]:
-        raise self._not_yet("milestones")
+        """Milestones (stories of type ``milestone``) completed in ``[completed_from, completed_to)``:
+        completing one updates it and adds a story state change, whose ``created_at`` is when."""
+        params = {"updated_after": (completed_from - timedelta(seconds=1)).isoformat(), "include": "story_state_changes,workspace"}
+        done: list[tuple[dict[str, Any], str]] = []
+        for body in self.bodies("stories", params):
+            changes = body.get("story_state_changes") or {}
+            for story in records_in_order(body, "stories"):
+                if story.get("story_type") != "milestone" or story.get("state") != "completed":
+                    continue
+                stamps = [
+                    c["created_at"]
+                    for c in (changes.get(str(cid)) or {} for cid in story.get("story_state_change_ids") or [])
+                    if c.get("state") == "completed" and c.get("created_at")
+                ]
+                inside = [s for s in stamps if completed_from <= parse_time(s) < completed_to]
+                if inside:
+                    done.append((story, max(inside, key=parse_time)))
+        projects = _Directory(self, "workspaces")
+        projects.load([str(story.get("workspace_id")) for story, _ in done])
+        return [
+            {
+                "id": str(story["id"]),
+                "project_id": str(story.get("workspace_id")),
+                "project_name": projects.get(story.get("workspace_id")).get("title"),
+                "crm_deal_id": projects.deal_of(projects.get(story.get("workspace_id"))),
+                "name": story.get("title"),
+                "completed_at": stamp,
+                "amount": money_of(story.get("budget_estimate_in_cents") or 0),
+            }
+            for story, stamp in done
+        ]
+
+
+INVOICE_INCLUDE = "workspaces,time_entries,fixed_fee_items,additional_items"
+"""What an invoice is read with: its projects' ids, its time entries' ids and its line items."""
+
+
+def invoices_with_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """An answer's invoices in ``results`` order, each with its side-loaded fixed fee and
+    additional items in place of their ids; an item listed but not side-loaded makes the answer unusable."""
+    out = []
+    for invoice in records_in_order(body, "invoices"):
+        invoice = dict(invoice)
+        for collection, ids in (("fixed_fee_items", "fixed_fee_item_ids"), ("additional_items", "additional_item_ids")):
+            objects = body.get(collection) or {}
+            missing = [i for i in invoice.get(ids) or [] if str(i) not in objects]
+            if missing:
+                raise RetriableApiError(f"Kantata invoice {invoice['id']} lists {collection} it did not include: {missing[:5]}")
+            invoice[collection] = [objects[str(i)] for i in invoice.get(ids) or []]
+        out.append(invoice)
+    return out
+
+
+ACCOUNTING_SERVICE = "accounting"
+"""``service_name`` of the external reference that ties a Kantata invoice to its accounting record."""
+
+
+def rate_key(rate: Any) -> str:
+    """A tax rate as a key: ``21``, ``21.0`` and ``"21.00"`` are all ``21``."""
+    try:
+        return format(Decimal(str(rate)).normalize(), "f")
+    except InvalidOperation:
+        return str(rate)
 
 
 RESOLVED_AT = "current_resolution_created_at_date"
@@ -469,7 +637,7 @@ class _Directory:
 
     EXTRA = {
         "users": {"optional_fields": "classification"},
-        "workspaces": {"include": "workspace_groups", "include_archived": "true"},
+        "workspaces": {"include": "workspace_groups,external_references", "include_archived": "true"},
         "stories": {"include": "external_references"},
     }
 
@@ -496,6 +664,14 @@ class _Directory:
             if group.get("company"):
                 return {"id": str(group["id"]), "name": group.get("name")}
         return {}
+
+    def deal_of(self, workspace: dict[str, Any]) -> str | None:
+        """The CRM deal the workspace was made for: its external reference with model ``deal``."""
+        for reference_id in workspace.get("external_reference_ids") or []:
+            reference = self.side.get(f"external_references:{reference_id}") or {}
+            if reference.get("service_model") == DEAL_MODEL:
+                return reference.get("service_model_ref")
+        return None
 
     def billing_code_of(self, story: dict[str, Any]) -> str | None:
         for reference_id in story.get("external_reference_ids") or []:
@@ -555,4 +731,116 @@ def workspace_fields(project: dict[str, Any]) -> dict[str, Any]:
         "currency": project["currency"],
         "start_date": project.get("start_date"),
         "due_date": project.get("end_date"),
+    }
+
+
+class _InvoiceLines:
+    """What invoices' lines point at, read once per page of invoices: their time entries (with
+    the user, by ``only=``), fixed fee and additional items (side-loaded with the invoices), the
+    milestones fixed fees bill, and the projects with their client and CRM deal."""
+
+    def __init__(self, hook: KantataHook, invoices: list[dict[str, Any]]):
+        self.hook, self.invoices = hook, invoices
+        self.people, self.projects, self.stories = _Directory(hook, "users"), _Directory(hook, "workspaces"), _Directory(hook, "stories")
+        self.time_entries: dict[str, dict[str, Any]] = {}
+
+    def load(self) -> None:
+        time_ids = sorted({str(t) for i in self.invoices for t in i.get("time_entry_ids") or []})
+        self.time_entries = self.hook.visible("time_entries", time_ids, {"include": "user", "from_archived_workspaces": "true"})
+        missing = sorted(set(time_ids) - set(self.time_entries))
+        if missing:
+            raise RetriableApiError(f"Kantata invoices list time entries it does not show: {', '.join(missing[:5])}")
+        self.people.load([str(e["user_id"]) for e in self.time_entries.values()])
+        self.projects.load([str(w) for i in self.invoices for w in i.get("workspace_ids") or []])
+        self.stories.load([str(f["story_id"]) for i in self.invoices for f in i.get("fixed_fee_items") or [] if f.get("story_id")])
+
+
+def _cents_as_money(cents: int) -> Decimal:
+    return (Decimal(int(cents)) / 100).quantize(CENT)
+
+
+CENT = Decimal("0.01")
+
+
+def invoice_lines(invoice: dict[str, Any], lines: _InvoiceLines) -> list[dict[str, Any]]:
+    """Time entries as one line per person and rate; each fixed fee item and additional item a line."""
+    out: list[dict[str, Any]] = []
+    minutes: dict[tuple[str, int], int] = {}
+    for entry_id in invoice.get("time_entry_ids") or []:
+        entry = lines.time_entries[str(entry_id)]
+        key = (str(entry.get("user_id")), int(entry.get("rate_in_cents") or 0))
+        minutes[key] = minutes.get(key, 0) + int(entry.get("time_in_minutes") or 0)
+    for (user_id, rate_cents), spent in sorted(minutes.items()):
+        name = lines.people.get(user_id).get("full_name")
+        hours = (Decimal(spent) / 60).quantize(Decimal("0.0001")).normalize()
+        rate = _cents_as_money(rate_cents)
+        out.append(
+            {
+                "line_id": f"T{user_id}-{rate_cents}",
+                "kind": "time",
+                "description": f"{name} — {format(hours, 'f')} h",
+                "person": {"id": user_id, "name": name},
+                "quantity": format(hours, "f"),
+                "rate": str(rate),
+                "amount": str((Decimal(spent) * rate_cents / 6000).quantize(CENT, rounding=ROUND_HALF_UP)),
+                "milestone": None,
+            }
+        )
+    for kind, collection, prefix in (("fixed_fee", "fixed_fee_items", "F"), ("adjustment", "additional_items", "A")):
+        for item in invoice.get(collection) or []:
+            amount = str(_cents_as_money(item.get("amount_in_cents") or 0))
+            story = lines.stories.get(item.get("story_id")) if item.get("story_id") else {}
+            out.append(
+                {
+                    "line_id": f"{prefix}{item['id']}",
+                    "kind": kind,
+                    "description": item.get("notes") or story.get("title"),
+                    "person": None,
+                    "quantity": "1",
+                    "rate": amount,
+                    "amount": amount,
+                    "milestone": {"id": str(item["story_id"]), "name": story.get("title")} if item.get("story_id") else None,
+                }
+            )
+    return out
+
+
+def invoice_record(invoice: dict[str, Any], lines: _InvoiceLines, tax_codes: dict[str, str]) -> dict[str, Any]:
+    """A Kantata invoice in our PSA API's invoice shape (``docs/psa-api``). Kantata applies its
+    tax rate to the invoice total; it has no credit notes, no approval time (``updated_at`` stands
+    for it) and no finance release. An invoice over several projects has no single project: the
+    checks hold it."""
+    items = invoice_lines(invoice, lines)
+    subtotal = sum((Decimal(line["amount"]) for line in items), Decimal(0))
+    rate = Decimal(str(invoice.get("tax_rate") or 0))
+    tax = (subtotal * rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+    workspace_ids = [str(w) for w in invoice.get("workspace_ids") or []]
+    workspace = lines.projects.get(workspace_ids[0]) if len(workspace_ids) == 1 else {}
+    fixed_only = not invoice.get("time_entry_ids") and bool(invoice.get("fixed_fee_items"))
+    status = "voided" if invoice.get("status") == "cancelled" else "submitted" if invoice.get("draft") else "approved"
+    return {
+        "id": str(invoice["id"]),
+        "number": str(invoice.get("user_invoice_number")),
+        "type": "invoice",
+        "status": status,
+        "period": str(invoice.get("invoice_date") or "")[:7],
+        "billing_type": "fixed_fee" if fixed_only else "time_and_materials",
+        "project": {
+            "id": workspace_ids[0] if len(workspace_ids) == 1 else None,
+            "name": workspace.get("title"),
+            "crm_deal_id": lines.projects.deal_of(workspace),
+        },
+        "client": lines.projects.client_of(workspace),
+        "currency": invoice.get("currency"),
+        "issue_date": invoice.get("invoice_date"),
+        "due_date": invoice.get("due_date"),
+        "lines": items,
+        "subtotal": str(subtotal.quantize(CENT)),
+        "tax_code": tax_codes.get(rate_key(rate), f"{rate_key(rate)}%"),
+        "tax_amount": str(tax),
+        "total": str((subtotal + tax).quantize(CENT)),
+        "credit_note_for": None,
+        "approved_at": invoice.get("updated_at"),
+        "approved_by": None,
+        "released_at": None,
     }
