@@ -27,9 +27,10 @@ wheel: $(STAMP)  ## build the installable package (dist/*.whl): what a productio
 install: $(STAMP)  ## the venv: pinned dependencies, the package and the development kit (editable)
 
 VENDORS ?= hubspot-quickbooks
+PSA ?= psa
 
-demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero for the other pair)
-	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) $(BIN)/python -m backbone_devtools demo
+demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero, PSA=kantata for the others)
+	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) BACKBONE_DEMO_PSA=$(PSA) $(BIN)/python -m backbone_devtools demo
 
 test: $(STAMP) browser redis lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, Redis, sandbox and Airflow services)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
@@ -70,10 +71,10 @@ AIRFLOW_HOST ?= 127.0.0.1
 airflow: $(STAMP)  ## Airflow itself (UI on http://localhost:8080, loopback only unless AIRFLOW_HOST=0.0.0.0) with the demo's database and the sandbox
 	AIRFLOW_HOST=$(AIRFLOW_HOST) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m backbone_devtools airflow
 
-demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both vendor pairs)
-	-$(BIN)/python -m backbone_devtools pg-stop
-	-BACKBONE_DEMO_VENDORS=salesforce-xero $(BIN)/python -m backbone_devtools pg-stop
-	rm -rf .demo .demo-salesforce-xero
+demo-reset:  ## forget the demo's warehouse, Airflow and sandbox state (both vendor pairs, both PSAs)
+	-for vendors in hubspot-quickbooks salesforce-xero; do for psa in psa kantata; do \
+	  BACKBONE_DEMO_VENDORS=$$vendors BACKBONE_DEMO_PSA=$$psa $(BIN)/python -m backbone_devtools pg-stop; done; done
+	rm -rf .demo .demo-kantata .demo-salesforce-xero .demo-salesforce-xero-kantata
 
 LINTED := include devkit dags tests plugins bench docker
 

@@ -13,7 +13,7 @@ time, people, time off) against the sandbox and checks every answer it received.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -23,7 +23,17 @@ from backbone.hooks.kantata import KantataHook
 
 STRING, INTEGER, BOOLEAN, NUMBER = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}, {"type": "number"}
 DATE, DATE_TIME, IDS = {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}, {"type": "array", "items": STRING}
-NULLABLE = ("description", "notes", "headline", "start_date", "due_date", "end_date", "current_resolution_created_at_date")
+NULLABLE = (
+    "description",
+    "notes",
+    "headline",
+    "message",
+    "start_date",
+    "due_date",
+    "end_date",
+    "current_resolution_created_at_date",
+    "story_id",
+)
 
 
 def kantata_object(**properties: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +69,7 @@ OBJECTS = {
         service_model_ref=STRING,
         status=STRING,
         external_status={"type": ["string", "null"]},
+        external_message={"type": ["string", "null"]},
         created_at=DATE_TIME,
         updated_at=DATE_TIME,
         last_synced_at=DATE_TIME,
@@ -93,7 +104,54 @@ OBJECTS = {
     ),
     "users": kantata_object(full_name=STRING, email_address=STRING, classification=STRING, headline=STRING),
     "workspace_groups": kantata_object(name=STRING, company=BOOLEAN),
-    "stories": kantata_object(title=STRING, story_type=STRING, workspace_id=STRING, external_reference_ids=IDS),
+    "stories": kantata_object(
+        title=STRING,
+        story_type=STRING,
+        state=STRING,
+        budget_estimate_in_cents=INTEGER,
+        created_at=DATE_TIME,
+        updated_at=DATE_TIME,
+        workspace_id=STRING,
+        external_reference_ids=IDS,
+        story_state_change_ids=IDS,
+    ),
+    "story_state_changes": kantata_object(state=STRING, formatted_state=STRING, created_at=DATE_TIME, updated_at=DATE_TIME),
+    "invoices": kantata_object(
+        title=STRING,
+        user_invoice_number=INTEGER,
+        draft=BOOLEAN,
+        status={"enum": ["new", "cancelled", "accepted payment"]},
+        invoice_date=DATE,
+        due_date=DATE,
+        payment_schedule=INTEGER,
+        currency=STRING,
+        currency_base_unit=INTEGER,
+        tax_rate=NUMBER,
+        balance_in_cents=INTEGER,
+        message=STRING,
+        created_at=DATE_TIME,
+        updated_at=DATE_TIME,
+        workspace_ids=IDS,
+        time_entry_ids=IDS,
+        fixed_fee_item_ids=IDS,
+        additional_item_ids=IDS,
+        external_reference_ids=IDS,
+    ),
+    "fixed_fee_items": kantata_object(
+        amount_in_cents=INTEGER,
+        created_at=DATE_TIME,
+        currency=STRING,
+        notes=STRING,
+        story_id=INTEGER,
+        taxable=BOOLEAN,
+        workspace_id=INTEGER,
+    ),
+    "additional_items": kantata_object(
+        amount_in_cents=INTEGER, created_at=DATE_TIME, currency=STRING, notes=STRING, taxable=BOOLEAN, workspace_id=INTEGER
+    ),
+    "external_payments": kantata_object(
+        amount_in_cents=INTEGER, currency=STRING, message=STRING, created_at=DATE_TIME, updated_at=DATE_TIME
+    ),
     "time_off_entries": kantata_object(hours=NUMBER, requested_date=DATE, submission_date=DATE, user_id=STRING),
     "account_invitations": kantata_object(email_address=STRING, full_name=STRING, invitee_id=STRING),
 }
@@ -157,6 +215,18 @@ def test_every_answer_the_hook_reads_has_kantatas_shape(sandbox, answers):
     hook.upsert_person("bamboohr", "82", {"name": "Nia Newhire", "email": "nia@people.example", "role": "Analyst", "active": True})
     hook.replace_time_off("bamboohr", "82", "2026-11-01", "2026-11-30", [{"date": "2026-11-03", "hours": "8"}])
     hook.replace_time_off("bamboohr", "82", "2026-11-01", "2026-11-30", [{"date": "2026-11-03", "hours": "4"}])
+
+    billing = sandbox.state.billing
+    assert [i for page in hook.iter_invoices(billing.period) for i in page]
+    assert hook.count_unapproved_invoices(billing.period) == 0
+    approved = min(datetime.fromisoformat(i["approved_at"].replace("Z", "+00:00")) for i in billing.invoices if i["approved_at"])
+    assert list(hook.iter_invoices_between("approved", approved - timedelta(days=1), approved + timedelta(days=1)))
+    invoice_id = next(i["id"] for page in hook.iter_invoices(billing.period) for i in page if i["status"] == "approved")
+    hook.set_invoice_payment_status(
+        invoice_id, {"status": "paid", "amount_paid": "1.00", "balance": "0.00", "currency": "EUR", "accounting_id": "171"}
+    )
+    completed = [datetime.fromisoformat(m["completed_at"].replace("Z", "+00:00")) for m in billing.milestones]
+    assert hook.milestones(min(completed), max(completed) + timedelta(seconds=1))
 
     read = [(call, body) for call, body in answers if body]
     assert len(read) > 15

@@ -46,7 +46,14 @@ VENDOR_PAIRS = {
 VENDORS = os.environ.get("BACKBONE_DEMO_VENDORS", "hubspot-quickbooks")
 if VENDORS not in VENDOR_PAIRS:
     raise SystemExit(f"BACKBONE_DEMO_VENDORS={VENDORS!r}: choose one of {', '.join(VENDOR_PAIRS)}")
-DEMO_DIR = PROJECT_ROOT / (".demo" if VENDORS == "hubspot-quickbooks" else f".demo-{VENDORS}")
+PSA_CONNECTIONS = {"psa": "psa_default", "kantata": "kantata_default"}
+"""``BACKBONE_DEMO_PSA`` (``make demo PSA=kantata``) picks the PSA: our PSA API or Kantata OX."""
+PSA = os.environ.get("BACKBONE_DEMO_PSA", "psa")
+if PSA not in PSA_CONNECTIONS:
+    raise SystemExit(f"BACKBONE_DEMO_PSA={PSA!r}: choose one of {', '.join(PSA_CONNECTIONS)}")
+DEMO_NAME = "-".join(part for part in ("" if VENDORS == "hubspot-quickbooks" else VENDORS, "" if PSA == "psa" else PSA) if part)
+DEMO_DIR = PROJECT_ROOT / (f".demo-{DEMO_NAME}" if DEMO_NAME else ".demo")
+"""Each vendor pair and PSA keeps its own demo state: ``.demo``, ``.demo-kantata``, ``.demo-salesforce-xero``, …"""
 WAREHOUSE_OF_FLOW = {
     "crm_closed_won_to_psa": "psa_warehouse",
     "hr_roster_pto_to_psa": "psa_warehouse",
@@ -76,6 +83,7 @@ def _environment(port: int) -> dict[str, str]:
     pair = VENDOR_PAIRS[VENDORS]
     env.setdefault("BACKBONE_CRM_CONN_ID", pair["crm"])
     env.setdefault("BACKBONE_ACCOUNTING_CONN_ID", pair["accounting"])
+    env.setdefault("BACKBONE_PSA_CONN_ID", PSA_CONNECTIONS[PSA])
     if _external_databases():
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     return env
@@ -284,7 +292,8 @@ def demo() -> int:
         info = _sandbox_info()
         anchor = str(info["anchor"])
         _say(
-            f"vendors: {VENDORS} (CRM Connection {env['BACKBONE_CRM_CONN_ID']}, accounting Connection {env['BACKBONE_ACCOUNTING_CONN_ID']})"
+            f"vendors: {VENDORS} (CRM Connection {env['BACKBONE_CRM_CONN_ID']}, "
+            f"accounting Connection {env['BACKBONE_ACCOUNTING_CONN_ID']}, PSA Connection {env['BACKBONE_PSA_CONN_ID']})"
         )
         if not info["resumed"]:  # a new sandbox knows only its first refresh tokens
             for variable in ("quickbooks_default_refresh_token", "xero_default_refresh_token"):
@@ -332,18 +341,21 @@ def demo() -> int:
                     _say(f"{flow} FAILED; see {DEMO_DIR.name}/logs/{flow}.log")
         _print_runs(env)
         info = _sandbox_info()
+        projects = f"{info['kantata_workspaces']} Kantata workspaces" if PSA == "kantata" else f"{info['psa_projects']} PSA projects"
         if VENDORS == "salesforce-xero":
             print(
-                f"Sandbox: {info['psa_projects']} PSA projects, {info['salesforce_calls']} Salesforce calls, "
+                f"Sandbox: {projects}, {info['salesforce_calls']} Salesforce calls, "
                 f"{sum(info['xero_creates'].values())} Xero objects created, "
                 f"{info['xero_idempotent_replays']} Idempotency-Key replays"
             )
         else:
             print(
-                f"Sandbox: {info['psa_projects']} PSA projects, {sum(info['qbo_creates'].values())} QuickBooks objects created, "
+                f"Sandbox: {projects}, {sum(info['qbo_creates'].values())} QuickBooks objects created, "
                 f"{info['qbo_requestid_replays']} requestid replays"
             )
-        again = "make demo" if VENDORS == "hubspot-quickbooks" else f"make demo VENDORS={VENDORS}"
+        chosen = ("" if VENDORS == "hubspot-quickbooks" else f"VENDORS={VENDORS}", "" if PSA == "psa" else f"PSA={PSA}")
+        options = " ".join(o for o in chosen if o)
+        again = f"make demo {options}".strip()
         print(f"Run `{again}` again: nothing changes. `make demo-reset` starts over.")
         print(
             "Finance page:    http://localhost:8080/finance/ (after `make airflow`; 'Finance' in the Airflow menu)\n"

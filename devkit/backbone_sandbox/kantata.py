@@ -105,9 +105,21 @@ class KantataStore(PicklableLockMixin):
             self.reference({**link, "subject_type": "Workspace", "subject_id": record["id"]})
         return record
 
+    @property
+    def seeded_workspaces(self) -> dict[str, dict[str, Any]]:
+        """Workspaces the account had before the backbone came (the seed's fixed-fee projects):
+        updatable like the rest, kept apart from those made through the API."""
+        return self.__dict__.setdefault("_seeded_workspaces", {})
+
+    def workspace(self, workspace_id: str) -> dict[str, Any] | None:
+        return self.workspaces.get(workspace_id) or self.seeded_workspaces.get(workspace_id)
+
+    def all_workspaces(self) -> list[dict[str, Any]]:
+        return [*self.workspaces.values(), *self.seeded_workspaces.values()]
+
     def update_workspace(self, workspace_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            record = self.workspaces.get(workspace_id)
+            record = self.workspace(workspace_id)
             if record is None:
                 raise KantataError(404, "Not found")
             changes = {k: v for k, v in fields.items() if k in WORKSPACE_FIELDS and record.get(k) != v}
@@ -259,7 +271,7 @@ def _add_workspaces(app: FastAPI, store: KantataStore, view: Any) -> None:
     def list_workspaces(request: Request) -> dict[str, Any]:
         page, per_page = paging(request)
         query = request.query_params
-        everything = [*store.workspaces.values(), *view.workspaces().values()]
+        everything = [*store.all_workspaces(), *view.workspaces().values()]
         records = filter_workspaces(sorted(everything, key=lambda r: (r["updated_at"], r["id"]), reverse=True), query)
         wanted = includes(query)
         side = {}
@@ -280,7 +292,7 @@ def _add_workspaces(app: FastAPI, store: KantataStore, view: Any) -> None:
     @app.get("/api/v1/workspaces/{workspace_id}")
     @app.get("/api/v1/workspaces/{workspace_id}.json")
     def show_workspace(workspace_id: str) -> dict[str, Any]:
-        record = store.workspaces.get(workspace_id.removesuffix(".json"))
+        record = store.workspace(workspace_id.removesuffix(".json"))
         if record is None or record["archived"]:  # hidden by the default filters: the show route 404s
             raise KantataError(404, "Not found")
         return envelope("workspaces", [record], page=1, per_page=1)
@@ -331,7 +343,7 @@ def _add_references(app: FastAPI, store: KantataStore, view: Any, billing: Any) 
         fields = (body or {}).get("external_reference")
         if not isinstance(fields, dict):
             raise KantataError(400, "send the reference under external_reference")
-        if fields.get("subject_type") == "Workspace" and str(fields.get("subject_id")) not in store.workspaces:
+        if fields.get("subject_type") == "Workspace" and store.workspace(str(fields.get("subject_id"))) is None:
             raise KantataError(422, f"Workspace {fields.get('subject_id')} not found", "validation")
         if fields.get("subject_type") == "User" and str(fields.get("subject_id")) not in account_users(view, store):
             raise KantataError(422, f"User {fields.get('subject_id')} not found", "validation")

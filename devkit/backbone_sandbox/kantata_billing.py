@@ -18,8 +18,9 @@ How the seed's billing is put in Kantata's terms (restated from developer.kantat
   ``include=story_state_changes``.
 - A payment recorded outside Kantata is an ``ExternalPayment``: created with an ``invoice_id`` it pays
   the invoice's whole balance, only for a non-draft invoice still pending (``new``); no idempotency key.
-- The projects of the seed's fixed-fee deals are workspaces of the account (kept in the account's
-  store, so closed-won updates them), each linked to its CRM deal by external reference.
+- The projects of the seed's fixed-fee deals are workspaces the account had before (kept in its
+  store apart from those the API made, so closed-won can update them), each linked to its CRM deal
+  by external reference.
 
 What Kantata's wire cannot carry is not in this account (``left_out``): a credit note (Kantata has
 none), an invoice whose tax or total is not what its tax rate makes, time lines that are not the
@@ -110,15 +111,15 @@ class KantataBillingView:
         store, crm = self.store, self.state.config.crm
         for project_id, project in sorted(self.fixed_projects().items()):
             wid = self.workspace_of(project_id)
-            if wid in store.workspaces:
+            if store.workspace(wid) is not None:
                 continue
             stamp = _kantata_time(self.billing.invoices[0]["approved_at"] or "2026-01-01T00:00:00Z")
-            store.workspaces[wid] = {
+            store.seeded_workspaces[wid] = {
                 "id": wid,
                 "title": project["name"],
                 "description": "",
                 "budgeted": True,
-                "price": None,
+                "price": int(Decimal(str(self._contract_value(project_id)))),
                 "currency": project["currency"],
                 "start_date": None,
                 "due_date": None,
@@ -128,8 +129,25 @@ class KantataBillingView:
                 "workspace_group_ids": [kantata_id("workspace_groups", project["client_id"])],
             }
             if deal := self.billing.project_deals.get(project_id):
-                fields = {"subject_type": "Workspace", "subject_id": wid, "service_name": crm, "service_model": "deal"}
-                store.reference({**fields, "service_model_ref": deal, "status": "successful"})
+                reference_id = f"9{wid}"
+                store.external_references[reference_id] = {
+                    "id": reference_id,
+                    "subject_type": "Workspace",
+                    "subject_id": wid,
+                    "service_name": crm,
+                    "service_model": "deal",
+                    "service_model_ref": str(deal),
+                    "external_status": None,
+                    "external_message": None,
+                    "status": "successful",
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "last_synced_at": stamp,
+                }
+
+    def _contract_value(self, project_id: str) -> Any:
+        deal = self.state.crm.objects["deals"].get(str(self.billing.project_deals.get(project_id))) or {}
+        return (deal.get("properties") or {}).get("amount") or 0
 
     # --- invoices ----------------------------------------------------------------------------
     def _billable_entries(self) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -360,7 +378,7 @@ def _add_invoices(app: Any, view: KantataBillingView) -> None:
             out: dict[str, dict[str, Any]] = {}
             fixed, additional = view.items()
             if "workspaces" in wanted:
-                workspaces = {**view.time.workspaces(), **view.store.workspaces}
+                workspaces = {**view.time.workspaces(), **{w["id"]: w for w in view.store.all_workspaces()}}
                 out["workspaces"] = {w: _bare(workspaces[w]) for r in chosen for w in r["workspace_ids"] if w in workspaces}
             if "time_entries" in wanted:
                 entries = view.time.time_entries()
