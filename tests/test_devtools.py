@@ -87,3 +87,15 @@ def test_the_demo_flow_runner_runs_each_request_and_keeps_its_output_apart(tmp_p
     assert logs[0].read_text() == "ran for 2026-11-01T00:00:00+00:00\nfrom the OS level\n"
     assert "LookupError: no DAG 'unknown'" in logs[2].read_text()
     assert "ran for" not in capfd.readouterr().out
+
+
+def test_the_demo_closes_the_month_before_while_the_last_months_closing_week_is_still_open():
+    """On 2 December the week holding 30 November ends on Friday 4 December: month-end would wait
+    for it, so a fresh demo is anchored just before 1 December and closes October."""
+    from datetime import UTC, datetime
+
+    from backbone_devtools.__main__ import demo_anchor
+
+    assert demo_anchor(datetime(2026, 12, 2, 19, 45, tzinfo=UTC), "Europe/Amsterdam") == datetime(2026, 11, 30, 22, 30, tzinfo=UTC)
+    assert demo_anchor(datetime(2026, 12, 5, 8, 10, tzinfo=UTC), "Europe/Amsterdam") == datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    assert demo_anchor(datetime(2026, 11, 28, 5, 50, tzinfo=UTC), "Europe/Amsterdam") == datetime(2026, 11, 28, 5, 30, tzinfo=UTC)

@@ -19,8 +19,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from backbone_devtools import pg, uirecord
 from backbone_devtools.localenv import (
@@ -103,8 +105,35 @@ def migrate(env: dict[str, str]) -> None:
         migrate_warehouse(_warehouse_url(env, conn_id), conn_id.removesuffix("_warehouse"))
 
 
+def gap_summary(intervals: list[str], *, listed: int = 3) -> str:
+    """The gaps as the ledger names them: every one when few, else the first and the last with the count between."""
+    if not intervals:
+        return "none"
+    if len(intervals) <= listed:
+        return ", ".join(intervals)
+    return f"{len(intervals)} intervals: {intervals[0]}, … , {intervals[-1]} (`backbone history` lists each)"
+
+
+def demo_anchor(now: datetime, timezone: str) -> datetime:
+    """The moment a fresh demo sandbox is seeded up to: the last half-hour boundary, unless the
+    week holding the last closed month's final day has not been exported yet (its Friday 17:00 is
+    still ahead, as on 1 to 4 December): month-end would rightly wait for it, so the demo is
+    anchored just before this month began and closes the month before instead."""
+    from backbone_sandbox.seed import default_anchor
+
+    anchor = default_anchor(now)
+    zone = ZoneInfo(timezone)
+    month_start = anchor.astimezone(zone).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_day = (month_start - timedelta(days=1)).date()
+    closing_friday = last_day + timedelta(days=(4 - last_day.weekday()) % 7 or 7)
+    if datetime.combine(closing_friday, dt_time(17), tzinfo=zone) <= anchor:
+        return anchor
+    return (month_start - timedelta(minutes=30)).astimezone(UTC)
+
+
 def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (DEMO_DIR / "sandbox.log").open("ab")
+    anchor = demo_anchor(datetime.now(UTC), env.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
     process = subprocess.Popen(
         [
             sys.executable,
@@ -118,6 +147,8 @@ def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
             VENDOR_PAIRS[VENDORS]["sandbox_crm"],
             "--xero-rate",
             str(SANDBOX_XERO_REQUESTS_PER_MINUTE),
+            "--anchor",
+            anchor.isoformat(),
         ],
         env=env,
         stdout=log,
@@ -219,7 +250,7 @@ def _print_runs(env: dict[str, str]) -> None:
         print(note)
     print()
     for flow, gaps in _gaps(env).items():
-        print(f"{flow}: gaps: " + (", ".join(g["interval"] for g in gaps) if gaps else "none"))
+        print(f"{flow}: gaps: {gap_summary([g['interval'] for g in gaps])}")
     print()
     for line in _bi_summary(env):
         print(line)
