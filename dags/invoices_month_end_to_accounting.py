@@ -17,8 +17,9 @@ month (midnight on the 1st to midnight on the next 1st, local time).
    CreditMemo with a deterministic requestid; void what the PSA voided.
 5. `record_run` — invoices, held, posted, amount per currency (always runs).
 
-Connections: `psa_default`, the CRM's (`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so), the accounting
-system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `accounting_warehouse`.
+Connections: the PSA's (`psa_default`, or `kantata_default` when `BACKBONE_PSA_CONN_ID` says so), the CRM's
+(`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so), the accounting system's
+(`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `accounting_warehouse`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ share one outbox, so an invoice is posted once whichever run sees it first.
 4. `post_invoices` — as month-end: look the number up, else create with a deterministic key.
 5. `record_run` — invoices, held, posted, amount per currency (always runs).
 
-Connections: as month-end: `psa_default`, the CRM's, the accounting system's, `accounting_warehouse`.
+Connections: as month-end: the PSA's (`psa_default` or `kantata_default`), the CRM's, the accounting system's, `accounting_warehouse`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ not yet paid or voided, derives the status (open, partially paid, paid, overdue,
 it to `acct.invoice` and `psa.invoice_status`, and tells the PSA where it changed. Repeating a run
 changes nothing. `record_run` closes the run record (always runs).
 
-Connections: the accounting system's (`quickbooks_default`, or `xero_default` when `BACKBONE_ACCOUNTING_CONN_ID` says so), `psa_default`,
+Connections: the accounting system's (`quickbooks_default`, or `xero_default` when
+`BACKBONE_ACCOUNTING_CONN_ID` says so), the PSA's (`psa_default` or `kantata_default`),
 `accounting_warehouse`, `psa_warehouse`.
 """
 

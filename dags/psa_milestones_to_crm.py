@@ -6,8 +6,9 @@ interval and sets the deal's project status (mapped in `crm_mapping.yaml`), last
 billed-to-date (net posted invoicing from `acct.invoice`), patching a deal only where a value
 differs, so a rerun writes nothing. `record_run` closes the run record (always runs).
 
-Connections: `psa_default`, the CRM's (`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so),
-`accounting_warehouse`, `psa_warehouse`.
+Connections: the PSA's (`psa_default`, or `kantata_default` when `BACKBONE_PSA_CONN_ID` says so), the CRM's
+(`hubspot_default`, or `salesforce_default` when `BACKBONE_CRM_CONN_ID` says so), `accounting_warehouse`,
+`psa_warehouse`.
 """
 
 from __future__ import annotations

@@ -370,6 +370,7 @@ def test_payment_status_is_written_once_and_a_paid_invoice_gets_one_external_pay
     partial = {"status": "partially_paid", "amount_paid": "100.00", "balance": "50.00", "currency": "EUR", "accounting_id": "171"}
     assert hook.set_invoice_payment_status(invoice_id, partial) is True
     assert hook.set_invoice_payment_status(invoice_id, partial) is False
+    assert hook.set_invoice_payment_status(invoice_id, {**partial, "balance": "50.0"}) is False  # the same amount written otherwise
     reference = hook.external_reference("Invoice", "accounting", "invoice", "171")
     assert reference["external_status"] == "partially_paid" and str(reference["subject_id"]) == invoice_id
 

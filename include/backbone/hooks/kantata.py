@@ -392,6 +392,12 @@ class KantataHook(JsonApiHook):
 
         self._once(send, find, what=f"the time off of user {user_id} on {day}")
 
+    NOT_YET = (
+        "a person's role, department, skills and certifications (HR sends people and time off only)",
+        "finance's release of invoices (Kantata has none: BACKBONE_INVOICE_TIMING must stay on_pm_approval)",
+    )
+    """What this hook does not carry to Kantata; ``backbone check`` lists it."""
+
     # --- invoices, payment status and milestones (backbone.hooks.psa.PsaBilling) ---------------
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
         """The billing month's (``YYYY-MM``) finished invoices, cancelled ones marked voided, in our
@@ -493,7 +499,7 @@ class KantataHook(JsonApiHook):
         own external payment, once: it takes no idempotency key, so the invoice's payments are
         looked up first, and again after a lost answer."""
         fields = {"subject_type": "Invoice", "subject_id": str(invoice_id), "service_name": ACCOUNTING_SERVICE, "service_model": "invoice"}
-        message = f"paid {status.get('amount_paid')} {status.get('currency')}, balance {status.get('balance')}"
+        message = f"paid {_money_text(status.get('amount_paid'))} {status.get('currency')}, balance {_money_text(status.get('balance'))}"
         current = next((r for page in self.pages("external_references", fields) for r in page), None)
         wanted = {"external_status": status.get("status"), "external_message": message, "service_model_ref": status.get("accounting_id")}
         changed = current is None or any(str(current.get(k) or "") != str(v or "") for k, v in wanted.items())
@@ -584,6 +590,14 @@ def invoices_with_items(body: dict[str, Any]) -> list[dict[str, Any]]:
             invoice[collection] = [objects[str(i)] for i in invoice.get(ids) or []]
         out.append(invoice)
     return out
+
+
+def _money_text(value: Any) -> str:
+    """An amount written the same way whatever its type (``0``, ``0.0`` and ``Decimal("0.00")`` are ``0.00``)."""
+    try:
+        return str(Decimal(str(value)).quantize(CENT))
+    except (InvalidOperation, ValueError):
+        return str(value)
 
 
 ACCOUNTING_SERVICE = "accounting"

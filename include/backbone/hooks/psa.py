@@ -68,8 +68,8 @@ class PsaPeople(Protocol):
 PSA_SYSTEMS = ("psa", "kantata")
 """The PSAs the backbone speaks: ``psa`` is our own PSA API (the documented contract in
 ``docs/psa-api/``, for a PSA behind a company's middleware); ``kantata`` is Kantata OX
-(``backbone.hooks.kantata``), which serves projects from deals, approved time, people and time off
-so far: the rest of the interface answers ``PsaCapabilityMissing`` there until it is built (issue 21)."""
+(``backbone.hooks.kantata``), which serves projects from deals, approved time, people and time off,
+invoices, payment status and milestones; what it cannot serve answers ``PsaCapabilityMissing``."""
 
 
 class PsaCapabilityMissing(NotImplementedError):
