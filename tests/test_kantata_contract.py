@@ -45,6 +45,15 @@ def kantata_object(**properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": ["id"], "properties": {"id": STRING, **typed}, "additionalProperties": False}
 
 
+LINE_ITEM = {
+    "amount_in_cents": INTEGER,
+    "created_at": DATE_TIME,
+    "currency": STRING,
+    "notes": STRING,
+    "taxable": BOOLEAN,
+    "workspace_id": INTEGER,
+}
+"""What Kantata's fixed fee items and additional items both carry."""
 OBJECTS = {
     "workspaces": kantata_object(
         title=STRING,
@@ -137,18 +146,8 @@ OBJECTS = {
         additional_item_ids=IDS,
         external_reference_ids=IDS,
     ),
-    "fixed_fee_items": kantata_object(
-        amount_in_cents=INTEGER,
-        created_at=DATE_TIME,
-        currency=STRING,
-        notes=STRING,
-        story_id=INTEGER,
-        taxable=BOOLEAN,
-        workspace_id=INTEGER,
-    ),
-    "additional_items": kantata_object(
-        amount_in_cents=INTEGER, created_at=DATE_TIME, currency=STRING, notes=STRING, taxable=BOOLEAN, workspace_id=INTEGER
-    ),
+    "fixed_fee_items": kantata_object(**LINE_ITEM, story_id=INTEGER),
+    "additional_items": kantata_object(**LINE_ITEM),
     "external_payments": kantata_object(
         amount_in_cents=INTEGER, currency=STRING, message=STRING, created_at=DATE_TIME, updated_at=DATE_TIME
     ),

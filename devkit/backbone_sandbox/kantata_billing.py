@@ -36,7 +36,7 @@ from typing import Any
 
 from fastapi import Request
 
-from backbone_sandbox.kantata_time import KantataTimeView, _kantata_time, answer, includes, kantata_id, only, updated_between
+from backbone_sandbox.kantata_time import KantataTimeView, _kantata_time, _strip, answer, includes, kantata_id, only, updated_between
 from backbone_sandbox.psa_billing import TAX
 from backbone_sandbox.psa_time import NON_BILLABLE_CODES
 
@@ -162,9 +162,9 @@ class KantataBillingView:
             out.setdefault((entry["project"]["id"], entry["user"]["id"], entry["spent_date"][:7]), []).append(entry)
         return out
 
-    def left_out(self) -> dict[str, str]:
-        """Seed invoice id → why this Kantata account never had it."""
-        entries = self._billable_entries()
+    def left_out(self, entries: dict[tuple[str, str, str], list[dict[str, Any]]] | None = None) -> dict[str, str]:
+        """Seed invoice id → why this Kantata account never had it (``entries``: ``_billable_entries``, when read already)."""
+        entries = self._billable_entries() if entries is None else entries
         numbers: dict[str, int] = {}
         for invoice in self.billing.invoices:
             numbers[invoice["number"]] = numbers.get(invoice["number"], 0) + 1
@@ -198,7 +198,8 @@ class KantataBillingView:
 
     def invoices(self) -> dict[str, dict[str, Any]]:
         """Every invoice the account has, by Kantata id, with its line ids."""
-        left_out, entries, payments = self.left_out(), self._billable_entries(), self.payments()
+        entries, payments = self._billable_entries(), self.payments()
+        left_out = self.left_out(entries)
         paid = {p["invoice_id"]: p for p in payments.values()}
         out = {}
         for invoice in self.billing.invoices:
@@ -379,10 +380,10 @@ def _add_invoices(app: Any, view: KantataBillingView) -> None:
             fixed, additional = view.items()
             if "workspaces" in wanted:
                 workspaces = {**view.time.workspaces(), **{w["id"]: w for w in view.store.all_workspaces()}}
-                out["workspaces"] = {w: _bare(workspaces[w]) for r in chosen for w in r["workspace_ids"] if w in workspaces}
+                out["workspaces"] = {w: _strip("workspaces", workspaces[w]) for r in chosen for w in r["workspace_ids"] if w in workspaces}
             if "time_entries" in wanted:
                 entries = view.time.time_entries()
-                out["time_entries"] = {t: _bare(entries[t]) for r in chosen for t in r["time_entry_ids"] if t in entries}
+                out["time_entries"] = {t: _strip("time_entries", entries[t]) for r in chosen for t in r["time_entry_ids"] if t in entries}
             if "fixed_fee_items" in wanted:
                 out["fixed_fee_items"] = {i: fixed[i] for r in chosen for i in r["fixed_fee_item_ids"]}
             if "additional_items" in wanted:
@@ -422,11 +423,3 @@ def _add_payments(app: Any, view: KantataBillingView) -> None:
 def _payment_out(record: dict[str, Any]) -> dict[str, Any]:
     """Association ids are written only when included; the amount is Kantata's own."""
     return {k: v for k, v in record.items() if k not in ("invoice_id", "workspace_id")}
-
-
-def _bare(record: dict[str, Any]) -> dict[str, Any]:
-    """A side-loaded object without association ids (none were included for it)."""
-    from backbone_sandbox.kantata_time import INCLUDED_IDS
-
-    hidden = set(INCLUDED_IDS.get("time_entries", {}).values()) | {"workspace_group_ids", "classification", "billing_code"}
-    return {k: v for k, v in record.items() if k not in hidden}

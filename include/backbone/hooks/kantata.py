@@ -20,6 +20,7 @@ Kantata facts this hook is built on (developer.kantata.com):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -484,8 +485,6 @@ class KantataHook(JsonApiHook):
         name reaches validation as ``<rate>%`` and the invoice is held for its unmapped tax code."""
         raw = self.extras.get("tax_codes") or {}
         if isinstance(raw, str):
-            import json
-
             raw = json.loads(raw)
         return {rate_key(rate): str(code) for rate, code in dict(raw).items()}
 
@@ -769,10 +768,6 @@ class _InvoiceLines:
         self.stories.load([str(f["story_id"]) for i in self.invoices for f in i.get("fixed_fee_items") or [] if f.get("story_id")])
 
 
-def _cents_as_money(cents: int) -> Decimal:
-    return (Decimal(int(cents)) / 100).quantize(CENT)
-
-
 CENT = Decimal("0.01")
 
 
@@ -786,23 +781,22 @@ def invoice_lines(invoice: dict[str, Any], lines: _InvoiceLines) -> list[dict[st
         minutes[key] = minutes.get(key, 0) + int(entry.get("time_in_minutes") or 0)
     for (user_id, rate_cents), spent in sorted(minutes.items()):
         name = lines.people.get(user_id).get("full_name")
-        hours = (Decimal(spent) / 60).quantize(Decimal("0.0001")).normalize()
-        rate = _cents_as_money(rate_cents)
+        hours = hours_of(spent)
         out.append(
             {
                 "line_id": f"T{user_id}-{rate_cents}",
                 "kind": "time",
-                "description": f"{name} — {format(hours, 'f')} h",
+                "description": f"{name} — {hours} h",
                 "person": {"id": user_id, "name": name},
-                "quantity": format(hours, "f"),
-                "rate": str(rate),
+                "quantity": hours,
+                "rate": money_of(rate_cents),
                 "amount": str((Decimal(spent) * rate_cents / 6000).quantize(CENT, rounding=ROUND_HALF_UP)),
                 "milestone": None,
             }
         )
     for kind, collection, prefix in (("fixed_fee", "fixed_fee_items", "F"), ("adjustment", "additional_items", "A")):
         for item in invoice.get(collection) or []:
-            amount = str(_cents_as_money(item.get("amount_in_cents") or 0))
+            amount = money_of(item.get("amount_in_cents") or 0)
             story = lines.stories.get(item.get("story_id")) if item.get("story_id") else {}
             out.append(
                 {
