@@ -7,7 +7,8 @@ document lists (only those properties: an answer holding any other field fails, 
 cannot invent one). Objects are keyed by ``id`` in the answer, so ``id`` is allowed everywhere.
 
 The test drives the hook through each thing it does on Kantata (projects, approved and withdrawn
-time, people, time off) against the sandbox and checks every answer it received.
+time, people with their roles, skills and organizations, time off, invoices, payments, milestones)
+against the sandbox and checks every answer it received.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ NULLABLE = (
     "end_date",
     "current_resolution_created_at_date",
     "story_id",
+    "default_role_id",
+    "parent_id",
 )
 
 
@@ -153,6 +156,40 @@ OBJECTS = {
     ),
     "time_off_entries": kantata_object(hours=NUMBER, requested_date=DATE, submission_date=DATE, user_id=STRING),
     "account_invitations": kantata_object(email_address=STRING, full_name=STRING, invitee_id=STRING),
+    "roles": kantata_object(name=STRING, created_at=DATE_TIME, updated_at=DATE_TIME, deleted_at=DATE_TIME),
+    "account_memberships": kantata_object(
+        permission=STRING, default_role_id=STRING, user_id=STRING, disabled_at=DATE_TIME, created_at=DATE_TIME, updated_at=DATE_TIME
+    ),
+    "skill_categories": kantata_object(name=STRING, skill_ids=IDS),
+    "skills": kantata_object(
+        name=STRING, description=STRING, max_level=STRING, skill_category_id=STRING, created_at=DATE_TIME, updated_at=DATE_TIME
+    ),
+    "skill_memberships": kantata_object(
+        cached_skill_name=STRING,
+        level=INTEGER,
+        max_level=INTEGER,
+        skill_id=STRING,
+        user_id=STRING,
+        created_at=DATE_TIME,
+        updated_at=DATE_TIME,
+    ),
+    "organizations": kantata_object(
+        name=STRING,
+        type={"enum": ["Department", "Geography"]},
+        parent_id=STRING,
+        ancestor_ids=IDS,
+        created_at=DATE_TIME,
+        updated_at=DATE_TIME,
+    ),
+    "organization_memberships": kantata_object(
+        department_id=STRING,
+        geography_id=STRING,
+        member_id=STRING,
+        member_type=STRING,
+        primary=BOOLEAN,
+        created_at=DATE_TIME,
+        updated_at=DATE_TIME,
+    ),
 }
 ENVELOPE = {
     "type": "object",
@@ -214,6 +251,11 @@ def test_every_answer_the_hook_reads_has_kantatas_shape(sandbox, answers):
     hook.upsert_person("bamboohr", "82", {"name": "Nia Newhire", "email": "nia@people.example", "role": "Analyst", "active": True})
     hook.replace_time_off("bamboohr", "82", "2026-11-01", "2026-11-30", [{"date": "2026-11-03", "hours": "8"}])
     hook.replace_time_off("bamboohr", "82", "2026-11-01", "2026-11-30", [{"date": "2026-11-03", "hours": "4"}])
+    profile = {"department": "Cloud", "location": "Remote", "skills": ["SQL", "Spark"], "certifications": [{"name": "Scrum Master"}]}
+    hook.upsert_person("bamboohr", "82", {"name": "Nia Newhire", "email": "nia@people.example", "role": "Analyst", **profile})
+    hook.upsert_person(
+        "bamboohr", "82", {"name": "Nia Newhire", "email": "nia@people.example", "role": "Consultant", "department": "Finance"}
+    )
 
     billing = sandbox.state.billing
     assert [i for page in hook.iter_invoices(billing.period) for i in page]

@@ -392,3 +392,77 @@ def test_milestones_completed_in_a_window_carry_their_deal(sandbox, monkeypatch)
     assert sorted(m["name"] for m in got) == sorted(m["name"] for m in seed[:-1] if m["completed_at"] != seed[-1]["completed_at"])
     assert {m["crm_deal_id"] for m in got} <= {m["crm_deal_id"] for m in seed}
     assert all(m["project_name"] and m["completed_at"] for m in got)
+
+
+# --- a person's role, skills, certifications, department and location ---------------------------
+
+PROFILE = {
+    **PERSON,
+    "role": "Analytics Engineer",
+    "department": "Cloud",
+    "location": "Utrecht",
+    "skills": ["Python", "dbt"],
+    "certifications": [{"name": "Scrum Master", "expires_on": None}, {"name": "AWS Solutions Architect", "expires_on": "2027-03-31"}],
+}
+
+
+def _profile_of(sandbox, email: str) -> dict:
+    from backbone_sandbox.kantata_people import account_users
+    from backbone_sandbox.kantata_profiles import KantataProfiles
+    from backbone_sandbox.kantata_time import KantataTimeView
+
+    view = KantataTimeView(sandbox.state)
+    (user_id,) = [u for u, r in account_users(view, sandbox.state.kantata).items() if r["email_address"] == email]
+    return KantataProfiles(sandbox.state.kantata, view).profile(user_id)
+
+
+def test_a_persons_role_skills_and_department_reach_kantata_once_and_follow_hr(hook, sandbox):
+    """The role HR names becomes the member's default role (made once when the account lacks it);
+    skills and certifications become skill memberships (certifications in Kantata's Certification
+    category); department and location place the member in the account's two organization trees.
+    A second push changes nothing; a changed HR record replaces role, skills and placement."""
+    hook.upsert_person("bamboohr", "601", PROFILE)
+    assert _profile_of(sandbox, PERSON["email"]) == {
+        "role": "Analytics Engineer",
+        "department": "Cloud",
+        "geography": "Utrecht",
+        "skills": ["Python", "dbt"],
+        "certifications": ["AWS Solutions Architect", "Scrum Master"],
+    }
+    store = sandbox.state.kantata
+    creates, updates = dict(store.creates), dict(store.updates)
+    assert creates["roles"] == 1 and creates["skills"] == 2 and creates["skill_memberships"] == 1  # one bulk POST
+    KantataHook("kantata_test").upsert_person("bamboohr", "601", PROFILE)
+    assert dict(store.creates) == creates and dict(store.updates) == updates
+
+    moved = {**PROFILE, "role": "Data Engineer", "department": "Consulting", "skills": ["dbt"], "certifications": []}
+    KantataHook("kantata_test").upsert_person("bamboohr", "601", moved)
+    assert _profile_of(sandbox, PERSON["email"]) == {
+        "role": "Data Engineer",
+        "department": "Consulting",
+        "geography": "Utrecht",
+        "skills": ["dbt"],
+        "certifications": [],
+    }
+    assert store.creates["roles"] == 1 and len(store.organization_memberships) == 1
+
+
+def test_skills_whose_answer_is_lost_are_not_given_twice(hook, sandbox, monkeypatch):
+    """Kantata refuses a skill the user already holds (422): a blind retry of the bulk POST would
+    fail the person. After the lost answer the hook reads what the user holds and sends nothing more."""
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    slow = FaultRule(kind="slow_response", path_contains="/kantata/api/v1/skill_memberships", method="POST", delay_seconds=2.5, times=1)
+    sandbox.state.faults.arm([slow])
+    KantataHook("kantata_test").upsert_person("bamboohr", "602", PROFILE)
+    assert sandbox.state.faults.fired.get("slow_response") == 1
+    assert sandbox.state.kantata.creates["skill_memberships"] == 1
+    assert _profile_of(sandbox, PERSON["email"])["skills"] == ["Python", "dbt"]
+
+
+def test_a_department_kantata_does_not_have_leaves_the_person_where_they_are(hook, sandbox, caplog):
+    """Departments and geographies are trees Kantata's administrators keep: the hook never grows
+    them. The role and skills still arrive; the log says what was not placed."""
+    hook.upsert_person("bamboohr", "603", {**PROFILE, "department": "Legal"})
+    profile = _profile_of(sandbox, PERSON["email"])
+    assert profile["department"] is None and profile["role"] == "Analytics Engineer" and profile["skills"] == ["Python", "dbt"]
+    assert "department 'Legal'" in caplog.text and not sandbox.state.kantata.organization_memberships

@@ -102,33 +102,45 @@ HR_FLOW = "hr_roster_pto_to_psa"
 HR_RUN_DAY = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)  # Monday 05:00 Amsterdam
 
 
-def psa_api_time_off(state) -> dict[str, dict[str, Decimal]]:
-    """Our PSA API's people and their time off, by e-mail address."""
-    return {
-        person["email"].lower(): {day: Decimal(hours) for day, hours in state.psa.time_off.get(key, {}).items()}
-        for key, person in state.psa.people.items()
-    }
+def psa_api_people(state) -> dict[str, dict]:
+    """Our PSA API's people, by e-mail address: their role, department, location, skills,
+    certifications and time off."""
+    out = {}
+    for key, person in state.psa.people.items():
+        out[person["email"].lower()] = {
+            "role": person["role"],
+            "department": person["department"],
+            "geography": person["location"],
+            "skills": sorted(person["skills"]),
+            "certifications": sorted(c["name"] for c in person["certifications"]),
+            "time_off": {day: Decimal(hours) for day, hours in state.psa.time_off.get(key, {}).items()},
+        }
+    return out
 
 
-def kantata_time_off(state) -> dict[str, dict[str, Decimal]]:
-    """Kantata's users linked to an HR id, and their time off entries, by e-mail address."""
+def kantata_people(state) -> dict[str, dict]:
+    """Kantata's users linked to an HR id, by e-mail address: the same, read from their account
+    membership, organization membership, skill memberships and time off entries."""
     from backbone_sandbox.kantata_people import account_users
+    from backbone_sandbox.kantata_profiles import KantataProfiles
     from backbone_sandbox.kantata_time import KantataTimeView
 
-    users = account_users(KantataTimeView(state), state.kantata)
+    view = KantataTimeView(state)
+    users, profiles = account_users(view, state.kantata), KantataProfiles(state.kantata, view)
     linked = {r["subject_id"] for r in state.kantata.external_references.values() if r["subject_type"] == "User"}
-    out: dict[str, dict[str, Decimal]] = {users[u]["email_address"].lower(): {} for u in linked}
+    out = {users[u]["email_address"].lower(): {**profiles.profile(u), "time_off": {}} for u in linked}
     for entry in state.kantata.time_off_entries.values():
-        out[users[entry["user_id"]]["email_address"].lower()][entry["requested_date"]] = Decimal(str(entry["hours"]))
+        out[users[entry["user_id"]]["email_address"].lower()]["time_off"][entry["requested_date"]] = Decimal(str(entry["hours"]))
     return out
 
 
 def test_hr_people_and_time_off_reach_kantata_as_they_reach_the_psa_api(dagbag, hr_warehouse, monkeypatch):
     """The HR roster run once on each PSA: every person the PSA API got is a linked Kantata user
-    (the seed's time keepers found by e-mail, the others invited once), each with the same days
-    off. A rerun on Kantata invites no one and changes no day."""
+    (the seed's time keepers found by e-mail, the others invited once), each with the same role,
+    department, location, skills, certifications and days off. A rerun on Kantata invites no one,
+    makes no role or skill and changes nothing."""
     results = {}
-    for conn_id, read in (("psa_default", psa_api_time_off), ("kantata_default", kantata_time_off)):
+    for conn_id, read in (("psa_default", psa_api_people), ("kantata_default", kantata_people)):
         running, server, thread = start_sandbox(SANDBOX_PORT)
         try:
             monkeypatch.setenv("BACKBONE_PSA_CONN_ID", conn_id)
@@ -136,9 +148,9 @@ def test_hr_people_and_time_off_reach_kantata_as_they_reach_the_psa_api(dagbag, 
             results[conn_id] = read(running.state)
             if conn_id == "kantata_default":
                 kantata = running.state.kantata
-                creates, days = dict(kantata.creates), read(running.state)
+                creates, updates, people = dict(kantata.creates), dict(kantata.updates), read(running.state)
                 assert run_dag(dagbag, HR_FLOW, HR_RUN_DAY + timedelta(days=1), retries=0).state == "success"
-                assert dict(kantata.creates) == creates and read(running.state) == days
+                assert dict(kantata.creates) == creates and dict(kantata.updates) == updates and read(running.state) == people
                 keepers = {p["email"].lower() for p in running.state.psa_time.people.values()}
                 invited = {u["email_address"].lower() for u in kantata.invited_users.values()}
                 assert invited and not invited & keepers
@@ -154,7 +166,8 @@ def test_hr_people_and_time_off_reach_kantata_as_they_reach_the_psa_api(dagbag, 
                 )
             )
     assert results["kantata_default"] == results["psa_default"]
-    assert sum(len(days) for days in results["psa_default"].values()) > 10
+    assert sum(len(p["time_off"]) for p in results["psa_default"].values()) > 10
+    assert sum(len(p["certifications"]) for p in results["psa_default"].values()) > 3
 
 
 def test_time_sent_back_on_kantata_after_export_is_reversed_in_accounting_once(

@@ -37,6 +37,7 @@ DEPARTMENTS = {
     "People": ("Operations", ["HR Partner"]),
 }
 STATUS_HOURS = {"Full-Time": "40", "Part-Time": "24", "Contractor": "32"}
+LOCATIONS = ("Amsterdam", "Utrecht", "Remote")
 SKILLS = ["Python", "Airflow", "dbt", "SQL", "AWS", "Azure", "Spark", "Power BI"]
 CERTIFICATIONS = ["AWS Solutions Architect", "Azure Data Engineer", "Databricks Data Engineer", "Scrum Master"]
 REPORT_FIELDS = {
@@ -124,7 +125,7 @@ def seed_hr(
             "jobTitle": titles[n % len(titles)],
             "department": department,
             "division": division,
-            "location": rng.choice(["Amsterdam", "Utrecht", "Remote"]),
+            "location": rng.choice(LOCATIONS),
             "employmentHistoryStatus": status,
             "status": "Active",
             "hireDate": hired.isoformat(),

@@ -223,6 +223,7 @@ def build_kantata_app(state: Any) -> FastAPI:
 
     from backbone_sandbox.kantata_billing import KantataBillingView, add_billing_routes
     from backbone_sandbox.kantata_people import add_people_routes
+    from backbone_sandbox.kantata_profiles import add_profile_routes
     from backbone_sandbox.kantata_time import KantataTimeView, add_time_routes
 
     view = KantataTimeView(state)
@@ -232,6 +233,7 @@ def build_kantata_app(state: Any) -> FastAPI:
     _add_references(app, store, view, billing)
     add_time_routes(app, view)
     add_people_routes(app, store, view)
+    add_profile_routes(app, store, view)
     add_billing_routes(app, billing)
     return app
 

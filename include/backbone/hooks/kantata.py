@@ -28,6 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from backbone.hooks.base import JsonApiHook
+from backbone.hooks.kantata_profile import KantataVocabulary, apply_profile
 from backbone.hooks.psa import PsaCapabilityMissing, PsaProjectRef
 from backbone.http import FatalApiError, RetriableApiError, RetryPolicy
 
@@ -248,8 +249,9 @@ class KantataHook(JsonApiHook):
         reference (``User``, ``source``, ``employee``, the id), else by e-mail address, else invited
         (``POST /account_invitations`` adds the user at once). The invitation, which takes no
         idempotency key, is sent once: after a lost answer the address is looked up again before
-        anything is sent again. Leavers are never invited. Role, department, skills and
-        certifications are not written to Kantata yet (``NOT_YET``)."""
+        anything is sent again. Leavers are never invited. Then the user's role, skills,
+        certifications, department and location are made what HR says
+        (``backbone.hooks.kantata_profile``)."""
         user_id = self._linked_user(source, external_id)
         created = False
         if user_id is None:
@@ -277,7 +279,26 @@ class KantataHook(JsonApiHook):
                 },
                 description=f"Kantata link user {user_id} to {source} person {external_id}",
             )
+        changes = apply_profile(self, self._vocabulary, user_id, person)
+        if changes.changed:
+            log.info(
+                "Kantata user %s (%s %s): role %s, %d skill(s) added, %d removed, %s",
+                user_id,
+                source,
+                external_id,
+                "set" if changes.role else "unchanged",
+                changes.skills_added,
+                changes.skills_removed,
+                "placed" if changes.placed else "placement unchanged",
+            )
         return created
+
+    @property
+    def _vocabulary(self) -> KantataVocabulary:
+        """The account's roles, skills and organizations, read once per hook (one task's people)."""
+        if (vocabulary := self.__dict__.get("_kantata_vocabulary")) is None:
+            vocabulary = self.__dict__["_kantata_vocabulary"] = KantataVocabulary(self)
+        return vocabulary
 
     def _linked_user(self, source: str, external_id: str) -> str | None:
         reference = self.external_reference("User", source, PERSON_MODEL, external_id)
@@ -394,7 +415,7 @@ class KantataHook(JsonApiHook):
         self._once(send, find, what=f"the time off of user {user_id} on {day}")
 
     NOT_YET = (
-        "a person's role, department, skills and certifications (HR sends people and time off only)",
+        "a certification's expiry date (Kantata's skill memberships have none: the warehouse keeps it)",
         "finance's release of invoices (Kantata has none: BACKBONE_INVOICE_TIMING must stay on_pm_approval)",
     )
     """What this hook does not carry to Kantata; ``backbone check`` lists it."""
