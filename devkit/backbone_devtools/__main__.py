@@ -131,6 +131,18 @@ def demo_anchor(now: datetime, timezone: str) -> datetime:
     return (month_start - timedelta(minutes=30)).astimezone(UTC)
 
 
+def _print_audit(env: dict[str, str], *, until: str) -> None:
+    """The cross-system audit's summary line (``backbone audit`` lists every finding)."""
+    audit = subprocess.run(
+        [sys.executable, "-m", "backbone", "audit", "--until", until[:19], "--days", "60"], env=env, capture_output=True, text=True
+    )
+    lines = [line for line in audit.stdout.splitlines() if line.strip()]
+    if audit.returncode in (0, 1) and lines:
+        print(f"{lines[-1]} (`backbone audit --until {until[:10]}` lists them)")
+    else:
+        print(f"audit: could not run ({(audit.stderr.strip().splitlines() or ['no output'])[-1]})")
+
+
 def _start_sandbox(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (DEMO_DIR / "sandbox.log").open("ab")
     anchor = demo_anchor(datetime.now(UTC), env.get("BACKBONE_COMPANY_TIMEZONE", "Europe/Amsterdam"))
@@ -371,6 +383,7 @@ def demo() -> int:
                     failures += 1
                     _say(f"{flow} FAILED; see {DEMO_DIR.name}/logs/{flow}.log")
         _print_runs(env)
+        _print_audit(env, until=anchor)
         info = _sandbox_info()
         projects = f"{info['kantata_workspaces']} Kantata workspaces" if PSA == "kantata" else f"{info['psa_projects']} PSA projects"
         if VENDORS == "salesforce-xero":

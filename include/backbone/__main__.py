@@ -11,6 +11,10 @@
   backbone pilot                                     what the accounting outbox would send (pilot mode's report)
   backbone check                                     every system the flows need: reachable, credentials accepted,
                                                      warehouses migrated, mapping coverage (exit 1 if one is missing)
+  backbone audit [--days 56] [--until D] [--csv|--json]  what does not line up across CRM, PSA, accounting and HR
+                                                     (read from the systems, read-only; exit 1 when it finds something)
+  backbone audit --accept [--min-score 90] [--yes]   the suggested client matches into accounting_mapping.yaml:
+                                                     shows the diff, writes only with --yes
 
 (``python -m backbone …`` is the same.) Exit codes: 0 fine, 1 the selection holds failed runs or
 gaps (``check``: a system the flows need fails), 2 bad input or a warehouse that cannot be read (a sentence on stderr, never a traceback).
@@ -72,13 +76,20 @@ def emit(rows: list[dict[str, Any]], columns: list[str], args: argparse.Namespac
 
 def parser() -> argparse.ArgumentParser:
     parsing = argparse.ArgumentParser(prog="backbone", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "held", "pilot", "check"])
+    parsing.add_argument("command", choices=["history", "exceptions", "gaps", "waiting", "held", "pilot", "check", "audit"])
     parsing.add_argument("--flow", help="a flow id or an unambiguous part of it (timesheets, month_end, roster, ...)")
     parsing.add_argument("--status", choices=RUN_STATUSES, help="history: only runs in this state")
     group = parsing.add_mutually_exclusive_group()
     group.add_argument("--week", help="ISO week in company time, e.g. 2026-W47")
     group.add_argument("--month", help="calendar month in company time, e.g. 2026-10")
     group.add_argument("--day", help="a day in company time, e.g. 2026-10-30")
+    parsing.add_argument(
+        "--days", type=int, default=56, help="audit: the window of PSA time and won CRM deals it reads (days back from now)"
+    )
+    parsing.add_argument("--until", help="audit: the window's end (ISO date or time, UTC; default now)")
+    parsing.add_argument("--accept", action="store_true", help="audit: write the suggested client matches into the mapping")
+    parsing.add_argument("--min-score", type=float, default=90.0, help="audit --accept: the lowest suggestion score accepted (0-100)")
+    parsing.add_argument("--yes", action="store_true", help="audit --accept: write the change (without it, only the diff is shown)")
     parsing.add_argument("--page", type=int, default=1)
     parsing.add_argument("--page-size", type=int, default=50)
     output = parsing.add_mutually_exclusive_group()
@@ -100,6 +111,44 @@ def check(args: argparse.Namespace) -> int:
     return 1 if any(not f.ok and f.blocking for f in findings) else 0
 
 
+def audit(args: argparse.Namespace) -> int:
+    """``backbone audit``: the findings; with ``--accept``, the diff of the mapping (written with ``--yes``)."""
+    from datetime import UTC, datetime
+
+    from backbone import audit as data_audit
+    from backbone.accounting_mapping import MAPPING_FILE, load_mapping
+
+    if args.days < 1:
+        raise ValueError(f"--days {args.days} must be at least 1")
+    try:
+        until = datetime.fromisoformat(args.until).replace(tzinfo=UTC) if args.until else datetime.now(UTC)
+    except ValueError:
+        raise ValueError(f"--until {args.until!r} is not an ISO date or time such as 2026-11-30") from None
+    findings = data_audit.audit(data_audit.read_systems(days=args.days, until=until), load_mapping())
+    if args.accept:
+        overrides = data_audit.accepted_overrides(findings, min_score=args.min_score)
+        if not overrides:
+            print(f"no client suggestion scores {args.min_score:g} or more: the mapping stays as it is")
+            return 0
+        new_text = data_audit.with_overrides(MAPPING_FILE.read_text(encoding="utf-8"), overrides)
+        print(data_audit.mapping_diff(MAPPING_FILE, new_text), end="")
+        if args.yes:
+            MAPPING_FILE.write_text(new_text, encoding="utf-8")
+            print(f"written: {len(overrides)} client override(s) in {MAPPING_FILE}")
+        else:
+            print("not written: review the diff, then run again with --yes")
+        return 0
+    if args.json:
+        print(data_audit.to_json_text(findings))
+    elif args.csv:
+        sys.stdout.write(data_audit.to_csv_text(findings))
+    else:
+        rows = data_audit.as_rows(findings)
+        print(to_table(rows, data_audit.COLUMNS) if rows else "")
+        print(data_audit.summary(findings))
+    return 1 if findings else 0
+
+
 def pilot(ledger: Ledger, args: argparse.Namespace) -> int:
     """``backbone pilot``: the flows in pilot mode and every outbox line they would send."""
     from backbone.pilot import pilot_flows
@@ -113,6 +162,8 @@ def pilot(ledger: Ledger, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "audit":
+        return audit(args)
     if args.command == "check":
         return check(args)
     check_paging(args.page, args.page_size)
