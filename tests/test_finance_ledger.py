@@ -165,10 +165,11 @@ def test_a_failed_run_alerts_by_email_and_slack(dagbag, sandbox, accounting_ware
             Sink.messages.append(envelope.content)
             return "250 OK"
 
-    smtp_port, hook_port = _free_port(), _free_port()
+    server = HTTPServer(("127.0.0.1", 0), _Webhook)  # bound first: two probes of free ports can return one port twice
+    hook_port = server.server_address[1]
+    smtp_port = _free_port()
     controller = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    server = HTTPServer(("127.0.0.1", hook_port), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv(
