@@ -61,8 +61,8 @@ class KantataVocabulary:
 
     def __init__(self, hook: KantataHook):
         self.hook = hook
-        self._roles: dict[str, str] | None = None
-        self._skills: dict[str, str] | None = None
+        self._lists: dict[str, dict[str, str]] = {}
+        """Collection (roles, skills) → normalised name → id."""
         self._categories: dict[str, str] | None = None
         self._organizations: dict[tuple[str, str], str] | None = None
 
@@ -70,58 +70,47 @@ class KantataVocabulary:
         return {_key(r["name"]): str(r["id"]) for page in self.hook.pages(collection, params) for r in page}
 
     def role(self, name: str) -> str:
-        if self._roles is None:
-            self._roles = self._names("roles")
-        if (found := self._roles.get(_key(name))) is not None:
-            return found
-
-        def send() -> Any:
-            return self.hook.request(
-                "POST",
-                f"{API}/roles.json",
-                json={"role": {"name": name}},
-                retry=self.hook._one_attempt,
-                description=f"Kantata add role {name!r}",
-            )
-
-        def find() -> Any:
-            self._roles = self._names("roles")
-            return self._roles.get(_key(name))
-
-        made = self.hook._once(send, find, what=f"the role {name!r}")
-        role_id = made if isinstance(made, str) else str(self._first(made, "roles")["id"])
-        self._roles[_key(name)] = role_id
-        return role_id
+        return self._named_once("roles", "role", name, {"name": name})
 
     def skill(self, name: str, category: str) -> str:
         """The skill of that name (in whichever category the account keeps it), made in ``category`` when missing."""
-        if self._skills is None:
-            self._skills = self._names("skills")
-        if (found := self._skills.get(_key(name))) is not None:
-            return found
+        if self._known("skills", name) is not None:
+            return self._named_once("skills", "skill", name, {})
         if self._categories is None:
             self._categories = self._names("skill_categories")
         category_id = self._categories.get(_key(category))
         if category_id is None:
             raise FatalApiError(f"Kantata has no skill category {category!r}: add it under Settings → Skills, then run again")
+        return self._named_once("skills", "skill", name, {"name": name, "skill_category_id": int(category_id)})
+
+    def _known(self, collection: str, name: str) -> str | None:
+        if collection not in self._lists:
+            self._lists[collection] = self._names(collection)
+        return self._lists[collection].get(_key(name))
+
+    def _named_once(self, collection: str, singular: str, name: str, fields: dict[str, Any]) -> str:
+        """The id of the ``collection`` object called ``name``: found, or made with one POST of
+        ``fields`` (after a lost answer the list is read again before anything is resent)."""
+        if (found := self._known(collection, name)) is not None:
+            return found
 
         def send() -> Any:
             return self.hook.request(
                 "POST",
-                f"{API}/skills.json",
-                json={"skill": {"name": name, "skill_category_id": int(category_id)}},
+                f"{API}/{collection}.json",
+                json={singular: fields},
                 retry=self.hook._one_attempt,
-                description=f"Kantata add skill {name!r}",
+                description=f"Kantata add {singular} {name!r}",
             )
 
         def find() -> Any:
-            self._skills = self._names("skills")
-            return self._skills.get(_key(name))
+            self._lists[collection] = self._names(collection)
+            return self._lists[collection].get(_key(name))
 
-        made = self.hook._once(send, find, what=f"the skill {name!r}")
-        skill_id = made if isinstance(made, str) else str(self._first(made, "skills")["id"])
-        self._skills[_key(name)] = skill_id
-        return skill_id
+        made = self.hook._once(send, find, what=f"the {singular} {name!r}")
+        made_id = made if isinstance(made, str) else str(self._first(made, collection)["id"])
+        self._lists[collection][_key(name)] = made_id
+        return made_id
 
     def organization(self, kind: str, name: str) -> str | None:
         if self._organizations is None:
