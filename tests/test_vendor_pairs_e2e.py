@@ -77,7 +77,8 @@ def empty(psa_warehouse, accounting_warehouse) -> None:
     with accounting_warehouse.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE acct.reference, acct.time_export, acct.invoice, acct.invoice_line, acct.reconciliation, acct.payment, "
+                "TRUNCATE acct.reference, acct.time_export, acct.expense_export, acct.invoice, acct.invoice_line, acct.reconciliation, "
+                "acct.payment, "
                 "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine"
             )
         )

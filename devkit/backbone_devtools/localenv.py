@@ -40,6 +40,7 @@ FLOWS = (
     "crm_closed_won_to_psa",
     "hr_roster_pto_to_psa",
     "timesheets_weekly_to_accounting",
+    "expenses_weekly_to_accounting",
     "invoices_month_end_to_accounting",
     "invoices_to_accounting",
     "payments_to_psa",

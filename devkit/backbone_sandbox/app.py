@@ -21,13 +21,14 @@ from backbone_sandbox.kantata import KantataStore, build_kantata_app
 from backbone_sandbox.limits import SlidingWindowLimit
 from backbone_sandbox.psa import PsaStore, build_psa_app
 from backbone_sandbox.psa_billing import BillingStore, seed_billing
+from backbone_sandbox.psa_expenses import ExpenseSeed, ExpenseStore, seed_expenses
 from backbone_sandbox.psa_time import TimeStore, seed_time, weeks_back_to_last_closed_month
 from backbone_sandbox.quickbooks import REALM_ID as QBO_REALM_ID
-from backbone_sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks
+from backbone_sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks, seed_quickbooks_expenses
 from backbone_sandbox.salesforce import build_salesforce_app, salesforce_id
 from backbone_sandbox.seed import default_anchor, iso_millis, seed_crm
 from backbone_sandbox.xero import TENANT_ID as XERO_TENANT_ID
-from backbone_sandbox.xero import XeroStore, build_xero_app, seed_xero
+from backbone_sandbox.xero import XeroStore, build_xero_app, seed_xero, seed_xero_expenses
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class SandboxState:
     billing: BillingStore
     hr: HrStore
     xero: XeroStore
+    psa_expenses: ExpenseStore = field(default_factory=lambda: ExpenseStore(ExpenseSeed()))
     kantata: KantataStore = field(default_factory=KantataStore)
     qbo_in_flight: dict[str, int] = field(default_factory=lambda: {"count": 0, "rejected": 0})
     faults: FaultBoard = field(default_factory=FaultBoard)
@@ -97,6 +99,10 @@ class SandboxState:
         seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60), tax_codes=tax_codes)
         xero = XeroStore()
         seed_xero(xero, time_seed, items, at=anchor - timedelta(days=60), tax_codes=dict(mapping.invoicing.tax_codes))
+        expense_seed = seed_expenses(time_seed, weeks=weeks, seed=config.seed)
+        payees = [time_seed.people[p] for p in sorted(expense_seed.payee_ids)]
+        seed_quickbooks_expenses(qbo, mapping.expenses, payees, at=anchor - timedelta(days=60))
+        seed_xero_expenses(xero, mapping.expenses, payees, at=anchor - timedelta(days=60))
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
         billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor)
         if config.crm == "salesforce":
@@ -123,6 +129,7 @@ class SandboxState:
             crm=CrmStore(crm_seed),
             psa=PsaStore(),
             psa_time=TimeStore(time_seed),
+            psa_expenses=ExpenseStore(expense_seed),
             qbo=qbo,
             xero=xero,
         )
@@ -145,6 +152,7 @@ class SandboxState:
                     billing=saved["billing"],
                     hr=saved["hr"],
                     xero=saved["xero"],
+                    psa_expenses=saved.get("psa_expenses") or ExpenseStore(ExpenseSeed()),
                     kantata=saved.get("kantata") or KantataStore(),
                     crm_writes=saved.get("crm_writes", 0),
                     resumed=True,
@@ -169,6 +177,7 @@ class SandboxState:
                     "billing": self.billing,
                     "hr": self.hr,
                     "xero": self.xero,
+                    "psa_expenses": self.psa_expenses,
                     "kantata": self.kantata,
                     "crm_writes": self.crm_writes,
                 },
@@ -195,6 +204,8 @@ class SandboxState:
             "time_week_end": iso_millis(self.psa_time.week_end),
             "time_week_ends": [iso_millis(end) for end in self.psa_time.week_ends()],
             "bad_time_entries": self.psa_time.bad_entries,
+            "expenses": len(self.psa_expenses.entries),
+            "bad_expenses": self.psa_expenses.bad_expenses,
             "billing_period": self.billing.period,
             "psa_invoices": len(self.billing.invoices),
             "bad_invoices": self.billing.bad_invoices,

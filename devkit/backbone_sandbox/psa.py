@@ -95,6 +95,41 @@ class TimeEntryOut(BaseModel):
     task: TaskRef
 
 
+class CategoryRef(BaseModel):
+    code: str = Field(description="The expense category's code (e.g. TRAVEL); accounting maps it to a GL account.")
+    name: str | None = None
+
+
+class ReceiptRef(BaseModel):
+    id: str
+    file_name: str | None = None
+
+
+class ExpenseOut(BaseModel):
+    id: str
+    version: int = Field(description="Grows by one with every edit; an edited expense must be approved again.")
+    spent_date: str
+    category: CategoryRef
+    amount: str = Field(description="What was paid, tax included, as a decimal string, e.g. '42.50'.")
+    currency: str
+    exchange_rate: str | None = Field(None, description="Home-currency units per unit of ``currency``; null in the home currency.")
+    billable: bool = Field(description="Billed on to the client.")
+    reimbursable: bool = Field(description="Paid by the person (to be reimbursed); false when paid by the company.")
+    receipt: ReceiptRef | None = None
+    approval_status: str = Field(description="submitted, approved or rejected")
+    approved_at: str | None
+    updated_at: str
+    notes: str | None = None
+    user: PersonRef
+    client: NamedRef
+    project: NamedRef
+
+
+class ExpensePage(BaseModel):
+    items: list[ExpenseOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
+
+
 class PaymentStatusIn(BaseModel):
     status: Literal["open", "partially_paid", "paid", "overdue", "voided"]
     amount_paid: Decimal
@@ -248,6 +283,7 @@ def build_psa_app(state: Any) -> FastAPI:
 
     _add_projects(app, state, store, authorised)
     _add_time_and_people(app, state, store, authorised)
+    _add_expenses(app, state, authorised)
     _add_billing(app, state, store, authorised)
     return app
 
@@ -285,6 +321,47 @@ def _add_projects(app: FastAPI, state: Any, store: Any, authorised: Any) -> None
             "total": len(items),
             "next_page": page + 1 if page * page_size < len(items) else None,
         }
+
+
+def _add_expenses(app: FastAPI, state: Any, authorised: Any) -> None:
+    @app.get("/api/v1/expenses", response_model=ExpensePage)
+    def list_expenses(
+        approved_from: datetime = Query(..., description="Approval time, inclusive (ISO 8601 with zone)."),
+        approved_to: datetime = Query(..., description="Approval time, exclusive."),
+        approval_status: str | None = Query(None),
+        cursor: str | None = Query(None),
+        page_size: int = Query(200, ge=1, le=1000),
+        _: None = Depends(authorised),
+    ) -> Response:
+        """Expenses approved in the window, oldest approval first (cursor-paged)."""
+        if approved_from.tzinfo is None or approved_to.tzinfo is None:
+            raise HTTPException(422, "approved_from and approved_to need a time zone")
+        try:
+            items, next_cursor = state.psa_expenses.page(
+                approved_from=approved_from, approved_to=approved_to, status=approval_status, cursor=cursor, page_size=page_size
+            )
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return Response(dumps_any_depth({"items": items, "next_cursor": next_cursor}), media_type="application/json")
+
+    @app.get("/api/v1/expenses/withdrawn", response_model=WithdrawalPage)
+    def list_withdrawn_expenses(
+        withdrawn_from: datetime = Query(..., description="Withdrawal time, inclusive (ISO 8601 with zone)."),
+        withdrawn_to: datetime = Query(..., description="Withdrawal time, exclusive."),
+        cursor: str | None = Query(None),
+        page_size: int = Query(200, ge=1, le=1000),
+        _: None = Depends(authorised),
+    ) -> dict[str, Any]:
+        """Approved expenses deleted or un-approved in the window: what accounting must no longer hold."""
+        if withdrawn_from.tzinfo is None or withdrawn_to.tzinfo is None:
+            raise HTTPException(422, "withdrawn_from and withdrawn_to need a time zone")
+        try:
+            items, next_cursor = state.psa_expenses.withdrawals_page(
+                withdrawn_from=withdrawn_from, withdrawn_to=withdrawn_to, cursor=cursor, page_size=page_size
+            )
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {"items": items, "next_cursor": next_cursor}
 
 
 def _add_time_and_people(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:

@@ -204,34 +204,15 @@ def _append_entry(
     return record
 
 
-class TimeStore(PicklableLockMixin):
-    """Entries kept in ``(approved_at, id)`` order, so a page is a slice found by bisection."""
+class ApprovedRecords(PicklableLockMixin):
+    """Versioned PSA records (time entries, expenses) kept in ``(approved_at, id)`` order, so a
+    page is a slice found by bisection; an edit makes a new version and a withdrawal is listed."""
 
-    def __init__(self, seed: TimeSeed):
-        self.timezone = seed.timezone
-        self.week_end = seed.week_end
-        self.people = seed.people
-        self.clients = seed.clients
-        self.projects = seed.projects
-        self.bad_entries = seed.bad_entries
-        self.unmapped_client_ids = seed.unmapped_client_ids
-        self.unknown_person_ids = seed.unknown_person_ids
+    def __init__(self, entries: list[dict[str, Any]]):
         self.entries: list[dict[str, Any]] = []
         self._keys: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._reindex(seed.entries)
-
-    def week_ends(self) -> list[datetime]:
-        """Every seeded export week's end (Friday 17:00 local), oldest first."""
-        zone = ZoneInfo(self.timezone)
-        local = self.week_end.astimezone(zone)
-        first = min(date.fromisoformat(e["spent_date"]) for e in self.entries) if self.entries else local.date()
-        ends = []
-        day = local.date()
-        while day >= first:
-            ends.append(datetime.combine(day, time(17), tzinfo=zone).astimezone(UTC))
-            day -= timedelta(days=7)
-        return sorted(ends)
+        self._reindex(entries)
 
     def _reindex(self, entries: list[dict[str, Any]]) -> None:
         self.entries = sorted(entries, key=lambda e: (e["approved_at"] or "", e["id"]))
@@ -306,6 +287,33 @@ class TimeStore(PicklableLockMixin):
             items = withdrawals[position : min(end, position + page_size)]
             position += len(items)
             return items, (encode_cursor(position) if position < end else None)
+
+
+class TimeStore(ApprovedRecords):
+    """The seeded time entries, and the people, clients and projects they name."""
+
+    def __init__(self, seed: TimeSeed):
+        self.timezone = seed.timezone
+        self.week_end = seed.week_end
+        self.people = seed.people
+        self.clients = seed.clients
+        self.projects = seed.projects
+        self.bad_entries = seed.bad_entries
+        self.unmapped_client_ids = seed.unmapped_client_ids
+        self.unknown_person_ids = seed.unknown_person_ids
+        super().__init__(seed.entries)
+
+    def week_ends(self) -> list[datetime]:
+        """Every seeded export week's end (Friday 17:00 local), oldest first."""
+        zone = ZoneInfo(self.timezone)
+        local = self.week_end.astimezone(zone)
+        first = min(date.fromisoformat(e["spent_date"]) for e in self.entries) if self.entries else local.date()
+        ends = []
+        day = local.date()
+        while day >= first:
+            ends.append(datetime.combine(day, time(17), tzinfo=zone).astimezone(UTC))
+            day -= timedelta(days=7)
+        return sorted(ends)
 
 
 def encode_cursor(position: int) -> str:

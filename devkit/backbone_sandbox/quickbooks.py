@@ -42,6 +42,8 @@ ENTITIES = {
     "creditmemo": "CreditMemo",
     "payment": "Payment",
     "taxcode": "TaxCode",
+    "purchase": "Purchase",
+    "bill": "Bill",
 }
 MAX_RESULTS = 1000
 BATCH_MAX_ITEMS = 30
@@ -300,6 +302,9 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                 if tax_code is not None and str(tax_code) not in self.entities["TaxCode"]:
                     raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : TaxCode {tax_code} does not exist")
             return
+        if entity in ("Purchase", "Bill"):
+            self._check_expense(entity, body)
+            return
         if entity != "TimeActivity":
             return
         name_of = body.get("NameOf")
@@ -332,6 +337,45 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                 raise QboFault(400, "2030", "Invalid ID", f"{field} must be a whole number of at least 0")
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(body.get("TxnDate") or "")):
             raise QboFault(400, "2030", "Invalid date", f"TxnDate {body.get('TxnDate')!r} is not a date (YYYY-MM-DD)")
+
+    def _check_expense(self, entity: str, body: dict[str, Any]) -> None:
+        """What QuickBooks refuses on a Purchase or Bill: a missing or unknown payee, paying
+        account, line account, customer or tax code, and a line that is not account-based."""
+
+        def known(ref: Any, target: str, field: str) -> None:
+            value = (ref or {}).get("value")
+            if value is None:
+                raise QboFault(
+                    400,
+                    "2020",
+                    "Required param missing, need to supply the required value for the API",
+                    f"Required parameter {field} is missing",
+                )
+            if str(value) not in self.entities[target]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : {target} {value} does not exist ({field})")
+
+        if entity == "Bill":
+            known(body.get("VendorRef"), "Vendor", "VendorRef")
+        else:
+            if body.get("PaymentType") not in ("Cash", "Check", "CreditCard"):
+                raise QboFault(400, "2020", "Required param missing, need to supply the required value for the API", "PaymentType")
+            known(body.get("AccountRef"), "Account", "AccountRef")
+        lines = body.get("Line") or []
+        if not lines:
+            raise QboFault(400, "2020", "Required param missing, need to supply the required value for the API", "Line")
+        for line in lines:
+            if line.get("DetailType") != "AccountBasedExpenseLineDetail":
+                raise QboFault(400, "2010", "Request has invalid or unsupported property", f"DetailType {line.get('DetailType')!r}")
+            detail = line.get("AccountBasedExpenseLineDetail") or {}
+            known(detail.get("AccountRef"), "Account", "AccountBasedExpenseLineDetail.AccountRef")
+            if detail.get("CustomerRef") is not None:
+                known(detail["CustomerRef"], "Customer", "CustomerRef")
+            if detail.get("TaxCodeRef") is not None:
+                known(detail["TaxCodeRef"], "TaxCode", "TaxCodeRef")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(body.get("TxnDate") or "")):
+            raise QboFault(400, "2030", "Invalid date", f"TxnDate {body.get('TxnDate')!r} is not a date (YYYY-MM-DD)")
+        if len(str(body.get("DocNumber") or "")) > 21:
+            raise QboFault(400, "2050", "String length is either shorter or longer than supported by specification", "DocNumber: max 21")
 
     # --- query ----------------------------------------------------------------------------------
     def query(self, statement: str) -> dict[str, Any]:
@@ -682,6 +726,34 @@ def seed_quickbooks(
             entity,
             {
                 "DisplayName": person["name"],
+                "GivenName": given,
+                "FamilyName": family,
+                "Active": True,
+                "PrimaryEmailAddr": {"Address": person["email"]},
+            },
+            at=at,
+        )
+
+
+def seed_quickbooks_expenses(store: QuickBooksStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime) -> None:
+    """What the expense export needs in the company: the categories' expense accounts, the company
+    card, the purchase tax codes and a supplier record per employee who is reimbursed (QuickBooks
+    bills go to vendors, so an employee to be reimbursed is a vendor too, with the same e-mail)."""
+    for category in sorted({c.gl_account for c in expenses.categories.values()}):
+        store.add("Account", {"Name": category, "AccountType": "Expense", "AcctNum": category.split()[0], "Active": True}, at=at)
+    store.add(
+        "Account",
+        {"Name": expenses.paid_from, "AccountType": "Credit Card", "AcctNum": expenses.paid_from.split()[0], "Active": True},
+        at=at,
+    )
+    for name, _ in sorted(expenses.tax_codes.values()):
+        store.add("TaxCode", {"Name": name, "Active": True, "Taxable": not name.startswith("Exempt")}, at=at)
+    for person in payees:
+        given, _, family = person["name"].partition(" ")
+        store.add(
+            "Vendor",
+            {
+                "DisplayName": f"{person['name']} (expenses)",  # display names are unique across employees and vendors
                 "GivenName": given,
                 "FamilyName": family,
                 "Active": True,

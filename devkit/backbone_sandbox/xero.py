@@ -28,7 +28,7 @@ CLIENT_SECRET = "sandbox-xero-secret"
 INITIAL_REFRESH_TOKEN = "sandbox-xero-refresh-0"
 NAMESPACE = uuid.UUID("3f0b6a52-8a1e-4c55-9f7e-0d7f4b1e2a90")
 CENT = Decimal("0.01")
-COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments")
+COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments", "BankTransactions")
 
 
 def request_date(value: Any, field: str) -> date:
@@ -124,6 +124,8 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         self.refresh_tokens = {INITIAL_REFRESH_TOKEN}
         self.access_tokens: dict[str, datetime] = {}
         self.creates: dict[str, int] = {}
+        self.updates: dict[str, int] = {}
+        self.deletes: dict[str, int] = {}
         self.replays = 0
         self.token_refreshes = 0
 
@@ -151,8 +153,38 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
                 return Decimal(str(rate["EffectiveRate"])) / 100
         return Decimal(0)
 
-    def create_document(self, collection: str, document: dict[str, Any], *, now: datetime) -> dict[str, Any]:
-        """Validate and store an invoice (``Invoices``) or credit note (``CreditNotes``) as Xero computes it."""
+    def _priced_lines(self, document: dict[str, Any], *, purchase: bool) -> tuple[list[dict[str, Any]], list[str], dict[str, Decimal]]:
+        """Line items priced as Xero prices them (``Exclusive`` or ``Inclusive`` of tax), the
+        validation errors Xero would answer, and the document's SubTotal, TotalTax and Total."""
+        errors = []
+        items = {i["Code"]: i for i in self.records["Items"].values()}
+        accounts = {a["Code"] for a in self.records["Accounts"].values()}
+        inclusive = (document.get("LineAmountTypes") or "Exclusive") == "Inclusive"
+        lines = []
+        for line in document.get("LineItems") or []:
+            if line.get("ItemCode") and line["ItemCode"] not in items:
+                errors.append(f"Item code '{line['ItemCode']}' is not valid")
+            if line.get("AccountCode") and line["AccountCode"] not in accounts:
+                errors.append(f"Account code '{line['AccountCode']}' is not a valid code for this document.")
+            rate = next((r for r in self.records["TaxRates"].values() if r["TaxType"] == line.get("TaxType")), None)
+            if line.get("TaxType") and (rate is None or (purchase and not rate.get("CanApplyToExpenses"))):
+                errors.append(f"The TaxType code '{line['TaxType']}' does not exist or cannot be used for this type of transaction.")
+            amount = (
+                _money(line["LineAmount"])
+                if line.get("LineAmount") is not None
+                else _money(Decimal(str(line.get("Quantity", 1))) * Decimal(str(line.get("UnitAmount", 0))))
+            )
+            tax_rate = self.tax_rate(line.get("TaxType"))
+            tax = _money(amount - amount / (1 + tax_rate)) if inclusive else _money(amount * tax_rate)
+            lines.append({**line, "LineItemID": str(uuid.uuid4()), "LineAmount": float(amount), "TaxAmount": float(tax)})
+        line_total = sum((Decimal(str(line["LineAmount"])) for line in lines), Decimal(0))
+        tax_total = sum((Decimal(str(line["TaxAmount"])) for line in lines), Decimal(0))
+        subtotal = line_total - tax_total if inclusive else line_total
+        return lines, errors, {"SubTotal": subtotal, "TotalTax": tax_total, "Total": subtotal + tax_total}
+
+    def create_document(self, collection: str, document: dict[str, Any], *, now: datetime, replacing: str | None = None) -> dict[str, Any]:
+        """Validate and store an invoice or bill (``Invoices``, ACCREC or ACCPAY) or credit note
+        (``CreditNotes``) as Xero computes it; ``replacing`` names the one an update rewrites."""
         id_field, number_field = ("InvoiceID", "InvoiceNumber") if collection == "Invoices" else ("CreditNoteID", "CreditNoteNumber")
         errors = []
         contact = self.records["Contacts"].get(str((document.get("Contact") or {}).get("ContactID")))
@@ -160,51 +192,31 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
             errors.append(
                 "The Contact must contain at least 1 of the following elements to identify the contact: Name, ContactID, ContactNumber"
             )
-        items = {i["Code"]: i for i in self.records["Items"].values()}
-        lines = []
-        for line in document.get("LineItems") or []:
-            if line.get("ItemCode") and line["ItemCode"] not in items:
-                errors.append(f"Item code '{line['ItemCode']}' is not valid")
-            if line.get("TaxType") and not any(r["TaxType"] == line["TaxType"] for r in self.records["TaxRates"].values()):
-                errors.append(f"The TaxType code '{line['TaxType']}' does not exist or cannot be used for this type of transaction.")
-            amount = (
-                _money(line["LineAmount"])
-                if line.get("LineAmount") is not None
-                else _money(Decimal(str(line.get("Quantity", 1))) * Decimal(str(line.get("UnitAmount", 0))))
-            )
-            lines.append(
-                {
-                    **line,
-                    "LineItemID": str(uuid.uuid4()),
-                    "LineAmount": float(amount),
-                    "TaxAmount": float(_money(amount * self.tax_rate(line.get("TaxType")))),
-                }
-            )
+        lines, line_errors, totals = self._priced_lines(document, purchase=document.get("Type") == "ACCPAY")
+        errors += line_errors
         number = document.get(number_field)
         if number and any(
-            r.get(number_field) == number and r["Status"] not in ("DELETED", "VOIDED") for r in self.records[collection].values()
+            r.get(number_field) == number and r["Status"] not in ("DELETED", "VOIDED") and r[id_field] != replacing
+            for r in self.records[collection].values()
         ):
             errors.append(f"{number_field} must be unique.")
         if errors:
             raise XeroError(400, "A validation exception occurred", errors=errors)
-        subtotal = sum((Decimal(str(line["LineAmount"])) for line in lines), Decimal(0))
-        tax = sum((Decimal(str(line["TaxAmount"])) for line in lines), Decimal(0))
-        total = subtotal + tax
         assert contact is not None
+        total = totals["Total"]
         record = {
             "Type": document.get("Type"),
-            id_field: str(uuid.uuid4()),
+            id_field: replacing or str(uuid.uuid4()),
             number_field: number,
             "Reference": document.get("Reference") or "",
             "Contact": {"ContactID": contact["ContactID"], "Name": contact["Name"]},
             "Date": msdate(request_date(document.get("Date"), "Date")),
             "CurrencyCode": document.get("CurrencyCode"),
+            **({"CurrencyRate": document["CurrencyRate"]} if document.get("CurrencyRate") is not None else {}),
             "Status": document.get("Status") or "DRAFT",
             "LineAmountTypes": document.get("LineAmountTypes") or "Exclusive",
             "LineItems": lines,
-            "SubTotal": float(subtotal),
-            "TotalTax": float(tax),
-            "Total": float(total),
+            **{k: float(v) for k, v in totals.items()},
             "UpdatedDateUTC": msdate(now),
         }
         if collection == "Invoices":
@@ -218,8 +230,77 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         else:
             record["RemainingCredit"] = float(total)
         self.records[collection][record[id_field]] = record
-        self.creates[collection] = self.creates.get(collection, 0) + 1
+        if replacing is None:
+            self.creates[collection] = self.creates.get(collection, 0) + 1
         return record
+
+    def update_document(self, collection: str, object_id: str, document: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+        """``POST /Invoices/{id}`` with a whole document: an unpaid bill or invoice is rewritten in place."""
+        current = self.records[collection].get(object_id)
+        if current is None:
+            raise XeroError(404, "The resource you're looking for cannot be found", kind="NotFound")
+        if current["Status"] in ("PAID", "VOIDED", "DELETED") or Decimal(str(current.get("AmountPaid", 0))) > 0:
+            raise XeroError(400, "A validation exception occurred", errors=["Invoice not of valid status for modification"])
+        record = self.create_document(collection, {**current, **document}, now=now, replacing=object_id)
+        self._count("updates", collection)
+        return record
+
+    def save_bank_transaction(self, document: dict[str, Any], *, now: datetime, object_id: str | None = None) -> dict[str, Any]:
+        """Create (``PUT``) or rewrite (``POST /BankTransactions/{id}``) a SPEND or RECEIVE bank
+        transaction; ``Status: DELETED`` deletes it. Xero needs the type, a contact, a bank account and lines."""
+        collection = "BankTransactions"
+        current = self.records[collection].get(object_id) if object_id else None
+        if object_id and current is None:
+            raise XeroError(404, "The resource you're looking for cannot be found", kind="NotFound")
+        if current is not None and document.get("Status") == "DELETED":
+            current.update(Status="DELETED", UpdatedDateUTC=msdate(now))
+            self._count("deletes", collection)
+            return current
+        document = {**(current or {}), **document}
+        errors = []
+        if document.get("Type") not in ("SPEND", "RECEIVE"):
+            errors.append("Type must be SPEND or RECEIVE (overpayments and prepayments are not supported here)")
+        contact = self.records["Contacts"].get(str((document.get("Contact") or {}).get("ContactID")))
+        if contact is None:
+            errors.append("A Contact must be specified for this type of transaction")
+        bank = next(
+            (
+                a
+                for a in self.records["Accounts"].values()
+                if a["Type"] == "BANK" and a["Code"] == (document.get("BankAccount") or {}).get("Code")
+            ),
+            None,
+        )
+        if bank is None:
+            errors.append("A valid BankAccount must be specified (a bank account's Code or AccountID)")
+        lines, line_errors, totals = self._priced_lines(document, purchase=document.get("Type") == "SPEND")
+        errors += line_errors if lines else ["At least one line item is required"]
+        if errors:
+            raise XeroError(400, "A validation exception occurred", errors=errors)
+        assert contact is not None and bank is not None
+        record = {
+            "BankTransactionID": object_id or str(uuid.uuid4()),
+            "Type": document["Type"],
+            "Contact": {"ContactID": contact["ContactID"], "Name": contact["Name"]},
+            "BankAccount": {"AccountID": bank["AccountID"], "Code": bank["Code"], "Name": bank["Name"]},
+            "Date": msdate(request_date(document.get("Date"), "Date")),
+            "Reference": document.get("Reference") or "",
+            "CurrencyCode": document.get("CurrencyCode"),
+            **({"CurrencyRate": document["CurrencyRate"]} if document.get("CurrencyRate") is not None else {}),
+            "Status": "AUTHORISED",
+            "IsReconciled": False,
+            "LineAmountTypes": document.get("LineAmountTypes") or "Exclusive",
+            "LineItems": lines,
+            **{k: float(v) for k, v in totals.items()},
+            "UpdatedDateUTC": msdate(now),
+        }
+        self.records[collection][record["BankTransactionID"]] = record
+        self._count("updates" if object_id else "creates", collection)
+        return record
+
+    def _count(self, counter: str, collection: str) -> None:
+        counts = self.__dict__.setdefault(counter, {})  # a state saved before this counter existed has none
+        counts[collection] = counts.get(collection, 0) + 1
 
     def void(self, collection: str, object_id: str, *, now: datetime) -> dict[str, Any]:
         record = self.records[collection].get(object_id)
@@ -389,17 +470,36 @@ async def _create_documents(store: Any, collection: str, request: Request) -> JS
 
 
 async def _void_document(store: Any, collection: str, object_id: str, request: Request) -> JSONResponse:
+    """``POST /{collection}/{id}``: ``Status: VOIDED`` voids; a whole document rewrites an unpaid
+    invoice or bill (Xero updates documents this way)."""
     key = request.headers.get("idempotency-key")
     body = await request.json()
     wanted = (body.get(collection) or [{}])[0]
-    if wanted.get("Status") != "VOIDED":
-        raise XeroError(400, "A validation exception occurred", errors=["The sandbox only supports voiding through this call"])
     with store._lock:
         replayed = store.replay(key, f"POST {collection}/{object_id}")
         if replayed is not None:
             return JSONResponse(replayed[1], status_code=replayed[0])
-        answer = {collection: [store.void(collection, object_id, now=_now())]}
+        if wanted.get("Status") == "VOIDED":
+            answer = {collection: [store.void(collection, object_id, now=_now())]}
+        elif collection == "Invoices":
+            answer = {collection: [store.update_document(collection, object_id, wanted, now=_now())]}
+        else:
+            raise XeroError(400, "A validation exception occurred", errors=["The sandbox only voids credit notes through this call"])
         store.remember(key, f"POST {collection}/{object_id}", answer)
+    return JSONResponse(answer)
+
+
+async def _save_bank_transactions(store: Any, request: Request, object_id: str | None = None) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    scope = f"POST BankTransactions/{object_id}" if object_id else "PUT BankTransactions"
+    body = await request.json()
+    with store._lock:
+        replayed = store.replay(key, scope)
+        if replayed is not None:
+            return JSONResponse(replayed[1], status_code=replayed[0])
+        documents = body.get("BankTransactions") or []
+        answer = {"BankTransactions": [store.save_bank_transaction(d, now=_now(), object_id=object_id) for d in documents]}
+        store.remember(key, scope, answer)
     return JSONResponse(answer)
 
 
@@ -544,6 +644,7 @@ def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
         ("TaxRates", False),
         ("CreditNotes", True),
         ("Payments", True),
+        ("BankTransactions", True),
     ):
         app.add_api_route(f"/api.xro/2.0/{collection}", lister(collection, paged), methods=["GET"], name=f"list {collection}")
 
@@ -564,6 +665,14 @@ def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
     @app.post("/api.xro/2.0/Invoices/{invoice_id}")
     async def update_invoice(invoice_id: str, request: Request) -> JSONResponse:
         return await _void_document(store, "Invoices", invoice_id, request)
+
+    @app.put("/api.xro/2.0/BankTransactions")
+    async def create_bank_transactions(request: Request) -> JSONResponse:
+        return await _save_bank_transactions(store, request)
+
+    @app.post("/api.xro/2.0/BankTransactions/{bank_transaction_id}")
+    async def update_bank_transaction(bank_transaction_id: str, request: Request) -> JSONResponse:
+        return await _save_bank_transactions(store, request, bank_transaction_id)
 
     @app.post("/api.xro/2.0/CreditNotes/{credit_note_id}")
     async def update_credit_note(credit_note_id: str, request: Request) -> JSONResponse:
@@ -701,3 +810,53 @@ def _add_project_time(app: FastAPI, state: Any, store: Any) -> None:
             if entry is not None and entry["projectId"] == project_id:
                 del store.time_entries[entry_id]
         return Response(status_code=204)
+
+
+def seed_xero_expenses(store: XeroStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime) -> None:
+    """The expense accounts, the company card (a BANK account), purchase tax rates (they apply to
+    expenses) and a contact per employee who is reimbursed, with their e-mail."""
+    for account in sorted({c.gl_account for c in expenses.categories.values()}):
+        number, _, name = account.partition(" ")
+        store.add(
+            "Accounts",
+            {"Code": number, "Name": name, "Type": "EXPENSE", "Status": "ACTIVE", "Class": "EXPENSE"},
+            id_field="AccountID",
+            key=number,
+            at=at,
+        )
+    number, _, name = expenses.paid_from.partition(" ")
+    store.add(
+        "Accounts",
+        {"Code": number, "Name": name, "Type": "BANK", "Status": "ACTIVE", "Class": "ASSET", "BankAccountType": "CREDITCARD"},
+        id_field="AccountID",
+        key=number,
+        at=at,
+    )
+    for code, (name, rate) in sorted(expenses.tax_codes.items()):
+        percent = float(Decimal(str(rate)) * 100)
+        tax_type = "EXEMPTINPUT" if percent == 0 else f"INPUT{int(percent)}"
+        store.records["TaxRates"][tax_type] = {
+            "Name": name,
+            "TaxType": tax_type,
+            "Status": "ACTIVE",
+            "ReportTaxType": "INPUT",
+            "CanApplyToExpenses": True,
+            "CanApplyToRevenue": False,
+            "DisplayTaxRate": percent,
+            "EffectiveRate": percent,
+            "TaxComponents": [{"Name": code, "Rate": percent, "IsCompound": False}],
+        }
+    for person in payees:
+        store.add(
+            "Contacts",
+            {
+                "Name": f"{person['name']} (expenses)",
+                "EmailAddress": person["email"],
+                "ContactStatus": "ACTIVE",
+                "IsCustomer": False,
+                "IsSupplier": True,
+            },
+            id_field="ContactID",
+            key=f"payee:{person['id']}",
+            at=at,
+        )

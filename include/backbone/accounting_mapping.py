@@ -40,10 +40,33 @@ class InvoicingMapping:
 
 
 @dataclass(frozen=True)
+class ExpenseCategoryMapping:
+    category: str
+    gl_account: str
+    tax_code: str
+    """A key of :attr:`ExpenseMapping.tax_codes`."""
+
+
+@dataclass(frozen=True)
+class ExpenseMapping:
+    home_currency: str
+    paid_from: str
+    """The account company-paid expenses are paid from (QuickBooks Purchase ``AccountRef``, Xero ``BankAccount``)."""
+    receipt_required_above: Decimal
+    categories: dict[str, ExpenseCategoryMapping]
+    tax_codes: dict[str, tuple[str, Decimal]]
+    """PSA tax code → (accounting purchase tax code name, rate)."""
+
+
+NO_EXPENSES = ExpenseMapping(home_currency="EUR", paid_from="", receipt_required_above=Decimal(0), categories={}, tax_codes={})
+
+
+@dataclass(frozen=True)
 class AccountingMapping:
     system: str
     billing_codes: dict[str, BillingCodeMapping]
     invoicing: InvoicingMapping
+    expenses: ExpenseMapping = NO_EXPENSES
     client_overrides: dict[str, str] = field(default_factory=dict)
     person_overrides: dict[str, str] = field(default_factory=dict)
     billable_status: dict[str, str] = field(default_factory=dict)
@@ -86,9 +109,30 @@ def load_mapping() -> AccountingMapping:
         system=raw["system"],
         billing_codes=codes,
         invoicing=invoicing,
+        expenses=_expense_mapping(raw.get("expenses")),
         client_overrides={str(k): str(v) for k, v in ((raw.get("clients") or {}).get("overrides") or {}).items()},
         person_overrides={str(k): str(v) for k, v in ((raw.get("people") or {}).get("overrides") or {}).items()},
         billable_status=dict(raw.get("billable_status") or {"billable": "Billable", "not_billable": "NotBillable"}),
+    )
+
+
+def _expense_mapping(raw: dict[str, Any] | None) -> ExpenseMapping:
+    if not raw:
+        return NO_EXPENSES
+    tax_codes = {str(code): (str(t["name"]), Decimal(str(t["rate"]))) for code, t in (raw.get("tax_codes") or {}).items()}
+    categories = {}
+    for category, m in (raw.get("categories") or {}).items():
+        if str(m["tax_code"]) not in tax_codes:
+            raise ValueError(
+                f"accounting_mapping.yaml: expense category {category} names tax code {m['tax_code']!r}, not in expenses.tax_codes"
+            )
+        categories[str(category)] = ExpenseCategoryMapping(str(category), str(m["gl_account"]), str(m["tax_code"]))
+    return ExpenseMapping(
+        home_currency=str(raw.get("home_currency") or "EUR"),
+        paid_from=str(raw["paid_from"]),
+        receipt_required_above=Decimal(str(raw.get("receipt_required_above", 0))),
+        categories=categories,
+        tax_codes=tax_codes,
     )
 
 
@@ -100,6 +144,10 @@ class AccountingRef:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+PERSON_PRECEDENCE = {"Employee": 0, "User": 1, "Vendor": 2}
+"""Which record a person's e-mail finds for time when several share it."""
+
+
 @dataclass
 class AccountingReferences:
     """The accounting system's customers, employees, vendors and items, keyed the way the mapping matches them."""
@@ -108,13 +156,20 @@ class AccountingReferences:
     people: dict[str, AccountingRef] = field(default_factory=dict)
     items: dict[str, AccountingRef] = field(default_factory=dict)
     tax_codes: dict[str, AccountingRef] = field(default_factory=dict)
+    accounts: dict[str, AccountingRef] = field(default_factory=dict)
+    """GL accounts by ``"<number> <name>"`` (normalised), as the mapping names them."""
+    payees: dict[str, AccountingRef] = field(default_factory=dict)
+    """Suppliers by e-mail: whom a reimbursable expense is a bill to (an employee is a supplier there too)."""
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]]) -> AccountingReferences:
-        """From ``acct.reference`` rows (entity, match_key, ref_id, name, extra)."""
+        """From ``acct.reference`` rows (entity, match_key, ref_id, name, extra). A person who is both
+        an employee and a supplier (to be reimbursed) is the employee for time and the supplier for bills."""
         refs = cls()
-        for row in rows:
+        for row in sorted(rows, key=lambda r: PERSON_PRECEDENCE.get(r["entity"], 0)):
             ref = AccountingRef(row["entity"], row["ref_id"], row["name"], row.get("extra") or {})
+            if row["entity"] == "Vendor":
+                refs.payees.setdefault(row["match_key"], ref)
             target = {
                 "Customer": refs.customers,
                 "Employee": refs.people,
@@ -122,6 +177,7 @@ class AccountingReferences:
                 "User": refs.people,
                 "Item": refs.items,
                 "TaxCode": refs.tax_codes,
+                "Account": refs.accounts,
             }.get(row["entity"])
             if target is not None:
                 target.setdefault(row["match_key"], ref)

@@ -26,6 +26,7 @@ FLOW_NAMES = {
     "crm_closed_won_to_psa": "closed-won deals → PSA",
     "hr_roster_pto_to_psa": "HR roster and time off → PSA",
     "timesheets_weekly_to_accounting": "Friday timesheet export",
+    "expenses_weekly_to_accounting": "Friday expense export",
     "invoices_month_end_to_accounting": "month-end invoicing",
     "invoices_to_accounting": "invoices on approval",
     "payments_to_psa": "payments → PSA",

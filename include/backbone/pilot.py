@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PILOT_VARIABLE = "backbone_pilot_flows"
-OUTBOX_PILOTS = ("timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "invoices_to_accounting")
+OUTBOX_PILOTS = (
+    "timesheets_weekly_to_accounting",
+    "expenses_weekly_to_accounting",
+    "invoices_month_end_to_accounting",
+    "invoices_to_accounting",
+)
 """Flows whose outbox holds what a pilot did not send: the next real run posts it."""
 WRITE_PILOTS = ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "psa_milestones_to_crm", "payments_to_psa")
 """Flows that write to the PSA or the CRM without an outbox: in pilot they report what they would
@@ -66,6 +71,19 @@ def time_export_report(connection: Connection, run: RunRef) -> dict[str, Any]:
     return _report(rows, unit="time records")
 
 
+def expense_export_report(connection: Connection, run: RunRef) -> dict[str, Any]:
+    """What the expense export would send now: its pending outbox lines up to this interval."""
+    rows = connection.exec_driver_sql(
+        """
+        SELECT action, currency, count(*), NULL::numeric, sum(amount)
+        FROM acct.expense_export WHERE posting_status = 'pending' AND interval_end <= %(end)s
+        GROUP BY action, currency ORDER BY action, currency
+        """,
+        {"end": run.interval_end},
+    ).all()
+    return _report(rows, unit="expense records")
+
+
 def invoice_report(connection: Connection) -> dict[str, Any]:
     """What invoicing would send now: pending invoices and credit notes, and voids."""
     rows = connection.exec_driver_sql(
@@ -102,6 +120,12 @@ def pilot_time_export(engine: Engine, run: RunRef) -> dict[str, Any]:
     """The weekly export's post step in pilot: report, record, send nothing."""
     with engine.connect() as connection:
         return record_pilot(engine, run, time_export_report(connection, run))
+
+
+def pilot_expense_export(engine: Engine, run: RunRef) -> dict[str, Any]:
+    """The expense export's post step in pilot: report, record, send nothing."""
+    with engine.connect() as connection:
+        return record_pilot(engine, run, expense_export_report(connection, run))
 
 
 def pilot_invoices(engine: Engine, run: RunRef) -> dict[str, Any]:

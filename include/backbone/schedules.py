@@ -19,6 +19,7 @@ FLOW_SCHEDULES = {
     "crm_closed_won_to_psa": "*/30 * * * *",
     "hr_roster_pto_to_psa": "0 5 * * *",
     "timesheets_weekly_to_accounting": "0 17 * * FRI",
+    "expenses_weekly_to_accounting": "0 17 * * FRI",
     "invoices_month_end_to_accounting": "0 0 1 * *",
     "invoices_to_accounting": "0 7 * * *",
     "payments_to_psa": "0 6 * * *",
@@ -31,6 +32,7 @@ FLOW_DEADLINES = {
     "crm_closed_won_to_psa": timedelta(hours=1),
     "hr_roster_pto_to_psa": timedelta(hours=3),
     "timesheets_weekly_to_accounting": timedelta(hours=1),
+    "expenses_weekly_to_accounting": timedelta(hours=1),
     "invoices_month_end_to_accounting": timedelta(days=3),
     "invoices_to_accounting": timedelta(hours=3),
     "payments_to_psa": timedelta(hours=3),
@@ -41,7 +43,13 @@ Friday export by 18:00, month-end within three days of the 1st, the daily flows 
 
 FLOW_WAREHOUSES = {
     "psa": ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "psa_milestones_to_crm"),
-    "accounting": ("timesheets_weekly_to_accounting", "invoices_month_end_to_accounting", "invoices_to_accounting", "payments_to_psa"),
+    "accounting": (
+        "timesheets_weekly_to_accounting",
+        "expenses_weekly_to_accounting",
+        "invoices_month_end_to_accounting",
+        "invoices_to_accounting",
+        "payments_to_psa",
+    ),
 }
 """Which warehouse keeps each flow's run ledger (``ops.flow_run``)."""
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "User", "Item", "TaxCode")
+REFERENCE_ENTITIES = ("Customer", "Employee", "Vendor", "User", "Item", "TaxCode", "Account")
 
 
 def refresh_references(accounting: AccountingSystem, warehouse: Engine, run: RunRef) -> dict[str, int]:

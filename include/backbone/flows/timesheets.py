@@ -103,7 +103,7 @@ def extract_time_entries(
         records = [
             (entry_key(str(e.get("id")), e.get("version")), e)
             for e in page
-            if not _version_below(e.get("version"), withdrawn.get(str(e.get("id"))))
+            if not version_below(e.get("version"), withdrawn.get(str(e.get("id"))))
         ]
         with warehouse.begin() as connection:
             conflicts += ops.stage_unique(connection, run, ENTITY, records)
@@ -131,7 +131,7 @@ def extract_time_entries(
     return {"extracted": staged, "conflicts": conflicts}
 
 
-def _version_below(version: Any, withdrawn_version: int | None) -> bool:
+def version_below(version: Any, withdrawn_version: int | None) -> bool:
     try:
         return withdrawn_version is not None and int(version) < withdrawn_version
     except (TypeError, ValueError):
@@ -139,32 +139,39 @@ def _version_below(version: Any, withdrawn_version: int | None) -> bool:
 
 
 def _stage_withdrawals(psa: PsaTimeSource, warehouse: Engine, run: RunRef, *, page_size: int) -> dict[str, int]:
-    """Entries the PSA deleted or un-approved in the window: staged for reversal in accounting, and
-    their open exceptions closed (a withdrawn entry must never go out later as a healed one).
-    Returns entry id → the withdrawal's version."""
+    withdrawn = psa.iter_withdrawn_time_entries(run.extract_from, run.interval_end, page_size=page_size)
+    return stage_withdrawals(withdrawn, warehouse, run, entity=ENTITY, withdrawal=WITHDRAWAL, noun="time entries")
+
+
+def stage_withdrawals(
+    withdrawn_pages: Iterable[list[dict[str, Any]]], warehouse: Engine, run: RunRef, *, entity: str, withdrawal: str, noun: str
+) -> dict[str, int]:
+    """Records the PSA deleted or un-approved in the window: staged (as ``withdrawal``) for
+    reversal in accounting, and their open exceptions closed (a withdrawn record must never go out
+    later as a healed one). Returns record id → the withdrawal's version."""
     withdrawn: dict[str, int] = {}
-    for page in psa.iter_withdrawn_time_entries(run.extract_from, run.interval_end, page_size=page_size):
+    for page in withdrawn_pages:
         for item in page:
             try:
                 version = int(item["version"])
             except (KeyError, TypeError, ValueError):
                 log.warning("PSA withdrawal without a usable version ignored: %r", item)
                 continue
-            entry_id = str(item.get("id"))
-            withdrawn[entry_id] = max(version, withdrawn.get(entry_id, version))
+            record_id = str(item.get("id"))
+            withdrawn[record_id] = max(version, withdrawn.get(record_id, version))
     if not withdrawn:
         return withdrawn
     with warehouse.begin() as connection:
-        ops.stage(connection, run, WITHDRAWAL, [(entry_key(e, v), {"id": e, "version": v}) for e, v in sorted(withdrawn.items())])
+        ops.stage(connection, run, withdrawal, [(entry_key(e, v), {"id": e, "version": v}) for e, v in sorted(withdrawn.items())])
         connection.exec_driver_sql(
             """
             UPDATE ops.quarantine SET resolved_at = now(), resolved_by_run = %(run_id)s
             WHERE flow = %(flow)s AND entity = %(entity)s AND resolved_at IS NULL
               AND split_part(source_key, ':v', 1) = ANY(%(ids)s)
             """,
-            {"run_id": run.run_id, "flow": run.flow, "entity": ENTITY, "ids": sorted(withdrawn)},
+            {"run_id": run.run_id, "flow": run.flow, "entity": entity, "ids": sorted(withdrawn)},
         )
-    log.info("%d time entries were withdrawn in the PSA (deleted or un-approved) in this window", len(withdrawn))
+    log.info("%d %s were withdrawn in the PSA (deleted or un-approved) in this window", len(withdrawn), noun)
     return withdrawn
 
 

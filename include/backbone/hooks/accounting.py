@@ -92,6 +92,41 @@ class InvoiceLine(TypedDict, total=False):
     item_ref_id: str
 
 
+ExpenseKind = Literal["bill", "purchase"]
+"""A reimbursable expense is a ``bill`` to the person as a supplier; a company-paid one a ``purchase``
+from the paying account. Each vendor hook names its object (QuickBooks ``Bill`` / ``Purchase``,
+Xero ``Invoices`` ACCPAY / ``BankTransactions`` SPEND)."""
+
+
+class ExpenseLine(TypedDict, total=False):
+    """One line of the expense outbox (``acct.expense_export``) as the hooks receive it."""
+
+    expense_id: str
+    expense_version: int
+    request_id: str
+    attempts: int
+    kind: ExpenseKind
+    doc_number: str
+    """Our key on the posted record (QuickBooks ``DocNumber``, Xero ``Reference``/``InvoiceNumber``): how a lost answer is found."""
+    person_id: str
+    person_name: str | None
+    payee_ref_id: str | None
+    """The supplier record a bill goes to (a Vendor / a contact with the person's e-mail)."""
+    customer_ref_id: str | None
+    client_name: str | None
+    project_name: str | None
+    category: str
+    account_ref_id: str
+    paid_from_ref_id: str | None
+    tax_ref_id: str | None
+    spent_date: date | str
+    amount: Decimal | str
+    currency: str
+    exchange_rate: Decimal | str | None
+    billable: bool
+    description: str
+
+
 ACCOUNTING_SYSTEMS = ("quickbooks", "xero")
 
 
@@ -146,6 +181,13 @@ def time_entry_description(line: OutboxLine) -> str:
     return f"{time_entry_marker(line)}{line['billing_code']} · {line['project_name'] or line['project_id']}"
 
 
+def expense_doc_number(expense_id: str, version: int) -> str:
+    """The expense version's number on its accounting record: ``<id>v<version>`` when that fits
+    QuickBooks' 21 characters, else a digest of it (the same for every attempt)."""
+    plain = f"{expense_id}v{version}"
+    return plain if len(plain) <= 21 else "X" + hashlib.sha256(plain.encode()).hexdigest()[:20]
+
+
 def invoice_note(row: dict[str, Any]) -> str:
     """What a posted invoice says about its PSA origin."""
     return f"PSA {row['kind'].replace('_', ' ')} {row['psa_invoice_id']} · project {row['project_id']}"
@@ -174,6 +216,20 @@ class AccountingSystem(Protocol):
     def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
         """Remove a time record the PSA withdrew (deleted or un-approved after export). True when it
         was deleted now, False when accounting no longer had it (an earlier attempt deleted it)."""
+        ...
+
+    def post_expense(self, line: ExpenseLine, *, target: str | None, request_id: str) -> PostedObject:
+        """Create the bill or purchase of an expense outbox line, or rewrite ``target`` (the record
+        of an earlier version of the same kind)."""
+        ...
+
+    def find_expense(self, line: ExpenseLine) -> PostedObject | None:
+        """The bill or purchase an earlier attempt at this line created, found by ``doc_number``."""
+        ...
+
+    def delete_expense(self, kind: ExpenseKind, object_id: str, *, request_id: str) -> bool:
+        """Take an exported expense off the books (withdrawn in the PSA, or re-posted as the other
+        kind). True when done now, False when accounting no longer had it."""
         ...
 
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:

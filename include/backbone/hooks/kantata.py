@@ -417,8 +417,23 @@ class KantataHook(JsonApiHook):
     NOT_YET = (
         "a certification's expiry date (Kantata's skill memberships have none: the warehouse keeps it)",
         "finance's release of invoices (Kantata has none: BACKBONE_INVOICE_TIMING must stay on_pm_approval)",
+        "approved expenses (Kantata's expenses API is not read yet: the expense export runs on the PSA API's Connection)",
     )
     """What this hook does not carry to Kantata; ``backbone check`` lists it."""
+
+    # --- expenses (backbone.hooks.psa.PsaExpenseSource) -----------------------------------------
+    def iter_approved_expenses(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        raise PsaCapabilityMissing(
+            "the expense export does not read Kantata's expenses yet: point BACKBONE_PSA_CONN_ID at a PSA API Connection, or pause "
+            "expenses_weekly_to_accounting"
+        )
+
+    def iter_withdrawn_expenses(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        return self.iter_approved_expenses(withdrawn_from, withdrawn_to, page_size=page_size)
 
     # --- invoices, payment status and milestones (backbone.hooks.psa.PsaBilling) ---------------
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:

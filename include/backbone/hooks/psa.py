@@ -39,6 +39,18 @@ class PsaTimeSource(Protocol):
         ...
 
 
+class PsaExpenseSource(Protocol):
+    """Approved expenses, read by approval time, and the ones withdrawn after approval."""
+
+    def iter_approved_expenses(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]: ...
+
+    def iter_withdrawn_expenses(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]: ...
+
+
 class PsaBilling(Protocol):
     """Invoices, payment status and milestones."""
 
@@ -77,7 +89,7 @@ class PsaCapabilityMissing(NotImplementedError):
     fails at once with this, saying which Connection to use instead."""
 
 
-class PsaSystem(PsaClient, PsaTimeSource, PsaBilling, PsaPeople, Protocol):
+class PsaSystem(PsaClient, PsaTimeSource, PsaExpenseSource, PsaBilling, PsaPeople, Protocol):
     """A PSA as every flow uses it: projects from deals, approved time, invoices and their payment
     status, milestones, people and time off. Chosen by its Connection (``backbone.hooks.vendors.psa_hook``)."""
 
@@ -133,6 +145,27 @@ class PsaHook(JsonApiHook):
         """Entries deleted or un-approved in ``[withdrawn_from, withdrawn_to)``, one page at a time."""
         window = {"withdrawn_from": withdrawn_from.isoformat(), "withdrawn_to": withdrawn_to.isoformat(), "page_size": page_size}
         yield from self._cursor_pages("/api/v1/time-entries/withdrawn", window, description="PSA list withdrawn time entries")
+
+    def iter_approved_expenses(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Expenses approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
+        if approved_from.tzinfo is None or approved_to.tzinfo is None:
+            raise ValueError("approval window bounds need a time zone")
+        window = {
+            "approved_from": approved_from.isoformat(),
+            "approved_to": approved_to.isoformat(),
+            "approval_status": "approved",
+            "page_size": page_size,
+        }
+        yield from self._cursor_pages("/api/v1/expenses", window, description="PSA list expenses")
+
+    def iter_withdrawn_expenses(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Expenses deleted or un-approved in ``[withdrawn_from, withdrawn_to)``: ``{"id", "version", "withdrawn_at", "reason"}``."""
+        window = {"withdrawn_from": withdrawn_from.isoformat(), "withdrawn_to": withdrawn_to.isoformat(), "page_size": page_size}
+        yield from self._cursor_pages("/api/v1/expenses/withdrawn", window, description="PSA list withdrawn expenses")
 
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
         """PM-approved invoices and credit notes of a billing month (``YYYY-MM``), voided ones marked."""

@@ -20,6 +20,8 @@ from urllib.parse import quote
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    ExpenseKind,
+    ExpenseLine,
     InvoiceKind,
     InvoiceLine,
     InvoiceRow,
@@ -48,6 +50,9 @@ ID_BATCH = 100
 SALES_ENTITY = {"invoice": "Invoice", "credit_note": "CreditMemo"}
 """The outbox's invoice kinds → QuickBooks sales transactions."""
 TIME_ENTITY = "TimeActivity"
+EXPENSE_ENTITY: dict[ExpenseKind, str] = {"bill": "Bill", "purchase": "Purchase"}
+"""A reimbursable expense is a Bill to the employee's Vendor record; a company-paid one a Purchase
+paid by credit card from the mapping's ``paid_from`` account."""
 
 
 class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
@@ -213,6 +218,10 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
                         extra["currency"] = (record.get("CurrencyRef") or {}).get("value")
                     name = str(record.get("DisplayName") or record.get("Name") or "")
                     yield ReferenceRecord(entity, key, str(record["Id"]), name, extra)
+        for page in self.query_all("Account", "Active = true"):
+            for record in page:
+                name = account_name(record)
+                yield ReferenceRecord("Account", normalise(name), str(record["Id"]), name, {"type": record.get("AccountType")})
 
     def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         body = time_activity_body(line)
@@ -289,6 +298,20 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         )
         return True
 
+    def post_expense(self, line: ExpenseLine, *, target: str | None, request_id: str) -> PostedObject:
+        entity, body = EXPENSE_ENTITY[line["kind"]], expense_body(line)
+        if target is not None:
+            return self.update(entity, target, body, request_id=request_id)
+        return self.create(entity, body, request_id=request_id)
+
+    def find_expense(self, line: ExpenseLine) -> PostedObject | None:
+        entity = EXPENSE_ENTITY[line["kind"]]
+        found = self.find_by_doc_number(entity, line["doc_number"])
+        return PostedObject(entity, str(found["Id"]), str(found.get("SyncToken", "0")), found) if found is not None else None
+
+    def delete_expense(self, kind: ExpenseKind, object_id: str, *, request_id: str) -> bool:
+        return self.delete_transaction(EXPENSE_ENTITY[kind], object_id, request_id=request_id)
+
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
         found = self.find_by_doc_number(SALES_ENTITY[kind], number)
         return (str(found["Id"]), Decimal(str(found.get("TotalAmt", 0)))) if found is not None else None
@@ -343,6 +366,13 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
         return balances
 
 
+def account_name(record: dict[str, Any]) -> str:
+    """An Account as the mapping names GL accounts: ``"<AcctNum> <Name>"`` (just the name when it
+    already starts with its number, or has none)."""
+    name, number = str(record.get("Name") or ""), str(record.get("AcctNum") or "")
+    return f"{number} {name}" if number and not name.startswith(number) else name
+
+
 def time_activity_body(line: OutboxLine) -> dict[str, Any]:
     """An outbox line → QuickBooks ``TimeActivity`` (element names from Finance.xsd)."""
     ref_field = "VendorRef" if line["name_of"] == "Vendor" else "EmployeeRef"
@@ -359,6 +389,43 @@ def time_activity_body(line: OutboxLine) -> dict[str, Any]:
         "Minutes": minutes % 60,
         "Description": time_entry_description(line)[:4000],
     }
+
+
+def expense_body(line: ExpenseLine) -> dict[str, Any]:
+    """An expense outbox line → QuickBooks ``Bill`` or ``Purchase`` with one account-based line
+    (amounts tax included: ``GlobalTaxCalculation`` TaxInclusive). A billable expense names the
+    customer and is ``Billable``, so QuickBooks offers it on the customer's next invoice."""
+    detail: dict[str, Any] = {
+        "AccountRef": {"value": line["account_ref_id"]},
+        "BillableStatus": "Billable" if line["billable"] else "NotBillable",
+    }
+    if line["billable"] and line.get("customer_ref_id"):
+        detail["CustomerRef"] = {"value": line["customer_ref_id"], "name": line.get("client_name")}
+    if line.get("tax_ref_id"):
+        detail["TaxCodeRef"] = {"value": line["tax_ref_id"]}
+    spent = line["spent_date"]
+    body: dict[str, Any] = {
+        "DocNumber": line["doc_number"],
+        "TxnDate": spent.isoformat() if isinstance(spent, date) else str(spent),
+        "CurrencyRef": {"value": line["currency"]},
+        "GlobalTaxCalculation": "TaxInclusive",
+        "PrivateNote": line["description"][:4000],
+        "Line": [
+            {
+                "Amount": float(line["amount"]),
+                "Description": line["description"][:4000],
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": detail,
+            }
+        ],
+    }
+    if line.get("exchange_rate") is not None:
+        body["ExchangeRate"] = float(line["exchange_rate"])  # type: ignore[arg-type]
+    if line["kind"] == "bill":
+        body["VendorRef"] = {"value": line["payee_ref_id"], "name": line.get("person_name")}
+    else:
+        body.update(PaymentType="CreditCard", AccountRef={"value": line["paid_from_ref_id"]})
+    return body
 
 
 def invoice_body(row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None) -> dict[str, Any]:

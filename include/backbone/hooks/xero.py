@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    ExpenseKind,
+    ExpenseLine,
     InvoiceKind,
     InvoiceLine,
     InvoiceRow,
@@ -51,6 +53,11 @@ PROJECTS_PAGE = 500
 ID_BATCH = 40
 IDEMPOTENCY_KEY_MAX = 128
 MSDATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+EXPENSE_DOCUMENTS: dict[ExpenseKind, tuple[str, str]] = {
+    "bill": ("Invoices", "InvoiceID"),
+    "purchase": ("BankTransactions", "BankTransactionID"),
+}
+"""Expense kinds → (Xero collection, id field): a bill is an ACCPAY invoice, a purchase a SPEND bank transaction."""
 SALES_DOCUMENTS = {
     "invoice": ("Invoices", "InvoiceID", "InvoiceNumber", "ACCREC"),
     "credit_note": ("CreditNotes", "CreditNoteID", "CreditNoteNumber", "ACCRECCREDIT"),
@@ -213,14 +220,22 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     def reference_records(self) -> Iterator[ReferenceRecord]:
         for page in self.list_all("Contacts", params={"where": 'ContactStatus=="ACTIVE"'}):
             for contact in page:
-                yield ReferenceRecord(
-                    "Customer",
-                    normalise(contact.get("Name") or ""),
-                    str(contact["ContactID"]),
-                    str(contact.get("Name") or ""),
-                    {"currency": contact.get("DefaultCurrency")},
-                )
+                if not (contact.get("IsSupplier") and not contact.get("IsCustomer")):  # Xero's flags: a supplier only is no customer
+                    yield ReferenceRecord(
+                        "Customer",
+                        normalise(contact.get("Name") or ""),
+                        str(contact["ContactID"]),
+                        str(contact.get("Name") or ""),
+                        {"currency": contact.get("DefaultCurrency")},
+                    )
+                if contact.get("EmailAddress"):  # whom an expense is a bill to, found by e-mail as people are
+                    yield ReferenceRecord(
+                        "Vendor", normalise(contact["EmailAddress"]), str(contact["ContactID"]), str(contact.get("Name") or ""), {}
+                    )
         accounts = {a.get("Code"): a.get("Name") for page in self.list_all("Accounts", paged=False) for a in page}
+        for code, name in accounts.items():
+            if code:
+                yield ReferenceRecord("Account", normalise(f"{code} {name}"), str(code), f"{code} {name}", {})
         for page in self.list_all("Items", paged=False):
             for item in page:
                 code = (item.get("SalesDetails") or {}).get("AccountCode")
@@ -420,6 +435,77 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         )
         record = answer[collection][0]
         return PostedObject(collection, str(record[id_field]), "0", record)
+
+    # expenses (Accounting API)
+    def post_expense(self, line: ExpenseLine, *, target: str | None, request_id: str) -> PostedObject:
+        """A reimbursable expense → an ``ACCPAY`` invoice (a bill) to the person's contact; a
+        company-paid one → a ``SPEND`` bank transaction from the ``paid_from`` bank account, the
+        person's contact as its contact. Amounts tax included (``LineAmountTypes`` Inclusive). An
+        update rewrites ``target`` with ``POST /{collection}/{id}``. Xero's API has no billable
+        flag on either (its BankTransaction and Invoice line items carry no customer), so a
+        billable expense says its client in the line's description and is re-billed by the PSA."""
+        collection, id_field = EXPENSE_DOCUMENTS[line["kind"]]
+        spent = line["spent_date"]
+        document: dict[str, Any] = {
+            "Contact": {"ContactID": line["payee_ref_id"]},
+            "Date": spent.isoformat() if isinstance(spent, date) else str(spent),
+            "CurrencyCode": line["currency"],
+            **({"CurrencyRate": float(line["exchange_rate"])} if line.get("exchange_rate") is not None else {}),  # type: ignore[arg-type]
+            "Status": "AUTHORISED",
+            "LineAmountTypes": "Inclusive",
+            "LineItems": [
+                {
+                    "Description": line["description"][:4000],
+                    "Quantity": 1.0,
+                    "UnitAmount": float(line["amount"]),
+                    "AccountCode": line["account_ref_id"],
+                    **({"TaxType": line["tax_ref_id"]} if line.get("tax_ref_id") else {}),
+                }
+            ],
+        }
+        if line["kind"] == "bill":
+            document.update(Type="ACCPAY", InvoiceNumber=line["doc_number"], Reference=line["doc_number"], DueDate=document["Date"])
+        else:
+            document.update(Type="SPEND", Reference=line["doc_number"], BankAccount={"Code": line["paid_from_ref_id"]})
+        if target is not None:
+            document[id_field] = target
+        answer = self.call(
+            "POST" if target else "PUT",
+            f"/{collection}/{target}" if target else f"/{collection}",
+            json={collection: [document]},
+            idempotency_key=request_id,
+            description=f"Xero {'update' if target else 'create'} {collection} {line['doc_number']}",
+        )
+        record = answer[collection][0]
+        return PostedObject(collection, str(record[id_field]), "0", record)
+
+    def find_expense(self, line: ExpenseLine) -> PostedObject | None:
+        collection, id_field = EXPENSE_DOCUMENTS[line["kind"]]
+        quoted = line["doc_number"].replace("\\", "\\\\").replace('"', '\\"')
+        for page in self.list_all(collection, params={"where": f'Reference=="{quoted}"'}):
+            for record in page:
+                if record.get("Reference") == line["doc_number"] and record.get("Status") not in ("DELETED", "VOIDED"):
+                    return PostedObject(collection, str(record[id_field]), "0", record)
+        return None
+
+    def delete_expense(self, kind: ExpenseKind, object_id: str, *, request_id: str) -> bool:
+        """A bank transaction is deleted (``Status: DELETED``); an authorised bill is voided (Xero
+        deletes only drafts). One already gone (404) counts as done before."""
+        collection, id_field = EXPENSE_DOCUMENTS[kind]
+        status = "DELETED" if kind == "purchase" else "VOIDED"
+        try:
+            self.call(
+                "POST",
+                f"/{collection}/{object_id}",
+                json={collection: [{id_field: object_id, "Status": status}]},
+                idempotency_key=request_id,
+                description=f"Xero {status.lower()} {collection} {object_id}",
+            )
+        except FatalApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     # payments (Accounting API)
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:
