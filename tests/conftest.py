@@ -216,7 +216,8 @@ def psa_warehouse(services) -> Iterator[object]:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.cost_rate, psa.pipeline_deal, "
+                "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.cost_rate, psa.pipeline_deal, psa.billing_code, "
+                "psa.accounting_code, "
                 "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )

@@ -60,6 +60,7 @@ DEMO_DIR = PROJECT_ROOT / (f".demo-{DEMO_NAME}" if DEMO_NAME else ".demo")
 WAREHOUSE_OF_FLOW = {
     "crm_closed_won_to_psa": "psa_warehouse",
     "hr_roster_pto_to_psa": "psa_warehouse",
+    "accounting_codes_to_psa": "psa_warehouse",
     "timesheets_weekly_to_accounting": "accounting_warehouse",
     "expenses_weekly_to_accounting": "accounting_warehouse",
     "invoices_month_end_to_accounting": "accounting_warehouse",
@@ -250,10 +251,14 @@ def _print_runs(env: dict[str, str]) -> None:
             )
         if flow == "psa_milestones_to_crm":
             notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
+        if flow == "accounting_codes_to_psa":
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(details.get("billing_codes", {}).items())) or "none"
+            kinds = ", ".join(f"{n} {k}s" for k, n in sorted(details.get("accounting_codes", {}).items())) or "none"
+            notes.append(f"{flow}: accounting lists {kinds}; billing codes {statuses}; {row.written_back} PSA codes changed")
         if flow == "expenses_weekly_to_accounting":
             amounts = ", ".join(f"{a} {c}" for c, a in sorted(details.get("amount_by_currency", {}).items())) or "none"
             notes.append(
-                f"{flow}: last week {details.get('bills', 0)} bills and {details.get('purchases', 0)} purchases ({amounts}); "
+                f"{flow}: last week bills {details.get('bills', 0)}, purchases {details.get('purchases', 0)} ({amounts}); "
                 f"{row.written_back} expense records in accounting, {row.quarantined} exceptions for finance"
             )
         if "hours" in details:

@@ -39,6 +39,7 @@ WAREHOUSE_DATABASES = {"psa_warehouse": "psa_warehouse", "accounting_warehouse":
 FLOWS = (
     "crm_closed_won_to_psa",
     "hr_roster_pto_to_psa",
+    "accounting_codes_to_psa",
     "timesheets_weekly_to_accounting",
     "expenses_weekly_to_accounting",
     "invoices_month_end_to_accounting",

@@ -130,6 +130,24 @@ class ExpensePage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null on the last page.")
 
 
+class BillingCodeIn(BaseModel):
+    accounting_item_id: str | None = Field(None, description="The accounting item (service code) the code posts to.")
+    accounting_item_name: str | None = Field(None, max_length=200)
+    gl_account: str | None = Field(None, max_length=200)
+    active: bool = Field(True, description="False: accounting retired the item; the PSA stops offering the code for new work.")
+
+
+class BillingCodeOut(BillingCodeIn):
+    code: str
+    name: str = Field(description="The PSA's own label of the code.")
+    updated_at: str
+    changed: bool | None = Field(None, description="On a PUT: whether the PSA changed (false when it already said so).")
+
+
+class BillingCodePage(BaseModel):
+    items: list[BillingCodeOut]
+
+
 class PaymentStatusIn(BaseModel):
     status: Literal["open", "partially_paid", "paid", "overdue", "voided"]
     amount_paid: Decimal
@@ -220,6 +238,43 @@ class PsaStore(PicklableLockMixin):
                 self.people_writes += 1
             return current, False
 
+    def billing_code_list(self) -> dict[str, dict[str, Any]]:
+        """The PSA's billing codes (a state saved before the list existed gets the seed's codes)."""
+        from backbone_sandbox.psa_time import BILLING_CODES
+
+        codes = self.__dict__.get("billing_codes")
+        if codes is None:
+            codes = self.__dict__["billing_codes"] = {
+                code: {
+                    "code": code,
+                    "name": name,
+                    "accounting_item_id": None,
+                    "accounting_item_name": None,
+                    "gl_account": None,
+                    "active": True,
+                    "updated_at": "2026-01-01T00:00:00.000Z",
+                }
+                for code, name in BILLING_CODES.items()
+            }
+        return codes
+
+    def update_billing_code(self, code: str, body: BillingCodeIn) -> tuple[dict[str, Any], bool, bool]:
+        """(record, created, changed): what accounting says about a code; an unknown code is added."""
+        from backbone_sandbox.seed import iso_millis
+
+        with self._lock:
+            codes = self.billing_code_list()
+            fields = body.model_dump(mode="json")
+            current = codes.get(code)
+            created = current is None
+            if current is None:
+                current = codes[code] = {"code": code, "name": code.title(), **fields, "updated_at": ""}
+            changed = created or any(current.get(k) != v for k, v in fields.items())
+            if changed:
+                current.update(fields, updated_at=iso_millis(datetime.now(UTC)))
+                self.writes += 1
+            return dict(current), created, changed
+
     def replace_time_off(self, source: str, external_id: str, body: TimeOffIn) -> bool:
         """Replace the person's days inside the window; True when anything changed."""
         with self._lock:
@@ -284,6 +339,7 @@ def build_psa_app(state: Any) -> FastAPI:
     _add_projects(app, state, store, authorised)
     _add_time_and_people(app, state, store, authorised)
     _add_expenses(app, state, authorised)
+    _add_billing_codes(app, state, authorised)
     _add_billing(app, state, store, authorised)
     return app
 
@@ -321,6 +377,22 @@ def _add_projects(app: FastAPI, state: Any, store: Any, authorised: Any) -> None
             "total": len(items),
             "next_page": page + 1 if page * page_size < len(items) else None,
         }
+
+
+def _add_billing_codes(app: FastAPI, state: Any, authorised: Any) -> None:
+    @app.get("/api/v1/billing-codes", response_model=BillingCodePage)
+    def list_billing_codes(_: None = Depends(authorised)) -> dict[str, Any]:
+        """Every billing code the PSA offers on tasks, with what accounting last said about it."""
+        with state.psa._lock:
+            return {"items": [dict(c) for _, c in sorted(state.psa.billing_code_list().items())]}
+
+    @app.put("/api/v1/billing-codes/{code}", response_model=BillingCodeOut)
+    def update_billing_code(code: str, body: BillingCodeIn, response: Response, _: None = Depends(authorised)) -> dict[str, Any]:
+        """Set the accounting item, GL account and active flag of a code (201 when the PSA lacked
+        it; ``changed`` false when it already said so: idempotent)."""
+        record, created, changed = state.psa.update_billing_code(code, body)
+        response.status_code = 201 if created else 200
+        return {**record, "changed": changed}
 
 
 def _add_expenses(app: FastAPI, state: Any, authorised: Any) -> None:

@@ -160,6 +160,8 @@ class AccountingReferences:
     """GL accounts by ``"<number> <name>"`` (normalised), as the mapping names them."""
     payees: dict[str, AccountingRef] = field(default_factory=dict)
     """Suppliers by e-mail: whom a reimbursable expense is a bill to (an employee is a supplier there too)."""
+    items_by_id: dict[str, AccountingRef] = field(default_factory=dict)
+    """Items by accounting id: how a renamed item is still found."""
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]]) -> AccountingReferences:
@@ -170,6 +172,8 @@ class AccountingReferences:
             ref = AccountingRef(row["entity"], row["ref_id"], row["name"], row.get("extra") or {})
             if row["entity"] == "Vendor":
                 refs.payees.setdefault(row["match_key"], ref)
+            if row["entity"] == "Item":
+                refs.items_by_id.setdefault(row["ref_id"], ref)
             target = {
                 "Customer": refs.customers,
                 "Employee": refs.people,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 FLOW_NAMES = {
     "crm_closed_won_to_psa": "closed-won deals → PSA",
     "hr_roster_pto_to_psa": "HR roster and time off → PSA",
+    "accounting_codes_to_psa": "accounting codes → PSA",
     "timesheets_weekly_to_accounting": "Friday timesheet export",
     "expenses_weekly_to_accounting": "Friday expense export",
     "invoices_month_end_to_accounting": "month-end invoicing",

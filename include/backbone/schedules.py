@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 FLOW_SCHEDULES = {
     "crm_closed_won_to_psa": "*/30 * * * *",
     "hr_roster_pto_to_psa": "0 5 * * *",
+    "accounting_codes_to_psa": "30 4 * * *",
     "timesheets_weekly_to_accounting": "0 17 * * FRI",
     "expenses_weekly_to_accounting": "0 17 * * FRI",
     "invoices_month_end_to_accounting": "0 0 1 * *",
@@ -31,6 +32,7 @@ FLOW_SCHEDULES = {
 FLOW_DEADLINES = {
     "crm_closed_won_to_psa": timedelta(hours=1),
     "hr_roster_pto_to_psa": timedelta(hours=3),
+    "accounting_codes_to_psa": timedelta(hours=3),
     "timesheets_weekly_to_accounting": timedelta(hours=1),
     "expenses_weekly_to_accounting": timedelta(hours=1),
     "invoices_month_end_to_accounting": timedelta(days=3),
@@ -42,7 +44,7 @@ FLOW_DEADLINES = {
 Friday export by 18:00, month-end within three days of the 1st, the daily flows within three hours."""
 
 FLOW_WAREHOUSES = {
-    "psa": ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "psa_milestones_to_crm"),
+    "psa": ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "accounting_codes_to_psa", "psa_milestones_to_crm"),
     "accounting": (
         "timesheets_weekly_to_accounting",
         "expenses_weekly_to_accounting",

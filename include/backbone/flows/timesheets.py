@@ -248,6 +248,7 @@ def _decimal(value: Any) -> Decimal | None:
 def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: str, chunk_size: int) -> dict[str, Any]:
     """Dictionary suite plus the flow's rules; failures become exceptions with their reasons."""
     references = load_references(warehouse)
+    posted_items = _posted_items(warehouse)
     overfull_days = _overfull_person_days(warehouse, run)
     last_work_date = run.interval_end.astimezone(ZoneInfo(company_timezone)).date()
     drift = SchemaDrift(PSA_ENTRY_FIELDS)
@@ -257,7 +258,12 @@ def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: s
             drift.observe(row["payload"])
         exported = _exported_hashes(warehouse, [row["source_key"] for row in chunk])
         verdicts, quarantine_rows = judge_chunk(
-            chunk, references, overfull_days=overfull_days, last_work_date=last_work_date, exported_hashes=exported
+            chunk,
+            references,
+            overfull_days=overfull_days,
+            last_work_date=last_work_date,
+            exported_hashes=exported,
+            posted_items=posted_items,
         )
         return verdicts, quarantine_rows, {}
 
@@ -267,6 +273,17 @@ def validate_time_entries(warehouse: Engine, run: RunRef, *, company_timezone: s
     if drift:
         log.warning("the PSA's time entries changed shape (new fields are ignored): %s", drift.report())
     return {"valid": tally.valid, "quarantined": tally.quarantined}
+
+
+def _posted_items(warehouse: Engine) -> dict[str, str]:
+    """Billing code → the accounting item its latest posted time went to: how the export follows
+    an item accounting renamed (same id, new name) until finance updates the mapping."""
+    query = """
+        SELECT DISTINCT ON (billing_code) billing_code, item_ref_id FROM acct.time_export
+        WHERE posting_status = 'posted' AND action <> 'delete' ORDER BY billing_code, posted_at DESC NULLS LAST
+    """
+    with warehouse.connect() as connection:
+        return {str(code): str(item) for code, item in connection.exec_driver_sql(query).all()}
 
 
 def _overfull_person_days(warehouse: Engine, run: RunRef) -> set[tuple[str, str]]:
@@ -321,8 +338,10 @@ def judge_chunk(
     overfull_days: set[tuple[str, str]],
     last_work_date: date,
     exported_hashes: dict[str, str],
+    posted_items: dict[str, str] | None = None,
 ) -> tuple[list[tuple[str, str, dict[str, Any] | None]], list[QuarantineRow]]:
-    """Verdicts (key, status, line for the outbox) and exception rows for one chunk of staged entries."""
+    """Verdicts (key, status, line for the outbox) and exception rows for one chunk of staged
+    entries; ``posted_items`` (billing code → item id posted to before) finds a renamed item."""
     mapping = load_mapping()
     rows = [map_entry(r["payload"]) for r in chunk]
     outcome = validate_rows(ENTITY, rows)
@@ -340,7 +359,9 @@ def judge_chunk(
             )
         line: dict[str, Any] | None = None
         if not failures:
-            rule_failures, line = _flow_rules(row, references, mapping, overfull_days=overfull_days, last_work_date=last_work_date)
+            rule_failures, line = _flow_rules(
+                row, references, mapping, overfull_days=overfull_days, last_work_date=last_work_date, posted_items=posted_items or {}
+            )
             failures += rule_failures
         if not failures and line is not None and key in exported_hashes and exported_hashes[key] != line["content_hash"]:
             failures.append(
@@ -366,6 +387,7 @@ def _flow_rules(
     *,
     overfull_days: set[tuple[str, str]],
     last_work_date: date,
+    posted_items: dict[str, str],
 ) -> tuple[list[RuleFailure], dict[str, Any] | None]:
     """Rules beyond single fields: dates, person-day totals, and every mapping to accounting.
 
@@ -396,7 +418,7 @@ def _flow_rules(
             )
         )
     code = mapping.billing_codes.get(row["billing_code"])
-    item = references.items.get(normalise(code.item)) if code else None
+    item = (references.items.get(normalise(code.item)) or references.items_by_id.get(posted_items.get(code.code, ""))) if code else None
     if code is None:
         failures.append(
             RuleFailure(

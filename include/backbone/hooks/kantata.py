@@ -418,6 +418,7 @@ class KantataHook(JsonApiHook):
         "a certification's expiry date (Kantata's skill memberships have none: the warehouse keeps it)",
         "finance's release of invoices (Kantata has none: BACKBONE_INVOICE_TIMING must stay on_pm_approval)",
         "approved expenses (Kantata's expenses API is not read yet: the expense export runs on the PSA API's Connection)",
+        "accounting's items on billing codes (Kantata keeps no billing-code list: the codes flow keeps the PSA warehouse only)",
     )
     """What this hook does not carry to Kantata; ``backbone check`` lists it."""
 
@@ -434,6 +435,13 @@ class KantataHook(JsonApiHook):
         self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
     ) -> Iterator[list[dict[str, Any]]]:
         return self.iter_approved_expenses(withdrawn_from, withdrawn_to, page_size=page_size)
+
+    # --- billing codes (backbone.hooks.psa.PsaBillingCodes) ---------------------------------------
+    def billing_codes(self) -> list[dict[str, Any]]:
+        raise PsaCapabilityMissing("Kantata keeps no billing-code list: accounting_codes_to_psa keeps the PSA warehouse only on Kantata")
+
+    def update_billing_code(self, code: str, fields: dict[str, Any]) -> bool:
+        return bool(self.billing_codes())
 
     # --- invoices, payment status and milestones (backbone.hooks.psa.PsaBilling) ---------------
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:

@@ -51,6 +51,16 @@ class PsaExpenseSource(Protocol):
     ) -> Iterator[list[dict[str, Any]]]: ...
 
 
+class PsaBillingCodes(Protocol):
+    """The PSA's billing-code list, kept in step with accounting's items."""
+
+    def billing_codes(self) -> list[dict[str, Any]]: ...
+
+    def update_billing_code(self, code: str, fields: dict[str, Any]) -> bool:
+        """Set ``accounting_item_id``, ``accounting_item_name``, ``gl_account`` and ``active``; True when the PSA changed."""
+        ...
+
+
 class PsaBilling(Protocol):
     """Invoices, payment status and milestones."""
 
@@ -89,7 +99,7 @@ class PsaCapabilityMissing(NotImplementedError):
     fails at once with this, saying which Connection to use instead."""
 
 
-class PsaSystem(PsaClient, PsaTimeSource, PsaExpenseSource, PsaBilling, PsaPeople, Protocol):
+class PsaSystem(PsaClient, PsaTimeSource, PsaExpenseSource, PsaBillingCodes, PsaBilling, PsaPeople, Protocol):
     """A PSA as every flow uses it: projects from deals, approved time, invoices and their payment
     status, milestones, people and time off. Chosen by its Connection (``backbone.hooks.vendors.psa_hook``)."""
 
@@ -166,6 +176,14 @@ class PsaHook(JsonApiHook):
         """Expenses deleted or un-approved in ``[withdrawn_from, withdrawn_to)``: ``{"id", "version", "withdrawn_at", "reason"}``."""
         window = {"withdrawn_from": withdrawn_from.isoformat(), "withdrawn_to": withdrawn_to.isoformat(), "page_size": page_size}
         yield from self._cursor_pages("/api/v1/expenses/withdrawn", window, description="PSA list withdrawn expenses")
+
+    def billing_codes(self) -> list[dict[str, Any]]:
+        """Every billing code the PSA offers, with what accounting last said about it."""
+        return list((self.request("GET", "/api/v1/billing-codes", description="PSA list billing codes") or {}).get("items") or [])
+
+    def update_billing_code(self, code: str, fields: dict[str, Any]) -> bool:
+        body = self.request("PUT", f"/api/v1/billing-codes/{quote(code, safe='')}", json=fields, description=f"PSA billing code {code}")
+        return bool((body or {}).get("changed"))
 
     def iter_invoices(self, period: str, *, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
         """PM-approved invoices and credit notes of a billing month (``YYYY-MM``), voided ones marked."""

@@ -211,6 +211,40 @@ cost_rate = Table(
 )
 """Standard cost per hour by billing code and currency (from ``dictionary/cost_rates.yaml``)."""
 
+accounting_code = Table(
+    "accounting_code",
+    metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("ref_id", String(100), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("extra", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("active", Boolean, nullable=False),
+    Column("first_seen_run_id", String(250), nullable=False),
+    Column("last_run_id", String(250), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    schema="psa",
+)
+"""Accounting's items (service codes), GL accounts and tax codes as the PSA side knows them: kept
+by their accounting id, so a rename is a changed name and a retired one ``active`` false."""
+
+billing_code = Table(
+    "billing_code",
+    metadata,
+    Column("billing_code", String(20), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("mapped_item", String(200), nullable=False),
+    Column("item_ref_id", String(100)),
+    Column("item_name", String(300)),
+    Column("gl_account", String(200), nullable=False),
+    Column("open_entries", Integer, nullable=False, server_default="0"),
+    Column("detail", Text),
+    Column("last_run_id", String(250), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    schema="psa",
+)
+"""Each billing code of the mapping and the accounting item it posts to now: ``active``,
+``renamed`` (the item kept its id and changed its name) or ``retired`` (accounting no longer has it)."""
+
 pipeline_deal = Table(
     "pipeline_deal",
     metadata,
@@ -553,6 +587,7 @@ Index("ix_time_entry_project_day", time_entry.c.project_id, time_entry.c.work_da
 Index("ix_time_off_day_person_day", hr_time_off_day.c.hr_id, hr_time_off_day.c.day)
 Index("ix_time_export_run_status", time_export.c.run_id, time_export.c.posting_status)
 Index("ix_time_export_person_day", time_export.c.person_id, time_export.c.work_date)
+Index("ix_expense_export_pending", expense_export.c.interval_end, postgresql_where=expense_export.c.posting_status == "pending")
 Index("ix_invoice_number", invoice.c.number)
 Index("ix_invoice_period", invoice.c.period, invoice.c.posting_status)
 
