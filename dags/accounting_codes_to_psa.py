@@ -13,9 +13,13 @@ Daily at 04:30 company time (before the day's flows; the data interval is the da
    and `psa.billing_code` in the PSA warehouse.
 4. `update_psa` — the PSA's billing-code list gets each code's item, GL account and active flag
    (`PUT /api/v1/billing-codes/{code}`, idempotent); Kantata keeps no such list (skipped).
-5. `record_run` — the run record (always runs; fails the DAG run if a step failed).
+5. `audit_systems` — the cross-system data audit (`backbone audit`: client names, duplicate
+   customers, unmapped codes, people without HR or accounting records) kept in
+   `psa.audit_finding` for the Finance page's Data audit section.
+6. `record_run` — the run record (always runs; fails the DAG run if a step failed).
 
-Connections: the accounting system's (`quickbooks_default` or `xero_default`), the PSA's, `psa_warehouse`.
+Connections: the accounting system's (`quickbooks_default` or `xero_default`), the PSA's, the CRM's,
+the HR system's (the audit reads all four, read-only), `psa_warehouse`.
 """
 
 from __future__ import annotations
@@ -83,13 +87,21 @@ def accounting_codes_to_psa() -> None:
             psa_hook(settings.psa_conn_id), engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context)
         )
 
+    @task
+    def audit_systems(updated: dict[str, int], **context) -> dict[str, int]:
+        from backbone.flows import accounting_codes
+        from backbone.flows.runtime import run_ref
+        from backbone.warehouse.db import engine_for
+
+        return accounting_codes.audit_systems(engine_for(load_settings().psa_warehouse_conn_id), run_ref(FLOW, context))
+
     @task(trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 
-        return finish_flow_run(FLOW, load_settings().psa_warehouse_conn_id, last_task_id="update_psa", context=context)
+        return finish_flow_run(FLOW, load_settings().psa_warehouse_conn_id, last_task_id="audit_systems", context=context)
 
-    update_psa(load_codes(check_codes(extract_codes()))) >> record_run()
+    audit_systems(update_psa(load_codes(check_codes(extract_codes())))) >> record_run()
 
 
 accounting_codes_to_psa()

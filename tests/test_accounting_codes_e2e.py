@@ -42,6 +42,12 @@ def test_codes_reach_the_psa_once_and_a_rename_follows(dagbag, sandbox, accounti
     run(dagbag, FLOW, ANCHOR)  # the same interval again: the PSA is told nothing new
     assert state.psa.writes == writes
 
+    # The run keeps the cross-system audit for the Finance page: the seed's planted inconsistencies.
+    findings = {(c, s) for c, s in rows(psa_warehouse, 'SELECT "check", subject FROM psa.audit_finding')}
+    assert ("billing_code_unmapped", "SNACKS") in findings
+    assert ("client_without_customer", "Unbilled Ventures Ltd") in findings
+    assert any(check == "person_without_accounting" for check, _ in findings)
+
     consulting["Name"] = "Consulting"  # renamed in QuickBooks; same Id
     run(dagbag, FLOW, ANCHOR + timedelta(days=1))
     assert state.psa.billing_code_list()["CONSULT"]["accounting_item_name"] == "Consulting"

@@ -19,7 +19,7 @@ from backbone.audit import (
     to_csv_text,
     with_overrides,
 )
-from tests.conftest import ANCHOR
+from tests.conftest import ANCHOR, forget_rotated_tokens
 
 
 def _snapshot() -> Snapshot:
@@ -82,6 +82,7 @@ def test_accepted_matches_are_written_into_the_mapping_with_its_comments_kept(tm
 
 def test_the_audit_reads_the_sandboxs_four_systems(sandbox, services):
     """Against the demo sandbox: the seeded company finds its inconsistencies, and nothing is written."""
+    forget_rotated_tokens()  # a fresh sandbox knows only its first refresh token
     until = max(sandbox.state.psa_time.week_ends()[-1], ANCHOR) + timedelta(days=1)
     before = (dict(sandbox.state.kantata.creates), sandbox.state.psa.people_writes)
     snapshot = read_systems(days=60, until=until)

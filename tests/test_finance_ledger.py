@@ -507,3 +507,29 @@ def test_held_invoices_show_the_amount_at_stake_rule_and_reason_on_the_page_and_
     assert result.returncode == 0, result.stderr
     held = {r["number"]: r for r in json.loads(result.stdout)}
     assert held["H-1"]["total"] == "12100.50" and held["H-1"]["rule"] == "invoice.time.reconciles" and held["H-2"]["currency"] == "USD"
+
+
+def test_the_data_audit_shows_on_the_finance_page_as_the_daily_run_left_it(accounting_warehouse, psa_warehouse):
+    from fastapi.testclient import TestClient
+
+    from backbone.audit import Finding, save_findings
+    from backbone.finance.app import create_app, finance_reader
+
+    app = create_app()
+    app.dependency_overrides[finance_reader] = lambda: "finance-tester"
+    client = TestClient(app)
+    assert "audit-empty" in client.get("/").text
+    findings = [
+        Finding("client_without_customer", "psa", "ACME Corporation", "no accounting customer named so", "Acme Corp", 95.0, "CL-7"),
+        Finding("duplicate_customer", "accounting", "<b>Acme</b>", "2 customers are one company"),
+    ]
+    with psa_warehouse.begin() as connection:
+        save_findings(connection, findings, run_id="r-1", found_at=datetime(2026, 11, 2, 3, 30, tzinfo=UTC))
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "2 findings, as of 2026-11-02 04:30" in page.text
+    assert "ACME Corporation" in page.text and "Acme Corp" in page.text and "95.0" in page.text
+    assert "&lt;b&gt;Acme&lt;/b&gt;" in page.text and "<b>Acme</b>" not in page.text  # a vendor's name is text, never markup
+    with psa_warehouse.begin() as connection:
+        save_findings(connection, findings[:1], run_id="r-2", found_at=datetime(2026, 11, 3, 3, 30, tzinfo=UTC))
+    assert "1 finding, as of 2026-11-03 04:30" in client.get("/").text  # each run replaces the last

@@ -299,6 +299,31 @@ def with_overrides(mapping_text: str, overrides: dict[str, str]) -> str:
     return mapping_text[:start] + block + mapping_text[match.end(0) :]
 
 
+def save_findings(connection: Any, findings: list[Finding], *, run_id: str, found_at: datetime) -> int:
+    """Replace the stored audit (``psa.audit_finding``) with ``findings``, in the caller's transaction."""
+    from backbone.warehouse.tables import audit_finding
+
+    connection.execute(audit_finding.delete())
+    rows = [
+        {
+            "position": n,
+            "check": f.check,
+            "system": f.system,
+            "subject": f.subject[:300],
+            "detail": f.detail,
+            "suggestion": f.suggestion[:300] or None,
+            "score": f.score,
+            "subject_id": f.subject_id or None,
+            "run_id": run_id,
+            "found_at": found_at,
+        }
+        for n, f in enumerate(findings, start=1)
+    ]
+    if rows:
+        connection.execute(audit_finding.insert(), rows)
+    return len(rows)
+
+
 def mapping_diff(path: Path, new_text: str) -> str:
     old = path.read_text(encoding="utf-8")
     return "".join(difflib.unified_diff(old.splitlines(True), new_text.splitlines(True), str(path), f"{path} (accepted)"))

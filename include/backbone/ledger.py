@@ -308,6 +308,18 @@ class Ledger:
                 )
         return found
 
+    def audit_findings(self, *, limit: int = 500) -> list[dict[str, Any]]:
+        """The latest cross-system data audit (kept by ``accounting_codes_to_psa``), in its order."""
+        if "psa" not in self.engines:
+            return []
+        zone = ZoneInfo(self.timezone)
+        found = self._query(
+            'SELECT "check", system, subject, detail, suggestion, score, found_at FROM psa.audit_finding ORDER BY position LIMIT :limit',
+            {"limit": limit},
+            warehouses=("psa",),
+        )
+        return [{**f, "found_at": f["found_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M")} for f in found]
+
     def waiting_invoices(self, *, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Time-and-materials invoices waiting for the weekly export of their month's time: not
         exceptions, nothing for finance to fix; the daily invoicing run judges them again and posts

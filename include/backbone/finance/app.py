@@ -235,6 +235,7 @@ def _finance_data(
         "held": held,
         "held_totals": dict(sorted(held_totals.items())),
         "waiting": led.waiting_invoices(period=when) if flow in (None, *WAITING_FLOWS) else [],
+        "audit": led.audit_findings() if flow in (None, "accounting_codes_to_psa") else [],
         "psa_url": load_settings().psa_ui_url.rstrip("/"),
         "charts": {
             "hours": charts.hours_per_week([r for r in selection if r["flow"] == "timesheets_weekly_to_accounting"]),

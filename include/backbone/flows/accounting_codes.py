@@ -14,6 +14,8 @@ the PSA warehouse by their accounting id (``psa.accounting_code``), and judges e
 
 The PSA's list is updated with idempotent ``PUT /api/v1/billing-codes/{code}`` calls (only what
 changed is counted). Kantata keeps no such list: there the PSA warehouse is kept and the push skipped.
+Last, the cross-system data audit runs (``backbone.audit``) and its findings replace the stored
+ones, so the Finance page shows what does not line up as of this run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ ENTITY = "billing_code"
 CODE_ENTITY = "accounting_code"
 CODE_KINDS = {"Item": "item", "Account": "gl_account", "TaxCode": "tax_code"}
 """Accounting reference entities this flow keeps, and the kind each is stored as."""
+AUDIT_DAYS = 56
+"""The audit reads the PSA's approved time and the CRM's won deals of this many days back (as ``backbone audit``'s default)."""
 OPEN_WORK_DAYS = 7
 """Time approved this many days before the end of the run's interval counts as open work: what the
 next Friday export will carry (and a margin)."""
@@ -222,6 +226,20 @@ def update_psa(psa: PsaBillingCodes, warehouse: Engine, run: RunRef) -> dict[str
         ops.record_run(connection, run, written_back=changed, details=details)
     log.info("PSA billing codes changed: %d of %d", changed, len(judged))
     return {"written_back": changed}
+
+
+def audit_systems(warehouse: Engine, run: RunRef) -> dict[str, Any]:
+    """The cross-system data audit (``backbone.audit``) as of the interval's end, kept in
+    ``psa.audit_finding`` for the Finance page (replaced whole) and counted on the run."""
+    from backbone import audit
+
+    findings = audit.audit(audit.read_systems(days=AUDIT_DAYS, until=run.interval_end), load_mapping())
+    by_check = dict(Counter(f.check for f in findings))
+    with warehouse.begin() as connection:
+        audit.save_findings(connection, findings, run_id=run.run_id, found_at=run.interval_end)
+        ops.record_run(connection, run, details={"audit_findings": len(findings), "audit_by_check": by_check})
+    log.info("%s", audit.summary(findings))
+    return {"findings": len(findings)}
 
 
 def _json(value: Any) -> str:

@@ -245,6 +245,24 @@ billing_code = Table(
 """Each billing code of the mapping and the accounting item it posts to now: ``active``,
 ``renamed`` (the item kept its id and changed its name) or ``retired`` (accounting no longer has it)."""
 
+audit_finding = Table(
+    "audit_finding",
+    metadata,
+    Column("position", Integer, primary_key=True),
+    Column("check", String(40), nullable=False),
+    Column("system", String(20), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("suggestion", String(300)),
+    Column("score", Numeric(5, 1)),
+    Column("subject_id", String(100)),
+    Column("run_id", String(250), nullable=False),
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    schema="psa",
+)
+"""The latest cross-system data audit (``backbone.audit``), replaced whole by every
+``accounting_codes_to_psa`` run: what the Finance page's Data audit section lists."""
+
 pipeline_deal = Table(
     "pipeline_deal",
     metadata,

@@ -6,6 +6,9 @@ accounting id, so a rename is a changed name and a retired code ``active`` false
 ``psa.billing_code``: each billing code of the mapping and the item it posts to now — ``active``,
 ``renamed`` or ``retired`` — with how many recently approved entries use it.
 
+``psa.audit_finding``: the latest cross-system data audit, replaced whole by every run (the
+Finance page's Data audit section); readable by the finance reader role.
+
 Revision ID: psa_0011
 """
 
@@ -20,6 +23,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    from backbone.warehouse.migrations.ops_ledger import FINANCE_READER_ROLE
+
     op.create_table(
         "accounting_code",
         sa.Column("kind", sa.String(20), primary_key=True),
@@ -47,6 +52,21 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('active', 'renamed', 'retired')", name="ck_billing_code_status"),
         schema="psa",
     )
+    op.create_table(
+        "audit_finding",
+        sa.Column("position", sa.Integer, primary_key=True),
+        sa.Column("check", sa.String(40), nullable=False),
+        sa.Column("system", sa.String(20), nullable=False),
+        sa.Column("subject", sa.String(300), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("suggestion", sa.String(300)),
+        sa.Column("score", sa.Numeric(5, 1)),
+        sa.Column("subject_id", sa.String(100)),
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
+        schema="psa",
+    )
+    op.execute(f"GRANT SELECT ON psa.accounting_code, psa.billing_code, psa.audit_finding TO {FINANCE_READER_ROLE}")
 
 
 def downgrade() -> None:
