@@ -45,7 +45,7 @@ def test_codes_reach_the_psa_once_and_a_rename_follows(dagbag, sandbox, accounti
     # The run keeps the cross-system audit for the Finance page: the seed's planted inconsistencies.
     findings = {(c, s) for c, s in rows(psa_warehouse, 'SELECT "check", subject FROM psa.audit_finding')}
     assert ("billing_code_unmapped", "SNACKS") in findings
-    assert ("client_without_customer", "Unbilled Ventures Ltd") in findings
+    assert ("client_without_customer", "Acme Corp") in findings and ("billing_code_unmapped", "SUPPORT") in findings
     assert any(check == "person_without_accounting" for check, _ in findings)
 
     consulting["Name"] = "Consulting"  # renamed in QuickBooks; same Id

@@ -89,17 +89,24 @@ def test_the_audit_reads_the_sandboxs_four_systems(sandbox, services):
     assert snapshot.psa_clients and snapshot.accounting_customers and snapshot.hr_people and snapshot.crm_companies
     findings = audit(snapshot, load_mapping())
     checks = {f.check for f in findings}
-    # What the seed plants: a PSA client accounting does not have, a billing code with no mapping, a
-    # PSA person HR and accounting do not know, and PSA clients named with a number the CRM's lack.
+    # What the seed plants: a PSA client accounting spells differently ("Acme Corp" / "ACME
+    # Corporation"), a client entered twice in accounting, a billing code in use and one offered with
+    # no mapping, a PSA person HR and accounting do not know, and PSA clients named with a number the
+    # CRM's lack. Nothing else.
     assert checks == {
         "client_without_customer",
+        "duplicate_customer",
         "billing_code_unmapped",
         "person_without_hr",
         "person_without_accounting",
         "client_name_differs",
     }
-    assert {f.subject for f in findings if f.check == "client_without_customer"} == {"Unbilled Ventures Ltd"}
-    assert {f.subject for f in findings if f.check == "billing_code_unmapped"} == {"SNACKS"}
+    (acme,) = [f for f in findings if f.check == "client_without_customer"]
+    assert (acme.subject, acme.suggestion, acme.score) == ("Acme Corp", "ACME Corporation", 100.0)
+    (twice,) = [f for f in findings if f.check == "duplicate_customer"]
+    first_client = next(iter(sandbox.state.psa_time.clients.values()))["name"]
+    assert twice.subject in (first_client, f"{first_client} B.V.") and "2 customers" in twice.detail
+    assert {f.subject for f in findings if f.check == "billing_code_unmapped"} == {"SNACKS", "SUPPORT"}
     renamed = {f.subject: f.suggestion for f in findings if f.check == "client_name_differs"}
     assert renamed["Roessink NV"] == "Roessink NV 3"
     assert (dict(sandbox.state.kantata.creates), sandbox.state.psa.people_writes) == before

@@ -63,6 +63,10 @@ class TimeSeed:
     """Entry id → the rule that must make it an exception."""
     unmapped_client_ids: set[str] = field(default_factory=set)
     unknown_person_ids: set[str] = field(default_factory=set)
+    accounting_only_customers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Customers accounting holds besides the PSA's clients, as finance typed them (key → name,
+    currency): the orphan client under another spelling, and one client entered twice. The
+    audit must find both; matching by name finds neither, so nothing posts to them."""
 
 
 def _local(day: date, hour: int, minute: int, zone: ZoneInfo) -> datetime:
@@ -168,9 +172,14 @@ def _plant_bad_entries(out: TimeSeed, zone: ZoneInfo) -> None:
     out.unknown_person_ids.add(stranger)
     bad("time_entry.person.mapped", stranger)
     orphan = "CL-09999"
-    out.clients[orphan] = {"id": orphan, "name": "Unbilled Ventures Ltd", "currency": "EUR"}
-    out.projects["PJ-09999"] = {"id": "PJ-09999", "name": "Unbilled Ventures — Pilot", "client_id": orphan}
+    out.clients[orphan] = {"id": orphan, "name": "Acme Corp", "currency": "EUR"}
+    out.projects["PJ-09999"] = {"id": "PJ-09999", "name": "Acme Corp — Pilot", "client_id": orphan}
     out.unmapped_client_ids.add(orphan)
+    first_client = out.clients[next(iter(out.clients))]
+    out.accounting_only_customers = {
+        "acme": {"name": "ACME Corporation", "currency": "EUR"},  # the orphan as accounting spells it
+        "duplicate": {"name": f"{first_client['name']} B.V.", "currency": first_client["currency"]},  # one company, two customers
+    }
     bad("time_entry.client.mapped", people[0], project_id="PJ-09999")
     # The same entry id and version served twice with different content.
     twin = bad("time_entry.entry_key.conflict", people[0], hours="1.5", day=monday + timedelta(days=3))

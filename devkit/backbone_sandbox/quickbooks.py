@@ -717,6 +717,17 @@ def seed_quickbooks(
             {"DisplayName": client["name"], "CompanyName": client["name"], "Active": True, "CurrencyRef": {"value": client["currency"]}},
             at=at,
         )
+    for _, customer in sorted(getattr(time_seed, "accounting_only_customers", {}).items()):
+        store.add(
+            "Customer",
+            {
+                "DisplayName": customer["name"],
+                "CompanyName": customer["name"],
+                "Active": True,
+                "CurrencyRef": {"value": customer["currency"]},
+            },
+            at=at,
+        )
     for person_id, person in sorted(time_seed.people.items()):
         if person_id in time_seed.unknown_person_ids:
             continue

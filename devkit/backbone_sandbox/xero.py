@@ -402,6 +402,20 @@ def seed_xero(
             key=client_id,
             at=at,
         )
+    for key, customer in sorted(getattr(time_seed, "accounting_only_customers", {}).items()):
+        store.add(
+            "Contacts",
+            {
+                "Name": customer["name"],
+                "ContactStatus": "ACTIVE",
+                "IsCustomer": True,
+                "IsSupplier": False,
+                "DefaultCurrency": customer["currency"],
+            },
+            id_field="ContactID",
+            key=f"accounting-only:{key}",
+            at=at,
+        )
     for person_id, person in sorted(time_seed.people.items()):
         if person_id in time_seed.unknown_person_ids:
             continue

@@ -11,7 +11,8 @@ it compares:
   (``rapidfuzz``'s token-set ratio, 0–100); a CRM company spelled differently from its PSA client
   likewise;
 - **duplicate customers** in accounting (two customers with one normalised name);
-- **billing codes** in use in the PSA without a mapping, and mapped items accounting does not have;
+- **billing codes** in use in the PSA or offered on its billing-code list without a mapping, and
+  mapped items accounting does not have;
 - **people**: PSA people without an HR record (by e-mail) and without an accounting employee or vendor.
 
 ``backbone audit --accept`` writes the suggested client matches (score at or above
@@ -79,6 +80,9 @@ class Snapshot:
     accounting_people: set[str] = field(default_factory=set)
     """Match keys (normalised e-mail addresses) of accounting employees and vendors."""
     psa_billing_codes: set[str] = field(default_factory=set)
+    """Billing codes on the PSA's approved time."""
+    psa_offered_codes: set[str] = field(default_factory=set)
+    """Billing codes the PSA offers on tasks (its billing-code list), used or not."""
     psa_people: dict[str, str] = field(default_factory=dict)
     """PSA person id → e-mail address."""
     hr_people: set[str] = field(default_factory=set)
@@ -159,6 +163,13 @@ def _billing_codes(snapshot: Snapshot, mapping: AccountingMapping) -> Iterable[F
         yield Finding(
             "billing_code_unmapped", "psa", code, f"billing code {code} is in use in the PSA and has no accounting item in the mapping"
         )
+    for code in sorted(snapshot.psa_offered_codes - snapshot.psa_billing_codes - set(mapping.billing_codes)):
+        yield Finding(
+            "billing_code_unmapped",
+            "psa",
+            code,
+            f"billing code {code} is offered in the PSA and has no accounting item in the mapping: time booked on it would be held",
+        )
     items = {normalise(name) for name in snapshot.accounting_items}
     for code, target in sorted(mapping.billing_codes.items()):
         if normalise(target.item) not in items:
@@ -209,6 +220,7 @@ def read_snapshot(crm: Any, psa: Any, accounting: Any, hr: Any, *, since: dateti
                 snapshot.psa_people[str(row["person_id"])] = str(row.get("person_email") or "")
             if row.get("billing_code"):
                 snapshot.psa_billing_codes.add(str(row["billing_code"]))
+    snapshot.psa_offered_codes = _offered_codes(psa)
     for page in crm.won_deal_pages(since, until):
         for bundle in page:
             client = map_bundle(bundle)[0]
@@ -219,6 +231,17 @@ def read_snapshot(crm: Any, psa: Any, accounting: Any, hr: Any, *, since: dateti
         if email:
             snapshot.hr_people.add(normalise(email))
     return snapshot
+
+
+def _offered_codes(psa: Any) -> set[str]:
+    """The PSA's billing-code list; a PSA without one (Kantata): none, only the codes in use are audited."""
+    from backbone.hooks.psa import PsaCapabilityMissing
+
+    try:
+        return {str(c["code"]) for c in psa.billing_codes() if c.get("code")}
+    except PsaCapabilityMissing:
+        log.info("the PSA keeps no billing-code list; only the codes on its approved time are audited")
+        return set()
 
 
 def read_systems(*, days: int, until: datetime) -> Snapshot:
