@@ -31,20 +31,23 @@ def run(dagbag, logical_date) -> None:
 
 
 def held_by_accounting(state, system: str) -> dict[str, tuple[str, Decimal]]:
-    """Doc number → (kind, amount) of every live expense record the accounting sandbox holds."""
-    held: dict[str, tuple[str, Decimal]] = {}
+    """Doc number → (kind, amount) of every live expense record the accounting sandbox holds (a
+    document number held twice fails: that would be an expense posted twice)."""
+    held: list[tuple[str, tuple[str, Decimal]]] = []
     if system == "quickbooks":
         for entity, kind in (("Bill", "bill"), ("Purchase", "purchase")):
             for record in state.qbo.entities[entity].values():
-                held[record["DocNumber"]] = (kind, Decimal(str(record["Line"][0]["Amount"])))
+                held.append((record["DocNumber"], (kind, Decimal(str(record["Line"][0]["Amount"])))))
     else:
         for record in state.xero.records["BankTransactions"].values():
             if record["Status"] != "DELETED":
-                held[record["Reference"]] = ("purchase", Decimal(str(record["Total"])))
+                held.append((record["Reference"], ("purchase", Decimal(str(record["Total"])))))
         for record in state.xero.records["Invoices"].values():
             if record.get("Type") == "ACCPAY" and record["Status"] != "VOIDED":
-                held[record["InvoiceNumber"]] = ("bill", Decimal(str(record["Total"])))
-    return held
+                held.append((record["InvoiceNumber"], ("bill", Decimal(str(record["Total"])))))
+    docs = [doc for doc, _ in held]
+    assert len(docs) == len(set(docs)), f"posted twice: {sorted(d for d in docs if docs.count(d) > 1)}"
+    return dict(held)
 
 
 def latest_live_lines(accounting_warehouse) -> dict[str, tuple[str, Decimal]]:
@@ -142,3 +145,45 @@ def test_a_missing_supplier_record_heals_once_finance_adds_it(dagbag, sandbox, a
         )
         == 0
     )
+
+
+@pytest.mark.parametrize("system", ["quickbooks", "xero"])
+def test_vendor_faults_and_a_lost_answer_never_post_an_expense_twice(system, dagbag, sandbox, accounting_warehouse, monkeypatch):
+    """Throttling, server errors, answers slower than the timeout (after the vendor did the work) and
+    dropped connections on every write; then a result lost in a crash after the vendor's idempotency
+    memory expired: the line tried before is looked up by its document number and adopted."""
+    from backbone_sandbox.faults import FaultRule
+
+    monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", CONNECTIONS[system])
+    monkeypatch.setenv("BACKBONE_HTTP_TIMEOUT_SECONDS", "1")
+    state = sandbox.state
+    writes = "/quickbooks/v3/company/" if system == "quickbooks" else "/xero/api.xro/2.0/"
+    method = "POST" if system == "quickbooks" else "PUT"
+    state.faults.arm(
+        [
+            FaultRule(kind="status", status=429, retry_after=1, times=1, path_contains=writes, method=method),
+            FaultRule(kind="status", status=503, times=1, path_contains=writes, method=method),
+            FaultRule(kind="slow_response", delay_seconds=2.5, times=1, path_contains=writes, method=method),
+            FaultRule(kind="reset", times=1, path_contains=writes, method=method),
+            FaultRule(kind="status", status=503, times=1, path_contains="/psa/api/v1/expenses"),
+        ]
+    )
+    week = state.psa_time.week_ends()[-1]
+    run(dagbag, week)
+    assert sum(state.faults.fired.values()) >= 4
+    assert held_by_accounting(state, system) == latest_live_lines(accounting_warehouse)
+
+    # A result lost in a crash, past the vendor's idempotency memory: pending again, tried once.
+    doc = scalar(accounting_warehouse, "SELECT min(doc_number) FROM acct.expense_export WHERE posting_status = 'posted'")
+    with accounting_warehouse.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE acct.expense_export SET posting_status = 'pending', accounting_id = NULL, attempts = 1 WHERE doc_number = %(d)s",
+            {"d": doc},
+        )
+    if system == "quickbooks":
+        state.qbo.request_results.clear()
+    else:
+        state.xero.idempotent.clear()
+    run(dagbag, week)
+    assert held_by_accounting(state, system) == latest_live_lines(accounting_warehouse)
+    assert scalar(accounting_warehouse, "SELECT posting_status FROM acct.expense_export WHERE doc_number = :d", d=doc) == "posted"
