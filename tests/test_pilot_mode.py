@@ -205,3 +205,20 @@ def test_payments_and_milestones_in_pilot_send_nothing_and_keep_nothing_then_the
     run(dagbag, MILESTONES, ANCHOR + timedelta(days=1))
     assert state.billing.payment_writes >= report["would_post"] and state.crm_writes >= deals
     assert rows(psa_warehouse, "SELECT count(*) AS n FROM psa.invoice_status")[0].n == report["would_post"]
+
+
+def test_the_expense_export_in_pilot_posts_nothing_and_the_next_real_run_posts_exactly_that(dagbag, sandbox, accounting_warehouse, capsys):
+    qbo = sandbox.state.qbo
+    week = sandbox.state.psa_time.week_ends()[-1]
+    with pilot("expenses_weekly_to_accounting"):
+        run(dagbag, "expenses_weekly_to_accounting", week)
+    assert qbo.creates.get("Bill", 0) == qbo.creates.get("Purchase", 0) == 0
+    report = [line for line in would_post(capsys) if line["outbox"] == "expense export"]
+    kinds = Counter(line["what"] for line in report)
+    assert kinds["create bill"] > 0 and kinds["create purchase"] > 0
+    record = rows(accounting_warehouse, "SELECT details FROM ops.flow_run WHERE flow = 'expenses_weekly_to_accounting'")[0]
+    assert record.details["pilot"]["would_post"] == len(report)
+
+    run(dagbag, "expenses_weekly_to_accounting", week)  # pilot off
+    assert (qbo.creates.get("Bill", 0), qbo.creates.get("Purchase", 0)) == (kinds["create bill"], kinds["create purchase"])
+    assert [line for line in would_post(capsys) if line["outbox"] == "expense export"] == []

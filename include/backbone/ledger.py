@@ -356,7 +356,7 @@ class Ledger:
 
     def would_post(self, *, limit: int = 5000) -> list[dict[str, Any]]:
         """What the accounting outbox holds unsent: in pilot mode, exactly what switching pilot off
-        will post (time records to create, update or delete; invoices, credit notes, voids)."""
+        will post (time records and expenses to create, update or delete; invoices, credit notes, voids)."""
         if "accounting" not in self.engines:
             return []
         rows = self._query(
@@ -366,6 +366,10 @@ class Ledger:
                        client_name AS customer, work_date::text AS day, hours, amount, currency
                 FROM acct.time_export WHERE posting_status = 'pending'
                 UNION ALL
+                SELECT 'expense export', action || ' ' || kind, expense_id || ' v' || expense_version, person_name,
+                       client_name, spent_date::text, NULL::numeric, amount, currency
+                FROM acct.expense_export WHERE posting_status = 'pending'
+                UNION ALL
                 SELECT 'invoicing', CASE WHEN posting_status = 'void_pending' THEN 'void' ELSE kind END, number, '',
                        client_name, issue_date::text, hours, total, currency
                 FROM acct.invoice WHERE posting_status IN ('pending', 'void_pending')
@@ -374,7 +378,7 @@ class Ledger:
             {"limit": limit},
             warehouses=("accounting",),
         )
-        return [{**r, "hours": str(r["hours"]), "amount": f"{r['amount']} {r['currency']}"} for r in rows]
+        return [{**r, "hours": "" if r["hours"] is None else str(r["hours"]), "amount": f"{r['amount']} {r['currency']}"} for r in rows]
 
     def open_exceptions(self, *, flow: str | None = None, period: Period | None = None, limit: int = 500) -> list[dict[str, Any]]:
         """Open exceptions, one per record and rule, oldest first, with when they were first seen."""
