@@ -91,8 +91,8 @@ def test_expenses_post_once_and_follow_edits_and_withdrawals(system, dagbag, san
     assert dict(state.qbo.creates if system == "quickbooks" else state.xero.creates) == creates
 
     # After export: one bill edited, one purchase turned reimbursable, one bill withdrawn.
-    bill_id, other_bill_id = [e for e in posted if approved[e]["reimbursable"]][:2]
-    purchase_id = next(e for e in posted if not approved[e]["reimbursable"])
+    bill_id, other_bill_id = sorted(e for e in posted if approved[e]["reimbursable"] and approved[e]["receipt"])[:2]  # 77.70 needs one
+    purchase_id = min(e for e in posted if not approved[e]["reimbursable"])
     next_week = weeks[-1] + timedelta(days=7)
     when = next_week - timedelta(days=2)
     state.psa_expenses.edit(bill_id, {"amount": "77.70"}, approved_at=when)

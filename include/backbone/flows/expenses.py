@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingMapping, AccountingReferences, load_mapping, normalise
 from backbone.data_dictionary import load_entity
+from backbone.flows.outbox import VersionedOutbox
 from backbone.flows.references import load_references, refresh_references
 from backbone.flows.timesheets import count_staged, entry_key, stage_withdrawals, version_below
 from backbone.hooks.accounting import RejectedByAccounting, expense_doc_number, request_id_for
@@ -115,6 +116,15 @@ OUTBOX_FIELDS = (
     "billable",
     "receipt_id",
     "description",
+)
+EXPENSE_OUTBOX = VersionedOutbox(
+    table_name="expense_export",
+    id_column="expense_id",
+    version_column="expense_version",
+    key_namespace=EXPENSE_KEY_NAMESPACE,
+    fields=OUTBOX_FIELDS,
+    date_column="spent_date",
+    negated=("amount",),
 )
 
 
@@ -231,7 +241,7 @@ def validate_expenses(warehouse: Engine, run: RunRef, *, company_timezone: str, 
     def judge(chunk: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
         for row in chunk:
             drift.observe(row["payload"])
-        exported = _exported_hashes(warehouse, [row["source_key"] for row in chunk])
+        exported = EXPENSE_OUTBOX.exported_hashes(warehouse, [row["source_key"] for row in chunk])
         verdicts, quarantine_rows = judge_chunk(chunk, references, last_day=last_day, exported_hashes=exported, duplicates=duplicates)
         return verdicts, quarantine_rows, {}
 
@@ -268,23 +278,6 @@ def _suspected_duplicates(warehouse: Engine, run: RunRef) -> dict[str, str]:
     with warehouse.connect() as connection:
         rows = connection.exec_driver_sql(query, {"flow": run.flow, "run_id": run.run_id, "entity": ENTITY}).all()
     return {str(r[0]): str(r[1]) for r in rows}
-
-
-def _exported_hashes(warehouse: Engine, keys: list[str]) -> dict[str, str]:
-    pairs = []
-    for key in keys:
-        expense_id, _, version = key.rpartition(":v")
-        if version.isdigit() and int(version) < 2**31:
-            pairs.append((expense_id, int(version)))
-    if not pairs:
-        return {}
-    query = """
-        SELECT t.expense_id, t.expense_version, t.content_hash FROM acct.expense_export t
-        JOIN unnest(%(ids)s::text[], %(versions)s::int[]) AS k(expense_id, expense_version) USING (expense_id, expense_version)
-    """
-    with warehouse.connect() as connection:
-        rows = connection.exec_driver_sql(query, {"ids": [p[0] for p in pairs], "versions": [p[1] for p in pairs]}).all()
-    return {entry_key(r[0], r[1]): r[2] for r in rows}
 
 
 def judge_chunk(
@@ -472,80 +465,14 @@ def load_expenses(warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[st
     with warehouse.begin() as connection:
         ops.lock_for_transaction(connection, f"{run.flow}:outbox")
         for chunk in ops.iter_staged(warehouse, run, ENTITY, status="valid", chunk_size=chunk_size):
-            written += _write_outbox(connection, run, [r["canonical"] for r in chunk])
-        reversals = _write_reversals(connection, run, withdrawals)
+            written += EXPENSE_OUTBOX.write_lines(connection, run, [r["canonical"] for r in chunk])
+        reversals = EXPENSE_OUTBOX.write_reversals(connection, run, withdrawals)
         totals = outbox_totals(connection, run)
         ops.record_run(
             connection, run, loaded=totals["lines"], details={"outbox_lines_written": written, "reversals_written": reversals, **totals}
         )
     log.info("expense outbox: %d new lines, %d reversals; amounts %s", written, reversals, totals["amount_by_currency"])
     return {"loaded": totals["lines"], "outbox_lines_written": written}
-
-
-def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any]]) -> int:
-    from backbone.warehouse.db import copy_upsert
-    from backbone.warehouse.tables import expense_export
-
-    if not lines:
-        return 0
-    ids = sorted({line["expense_id"] for line in lines})
-    earlier = set(
-        connection.exec_driver_sql(
-            "SELECT expense_id, expense_version FROM acct.expense_export WHERE expense_id = ANY(%(ids)s)", {"ids": ids}
-        ).all()
-    )
-    rows = []
-    for line in lines:
-        has_earlier = any(e == line["expense_id"] and v < line["expense_version"] for e, v in earlier)
-        row = {f: line[f] for f in OUTBOX_FIELDS}
-        row.update(
-            spent_date=date.fromisoformat(line["spent_date"]),
-            run_id=run.run_id,
-            interval_end=run.interval_end,
-            action="update" if has_earlier else "create",
-            request_id=request_id_for(EXPENSE_KEY_NAMESPACE, line["expense_id"], str(line["expense_version"])),
-        )
-        rows.append(row)
-    return copy_upsert(connection, expense_export, rows, key=["expense_id", "expense_version"], insert_only=True)
-
-
-def _write_reversals(connection: Connection, run: RunRef, withdrawals: list[dict[str, Any]]) -> int:
-    """One ``delete`` line per withdrawn expense whose latest line is older than the withdrawal: a
-    copy of it with the amount negated (a run's totals net out), keyed by the withdrawal's version."""
-    from sqlalchemy import select
-
-    from backbone.warehouse.db import copy_upsert
-    from backbone.warehouse.tables import expense_export
-
-    if not withdrawals:
-        return 0
-    ids = sorted({str(w["id"]) for w in withdrawals})
-    latest = {
-        r.expense_id: dict(r._mapping)
-        for r in connection.execute(
-            select(expense_export)
-            .where(expense_export.c.expense_id.in_(ids))
-            .order_by(expense_export.c.expense_id, expense_export.c.expense_version.desc())
-            .distinct(expense_export.c.expense_id)
-        )
-    }
-    rows = []
-    for withdrawal in withdrawals:
-        last = latest.get(str(withdrawal["id"]))
-        if last is None or last["action"] == "delete" or last["expense_version"] >= int(withdrawal["version"]):
-            continue
-        row = {f: last[f] for f in OUTBOX_FIELDS}
-        row.update(
-            expense_version=int(withdrawal["version"]),
-            content_hash=f"withdrawn in the PSA as v{withdrawal['version']}",
-            amount=-last["amount"],
-            run_id=run.run_id,
-            interval_end=run.interval_end,
-            action="delete",
-            request_id=request_id_for(EXPENSE_KEY_NAMESPACE, str(withdrawal["id"]), str(withdrawal["version"]), "delete"),
-        )
-        rows.append(row)
-    return copy_upsert(connection, expense_export, rows, key=["expense_id", "expense_version"], insert_only=True)
 
 
 def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:

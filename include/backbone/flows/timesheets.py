@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.data_dictionary import load_entity
+from backbone.flows.outbox import VersionedOutbox, version_key
 from backbone.flows.references import load_references, refresh_references
-from backbone.hooks.accounting import RejectedByAccounting, TimeBatchPoster, request_id_for
+from backbone.hooks.accounting import RejectedByAccounting, TimeBatchPoster
 from backbone.hooks.oauth import ReauthorisationRequired
 from backbone.validation import RuleFailure, SchemaDrift, validate_rows
 from backbone.warehouse import ops
@@ -85,8 +86,7 @@ customer, the mapping gains the code, the work date falls inside a later export 
 judges such open exceptions of earlier runs again, and posts the ones that now pass."""
 
 
-def entry_key(entry_id: str, version: Any) -> str:
-    return f"{entry_id}:v{version}"
+entry_key = version_key
 
 
 # --- extract -------------------------------------------------------------------------------------
@@ -314,21 +314,8 @@ def _overfull_person_days(warehouse: Engine, run: RunRef) -> set[tuple[str, str]
 
 
 def _exported_hashes(warehouse: Engine, keys: list[str]) -> dict[str, str]:
-    """Content hashes of the chunk's entry versions already in the outbox (arrays, not a huge IN list)."""
-    pairs = []
-    for key in keys:
-        entry_id, _, version = key.rpartition(":v")
-        if version.isdigit() and int(version) < 2**31:  # a larger version is no outbox line (an int column): the dictionary refuses it
-            pairs.append((entry_id, int(version)))
-    if not pairs:
-        return {}
-    query = """
-        SELECT t.entry_id, t.entry_version, t.content_hash FROM acct.time_export t
-        JOIN unnest(%(ids)s::text[], %(versions)s::int[]) AS k(entry_id, entry_version) USING (entry_id, entry_version)
-    """
-    with warehouse.connect() as connection:
-        rows = connection.exec_driver_sql(query, {"ids": [p[0] for p in pairs], "versions": [p[1] for p in pairs]}).all()
-    return {entry_key(r[0], r[1]): r[2] for r in rows}
+    """Content hashes of the chunk's entry versions already in the outbox."""
+    return TIME_OUTBOX.exported_hashes(warehouse, keys)
 
 
 def judge_chunk(
@@ -533,6 +520,15 @@ OUTBOX_FIELDS = (
     "currency",
     "billable_status",
 )
+TIME_OUTBOX = VersionedOutbox(
+    table_name="time_export",
+    id_column="entry_id",
+    version_column="entry_version",
+    key_namespace=TIME_RECORD_KEY_NAMESPACE,
+    fields=OUTBOX_FIELDS,
+    date_column="work_date",
+    negated=("hours", "minutes", "amount"),
+)
 
 
 def load_time_entries(psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, chunk_size: int) -> dict[str, Any]:
@@ -592,72 +588,14 @@ def _upsert_newer_versions(connection: Connection, table: Any, rows: list[dict[s
 
 def _write_outbox(connection: Connection, run: RunRef, lines: list[dict[str, Any]]) -> int:
     """Insert lines not yet in the outbox. A line, once written, is never rewritten by a later run."""
-    from backbone.warehouse.db import copy_upsert
-    from backbone.warehouse.tables import time_export
-
-    if not lines:
-        return 0
-    entry_ids = sorted({line["entry_id"] for line in lines})
-    earlier = set(
-        connection.exec_driver_sql(
-            "SELECT entry_id, entry_version FROM acct.time_export WHERE entry_id = ANY(%(ids)s)", {"ids": entry_ids}
-        ).all()
-    )
-    rows = []
-    for line in lines:
-        has_earlier = any(e == line["entry_id"] and v < line["entry_version"] for e, v in earlier)
-        row = {f: line[f] for f in OUTBOX_FIELDS}
-        row.update(
-            work_date=date.fromisoformat(line["work_date"]),
-            run_id=run.run_id,
-            interval_end=run.interval_end,
-            action="update" if has_earlier else "create",
-            request_id=request_id_for(TIME_RECORD_KEY_NAMESPACE, line["entry_id"], str(line["entry_version"])),
-        )
-        rows.append(row)
-    return copy_upsert(connection, time_export, rows, key=["entry_id", "entry_version"], insert_only=True)
+    return TIME_OUTBOX.write_lines(connection, run, lines)
 
 
 def _write_reversals(connection: Connection, run: RunRef, withdrawals: list[dict[str, Any]]) -> int:
     """One ``delete`` line per withdrawn entry whose latest outbox line is older than the
-    withdrawal: a copy of that line with its hours and amount negated (so a run's totals net out),
-    keyed by the withdrawal's version. Entries never exported, or already reversed, get none."""
-    from sqlalchemy import select
-
-    from backbone.warehouse.db import copy_upsert
-    from backbone.warehouse.tables import time_export
-
-    if not withdrawals:
-        return 0
-    ids = sorted({str(w["id"]) for w in withdrawals})
-    latest = {
-        r.entry_id: dict(r._mapping)
-        for r in connection.execute(
-            select(time_export)
-            .where(time_export.c.entry_id.in_(ids))
-            .order_by(time_export.c.entry_id, time_export.c.entry_version.desc())
-            .distinct(time_export.c.entry_id)
-        )
-    }
-    rows = []
-    for withdrawal in withdrawals:
-        last = latest.get(str(withdrawal["id"]))
-        if last is None or last["action"] == "delete" or last["entry_version"] >= int(withdrawal["version"]):
-            continue
-        row = {f: last[f] for f in OUTBOX_FIELDS}
-        row.update(
-            entry_version=int(withdrawal["version"]),
-            content_hash=f"withdrawn in the PSA as v{withdrawal['version']}",
-            hours=-last["hours"],
-            minutes=-last["minutes"],
-            amount=-last["amount"],
-            run_id=run.run_id,
-            interval_end=run.interval_end,
-            action="delete",
-            request_id=request_id_for(TIME_RECORD_KEY_NAMESPACE, str(withdrawal["id"]), str(withdrawal["version"]), "delete"),
-        )
-        rows.append(row)
-    return copy_upsert(connection, time_export, rows, key=["entry_id", "entry_version"], insert_only=True)
+    withdrawal: a copy of that line with its hours, minutes and amount negated (so a run's totals
+    net out), keyed by the withdrawal's version. Entries never exported, or already reversed, get none."""
+    return TIME_OUTBOX.write_reversals(connection, run, withdrawals)
 
 
 def outbox_totals(connection: Connection, run: RunRef) -> dict[str, Any]:
