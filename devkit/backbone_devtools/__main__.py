@@ -253,7 +253,8 @@ def _print_runs(env: dict[str, str]) -> None:
             notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
         if flow == "accounting_codes_to_psa":
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(details.get("billing_codes", {}).items())) or "none"
-            kinds = ", ".join(f"{n} {k}s" for k, n in sorted(details.get("accounting_codes", {}).items())) or "none"
+            labels = {"gl_account": "GL accounts", "item": "items", "tax_code": "tax codes"}
+            kinds = ", ".join(f"{n} {labels.get(k, k)}" for k, n in sorted(details.get("accounting_codes", {}).items())) or "none"
             notes.append(f"{flow}: accounting lists {kinds}; billing codes {statuses}; {row.written_back} PSA codes changed")
         if flow == "expenses_weekly_to_accounting":
             amounts = ", ".join(f"{a} {c}" for c, a in sorted(details.get("amount_by_currency", {}).items())) or "none"
