@@ -139,29 +139,6 @@ class PsaHook(JsonApiHook):
         self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
     ) -> Iterator[list[dict[str, Any]]]:
         """Time entries approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
-        yield from self._approved_pages("/api/v1/time-entries", approved_from, approved_to, page_size, what="time entries")
-
-    def iter_withdrawn_time_entries(
-        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Entries deleted or un-approved in ``[withdrawn_from, withdrawn_to)``, one page at a time."""
-        yield from self._withdrawn_pages("/api/v1/time-entries/withdrawn", withdrawn_from, withdrawn_to, page_size, what="time entries")
-
-    def iter_approved_expenses(
-        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Expenses approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
-        yield from self._approved_pages("/api/v1/expenses", approved_from, approved_to, page_size, what="expenses")
-
-    def iter_withdrawn_expenses(
-        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Expenses deleted or un-approved in ``[withdrawn_from, withdrawn_to)``: ``{"id", "version", "withdrawn_at", "reason"}``."""
-        yield from self._withdrawn_pages("/api/v1/expenses/withdrawn", withdrawn_from, withdrawn_to, page_size, what="expenses")
-
-    def _approved_pages(
-        self, path: str, approved_from: datetime, approved_to: datetime, page_size: int, *, what: str
-    ) -> Iterator[list[dict[str, Any]]]:
         if approved_from.tzinfo is None or approved_to.tzinfo is None:
             raise ValueError("approval window bounds need a time zone")
         window = {
@@ -170,13 +147,35 @@ class PsaHook(JsonApiHook):
             "approval_status": "approved",
             "page_size": page_size,
         }
-        yield from self._cursor_pages(path, window, description=f"PSA list {what}")
+        yield from self._cursor_pages("/api/v1/time-entries", window, description="PSA list time entries")
 
-    def _withdrawn_pages(
-        self, path: str, withdrawn_from: datetime, withdrawn_to: datetime, page_size: int, *, what: str
+    def iter_withdrawn_time_entries(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
     ) -> Iterator[list[dict[str, Any]]]:
+        """Entries deleted or un-approved in ``[withdrawn_from, withdrawn_to)``, one page at a time."""
         window = {"withdrawn_from": withdrawn_from.isoformat(), "withdrawn_to": withdrawn_to.isoformat(), "page_size": page_size}
-        yield from self._cursor_pages(path, window, description=f"PSA list withdrawn {what}")
+        yield from self._cursor_pages("/api/v1/time-entries/withdrawn", window, description="PSA list withdrawn time entries")
+
+    def iter_approved_expenses(
+        self, approved_from: datetime, approved_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Expenses approved in ``[approved_from, approved_to)``, one page at a time (cursor paging)."""
+        if approved_from.tzinfo is None or approved_to.tzinfo is None:
+            raise ValueError("approval window bounds need a time zone")
+        window = {
+            "approved_from": approved_from.isoformat(),
+            "approved_to": approved_to.isoformat(),
+            "approval_status": "approved",
+            "page_size": page_size,
+        }
+        yield from self._cursor_pages("/api/v1/expenses", window, description="PSA list expenses")
+
+    def iter_withdrawn_expenses(
+        self, withdrawn_from: datetime, withdrawn_to: datetime, *, page_size: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Expenses deleted or un-approved in ``[withdrawn_from, withdrawn_to)``: ``{"id", "version", "withdrawn_at", "reason"}``."""
+        window = {"withdrawn_from": withdrawn_from.isoformat(), "withdrawn_to": withdrawn_to.isoformat(), "page_size": page_size}
+        yield from self._cursor_pages("/api/v1/expenses/withdrawn", window, description="PSA list withdrawn expenses")
 
     def billing_codes(self) -> list[dict[str, Any]]:
         """Every billing code the PSA offers, with what accounting last said about it."""
