@@ -125,7 +125,28 @@ def an_invoice(state, number: str = "INV-T-1") -> tuple[dict, list[dict]]:
 def test_every_xero_request_and_answer_follows_xeros_openapi(sandbox, tokens):
     hook = XeroHook(token_store=tokens, session=SpecCheckedSession(f"{sandbox.url}/xero"))
     references = list(hook.reference_records())
-    assert {r.entity for r in references} == {"Customer", "Item", "TaxCode", "User"}
+    assert {r.entity for r in references} == {"Customer", "Item", "TaxCode", "User", "Vendor", "Account"}
+    payee = next(r for r in references if r.entity == "Vendor")
+    expense = {
+        "kind": "purchase",
+        "doc_number": "EX-T-1v1",
+        "payee_ref_id": payee.ref_id,
+        "account_ref_id": "6200",
+        "paid_from_ref_id": "1010",
+        "tax_ref_id": "INPUT21",
+        "spent_date": date(2026, 10, 26),
+        "amount": "60.50",
+        "currency": "EUR",
+        "exchange_rate": None,
+        "billable": True,
+        "description": "PSA expense EX-T-1 v1 · TRAVEL · Acme — Data platform · billable to Acme",
+    }
+    purchase = hook.post_expense(expense, target=None, request_id="ex-1")
+    hook.post_expense({**expense, "amount": "70.00"}, target=purchase.object_id, request_id="ex-1-v2")
+    assert hook.find_expense(expense).object_id == purchase.object_id
+    assert hook.delete_expense("purchase", purchase.object_id, request_id="ex-1-del")
+    bill = hook.post_expense({**expense, "kind": "bill", "doc_number": "EX-T-2v1"}, target=None, request_id="ex-2")
+    assert hook.delete_expense("bill", bill.object_id, request_id="ex-2-void")
     posted = hook.post_time_entry(a_line(sandbox.state), target=None, request_id="te-1")
     hook.post_time_entry(a_line(sandbox.state, minutes=120, entry_version=2), target=posted.object_id, request_id="te-1-v2")
     row, lines = an_invoice(sandbox.state)
@@ -158,6 +179,8 @@ def test_every_xero_request_and_answer_follows_xeros_openapi(sandbox, tokens):
     sent = set(hook.get_conn().requests_checked)  # every request, writes and the void included, valid per Xero's spec
     assert checked <= sent and any(c.startswith("POST /xero/api.xro/2.0/CreditNotes/") for c in sent)
     assert any(c.startswith("PUT /xero/projects.xro/2.0/Projects/") and "/Time/" in c for c in sent)
+    assert "PUT /xero/api.xro/2.0/BankTransactions" in sent and any(c.startswith("POST /xero/api.xro/2.0/BankTransactions/") for c in sent)
+    assert "GET /xero/api.xro/2.0/BankTransactions" in checked
 
 
 def test_a_repeated_idempotency_key_returns_the_first_invoice_not_a_second(hook, sandbox):

@@ -684,6 +684,14 @@ def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
     async def create_bank_transactions(request: Request) -> JSONResponse:
         return await _save_bank_transactions(store, request)
 
+    @app.get("/api.xro/2.0/BankTransactions/{bank_transaction_id}")
+    def read_bank_transaction(bank_transaction_id: str) -> dict[str, Any]:
+        with store._lock:
+            record = store.records["BankTransactions"].get(bank_transaction_id)
+        if record is None:
+            raise XeroError(404, "The resource you're looking for cannot be found", kind="NotFound")
+        return {"BankTransactions": [record]}
+
     @app.post("/api.xro/2.0/BankTransactions/{bank_transaction_id}")
     async def update_bank_transaction(bank_transaction_id: str, request: Request) -> JSONResponse:
         return await _save_bank_transactions(store, request, bank_transaction_id)

@@ -493,11 +493,16 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         deletes only drafts). One already gone (404) counts as done before."""
         collection, id_field = EXPENSE_DOCUMENTS[kind]
         status = "DELETED" if kind == "purchase" else "VOIDED"
+        change: dict[str, Any] = {id_field: object_id, "Status": status}
         try:
+            if kind == "purchase":  # Xero's BankTransaction schema wants Type, BankAccount and LineItems even to delete
+                current = self.call("GET", f"/{collection}/{object_id}", description=f"Xero read {collection} {object_id}")
+                record = (current or {}).get(collection, [{}])[0]
+                change.update({k: record[k] for k in ("Type", "BankAccount", "LineItems", "Contact") if k in record})
             self.call(
                 "POST",
                 f"/{collection}/{object_id}",
-                json={collection: [{id_field: object_id, "Status": status}]},
+                json={collection: [change]},
                 idempotency_key=request_id,
                 description=f"Xero {status.lower()} {collection} {object_id}",
             )
