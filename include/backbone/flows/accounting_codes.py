@@ -20,6 +20,7 @@ ones, so the Finance page shows what does not line up as of this run.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from datetime import timedelta
@@ -150,9 +151,8 @@ def load_codes(warehouse: Engine, run: RunRef) -> dict[str, Any]:
     codes = [r["payload"] for chunk in ops.iter_staged(warehouse, run, CODE_ENTITY) for r in chunk]
     judged = [r["payload"] for chunk in ops.iter_staged(warehouse, run, ENTITY) for r in chunk]
     with warehouse.begin() as connection:
-        changed = 0
-        for code in codes:
-            changed += connection.exec_driver_sql(
+        if codes:  # one executemany per statement, not a round trip per code
+            connection.exec_driver_sql(
                 """
                 INSERT INTO psa.accounting_code (kind, ref_id, name, extra, active, first_seen_run_id, last_run_id)
                 VALUES (%(kind)s, %(ref_id)s, %(name)s, %(extra)s::jsonb, true, %(run)s, %(run)s)
@@ -162,13 +162,13 @@ def load_codes(warehouse: Engine, run: RunRef) -> dict[str, Any]:
                                          IS DISTINCT FROM (excluded.name, excluded.extra, true) THEN now()
                                       ELSE psa.accounting_code.changed_at END
                 """,
-                {**code, "extra": _json(code["extra"]), "run": run.run_id},
-            ).rowcount
+                [{**code, "extra": json.dumps(code["extra"], sort_keys=True, default=str), "run": run.run_id} for code in codes],
+            )
         retired = connection.exec_driver_sql(
             "UPDATE psa.accounting_code SET active = false, changed_at = now() WHERE active AND last_run_id <> %(run)s",
             {"run": run.run_id},
         ).rowcount
-        for code in judged:
+        if judged:
             connection.exec_driver_sql(
                 """
                 INSERT INTO psa.billing_code (billing_code, status, mapped_item, item_ref_id, item_name, gl_account, open_entries, detail,
@@ -183,7 +183,7 @@ def load_codes(warehouse: Engine, run: RunRef) -> dict[str, Any]:
                                            (excluded.status, coalesce(excluded.item_name, psa.billing_code.item_name))
                                       THEN now() ELSE psa.billing_code.changed_at END
                 """,
-                {**code, "run": run.run_id},
+                [{**code, "run": run.run_id} for code in judged],
             )
         statuses = Counter(c["status"] for c in judged)
         ops.record_run(
@@ -240,9 +240,3 @@ def audit_systems(warehouse: Engine, run: RunRef) -> dict[str, Any]:
         ops.record_run(connection, run, details={"audit_findings": len(findings), "audit_by_check": by_check})
     log.info("%s", audit.summary(findings))
     return {"findings": len(findings)}
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, default=str)
