@@ -123,3 +123,77 @@ def test_once_the_month_is_exported_a_t_and_m_invoice_that_still_differs_is_held
     assert status == "quarantined" and [h.rule for h in held] == ["invoice.time.reconciles"]
     (_, status, _), held, _ = tm_invoice_judged(exported_hours="10", time_exported=False)
     assert status == "valid" and held == []  # a month still being exported does not hold what already reconciles
+
+
+def rebilled_invoice(*expense_lines: tuple[str | None, str]) -> dict:
+    """GOOD_INVOICE with expense lines (expense id, amount) after its time line, totals redone."""
+    from tests.test_reliability_properties import GOOD_INVOICE
+
+    lines = [*GOOD_INVOICE["lines"]]
+    for n, (expense_id, amount) in enumerate(expense_lines, start=2):
+        expense = {"id": expense_id, "category": "TRAVEL"} if expense_id else None
+        lines.append({"line_id": f"L{n}", "kind": "expense", "quantity": "1", "rate": amount, "amount": amount, "expense": expense})
+    subtotal = sum(Decimal(line["amount"]) for line in lines)
+    tax = (subtotal * Decimal("0.21")).quantize(Decimal("0.01"))
+    return {**GOOD_INVOICE, "lines": lines, "subtotal": str(subtotal), "tax_amount": str(tax), "total": str(subtotal + tax)}
+
+
+def judged_with_expenses(invoice: dict, exported: dict[str, tuple[str, str]], *, expenses_exported: bool = True):
+    from backbone.accounting_mapping import AccountingReferences, normalise
+    from backbone.flows.invoicing import CheckContext, judge_invoices
+
+    refs = AccountingReferences.from_rows(
+        [
+            {"entity": "Customer", "match_key": normalise("Acme B.V."), "ref_id": "11", "name": "Acme B.V.", "extra": {}},
+            {"entity": "Item", "match_key": normalise("Consulting Services"), "ref_id": "41", "name": "Consulting Services", "extra": {}},
+            {"entity": "Item", "match_key": normalise("Re-billed Expenses"), "ref_id": "44", "name": "Re-billed Expenses", "extra": {}},
+            {"entity": "TaxCode", "match_key": normalise("VAT 21%"), "ref_id": "7", "name": "VAT 21%", "extra": {}},
+        ]
+    )
+    context = CheckContext()
+    context.period = "2026-10"
+    context.exported_time = {"PJ-1": (Decimal("10"), Decimal("1000.00"))}
+    context.exported_expenses = {"PJ-1": {k: (Decimal(a), c) for k, (a, c) in exported.items()}} if exported else {}
+    context.expenses_exported = expenses_exported
+    run = RunRef(
+        flow="invoices_month_end_to_accounting", run_id="r", interval_start=datetime(2026, 10, 1, tzinfo=UTC), interval_end=datetime.max
+    )
+    verdicts, held, checks = judge_invoices([{"source_key": "PINV-1", "status": "new", "payload": invoice}], refs, context, run)
+    return verdicts[0], [h.rule for h in held], {c["check_name"]: c for c in checks}
+
+
+def test_re_billed_expense_lines_that_are_the_exported_expenses_pass_and_post_to_the_re_billed_item():
+    invoice = rebilled_invoice(("EX-1", "42.50"), ("EX-2", "12.40"))
+    (_, status, canonical), held, checks = judged_with_expenses(invoice, {"EX-1": ("42.50", "EUR"), "EX-2": ("12.40", "EUR")})
+    assert status == "valid" and held == []
+    assert checks["expenses.reconcile"]["passed"] is True and checks["expenses.reconcile"]["expected"] == "2 expenses, 54.90"
+    assert [(line["kind"], line["expense_id"], line["item_ref_id"]) for line in canonical["lines"]] == [
+        ("time", None, "41"),
+        ("expense", "EX-1", "44"),
+        ("expense", "EX-2", "44"),
+    ]
+    # An invoice with no expense lines for a project that exported none has nothing to reconcile.
+    assert "expenses.reconcile" not in judged_with_expenses(rebilled_invoice(), {})[2]
+
+
+@pytest.mark.parametrize(
+    ("lines", "exported", "says"),
+    [
+        ((("EX-1", "42.50"),), {"EX-1": ("40.00", "EUR")}, "bills expense EX-1 at 42.50 EUR, exported at 40.00 EUR"),
+        ((("EX-1", "42.50"),), {"EX-1": ("42.50", "USD")}, "exported at 42.50 USD"),
+        ((("EX-9", "42.50"),), {}, "EX-9, which was not exported as billable"),
+        ((("EX-1", "42.50"), ("EX-1", "42.50")), {"EX-1": ("42.50", "EUR")}, "expense EX-1 is billed twice"),
+        (((None, "42.50"),), {}, "bills an expense without naming it"),
+        ((), {"EX-1": ("42.50", "EUR")}, "exported but not billed: EX-1"),
+    ],
+)
+def test_re_billed_expenses_that_differ_from_the_export_hold_the_invoice_with_the_difference(lines, exported, says):
+    (_, status, canonical), held, checks = judged_with_expenses(rebilled_invoice(*lines), exported)
+    assert status == "quarantined" and held == ["invoice.expenses.reconcile"]
+    assert says in canonical["hold_reason"] and checks["expenses.reconcile"]["passed"] is False
+
+
+def test_re_billed_expenses_of_a_month_the_expense_export_has_not_covered_wait():
+    (_, status, canonical), held, _ = judged_with_expenses(rebilled_invoice(("EX-1", "42.50")), {}, expenses_exported=False)
+    assert status == "waiting" and held == []
+    assert "waiting for the weekly expense export" in canonical["hold_reason"]

@@ -12,11 +12,12 @@ from tests.conftest import ANCHOR
 from tests.helpers import rows, run_dag
 
 pytestmark = pytest.mark.e2e
-INVOICES, PAYMENTS, MILESTONES, TIMESHEETS = (
+INVOICES, PAYMENTS, MILESTONES, TIMESHEETS, EXPENSES = (
     "invoices_month_end_to_accounting",
     "payments_to_psa",
     "psa_milestones_to_crm",
     "timesheets_weekly_to_accounting",
+    "expenses_weekly_to_accounting",
 )
 OCTOBER = (
     datetime(2026, 9, 30, 22, 0, tzinfo=UTC),
@@ -31,10 +32,19 @@ def run(dagbag, flow, logical_date):
 
 
 def export_october_time(dagbag, sandbox):
-    """Every week of October, up to the week holding the 31st (it ends on Friday 6 November): month-end waits for it."""
+    """Every week of October, up to the week holding the 31st (it ends on Friday 6 November): month-end waits for it.
+    The expenses of those weeks too (the first week, then one run catching up to 6 November): T&M
+    invoices re-bill them, and month-end reconciles each such line with the exported expense."""
     weeks = sandbox.state.psa_time.week_ends()
     for week_end in [*weeks, weeks[-1] + timedelta(days=7)]:
         run(dagbag, TIMESHEETS, week_end)
+    export_october_expenses(dagbag, sandbox)
+
+
+def export_october_expenses(dagbag, sandbox):
+    weeks = sandbox.state.psa_time.week_ends()
+    run(dagbag, EXPENSES, weeks[0])
+    run(dagbag, EXPENSES, weeks[-1] + timedelta(days=7))
 
 
 def invoice_state(engine) -> str:
@@ -88,6 +98,23 @@ def test_month_end_posts_checked_invoices_once_and_holds_the_rest(dagbag, month_
         )
     }
     assert failed_reconciliations == {i for i, rule in state.billing.bad_invoices.items() if rule == "invoice.time.reconciles"}
+    # Re-billed expenses: each T&M invoice's expense lines are the expenses the expense export sent,
+    # and reach accounting on the re-billed expenses item at their amounts.
+    expense_checks = rows(accounting_warehouse, "SELECT passed FROM acct.reconciliation WHERE check_name = 'expenses.reconcile'")
+    assert expense_checks and all(passed for (passed,) in expense_checks)
+    rebilled_item = next(i["Id"] for i in state.qbo.entities["Item"].values() if i["Name"] == "Re-billed Expenses")
+    rebilled = rows(
+        accounting_warehouse,
+        "SELECT i.accounting_id, l.amount FROM acct.invoice_line l JOIN acct.invoice i USING (psa_invoice_id) "
+        "WHERE l.kind = 'expense' AND i.posting_status = 'posted'",
+    )
+    assert rebilled
+    for accounting_id, amount in rebilled:
+        assert any(
+            line["SalesItemLineDetail"]["ItemRef"]["value"] == rebilled_item and Decimal(str(line["Amount"])) == amount
+            for line in by_id[accounting_id]["Line"]
+            if line.get("DetailType") == "SalesItemLineDetail"
+        ), accounting_id
     record = rows(accounting_warehouse, "SELECT * FROM ops.flow_run WHERE flow = :f", f=INVOICES)[0]._mapping
     assert record["status"] == "success" and record["details"]["held"] == len(held)
     net = {}
@@ -100,6 +127,28 @@ def test_month_end_posts_checked_invoices_once_and_holds_the_rest(dagbag, month_
     run(dagbag, INVOICES, ANCHOR)
     assert invoice_state(accounting_warehouse) == before
     assert len(state.qbo.entities["Invoice"]) + len(state.qbo.entities["CreditMemo"]) == objects
+
+
+def test_an_expense_withdrawn_after_export_but_still_billed_holds_its_invoice_until_it_is_billed_right(
+    dagbag, sandbox, accounting_warehouse, psa_warehouse
+):
+    state = sandbox.state
+    invoice = next(
+        i
+        for i in state.billing.invoices
+        if i["id"] not in state.billing.bad_invoices and i["status"] == "approved" and any(line["kind"] == "expense" for line in i["lines"])
+    )
+    line = next(line for line in invoice["lines"] if line["kind"] == "expense")
+    export_october_time(dagbag, sandbox)
+    state.psa_expenses.withdraw(line["expense"]["id"], at=datetime(2026, 11, 6, 10, tzinfo=UTC))  # deleted in the PSA after export
+    run(dagbag, EXPENSES, sandbox.state.psa_time.week_ends()[-1] + timedelta(days=7))  # the withdrawal's week: reversed in accounting
+    run(dagbag, INVOICES, ANCHOR)
+    held = rows(
+        accounting_warehouse, "SELECT posting_status, hold_rule, hold_reason FROM acct.invoice WHERE psa_invoice_id = :i", i=invoice["id"]
+    )
+    assert held[0][:2] == ("held", "invoice.expenses.reconcile")
+    assert f"bills expense {line['expense']['id']}, which was not exported as billable" in held[0][2]
+    assert not any(i["DocNumber"] == invoice["number"] for i in state.qbo.entities["Invoice"].values())
 
 
 def test_a_rerun_after_the_requestid_window_finds_the_invoice_by_number(dagbag, month_closed, accounting_warehouse):
@@ -319,6 +368,7 @@ def test_a_t_and_m_invoice_approved_before_its_months_time_is_exported_waits_the
         and e["spent_date"].startswith("2026-10")
     )
     state.psa_time.edit(late_worker["id"], {"spent_date": "2026-10-31"}, approved_at=datetime(2026, 11, 2, 9, tzinfo=UTC))
+    export_october_expenses(dagbag, sandbox)
     weeks = state.psa_time.week_ends()
     for week_end in weeks:  # up to Friday 30 October: the 31st goes out on 6 November
         run(dagbag, TIMESHEETS, week_end)

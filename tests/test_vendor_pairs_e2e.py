@@ -19,7 +19,12 @@ from tests.conftest import ANCHOR, SANDBOX_PORT, RunningSandbox, start_sandbox
 from tests.helpers import rows, run_dag
 
 pytestmark = pytest.mark.e2e
-CLOSED_WON, TIMESHEETS, INVOICES = "crm_closed_won_to_psa", "timesheets_weekly_to_accounting", "invoices_month_end_to_accounting"
+CLOSED_WON, TIMESHEETS, EXPENSES, INVOICES = (
+    "crm_closed_won_to_psa",
+    "timesheets_weekly_to_accounting",
+    "expenses_weekly_to_accounting",
+    "invoices_month_end_to_accounting",
+)
 PAIRS = {"hubspot-quickbooks": ("hubspot_default", "quickbooks_default"), "salesforce-xero": ("salesforce_default", "xero_default")}
 
 # Canonical content of the warehouses, with every vendor id left out.
@@ -39,6 +44,10 @@ ACCOUNTING_QUERIES = {
     "invoices": "SELECT psa_invoice_id, number, kind, posting_status, hold_rule, subtotal, tax_amount, total, currency, "
     "(accounting_id IS NOT NULL) FROM acct.invoice ORDER BY 1",
     "reconciliation": "SELECT psa_invoice_id, check_name, passed FROM acct.reconciliation ORDER BY 1, 2",
+    "expense export": "SELECT expense_id, expense_version, kind, doc_number, amount, currency, billable, posting_status "
+    "FROM acct.expense_export ORDER BY 1, 2",
+    "re-billed expense lines": "SELECT psa_invoice_id, line_id, expense_id, amount FROM acct.invoice_line WHERE kind = 'expense' "
+    "ORDER BY 1, 2",
     "exceptions": "SELECT flow, entity, source_key, rule FROM ops.quarantine ORDER BY 1, 2, 3, 4",
     "references matched": "SELECT entity IN ('Employee', 'Vendor', 'User') AS person, count(*) FROM acct.reference GROUP BY 1 ORDER BY 1",
 }
@@ -55,8 +64,11 @@ def run_business(dagbag, sandbox, monkeypatch, pair: str) -> None:
     monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", accounting)
     monkeypatch.setenv("BACKBONE_MONTH_END_WAITS_FOR_TIME_EXPORT", "false")  # the wait itself: test_month_end_e2e
     run(dagbag, CLOSED_WON, ANCHOR)
-    for week_end in sandbox.state.psa_time.week_ends():
+    weeks = sandbox.state.psa_time.week_ends()
+    for week_end in weeks:
         run(dagbag, TIMESHEETS, week_end)
+    run(dagbag, EXPENSES, weeks[0])
+    run(dagbag, EXPENSES, weeks[-1])  # catches up the weeks between
     run(dagbag, INVOICES, ANCHOR)
 
 
@@ -129,12 +141,26 @@ def check_salesforce_and_xero(dagbag, salesforce, qbo, psa_warehouse, accounting
             entry_id
         )
     posted = rows(accounting_warehouse, "SELECT kind, number, accounting_id, total FROM acct.invoice WHERE posting_status = 'posted'")
-    documents = {**xero.records["Invoices"], **xero.records["CreditNotes"]}
+    sales = {k: v for k, v in xero.records["Invoices"].items() if v.get("Type") != "ACCPAY"}  # ACCPAY: expense bills
+    documents = {**sales, **xero.records["CreditNotes"]}
     assert len(documents) == len(posted) == len(qbo.entities["Invoice"]) + len(qbo.entities["CreditMemo"])
     for kind, number, accounting_id, total in posted:
         document = documents[accounting_id]
         assert document.get("InvoiceNumber" if kind == "invoice" else "CreditNoteNumber") == number
         assert abs(Decimal(str(document["Total"])) - total) <= Decimal("0.01"), number
+    # Re-billed expenses reached Xero as lines on the re-billed expenses item, at their amounts.
+    item_code = next(i["Code"] for i in xero.records["Items"].values() if i["Name"] == "Re-billed Expenses")
+    rebilled = rows(
+        accounting_warehouse,
+        "SELECT i.accounting_id, l.amount FROM acct.invoice_line l JOIN acct.invoice i USING (psa_invoice_id) "
+        "WHERE l.kind = 'expense' AND i.posting_status = 'posted'",
+    )
+    assert rebilled and len(got["re-billed expense lines"]) >= len(rebilled)
+    for accounting_id, amount in rebilled:
+        assert any(
+            line.get("ItemCode") == item_code and abs(Decimal(str(line["LineAmount"])) - amount) <= Decimal("0.01")
+            for line in documents[accounting_id]["LineItems"]
+        ), accounting_id
 
     # A rerun of the month sends nothing new to Xero and changes nothing in the warehouse.
     creates = dict(xero.creates)

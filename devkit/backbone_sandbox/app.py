@@ -93,8 +93,8 @@ class SandboxState:
         qbo = QuickBooksStore()
         mapping = load_mapping()
         items = {code: {"item": m.item, "gl_account": m.gl_account} for code, m in mapping.billing_codes.items()}
-        fixed_fee = mapping.invoicing.fixed_fee
-        items[fixed_fee.code] = {"item": fixed_fee.item, "gl_account": fixed_fee.gl_account}
+        for invoiced in (mapping.invoicing.fixed_fee, mapping.invoicing.rebilled_expenses):
+            items[invoiced.code] = {"item": invoiced.item, "gl_account": invoiced.gl_account}
         tax_codes = {code: name for code, (name, _) in mapping.invoicing.tax_codes.items()}
         seed_quickbooks(qbo, time_seed, items, at=anchor - timedelta(days=60), tax_codes=tax_codes)
         xero = XeroStore()
@@ -104,7 +104,7 @@ class SandboxState:
         seed_quickbooks_expenses(qbo, mapping.expenses, payees, at=anchor - timedelta(days=60))
         seed_xero_expenses(xero, mapping.expenses, payees, at=anchor - timedelta(days=60))
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
-        billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor)
+        billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor, expenses=expense_seed)
         if config.crm == "salesforce":
             billing_seed.project_deals = {
                 project: salesforce_id("Opportunity", int(deal)) for project, deal in billing_seed.project_deals.items()

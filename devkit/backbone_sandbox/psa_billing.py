@@ -1,7 +1,8 @@
 """The PSA's billing side: PM-approved invoices of a month, credit notes, voids, milestones.
 
 Seeded from the time seed so that time-and-materials invoices reconcile with the approved billable
-time of their project and month, and from the CRM seed so that fixed-fee projects carry the deal
+time of their project and month (and bill on, at cost, the month's approved billable expenses of the
+project: one ``expense`` line each, naming the expense), and from the CRM seed so that fixed-fee projects carry the deal
 whose amount is their contract value. ``BillingSeed.bad_invoices`` names each invoice planted to be
 held and the check that must hold it.
 """
@@ -17,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from backbone_sandbox.psa_expenses import ExpenseSeed
 from backbone_sandbox.psa_time import NON_BILLABLE_CODES, TimeSeed
 from backbone_sandbox.seed import CrmSeed, iso_millis
 from backbone_sandbox.store import PicklableLockMixin
@@ -46,7 +48,7 @@ class BillingSeed:
     """PSA invoice id → the check that must hold it."""
 
 
-def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> BillingSeed:
+def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime, expenses: ExpenseSeed | None = None) -> BillingSeed:
     zone = ZoneInfo(time_seed.timezone)
     month = last_closed_month(anchor, time_seed.timezone)
     period = month.strftime("%Y-%m")
@@ -133,6 +135,7 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
                     "milestone": None,
                 }
             )
+        lines += _rebilled_expense_lines(expenses, project_id, period, start=len(lines) + 1)
         tm_invoices.append(invoice(project_id, client, "time_and_materials", lines))
 
     # Fixed fee: milestones of deals sold at a fixed price, billed when completed in the month.
@@ -190,6 +193,35 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime) -> Bill
     if len(tm_invoices) >= 8:
         _plant(out, tm_invoices, time_seed, invoice)
     return out
+
+
+def _rebilled_expense_lines(expenses: ExpenseSeed | None, project_id: str, period: str, *, start: int) -> list[dict[str, Any]]:
+    """The project's approved billable expenses spent in ``period``, billed on at cost (the planted bad ones left out)."""
+    if expenses is None:
+        return []
+    billed = [
+        e
+        for e in expenses.expenses
+        if e["project"]["id"] == project_id
+        and e["billable"]
+        and e["approval_status"] == "approved"
+        and e["spent_date"].startswith(period)
+        and e["id"] not in expenses.bad_expenses
+    ]
+    return [
+        {
+            "line_id": f"L{line_no}",
+            "kind": "expense",
+            "description": f"{e['category']['name']}, {e['spent_date']} ({e['user']['name']})",
+            "person": {"id": e["user"]["id"], "name": e["user"]["name"]},
+            "quantity": "1",
+            "rate": e["amount"],
+            "amount": e["amount"],
+            "milestone": None,
+            "expense": {"id": e["id"], "category": e["category"]["code"]},
+        }
+        for line_no, e in enumerate(sorted(billed, key=lambda e: e["id"]), start=start)
+    ]
 
 
 def _plant(out: BillingSeed, tm: list[dict[str, Any]], time_seed: TimeSeed, invoice: Any) -> None:

@@ -32,6 +32,8 @@ class InvoicingMapping:
     time_item: str
     adjustment_item: str
     fixed_fee: BillingCodeMapping
+    rebilled_expenses: BillingCodeMapping
+    """The item a T&M invoice's re-billed expense lines (``kind: expense``) post to."""
     tax_codes: dict[str, tuple[str, Decimal]]
     """PSA tax code → (QuickBooks TaxCode name, rate)."""
     currencies: tuple[str, ...]
@@ -99,6 +101,12 @@ def load_mapping() -> AccountingMapping:
         adjustment_item=str(inv["adjustment_item"]),
         fixed_fee=BillingCodeMapping(
             code="FIXED_FEE", item=str(inv["fixed_fee"]["item"]), gl_account=str(inv["fixed_fee"]["gl_account"]), billable=True
+        ),
+        rebilled_expenses=BillingCodeMapping(
+            code="REBILLED_EXPENSES",
+            item=str(inv["rebilled_expenses"]["item"]),
+            gl_account=str(inv["rebilled_expenses"]["gl_account"]),
+            billable=True,
         ),
         tax_codes={str(code): (str(t["name"]), Decimal(str(t["rate"]))) for code, t in inv["tax_codes"].items()},
         currencies=tuple(str(c) for c in inv["currencies"]),

@@ -55,18 +55,21 @@ HEALABLE_RULES = frozenset(
         "invoice.item.mapped",
         "invoice.tax_code.mapped",
         "invoice.time.reconciles",
+        "invoice.expenses.reconcile",
         "invoice.fixed_fee.contract_known",
         "invoice.fixed_fee.within_contract",
         "invoice.credit_note.target_known",
     }
 )
 """Holds whose cause can go away without the PSA changing the invoice: a mapping or customer added,
-the month's last time exported, a contract value corrected in the CRM, the credited invoice posted.
+the month's last time or expenses exported, a contract value corrected in the CRM, the credited invoice posted.
 The daily run judges such held invoices again and posts the ones that now pass."""
 WAITING_RULE = "invoice.time.awaiting_export"
-"""Not an exception: a time-and-materials invoice whose month's time the weekly export has not fully
-covered yet (the 30th and 31st go out with the first Friday after the month) is **waiting**
-(``posting_status = 'waiting'``), shown to finance as such, and judged again by the daily run."""
+"""Not an exception: a time-and-materials invoice whose month's time (or re-billed expenses) the
+weekly export has not fully covered yet (the 30th and 31st go out with the first Friday after the
+month) is **waiting** (``posting_status = 'waiting'``), shown to finance as such, and judged again
+by the daily run."""
+EXPENSE_FLOW = "expenses_weekly_to_accounting"
 CENT = Decimal("0.01")
 POSTED_STATES = ("posted", "void_pending", "voided")
 OUTBOX_STATUS = {"valid": "pending", "quarantined": "held", "waiting": "waiting"}
@@ -243,7 +246,9 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None, compan
     against its own billing month (``period`` for month-end; the invoice's own month for the daily run).
     The daily run (given the company's time zone) also asks whether the weekly export has covered
     each month yet: a T&M invoice that does not reconcile with a month still being exported is
-    **waiting** (:data:`WAITING_RULE`), not held. Month-end waited for that export before it started."""
+    **waiting** (:data:`WAITING_RULE`), not held. Month-end waited for that export before it started.
+    Both runs ask the same of the expense export: re-billed expense lines that do not reconcile with
+    a month the expense export has not covered yet wait too."""
     from backbone.flows.runtime import time_export_complete
 
     references = load_references(warehouse)
@@ -253,11 +258,13 @@ def check_invoices(warehouse: Engine, run: RunRef, *, period: str | None, compan
     with warehouse.connect() as connection:
         for month in sorted({period or billing_month_of(row["payload"]) for row in staged}):
             contexts[month] = CheckContext.load(connection, staged, contracts, month)
-    if period is None and company_timezone:
+    if company_timezone:
         for month, context in contexts.items():
             if month != "0000-00":
                 start, end = month_bounds(month, company_timezone)
-                context.time_exported = time_export_complete(warehouse, start, end, company_timezone)
+                context.expenses_exported = time_export_complete(warehouse, start, end, company_timezone, weekly=EXPENSE_FLOW)
+                if period is None:
+                    context.time_exported = time_export_complete(warehouse, start, end, company_timezone)
 
     def judge(chunk: list[dict[str, Any]]) -> tuple[list[ops.Verdict], list[QuarantineRow], dict[str, int]]:
         verdicts: list[ops.Verdict] = []
@@ -323,6 +330,8 @@ class CheckContext:
 
     def __init__(self) -> None:
         self.exported_time: dict[str, tuple[Decimal, Decimal]] = {}
+        self.exported_expenses: dict[str, dict[str, tuple[Decimal, str]]] = {}
+        """Project → {expense id → (amount, currency)} the expense export posted as billable for the month."""
         self.billed_fixed: dict[str, Decimal] = defaultdict(Decimal)
         self.known_numbers: dict[str, tuple[str, str, str]] = {}
         self.staged_hashes: dict[str, set[str]] = defaultdict(set)
@@ -330,6 +339,8 @@ class CheckContext:
         self.period = ""
         self.time_exported = True
         """Has the weekly export covered the whole month? (Only the daily run asks; see :data:`WAITING_RULE`.)"""
+        self.expenses_exported = True
+        """Has the weekly expense export covered the whole month? (Both runs ask.)"""
 
     @classmethod
     def load(cls, connection: Connection, staged: list[dict[str, Any]], contracts: dict[str, Any], period: str) -> CheckContext:
@@ -338,6 +349,7 @@ class CheckContext:
         month_start = date.fromisoformat(f"{period}-01")
         month_end = first_of_next_month(month_start)
         context.exported_time = reconciliation.exported_billable_time(connection, month_start, month_end)
+        context.exported_expenses = reconciliation.exported_billable_expenses(connection, month_start, month_end)
         context.billed_fixed.update(reconciliation.billed_fixed_fee(connection))
         context.known_numbers = reconciliation.known_invoice_numbers(connection)
         for row in staged:
@@ -446,6 +458,7 @@ def outbox_line(line: dict[str, Any], qty: Decimal, rate: Decimal, amount: Decim
         "description": line.get("description"),
         "person_id": as_dict(line.get("person")).get("id"),
         "milestone_id": as_dict(line.get("milestone")).get("id"),
+        "expense_id": as_dict(line.get("expense")).get("id"),
         "quantity": str(qty),
         "rate": str(rate),
         "amount": str(amount),
@@ -539,6 +552,7 @@ def item_refs(f: InvoiceFacts, j: Judging) -> list[str]:
         "time": time_code.item if time_code else None,
         "fixed_fee": invoicing.fixed_fee.item,
         "adjustment": (j.mapping.billing_codes.get(invoicing.adjustment_item) or invoicing.fixed_fee).item,
+        "expense": invoicing.rebilled_expenses.item,
     }
     items = (j.references.items.get(normalise(item_names.get(line["kind"]) or "")) for line in f.lines)
     return [item.ref_id if item else "" for item in items]
@@ -599,6 +613,54 @@ def check_time_reconciles(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
     ]
 
 
+def check_expenses_reconcile(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
+    """A T&M invoice's re-billed expense lines are the billable expenses the expense export posted
+    for its project and month: each line names one, at its amount and in the invoice's currency, and
+    every such expense is billed (once)."""
+    h = f.header
+    if not (j.structurally_valid and f.is_invoice and h["billing_type"] == "time_and_materials"):
+        return []
+    exported = j.context.exported_expenses.get(str(h["project_id"]), {})
+    lines = [line for line in f.lines if line["kind"] == "expense"]
+    if not lines and not exported:
+        return []
+    problems: list[str] = []
+    billed: set[str] = set()
+    for line in lines:
+        expense_id = str(line.get("expense_id") or "")
+        found = exported.get(expense_id)
+        if not expense_id:
+            problems.append(f"line {line['line_id']} bills an expense without naming it")
+        elif expense_id in billed:
+            problems.append(f"expense {expense_id} is billed twice")
+        elif found is None:
+            problems.append(f"line {line['line_id']} bills expense {expense_id}, which was not exported as billable for this project")
+        elif abs(found[0] - Decimal(line["amount"])) > CENT or found[1] != h["currency"]:
+            problems.append(
+                f"line {line['line_id']} bills expense {expense_id} at {line['amount']} {h['currency']}, exported at {found[0]} {found[1]}"
+            )
+        billed.add(expense_id)
+    unbilled = sorted(set(exported) - billed)
+    if unbilled:
+        problems.append(f"billable expenses exported but not billed: {', '.join(unbilled)}")
+    expected_total = sum((amount for amount, _ in exported.values()), Decimal(0))
+    actual_total = sum((Decimal(line["amount"]) for line in lines), Decimal(0))
+    detail = "; ".join(problems)
+    waiting = bool(problems) and not j.context.expenses_exported
+    if waiting:
+        detail = f"{detail} so far; waiting for the weekly expense export to cover the rest of {j.context.period}"
+    return [
+        CheckResult(
+            "invoice.expenses.reconcile",
+            not problems,
+            expected=f"{len(exported)} expenses, {expected_total}",
+            actual=f"{len(lines)} expense lines, {actual_total}",
+            detail=detail,
+            waiting=waiting,
+        )
+    ]
+
+
 def check_fixed_fee(f: InvoiceFacts, j: Judging) -> list[CheckResult]:
     h = f.header
     if not (j.structurally_valid and f.is_invoice and h["billing_type"] == "fixed_fee"):
@@ -636,6 +698,7 @@ INVOICE_CHECKS: tuple[Callable[[InvoiceFacts, Judging], list[CheckResult]], ...]
     check_items,
     check_number,
     check_time_reconciles,
+    check_expenses_reconcile,
     check_fixed_fee,
     check_credit_note_target,
 )
@@ -811,7 +874,7 @@ def _date_or_epoch(value: Any) -> date:
 def _line_row(invoice_id: str, line: dict[str, Any]) -> dict[str, Any]:
     return {
         "psa_invoice_id": invoice_id,
-        **{k: line[k] for k in ("line_id", "kind", "description", "person_id", "milestone_id", "item_ref_id")},
+        **{k: line[k] for k in ("line_id", "kind", "description", "person_id", "milestone_id", "expense_id", "item_ref_id")},
         "quantity": Decimal(line["quantity"]),
         "rate": Decimal(line["rate"]),
         "amount": Decimal(line["amount"]),

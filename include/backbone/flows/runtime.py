@@ -92,19 +92,21 @@ def triggered_by(context: dict[str, Any]) -> str:
     return f"{kind} by {user}" if user and kind != "scheduled" else kind
 
 
-def time_export_complete(engine: Engine, start: datetime, end: datetime, timezone: str) -> bool:
-    """Has the weekly export succeeded for every week overlapping ``[start, end)``, up to the week
-    holding its last day? (Month-end waits for this: time worked on the 30th and 31st is approved
-    and exported by the first Friday after the month.) Catch-up runs count for the weeks they covered."""
+def time_export_complete(
+    engine: Engine, start: datetime, end: datetime, timezone: str, *, weekly: str = "timesheets_weekly_to_accounting"
+) -> bool:
+    """Has the weekly export (``weekly``: the time export, or the expense export on the same Friday
+    weeks) succeeded for every week overlapping ``[start, end)``, up to the week holding its last
+    day? (Month-end waits for this: time worked on the 30th and 31st is approved and exported by the
+    first Friday after the month.) Catch-up runs count for the weeks they covered."""
     from backbone.schedules import uncovered, weeks_covering
     from backbone.warehouse.ops import flow_histories
 
-    weekly = "timesheets_weekly_to_accounting"
     with engine.connect() as connection:
         history = flow_histories(connection, [weekly]).get(weekly)
     missing = uncovered(weeks_covering(timezone, start, end), history.covered if history else [])
     if missing:
-        log.info("waiting for the weekly export of %s", ", ".join(f"{s.isoformat()} → {e.isoformat()}" for s, e in missing))
+        log.info("waiting for %s of %s", weekly, ", ".join(f"{s.isoformat()} → {e.isoformat()}" for s, e in missing))
     return not missing
 
 

@@ -30,6 +30,23 @@ def exported_billable_time(connection: Connection, start: date, end: date) -> di
     return {project: (hours, amount) for project, hours, amount in connection.exec_driver_sql(query, {"start": start, "end": end})}
 
 
+def exported_billable_expenses(connection: Connection, start: date, end: date) -> dict[str, dict[str, tuple[Decimal, str]]]:
+    """Project → {expense id → (amount, currency)} of the billable expenses the weekly expense export
+    posted for spend dates in ``[start, end)``: each expense's latest version once, nothing for one
+    withdrawn after export (its latest line reverses it)."""
+    query = """
+        SELECT project_id, expense_id, amount, currency FROM (
+            SELECT DISTINCT ON (expense_id) expense_id, project_id, amount, currency, billable, posting_status, spent_date, action
+            FROM acct.expense_export ORDER BY expense_id, expense_version DESC
+        ) latest
+        WHERE posting_status = 'posted' AND action <> 'delete' AND billable AND spent_date >= %(start)s AND spent_date < %(end)s
+    """
+    found: dict[str, dict[str, tuple[Decimal, str]]] = {}
+    for project, expense_id, amount, currency in connection.exec_driver_sql(query, {"start": start, "end": end}):
+        found.setdefault(project, {})[expense_id] = (amount, currency)
+    return found
+
+
 def billed_fixed_fee(connection: Connection) -> dict[str, Decimal]:
     """``<deal id>|<PSA invoice id>`` → signed subtotal of every posted fixed-fee invoice (credit notes negative)."""
     rows = connection.exec_driver_sql(

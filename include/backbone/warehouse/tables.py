@@ -431,6 +431,7 @@ invoice_line = Table(
     Column("description", Text),
     Column("person_id", String(40)),
     Column("milestone_id", String(40)),
+    Column("expense_id", String(40)),
     Column("quantity", Numeric(12, 2), nullable=False),
     Column("rate", Numeric(12, 2), nullable=False),
     Column("amount", Numeric(14, 2), nullable=False),
