@@ -197,3 +197,23 @@ def test_re_billed_expenses_of_a_month_the_expense_export_has_not_covered_wait()
     (_, status, canonical), held, _ = judged_with_expenses(rebilled_invoice(("EX-1", "42.50")), {}, expenses_exported=False)
     assert status == "waiting" and held == []
     assert "waiting for the weekly expense export" in canonical["hold_reason"]
+
+
+@pytest.mark.parametrize(
+    ("tax", "amounts"),
+    [
+        ("6749.94", ["1234.56", "987.65", "42.50", "12.40", "31.63", "29835.44"]),
+        ("0.00", ["100.00", "50.00"]),
+        ("21.00", ["0.00"]),
+        ("0.03", ["0.05", "0.05", "0.05"]),
+    ],
+)
+def test_xero_lines_carry_the_psas_tax_to_the_cent(tax, amounts):
+    """Xero rounds tax per line unless the line gives its TaxAmount; the hook gives it, so the
+    invoice's total in Xero is the PSA's total however many lines it has."""
+    from backbone.hooks.xero import spread_tax
+
+    shares = spread_tax(tax, [Decimal(a) for a in amounts])
+    assert sum(shares) == Decimal(tax) and all(s == s.quantize(Decimal("0.01")) for s in shares)
+    if Decimal(tax) == 0:
+        assert all(s == 0 for s in shares)

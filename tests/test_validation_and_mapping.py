@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backbone.data_dictionary import entity_names, load_entity
 from backbone.flows.closed_won import _judge_chunk, map_bundle
 from backbone.validation import _expectation_specs, build_suite, validate_rows
+from tests.test_reliability_properties import ANY_VALUE
 
 
 def good_bundle(deal_id: str = "3000000") -> dict:
@@ -110,3 +114,37 @@ def test_duplicate_keys_in_one_batch_are_flagged():
     outcome = validate_rows("client", rows)
     assert set(outcome.failures) == {0, 1}
     assert outcome.failed_rules == {"client.crm_company_id.unique": 2}
+
+
+@st.composite
+def repeating_batches(draw) -> tuple[str, list[list[dict]]]:
+    """An entity and a few batches of its rows whose values come from a small pool per field (so
+    most fields repeat, within a batch and across batches, as real runs do), the pools holding
+    hostile values of any type."""
+    entity = draw(st.sampled_from(sorted(entity_names())))
+    fields = load_entity(entity).field_names
+    pools = {name: draw(st.lists(ANY_VALUE, min_size=1, max_size=4)) for name in fields}
+
+    def row() -> dict:
+        return {name: draw(st.sampled_from(pool)) for name, pool in pools.items() if draw(st.integers(0, 9))}
+
+    batches = [[row() for _ in range(draw(st.integers(min_value=6, max_value=30)))] for _ in range(draw(st.integers(1, 3)))]
+    return entity, batches
+
+
+@settings(
+    max_examples=int(os.environ.get("BACKBONE_PROPERTY_EXAMPLES", "12")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(repeating_batches())
+def test_validating_distinct_values_gives_the_verdicts_of_validating_every_row(batch):
+    """The compact path (each repeating field judged on its distinct values, a value judged before
+    in the process taken from memory) fails exactly the rows, for exactly the rules, in the same
+    order, that checking every row does."""
+    entity, batches = batch
+    for rows in batches:
+        every_row, compact = validate_rows(entity, rows, compact=False), validate_rows(entity, rows, compact=True)
+        assert compact.failures == every_row.failures
+        assert compact.failed_rules == every_row.failed_rules

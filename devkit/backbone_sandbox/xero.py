@@ -176,6 +176,8 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
             )
             tax_rate = self.tax_rate(line.get("TaxType"))
             tax = _money(amount - amount / (1 + tax_rate)) if inclusive else _money(amount * tax_rate)
+            if line.get("TaxAmount") is not None:  # given: Xero keeps it instead of its own per-line figure
+                tax = _money(line["TaxAmount"])
             lines.append({**line, "LineItemID": str(uuid.uuid4()), "LineAmount": float(amount), "TaxAmount": float(tax)})
         line_total = sum((Decimal(str(line["LineAmount"])) for line in lines), Decimal(0))
         tax_total = sum((Decimal(str(line["TaxAmount"])) for line in lines), Decimal(0))

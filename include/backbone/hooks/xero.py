@@ -65,6 +65,24 @@ SALES_DOCUMENTS = {
 """The outbox's invoice kinds → (Xero collection, id field, number field, type)."""
 
 
+def spread_tax(tax_total: Decimal | str, amounts: list[Decimal]) -> list[Decimal]:
+    """The invoice's tax (as the PSA computed it on the subtotal) spread over its lines in
+    proportion to their amounts, to the cent, summing exactly to ``tax_total``. Xero computes each
+    line's tax and rounds it per line, so an invoice of many lines would otherwise total a few cents
+    away from the PSA's; Xero lets a line's ``TaxAmount`` be given instead ("This value can be
+    overriden if the calculated <TaxAmount> is not correct", Xero API: Invoices, LineItems)."""
+    total, cent = Decimal(str(tax_total)), Decimal("0.01")
+    base = sum(amounts, Decimal(0))
+    if not amounts:
+        return []
+    if base == 0:
+        return [Decimal(0)] * (len(amounts) - 1) + [total]
+    shares = [(total * amount / base).quantize(cent) for amount in amounts]
+    largest = max(range(len(amounts)), key=lambda i: abs(amounts[i]))
+    shares[largest] += total - sum(shares, Decimal(0))
+    return shares
+
+
 def parse_msdate(value: str | None) -> datetime | None:
     """``/Date(1573755038314+0000)/`` (or a plain ISO string) → an aware UTC datetime."""
     if not value:
@@ -407,9 +425,9 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                     "UnitAmount": float(line["rate"]),
                     "ItemCode": line["item_ref_id"],
                     "LineAmount": float(line["amount"]),
-                    **({"TaxType": tax_ref_id} if tax_ref_id else {}),
+                    **({"TaxType": tax_ref_id, "TaxAmount": float(tax)} if tax_ref_id else {}),
                 }
-                for line in lines
+                for line, tax in zip(lines, spread_tax(row["tax_amount"], [Decimal(str(line["amount"])) for line in lines]), strict=True)
             ],
         }
         if kind == "invoice":
