@@ -513,7 +513,9 @@ def _add_billing(app: FastAPI, state: Any, store: Any, authorised: Any) -> None:
     ) -> Response:
         """Invoices and credit notes (voided ones included, marked): those of a billing month
         (``period``), or of any month approved by the PM (``approved_from``/``approved_to``) or
-        released by finance (``released_from``/``released_to``) in a window. Exactly one selector."""
+        released by finance (``released_from``/``released_to``) in a window. Exactly one selector.
+        Each line has a ``kind``: ``time`` (a person's hours), ``fixed_fee`` (a milestone),
+        ``adjustment``, or ``expense`` (a billable expense billed on at cost; ``expense.id`` names it)."""
         windows = {"approved_at": (approved_from, approved_to), "released_at": (released_from, released_to)}
         chosen = [field for field, bounds in windows.items() if any(b is not None for b in bounds)]
         if len(chosen) + (period is not None) != 1:
