@@ -67,6 +67,7 @@ WAREHOUSE_OF_FLOW = {
     "invoices_to_accounting": "accounting_warehouse",
     "payments_to_psa": "accounting_warehouse",
     "psa_milestones_to_crm": "psa_warehouse",
+    "project_actuals_to_accounting": "accounting_warehouse",
 }
 
 

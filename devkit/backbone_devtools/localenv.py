@@ -46,6 +46,7 @@ FLOWS = (
     "invoices_to_accounting",
     "payments_to_psa",
     "psa_milestones_to_crm",
+    "project_actuals_to_accounting",
 )
 """Every business flow, in the order the demo and the Celery check run them (month-end after the weekly export)."""
 

@@ -101,8 +101,8 @@ class SandboxState:
         seed_xero(xero, time_seed, items, at=anchor - timedelta(days=60), tax_codes=dict(mapping.invoicing.tax_codes))
         expense_seed = seed_expenses(time_seed, weeks=weeks, seed=config.seed)
         payees = [time_seed.people[p] for p in sorted(expense_seed.payee_ids)]
-        seed_quickbooks_expenses(qbo, mapping.expenses, payees, at=anchor - timedelta(days=60))
-        seed_xero_expenses(xero, mapping.expenses, payees, at=anchor - timedelta(days=60))
+        seed_quickbooks_expenses(qbo, mapping.expenses, payees, at=anchor - timedelta(days=60), actuals=mapping.actuals)
+        seed_xero_expenses(xero, mapping.expenses, payees, at=anchor - timedelta(days=60), actuals=mapping.actuals)
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
         billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor, expenses=expense_seed)
         if config.crm == "salesforce":

@@ -44,6 +44,7 @@ ENTITIES = {
     "taxcode": "TaxCode",
     "purchase": "Purchase",
     "bill": "Bill",
+    "journalentry": "JournalEntry",
 }
 MAX_RESULTS = 1000
 BATCH_MAX_ITEMS = 30
@@ -290,23 +291,28 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
 
     def _check_references(self, entity: str, body: dict[str, Any]) -> None:
         if entity in ("Invoice", "CreditMemo"):
-            customer = (body.get("CustomerRef") or {}).get("value")
-            if str(customer) not in self.entities["Customer"]:
-                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Customer {customer} does not exist")
-            for line in body.get("Line") or []:
-                detail = line.get("SalesItemLineDetail") or {}
-                item = (detail.get("ItemRef") or {}).get("value")
-                if line.get("DetailType") == "SalesItemLineDetail" and str(item) not in self.entities["Item"]:
-                    raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Item {item} does not exist")
-                tax_code = (detail.get("TaxCodeRef") or {}).get("value")
-                if tax_code is not None and str(tax_code) not in self.entities["TaxCode"]:
-                    raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : TaxCode {tax_code} does not exist")
-            return
-        if entity in ("Purchase", "Bill"):
+            self._check_sales(body)
+        elif entity in ("Purchase", "Bill"):
             self._check_expense(entity, body)
-            return
-        if entity != "TimeActivity":
-            return
+        elif entity == "JournalEntry":
+            self._check_journal(body)
+        elif entity == "TimeActivity":
+            self._check_time_activity(body)
+
+    def _check_sales(self, body: dict[str, Any]) -> None:
+        customer = (body.get("CustomerRef") or {}).get("value")
+        if str(customer) not in self.entities["Customer"]:
+            raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Customer {customer} does not exist")
+        for line in body.get("Line") or []:
+            detail = line.get("SalesItemLineDetail") or {}
+            item = (detail.get("ItemRef") or {}).get("value")
+            if line.get("DetailType") == "SalesItemLineDetail" and str(item) not in self.entities["Item"]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Item {item} does not exist")
+            tax_code = (detail.get("TaxCodeRef") or {}).get("value")
+            if tax_code is not None and str(tax_code) not in self.entities["TaxCode"]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : TaxCode {tax_code} does not exist")
+
+    def _check_time_activity(self, body: dict[str, Any]) -> None:
         name_of = body.get("NameOf")
         if name_of not in ("Employee", "Vendor"):
             raise QboFault(
@@ -337,6 +343,34 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
                 raise QboFault(400, "2030", "Invalid ID", f"{field} must be a whole number of at least 0")
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(body.get("TxnDate") or "")):
             raise QboFault(400, "2030", "Invalid date", f"TxnDate {body.get('TxnDate')!r} is not a date (YYYY-MM-DD)")
+
+    def _check_journal(self, body: dict[str, Any]) -> None:
+        """What QuickBooks refuses on a JournalEntry: a line that is not a journal line, an unknown
+        account or customer, a posting type other than Debit or Credit, debits and credits that differ."""
+        totals = {"Debit": Decimal(0), "Credit": Decimal(0)}
+        for line in body.get("Line") or []:
+            detail = line.get("JournalEntryLineDetail") or {}
+            if line.get("DetailType") != "JournalEntryLineDetail" or detail.get("PostingType") not in totals:
+                raise QboFault(
+                    400,
+                    "2020",
+                    "Required param missing, need to supply the required value for the API",
+                    "Required parameter Line.JournalEntryLineDetail.PostingType is missing in the request",
+                )
+            account = (detail.get("AccountRef") or {}).get("value")
+            if str(account) not in self.entities["Account"]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Account {account} does not exist")
+            entity_ref = ((detail.get("Entity") or {}).get("EntityRef") or {}).get("value")
+            if entity_ref is not None and str(entity_ref) not in self.entities["Customer"]:
+                raise QboFault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Customer {entity_ref} does not exist")
+            totals[detail["PostingType"]] += Decimal(str(line.get("Amount", 0)))
+        if not body.get("Line") or totals["Debit"] != totals["Credit"]:
+            raise QboFault(
+                400,
+                "6000",
+                "A business validation error has occurred while processing your request",
+                "Business Validation Error: Transactions must balance: debits and credits are not equal",
+            )
 
     def _check_expense(self, entity: str, body: dict[str, Any]) -> None:
         """What QuickBooks refuses on a Purchase or Bill: a missing or unknown payee, paying
@@ -746,12 +780,16 @@ def seed_quickbooks(
         )
 
 
-def seed_quickbooks_expenses(store: QuickBooksStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime) -> None:
-    """What the expense export needs in the company: the categories' expense accounts, the company
+def seed_quickbooks_expenses(
+    store: QuickBooksStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime, actuals: Any = None
+) -> None:
+    """What the expense export needs in the company (and the actuals journals' two accounts): the categories' expense accounts, the company
     card, the purchase tax codes and a supplier record per employee who is reimbursed (QuickBooks
     bills go to vendors, so an employee to be reimbursed is a vendor too, with the same e-mail)."""
     for category in sorted({c.gl_account for c in expenses.categories.values()}):
         store.add("Account", {"Name": category, "AccountType": "Expense", "AcctNum": category.split()[0], "Active": True}, at=at)
+    for account in (actuals.labour_cost_account, actuals.labour_allocated_account) if actuals else ():
+        store.add("Account", {"Name": account, "AccountType": "Cost of Goods Sold", "AcctNum": account.split()[0], "Active": True}, at=at)
     store.add(
         "Account",
         {"Name": expenses.paid_from, "AccountType": "Credit Card", "AcctNum": expenses.paid_from.split()[0], "Active": True},

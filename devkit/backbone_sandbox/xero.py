@@ -28,7 +28,7 @@ CLIENT_SECRET = "sandbox-xero-secret"
 INITIAL_REFRESH_TOKEN = "sandbox-xero-refresh-0"
 NAMESPACE = uuid.UUID("3f0b6a52-8a1e-4c55-9f7e-0d7f4b1e2a90")
 CENT = Decimal("0.01")
-COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments", "BankTransactions")
+COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments", "BankTransactions", "ManualJournals")
 
 
 def request_date(value: Any, field: str) -> date:
@@ -247,6 +247,38 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         self._count("updates", collection)
         return record
 
+    def create_manual_journal(self, document: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+        """Validate and store a manual journal as Xero does: a narration, at least two lines on
+        known accounts, lines that sum to zero (positive debits, negative credits)."""
+        errors = []
+        if not document.get("Narration"):
+            errors.append("Narration cannot be empty")
+        lines = document.get("JournalLines") or []
+        codes = {a["Code"] for a in self.records["Accounts"].values()}
+        for line in lines:
+            if line.get("AccountCode") not in codes:
+                errors.append(f"Account code '{line.get('AccountCode')}' is not a valid code for this document.")
+        if len(lines) < 2:
+            errors.append("Journal must have at least two lines")
+        elif sum((_money(line.get("LineAmount", 0)) for line in lines), Decimal(0)) != 0:
+            errors.append("The total debits must equal the total credits")
+        if errors:
+            raise XeroError(400, "A validation exception occurred", errors=errors)
+        record = {
+            "ManualJournalID": str(uuid.uuid4()),
+            "Narration": document["Narration"],
+            "Date": msdate(request_date(document.get("Date"), "Date")),
+            "Status": document.get("Status") or "DRAFT",
+            "LineAmountTypes": document.get("LineAmountTypes") or "NoTax",
+            "JournalLines": [{**line, "LineAmount": float(_money(line["LineAmount"]))} for line in lines],
+            "ShowOnCashBasisReports": True,
+            "HasAttachments": False,
+            "UpdatedDateUTC": msdate(now),
+        }
+        self.records.setdefault("ManualJournals", {})[record["ManualJournalID"]] = record  # a state saved before journals has none
+        self._count("creates", "ManualJournals")
+        return record
+
     def save_bank_transaction(self, document: dict[str, Any], *, now: datetime, object_id: str | None = None) -> dict[str, Any]:
         """Create (``PUT``) or rewrite (``POST /BankTransactions/{id}``) a SPEND or RECEIVE bank
         transaction; ``Status: DELETED`` deletes it. Xero needs the type, a contact, a bank account and lines."""
@@ -459,7 +491,7 @@ def _updated(record: dict[str, Any]) -> datetime:
 
 def _listing(store: Any, collection: str, request: Request, *, paged: bool, filters: dict[str, Any] | None = None) -> dict[str, Any]:
     with store._lock:
-        records = list(store.records[collection].values())
+        records = list(store.records.get(collection, {}).values())
     where = request.query_params.get("where")
     changed_since = _since(request)
     chosen = [r for r in records if where_matches(r, where) and (changed_since is None or _updated(r) >= changed_since)]
@@ -569,6 +601,7 @@ def build_xero_app(state: Any) -> FastAPI:
     _add_tenant_limits(app, state, store)
     _add_identity(app, state, store)
     _add_accounting(app, state, store)
+    _add_manual_journals(app, store)
     _add_projects(app, state, store)
     _add_project_time(app, state, store)
     return app
@@ -661,6 +694,7 @@ def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
         ("CreditNotes", True),
         ("Payments", True),
         ("BankTransactions", True),
+        ("ManualJournals", True),
     ):
         app.add_api_route(f"/api.xro/2.0/{collection}", lister(collection, paged), methods=["GET"], name=f"list {collection}")
 
@@ -701,6 +735,20 @@ def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
     @app.post("/api.xro/2.0/CreditNotes/{credit_note_id}")
     async def update_credit_note(credit_note_id: str, request: Request) -> JSONResponse:
         return await _void_document(store, "CreditNotes", credit_note_id, request)
+
+
+def _add_manual_journals(app: FastAPI, store: Any) -> None:
+    @app.put("/api.xro/2.0/ManualJournals")
+    async def create_manual_journals(request: Request) -> JSONResponse:
+        key = request.headers.get("idempotency-key")
+        body = await request.json()
+        with store._lock:
+            replayed = store.replay(key, "PUT ManualJournals")
+            if replayed is not None:
+                return JSONResponse(replayed[1], status_code=replayed[0])
+            answer = {"ManualJournals": [store.create_manual_journal(d, now=_now()) for d in body.get("ManualJournals") or []]}
+            store.remember(key, "PUT ManualJournals", answer)
+        return JSONResponse(answer)
 
 
 def _add_projects(app: FastAPI, state: Any, store: Any) -> None:
@@ -836,9 +884,18 @@ def _add_project_time(app: FastAPI, state: Any, store: Any) -> None:
         return Response(status_code=204)
 
 
-def seed_xero_expenses(store: XeroStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime) -> None:
+def seed_xero_expenses(store: XeroStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime, actuals: Any = None) -> None:
     """The expense accounts, the company card (a BANK account), purchase tax rates (they apply to
-    expenses) and a contact per employee who is reimbursed, with their e-mail."""
+    expenses) and a contact per employee who is reimbursed, with their e-mail; the actuals journals' two accounts."""
+    for account in (actuals.labour_cost_account, actuals.labour_allocated_account) if actuals else ():
+        number, _, name = account.partition(" ")
+        store.add(
+            "Accounts",
+            {"Code": number, "Name": name, "Type": "DIRECTCOSTS", "Status": "ACTIVE", "Class": "EXPENSE"},
+            id_field="AccountID",
+            key=number,
+            at=at,
+        )
     for account in sorted({c.gl_account for c in expenses.categories.values()}):
         number, _, name = account.partition(" ")
         store.add(

@@ -60,6 +60,16 @@ class ExpenseMapping:
     """PSA tax code → (accounting purchase tax code name, rate)."""
 
 
+@dataclass(frozen=True)
+class ActualsMapping:
+    labour_cost_account: str
+    """Debited with a project's labour actuals (hours × standard cost rate), naming its customer."""
+    labour_allocated_account: str
+    """Credited: the payroll cost moved onto projects."""
+
+
+NO_ACTUALS = ActualsMapping(labour_cost_account="", labour_allocated_account="")
+
 NO_EXPENSES = ExpenseMapping(home_currency="EUR", paid_from="", receipt_required_above=Decimal(0), categories={}, tax_codes={})
 
 
@@ -69,6 +79,7 @@ class AccountingMapping:
     billing_codes: dict[str, BillingCodeMapping]
     invoicing: InvoicingMapping
     expenses: ExpenseMapping = NO_EXPENSES
+    actuals: ActualsMapping = NO_ACTUALS
     client_overrides: dict[str, str] = field(default_factory=dict)
     person_overrides: dict[str, str] = field(default_factory=dict)
     billable_status: dict[str, str] = field(default_factory=dict)
@@ -118,6 +129,10 @@ def load_mapping() -> AccountingMapping:
         billing_codes=codes,
         invoicing=invoicing,
         expenses=_expense_mapping(raw.get("expenses")),
+        actuals=ActualsMapping(
+            labour_cost_account=str((raw.get("actuals") or {}).get("labour_cost_account") or ""),
+            labour_allocated_account=str((raw.get("actuals") or {}).get("labour_allocated_account") or ""),
+        ),
         client_overrides={str(k): str(v) for k, v in ((raw.get("clients") or {}).get("overrides") or {}).items()},
         person_overrides={str(k): str(v) for k, v in ((raw.get("people") or {}).get("overrides") or {}).items()},
         billable_status=dict(raw.get("billable_status") or {"billable": "Billable", "not_billable": "NotBillable"}),

@@ -30,6 +30,7 @@ FLOW_NAMES = {
     "expenses_weekly_to_accounting": "Friday expense export",
     "invoices_month_end_to_accounting": "month-end invoicing",
     "invoices_to_accounting": "invoices on approval",
+    "project_actuals_to_accounting": "project actuals → accounting",
     "payments_to_psa": "payments → PSA",
     "psa_milestones_to_crm": "milestones → CRM",
 }

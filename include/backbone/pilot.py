@@ -30,6 +30,7 @@ OUTBOX_PILOTS = (
     "expenses_weekly_to_accounting",
     "invoices_month_end_to_accounting",
     "invoices_to_accounting",
+    "project_actuals_to_accounting",
 )
 """Flows whose outbox holds what a pilot did not send: the next real run posts it."""
 WRITE_PILOTS = ("crm_closed_won_to_psa", "hr_roster_pto_to_psa", "psa_milestones_to_crm", "payments_to_psa")
@@ -132,6 +133,17 @@ def pilot_invoices(engine: Engine, run: RunRef) -> dict[str, Any]:
     """An invoicing flow's post step in pilot: report, record, send nothing."""
     with engine.connect() as connection:
         return record_pilot(engine, run, invoice_report(connection))
+
+
+def pilot_actuals(engine: Engine, run: RunRef, period: str) -> dict[str, Any]:
+    """The actuals flow's post step in pilot: the month's queued journals reported, none sent."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT CASE WHEN seq = 1 THEN 'journal' ELSE 'correction' END, currency, count(*), sum(hours), sum(amount) "
+            "FROM acct.actuals_journal WHERE period = %(period)s AND posting_status = 'pending' GROUP BY 1, 2 ORDER BY 1, 2",
+            {"period": period},
+        ).all()
+    return record_pilot(engine, run, _report(rows, unit="actuals journals"))
 
 
 def record_pilot(engine: Engine, run: RunRef, report: dict[str, Any], *, writes_skipped: bool = False) -> dict[str, Any]:

@@ -22,6 +22,7 @@ FLOW_SCHEDULES = {
     "timesheets_weekly_to_accounting": "0 17 * * FRI",
     "expenses_weekly_to_accounting": "0 17 * * FRI",
     "invoices_month_end_to_accounting": "0 0 1 * *",
+    "project_actuals_to_accounting": "0 0 1 * *",
     "invoices_to_accounting": "0 7 * * *",
     "payments_to_psa": "0 6 * * *",
     "psa_milestones_to_crm": "30 6 * * *",
@@ -36,6 +37,7 @@ FLOW_DEADLINES = {
     "timesheets_weekly_to_accounting": timedelta(hours=1),
     "expenses_weekly_to_accounting": timedelta(hours=1),
     "invoices_month_end_to_accounting": timedelta(days=3),
+    "project_actuals_to_accounting": timedelta(days=5),
     "invoices_to_accounting": timedelta(hours=3),
     "payments_to_psa": timedelta(hours=3),
     "psa_milestones_to_crm": timedelta(hours=3),
@@ -51,13 +53,14 @@ FLOW_WAREHOUSES = {
         "invoices_month_end_to_accounting",
         "invoices_to_accounting",
         "payments_to_psa",
+        "project_actuals_to_accounting",
     ),
 }
 """Which warehouse keeps each flow's run ledger (``ops.flow_run``)."""
 
-CATCHES_UP = frozenset(FLOW_SCHEDULES) - {"invoices_month_end_to_accounting", "backbone_deadlines"}
+CATCHES_UP = frozenset(FLOW_SCHEDULES) - {"invoices_month_end_to_accounting", "project_actuals_to_accounting", "backbone_deadlines"}
 """Flows whose run, after missed intervals, extracts from the end of the last successful one. The
-month-end flow is cut by billing month instead; each missed month is its own run."""
+monthly flows are cut by calendar month instead; each missed month is its own run."""
 
 Interval = tuple[datetime, datetime]
 

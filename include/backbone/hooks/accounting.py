@@ -127,6 +127,26 @@ class ExpenseLine(TypedDict, total=False):
     description: str
 
 
+class ActualsJournal(TypedDict, total=False):
+    """One journal of the actuals outbox (``acct.actuals_journal``) with the accounts it moves
+    labour cost between: debit ``debit_account_ref_id`` (the project's labour cost, naming its
+    customer), credit ``credit_account_ref_id``; a negative ``amount`` (a correction downwards)
+    swaps the two."""
+
+    project_id: str
+    period: str
+    seq: int
+    doc_number: str
+    """Our key on the journal (QuickBooks ``DocNumber``, the start of Xero's ``Narration``)."""
+    description: str
+    customer_ref_id: str | None
+    debit_account_ref_id: str
+    credit_account_ref_id: str
+    amount: Decimal | str
+    currency: str
+    journal_date: date | str
+
+
 ACCOUNTING_SYSTEMS = ("quickbooks", "xero")
 
 
@@ -230,6 +250,14 @@ class AccountingSystem(Protocol):
     def delete_expense(self, kind: ExpenseKind, object_id: str, *, request_id: str) -> bool:
         """Take an exported expense off the books (withdrawn in the PSA, or re-posted as the other
         kind). True when done now, False when accounting no longer had it."""
+        ...
+
+    def find_journal(self, journal: ActualsJournal) -> str | None:
+        """The id of the journal an earlier attempt at this one created, found by ``doc_number``."""
+        ...
+
+    def create_journal(self, journal: ActualsJournal, *, request_id: str) -> PostedObject:
+        """Post an actuals journal (QuickBooks ``JournalEntry``, Xero ``ManualJournal``)."""
         ...
 
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:

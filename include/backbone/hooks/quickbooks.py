@@ -20,6 +20,7 @@ from urllib.parse import quote
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    ActualsJournal,
     ExpenseKind,
     ExpenseLine,
     InvoiceKind,
@@ -312,6 +313,13 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
     def delete_expense(self, kind: ExpenseKind, object_id: str, *, request_id: str) -> bool:
         return self.delete_transaction(EXPENSE_ENTITY[kind], object_id, request_id=request_id)
 
+    def find_journal(self, journal: ActualsJournal) -> str | None:
+        found = self.find_by_doc_number("JournalEntry", journal["doc_number"])
+        return str(found["Id"]) if found is not None else None
+
+    def create_journal(self, journal: ActualsJournal, *, request_id: str) -> PostedObject:
+        return self.create("JournalEntry", journal_entry_body(journal), request_id=request_id)
+
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
         found = self.find_by_doc_number(SALES_ENTITY[kind], number)
         return (str(found["Id"]), Decimal(str(found.get("TotalAmt", 0)))) if found is not None else None
@@ -426,6 +434,35 @@ def expense_body(line: ExpenseLine) -> dict[str, Any]:
     else:
         body.update(PaymentType="CreditCard", AccountRef={"value": line["paid_from_ref_id"]})
     return body
+
+
+def journal_entry_body(journal: ActualsJournal) -> dict[str, Any]:
+    """A QuickBooks ``JournalEntry`` of two lines: debit and credit of the same amount (a negative
+    journal swaps them, as QuickBooks amounts are positive), the debit naming the project's customer
+    (``JournalEntryLineDetail.Entity``) so reports by customer show the project's cost."""
+    amount = Decimal(str(journal["amount"]))
+    debit, credit = journal["debit_account_ref_id"], journal["credit_account_ref_id"]
+    if amount < 0:
+        debit, credit = credit, debit
+    customer = journal.get("customer_ref_id")
+
+    def line(posting: str, account: str, with_customer: bool) -> dict[str, Any]:
+        detail: dict[str, Any] = {"PostingType": posting, "AccountRef": {"value": account}}
+        if with_customer and customer:
+            detail["Entity"] = {"Type": "Customer", "EntityRef": {"value": customer}}
+        return {
+            "Amount": float(abs(amount)),
+            "Description": journal["description"][:4000],
+            "DetailType": "JournalEntryLineDetail",
+            "JournalEntryLineDetail": detail,
+        }
+
+    return {
+        "DocNumber": journal["doc_number"],
+        "TxnDate": str(journal["journal_date"]),
+        "PrivateNote": journal["description"][:4000],
+        "Line": [line("Debit", debit, amount >= 0), line("Credit", credit, amount < 0)],
+    }
 
 
 def invoice_body(row: InvoiceRow, lines: list[InvoiceLine], tax_ref_id: str | None) -> dict[str, Any]:

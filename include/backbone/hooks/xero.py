@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
+    ActualsJournal,
     ExpenseKind,
     ExpenseLine,
     InvoiceKind,
@@ -81,6 +82,10 @@ def spread_tax(tax_total: Decimal | str, amounts: list[Decimal]) -> list[Decimal
     largest = max(range(len(amounts)), key=lambda i: abs(amounts[i]))
     shares[largest] += total - sum(shares, Decimal(0))
     return shares
+
+
+def journal_narration(journal: ActualsJournal) -> str:
+    return f"{journal['doc_number']}: {journal['description']}"[:4000]
 
 
 def parse_msdate(value: str | None) -> datetime | None:
@@ -529,6 +534,46 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 return False
             raise
         return True
+
+    # project actuals (Accounting API)
+    def create_journal(self, journal: ActualsJournal, *, request_id: str) -> PostedObject:
+        """A ``ManualJournal``, posted: a positive line debits the project's labour cost account, a
+        negative one credits the allocation account (Xero's journal lines are signed and must sum to
+        zero). Xero's manual journals carry no contact, so the narration names the project and
+        client; it starts with the document number, by which a lost answer is found."""
+        amount = Decimal(str(journal["amount"]))
+        document = {
+            "Narration": journal_narration(journal),
+            "Date": str(journal["journal_date"]),
+            "Status": "POSTED",
+            "LineAmountTypes": "NoTax",
+            "JournalLines": [
+                {"LineAmount": float(amount), "AccountCode": journal["debit_account_ref_id"], "Description": journal["description"][:4000]},
+                {
+                    "LineAmount": float(-amount),
+                    "AccountCode": journal["credit_account_ref_id"],
+                    "Description": journal["description"][:4000],
+                },
+            ],
+        }
+        answer = self.call(
+            "PUT",
+            "/ManualJournals",
+            json={"ManualJournals": [document]},
+            idempotency_key=request_id,
+            description=f"Xero create ManualJournals {journal['doc_number']}",
+        )
+        record = answer["ManualJournals"][0]
+        return PostedObject("ManualJournals", str(record["ManualJournalID"]), "0", record)
+
+    def find_journal(self, journal: ActualsJournal) -> str | None:
+        narration = journal_narration(journal)
+        quoted = narration.replace("\\", "\\\\").replace('"', '\\"')
+        for page in self.list_all("ManualJournals", params={"where": f'Narration=="{quoted}"'}):
+            for record in page:
+                if record.get("Narration") == narration and record.get("Status") not in ("DELETED", "VOIDED"):
+                    return str(record["ManualJournalID"])
+        return None
 
     # payments (Accounting API)
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:

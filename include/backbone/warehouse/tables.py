@@ -440,6 +440,59 @@ invoice_line = Table(
     schema="acct",
 )
 
+project_actual = Table(
+    "project_actual",
+    metadata,
+    Column("project_id", String(40), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("project_name", String(255)),
+    Column("client_id", String(40)),
+    Column("client_name", String(255)),
+    Column("currency", String(3), nullable=False),
+    Column("psa_hours", Numeric(12, 2), nullable=False),
+    Column("exported_hours", Numeric(12, 2), nullable=False),
+    Column("hours_without_cost_rate", Numeric(12, 2), nullable=False),
+    Column("labour_cost", Numeric(14, 2), nullable=False),
+    Column("expense_cost", Numeric(14, 2), nullable=False),
+    Column("journaled", Numeric(14, 2), nullable=False, server_default="0"),
+    Column("reconciled", Boolean, nullable=False),
+    Column("detail", Text),
+    Column("run_id", String(250), nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("project_id", "period"),
+    schema="acct",
+)
+"""A project's actuals for a month, as both warehouses know them: the PSA's approved hours
+(``psa.time_entry``) beside the hours exported to accounting, labour priced at the standard cost
+rate, the exported expenses, and what accounting holds as journals."""
+
+actuals_journal = Table(
+    "actuals_journal",
+    metadata,
+    Column("project_id", String(40), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("customer_ref_id", String(100)),
+    Column("description", Text, nullable=False),
+    Column("hours", Numeric(12, 2), nullable=False),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("journal_date", Date, nullable=False),
+    Column("doc_number", String(21), nullable=False, unique=True),
+    Column("request_id", String(50), nullable=False, unique=True),
+    Column("run_id", String(250), nullable=False),
+    Column("posting_status", String(20), nullable=False, server_default="pending"),
+    Column("accounting_id", String(100)),
+    Column("posted_at", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("project_id", "period", "seq"),
+    schema="acct",
+)
+"""The actuals outbox: one journal per project and month, then one per later change (the
+difference, signed), each posted once by its document number."""
+
 reconciliation = Table(
     "reconciliation",
     metadata,
