@@ -149,6 +149,16 @@ def test_every_xero_request_and_answer_follows_xeros_openapi(sandbox, tokens):
     assert hook.delete_expense("bill", bill.object_id, request_id="ex-2-void")
     posted = hook.post_time_entry(a_line(sandbox.state), target=None, request_id="te-1")
     hook.post_time_entry(a_line(sandbox.state, minutes=120, entry_version=2), target=posted.object_id, request_id="te-1-v2")
+    journal = {
+        "doc_number": "ACT202610-PJ-T",
+        "description": "Labour actuals 2026-10: PJ-T Data platform (Acme)",
+        "debit_account_ref_id": "5010",
+        "credit_account_ref_id": "5990",
+        "amount": Decimal("771.00"),
+        "journal_date": date(2026, 10, 31),
+    }
+    made = hook.create_journal(journal, request_id="mj-1")
+    assert hook.find_journal(journal) == made.object_id and hook.find_journal({**journal, "doc_number": "ACT202610-PJ-X"}) is None
     row, lines = an_invoice(sandbox.state)
     invoice = hook.create_invoice("invoice", row, lines, "OUTPUT21", request_id="inv-1")
     assert hook.find_invoice("invoice", row["number"]) == (invoice.object_id, Decimal("242.00"))

@@ -250,6 +250,14 @@ def _print_runs(env: dict[str, str]) -> None:
                 "days, "
                 f"{row.quarantined} exceptions; certifications expiring within 30 days: {expiring}"
             )
+        if flow == "project_actuals_to_accounting":
+            reconciled = details.get("reconciled", {})
+            notes.append(
+                f"{flow}: {details.get('period')}: {details.get('projects', 0)} projects, labour {details.get('labour_cost')} "
+                f"{details.get('currency')} at standard cost (expenses {details.get('expense_cost')} already booked); "
+                f"{details.get('journals_in_accounting', 0)} journals in accounting ({details.get('journals_posted', 0)} by this run); "
+                f"{reconciled.get('reconciled', 0)} projects reconciled, {reconciled.get('not_reconciled', 0)} not"
+            )
         if flow == "psa_milestones_to_crm":
             notes.append(f"{flow}: {row.extracted} milestones, {row.written_back} deals updated")
         if flow == "accounting_codes_to_psa":

@@ -102,6 +102,11 @@ class QuickBooksStore(RotatingTokenIssuer, PicklableLockMixin):
         self._lock = threading.Lock()
 
     # --- reference data -------------------------------------------------------------------------
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for name in ENTITIES.values():  # a state saved before an entity was served has none of it
+            self.entities.setdefault(name, {})
+
     def add(self, entity: str, fields: dict[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
         with self._lock:
             return self._insert(entity, fields, at or datetime.now(UTC))

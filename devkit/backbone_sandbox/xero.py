@@ -129,6 +129,11 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
         self.replays = 0
         self.token_refreshes = 0
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for name in COLLECTIONS:  # a state saved before a collection was served has none of it
+            self.records.setdefault(name, {})
+
     # --- records --------------------------------------------------------------------------------
     def add(self, collection: str, record: dict[str, Any], *, id_field: str, key: str, at: datetime) -> dict[str, Any]:
         record = {id_field: _id(collection, key), **record, "UpdatedDateUTC": msdate(at)}
@@ -275,7 +280,7 @@ class XeroStore(RotatingTokenIssuer, PicklableLockMixin):
             "HasAttachments": False,
             "UpdatedDateUTC": msdate(now),
         }
-        self.records.setdefault("ManualJournals", {})[record["ManualJournalID"]] = record  # a state saved before journals has none
+        self.records["ManualJournals"][record["ManualJournalID"]] = record
         self._count("creates", "ManualJournals")
         return record
 
@@ -491,7 +496,7 @@ def _updated(record: dict[str, Any]) -> datetime:
 
 def _listing(store: Any, collection: str, request: Request, *, paged: bool, filters: dict[str, Any] | None = None) -> dict[str, Any]:
     with store._lock:
-        records = list(store.records.get(collection, {}).values())
+        records = list(store.records[collection].values())
     where = request.query_params.get("where")
     changed_since = _since(request)
     chosen = [r for r in records if where_matches(r, where) and (changed_since is None or _updated(r) >= changed_since)]

@@ -222,7 +222,14 @@ def compute_actuals(psa_warehouse: Engine, accounting_warehouse: Engine, run: Ru
             extracted=len(projects),
             loaded=len(rows),
             quarantined=len(exceptions),
-            details={"period": period, "projects": len(rows), "journals_queued": len(journals)},
+            details={
+                "period": period,
+                "projects": len(rows),
+                "journals_queued": len(journals),
+                "labour_cost": str(sum((r["labour_cost"] for r in rows), Decimal(0))),
+                "expense_cost": str(sum((r["expense_cost"] for r in rows), Decimal(0))),
+                "currency": currency,
+            },
         )
     log.info("%s: %d projects, %d journals queued, %d with hours lacking a cost rate", period, len(rows), len(journals), len(exceptions))
     return {"projects": len(rows), "journals_queued": len(journals), "exceptions": len(exceptions)}
@@ -294,11 +301,20 @@ def post_journals(accounting: AccountingSystem, warehouse: Engine, run: RunRef, 
             failed += 1
     reconciled = reconcile(warehouse, period)
     with warehouse.begin() as connection:
+        journals_held = connection.exec_driver_sql(
+            "SELECT count(*) FROM acct.actuals_journal WHERE period = %(period)s AND posting_status = 'posted'", {"period": period}
+        ).scalar_one()
         ops.record_run(
             connection,
             run,
             written_back=posted + found,
-            details={"journals_posted": posted, "journals_found": found, "journals_failed": failed, "reconciled": reconciled},
+            details={
+                "journals_posted": posted,
+                "journals_found": found,
+                "journals_failed": failed,
+                "journals_in_accounting": journals_held,
+                "reconciled": reconciled,
+            },
         )
     log.info("%s: %d journals posted, %d found posted already, %d rejected", period, posted, found, failed)
     return {"posted": posted, "found": found, "failed": failed, **reconciled}
