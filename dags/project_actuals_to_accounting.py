@@ -1,9 +1,11 @@
 """
 ### Project actuals: each month's labour actuals per project → accounting, reconciled
 
-Budgets live in the PSA (`BACKBONE_BUDGET_SOURCE=psa`, the one source of truth), so accounting
-gets the actuals. Runs when a calendar month closes in the company's time zone; its data interval
-is exactly that month.
+One source of truth for budgets, `BACKBONE_BUDGET_SOURCE`: `psa` (default) — budgets live in the
+PSA, so accounting gets the actuals as journals; `accounting` — budgets live in accounting, so the
+month's project budgets are read into the PSA warehouse (`psa.project_budget`) and nothing is
+sent. Runs when a calendar month closes in the company's time zone; its data interval is exactly
+that month.
 
 1. `wait_for_time_export` — the month's time first, as month-end invoicing waits for it.
 2. `compute_actuals` — accounting's GL accounts refreshed; per project, the month's hours as the
@@ -11,11 +13,14 @@ is exactly that month.
    (hours × the standard cost rate of their billing code in the home currency, `cost_rates.yaml`)
    and the exported expenses, into `acct.project_actual`; a journal queued in `acct.actuals_journal`
    for each project whose labour cost differs from what its journals carry (the first one, or the
-   difference after a late change). Hours without a cost rate are an exception for finance.
+   difference after a late change). Hours without a cost rate are an exception for finance. With
+   budgets in accounting: its project budgets for the month (QuickBooks `Budget` details by class,
+   Xero tracking budgets) replace the month's `psa.project_budget` rows first; no journal is queued.
 3. `post_journals` — each queued journal becomes a QuickBooks `JournalEntry` / Xero `ManualJournal`
    (debit the project's labour cost, credit the cost allocated to projects:
    `accounting_mapping.yaml` → `actuals`), looked up by its document number first, sent with its
-   requestid / Idempotency-Key; then each project is marked reconciled or not, with the difference.
+   requestid / Idempotency-Key; then each project is marked reconciled or not, with the difference
+   (with budgets in accounting: only the reconciliation of the two warehouses' hours).
 4. `record_run` — the run record finance reads (always runs).
 
 Connections: the accounting system's (`quickbooks_default`, or `xero_default` when
@@ -59,10 +64,12 @@ def project_actuals_to_accounting() -> None:
 
         settings = load_settings()
         run, warehouse = open_flow_run(FLOW, settings.accounting_warehouse_conn_id, context)
-        refresh_references(accounting_hook(settings.accounting_conn_id), warehouse, run)
-        return actuals.compute_actuals(
-            engine_for(settings.psa_warehouse_conn_id), warehouse, run, period=billing_period(run, settings.company_timezone)
-        )
+        accounting, psa_warehouse = accounting_hook(settings.accounting_conn_id), engine_for(settings.psa_warehouse_conn_id)
+        period, budgets_in_psa = billing_period(run, settings.company_timezone), settings.budget_source == "psa"
+        refresh_references(accounting, warehouse, run)
+        if not budgets_in_psa:
+            actuals.load_budgets(accounting, psa_warehouse, warehouse, run, period=period)
+        return actuals.compute_actuals(psa_warehouse, warehouse, run, period=period, journals=budgets_in_psa)
 
     @task
     def post_journals(computed: dict[str, int], **context) -> dict[str, int]:
@@ -76,6 +83,8 @@ def project_actuals_to_accounting() -> None:
         settings = load_settings()
         run, warehouse = run_ref(FLOW, context), engine_for(settings.accounting_warehouse_conn_id)
         period = billing_period(run, settings.company_timezone)
+        if settings.budget_source == "accounting":  # accounting keeps budgets and actuals: nothing to send
+            return actuals.reconcile_only(warehouse, run, period=period)
         if is_pilot(FLOW):  # runs for real, sends nothing: what it would send is reported
             return pilot_actuals(warehouse, run, period)
         return actuals.post_journals(accounting_hook(settings.accounting_conn_id), warehouse, run, period=period)

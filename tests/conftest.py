@@ -217,7 +217,7 @@ def psa_warehouse(services) -> Iterator[object]:
         connection.execute(
             text(
                 "TRUNCATE psa.client, psa.contact, psa.project, psa.project_contact, psa.cost_rate, psa.pipeline_deal, psa.billing_code, "
-                "psa.accounting_code, psa.audit_finding, "
+                "psa.accounting_code, psa.audit_finding, psa.project_budget, "
                 "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )

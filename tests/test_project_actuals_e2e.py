@@ -131,3 +131,31 @@ def test_a_journal_whose_answer_was_lost_is_found_by_its_number_not_posted_twice
     run(dagbag, FLOW, ANCHOR)
     assert journals_in_accounting(state, "quickbooks") == before
     assert scalar(accounting_warehouse, "SELECT posting_status FROM acct.actuals_journal WHERE doc_number = :d", d=doc) == "posted"
+
+
+@pytest.mark.parametrize("system", ["quickbooks", "xero"])
+def test_with_budgets_in_accounting_the_months_budgets_reach_the_psa_warehouse_and_nothing_is_sent(
+    system, dagbag, sandbox, accounting_warehouse, psa_warehouse, monkeypatch
+):
+    from backbone_sandbox.psa_billing import project_budgets
+
+    monkeypatch.setenv("BACKBONE_ACCOUNTING_CONN_ID", CONNECTIONS[system])
+    monkeypatch.setenv("BACKBONE_BUDGET_SOURCE", "accounting")
+    state = sandbox.state
+    weeks = state.psa_time.week_ends()
+    for week_end in [*weeks, weeks[-1] + timedelta(days=7)]:
+        run(dagbag, TIMESHEETS, week_end)
+    run(dagbag, FLOW, ANCHOR)
+
+    seeded = {project: months["2026-10"] for (project, _), months in project_budgets(state.psa_time, ANCHOR).items()}
+    loaded = dict(rows(psa_warehouse, "SELECT project_id, amount FROM psa.project_budget WHERE period = '2026-10'"))
+    assert loaded == seeded and len(seeded) > 4  # November's budgets are not October's
+    assert scalar(psa_warehouse, "SELECT count(DISTINCT source) FROM psa.project_budget") == 1
+    assert scalar(accounting_warehouse, "SELECT count(*) FROM acct.actuals_journal") == 0
+    assert journals_in_accounting(state, system) == {}
+    assert scalar(accounting_warehouse, "SELECT bool_and(reconciled) FROM acct.project_actual WHERE period = '2026-10'")
+    record = rows(accounting_warehouse, "SELECT status, details FROM ops.flow_run WHERE flow = :f", f=FLOW)[0]
+    assert record.status == "success" and record.details["budgets_read"] == len(seeded)
+
+    run(dagbag, FLOW, ANCHOR)  # again: the same budgets, still nothing sent
+    assert dict(rows(psa_warehouse, "SELECT project_id, amount FROM psa.project_budget WHERE period = '2026-10'")) == seeded

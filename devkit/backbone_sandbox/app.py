@@ -20,15 +20,21 @@ from backbone_sandbox.faults import FaultBoard, FaultRule, apply_transport_fault
 from backbone_sandbox.kantata import KantataStore, build_kantata_app
 from backbone_sandbox.limits import SlidingWindowLimit
 from backbone_sandbox.psa import PsaStore, build_psa_app
-from backbone_sandbox.psa_billing import BillingStore, seed_billing
+from backbone_sandbox.psa_billing import BillingStore, project_budgets, seed_billing
 from backbone_sandbox.psa_expenses import ExpenseSeed, ExpenseStore, seed_expenses
 from backbone_sandbox.psa_time import TimeStore, seed_time, weeks_back_to_last_closed_month
 from backbone_sandbox.quickbooks import REALM_ID as QBO_REALM_ID
-from backbone_sandbox.quickbooks import QuickBooksStore, build_quickbooks_app, seed_quickbooks, seed_quickbooks_expenses
+from backbone_sandbox.quickbooks import (
+    QuickBooksStore,
+    build_quickbooks_app,
+    seed_quickbooks,
+    seed_quickbooks_budgets,
+    seed_quickbooks_expenses,
+)
 from backbone_sandbox.salesforce import build_salesforce_app, salesforce_id
 from backbone_sandbox.seed import default_anchor, iso_millis, seed_crm
 from backbone_sandbox.xero import TENANT_ID as XERO_TENANT_ID
-from backbone_sandbox.xero import XeroStore, build_xero_app, seed_xero, seed_xero_expenses
+from backbone_sandbox.xero import XeroStore, build_xero_app, seed_xero, seed_xero_budgets, seed_xero_expenses
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,9 @@ class SandboxState:
         payees = [time_seed.people[p] for p in sorted(expense_seed.payee_ids)]
         seed_quickbooks_expenses(qbo, mapping.expenses, payees, at=anchor - timedelta(days=60), actuals=mapping.actuals)
         seed_xero_expenses(xero, mapping.expenses, payees, at=anchor - timedelta(days=60), actuals=mapping.actuals)
+        budgets = project_budgets(time_seed, anchor)
+        seed_quickbooks_budgets(qbo, budgets, mapping.actuals.labour_cost_account, at=anchor - timedelta(days=60))
+        seed_xero_budgets(xero, budgets, mapping.actuals.labour_cost_account, at=anchor - timedelta(days=60))
         crm_seed = seed_crm(deals=config.deals, anchor=anchor, seed=config.seed)
         billing_seed = seed_billing(time_seed, crm_seed, anchor=anchor, expenses=expense_seed)
         if config.crm == "salesforce":

@@ -48,6 +48,20 @@ class BillingSeed:
     """PSA invoice id → the check that must hold it."""
 
 
+def project_budgets(time_seed: TimeSeed, anchor: datetime) -> dict[tuple[str, str], dict[str, Decimal]]:
+    """(project id, name) → month → budgeted cost, for the last closed month and the one after it:
+    what a company that keeps budgets in accounting has there (``BACKBONE_BUDGET_SOURCE=accounting``)."""
+    month = last_closed_month(anchor, time_seed.timezone)
+    following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return {
+        (project_id, project["name"]): {
+            month.strftime("%Y-%m"): Decimal(15000 + 750 * n),
+            following.strftime("%Y-%m"): Decimal(15500 + 750 * n),
+        }
+        for n, (project_id, project) in enumerate(sorted(time_seed.projects.items()))
+    }
+
+
 def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime, expenses: ExpenseSeed | None = None) -> BillingSeed:
     zone = ZoneInfo(time_seed.timezone)
     month = last_closed_month(anchor, time_seed.timezone)

@@ -45,6 +45,7 @@ ENTITIES = {
     "purchase": "Purchase",
     "bill": "Bill",
     "journalentry": "JournalEntry",
+    "budget": "Budget",
 }
 MAX_RESULTS = 1000
 BATCH_MAX_ITEMS = 30
@@ -780,6 +781,36 @@ def seed_quickbooks(
                 "FamilyName": family,
                 "Active": True,
                 "PrimaryEmailAddr": {"Address": person["email"]},
+            },
+            at=at,
+        )
+
+
+def seed_quickbooks_budgets(store: QuickBooksStore, budgets: dict[tuple[str, str], dict[str, Any]], account: str, *, at: datetime) -> None:
+    """One monthly profit-and-loss budget with a detail per project (its class) and month, on the labour cost account."""
+    labour = next((a for a in store.entities["Account"].values() if a["Name"] == account), None)
+    details = [
+        {
+            "BudgetDate": f"{period}-01",
+            "Amount": float(amount),
+            **({"AccountRef": {"value": labour["Id"], "name": labour["Name"]}} if labour else {}),
+            "ClassRef": {"value": str(n + 1), "name": f"{project_id} {name}"},
+        }
+        for n, ((project_id, name), months) in enumerate(sorted(budgets.items()))
+        for period, amount in sorted(months.items())
+    ]
+    periods = sorted({d["BudgetDate"] for d in details})
+    if details:
+        store.add(
+            "Budget",
+            {
+                "Name": "Project budgets",
+                "StartDate": periods[0],
+                "EndDate": periods[-1],
+                "BudgetType": "ProfitAndLoss",
+                "BudgetEntryType": "Monthly",
+                "Active": True,
+                "BudgetDetail": details,
             },
             at=at,
         )

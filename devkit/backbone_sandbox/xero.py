@@ -28,7 +28,18 @@ CLIENT_SECRET = "sandbox-xero-secret"
 INITIAL_REFRESH_TOKEN = "sandbox-xero-refresh-0"
 NAMESPACE = uuid.UUID("3f0b6a52-8a1e-4c55-9f7e-0d7f4b1e2a90")
 CENT = Decimal("0.01")
-COLLECTIONS = ("Contacts", "Accounts", "Items", "TaxRates", "Invoices", "CreditNotes", "Payments", "BankTransactions", "ManualJournals")
+COLLECTIONS = (
+    "Contacts",
+    "Accounts",
+    "Items",
+    "TaxRates",
+    "Invoices",
+    "CreditNotes",
+    "Payments",
+    "BankTransactions",
+    "ManualJournals",
+    "Budgets",
+)
 
 
 def request_date(value: Any, field: str) -> date:
@@ -743,6 +754,26 @@ def _add_accounting(app: FastAPI, state: Any, store: Any) -> None:
 
 
 def _add_manual_journals(app: FastAPI, store: Any) -> None:
+    @app.get("/api.xro/2.0/Budgets")
+    def list_budgets(request: Request) -> dict[str, Any]:
+        """Budgets without their lines, as Xero lists them (``GET /Budgets/{id}`` has the lines)."""
+        with store._lock:
+            budgets = [{k: v for k, v in b.items() if k != "BudgetLines"} for b in store.records["Budgets"].values()]
+        return {"Budgets": budgets}
+
+    @app.get("/api.xro/2.0/Budgets/{budget_id}")
+    def read_budget(budget_id: str, request: Request) -> dict[str, Any]:
+        """One budget with its lines, the balances cut to ``DateFrom``…``DateTo`` (months)."""
+        with store._lock:
+            budget = store.records["Budgets"].get(budget_id)
+        if budget is None:
+            raise XeroError(404, "The resource you're looking for cannot be found", kind="NotFound")
+        low, high = (request.query_params.get("DateFrom") or "")[:7], (request.query_params.get("DateTo") or "9999-12")[:7]
+        lines = [
+            {**line, "BudgetBalances": [b for b in line["BudgetBalances"] if low <= b["Period"] <= high]} for line in budget["BudgetLines"]
+        ]
+        return {"Budgets": [{**budget, "BudgetLines": lines}]}
+
     @app.put("/api.xro/2.0/ManualJournals")
     async def create_manual_journals(request: Request) -> JSONResponse:
         key = request.headers.get("idempotency-key")
@@ -887,6 +918,36 @@ def _add_project_time(app: FastAPI, state: Any, store: Any) -> None:
             if entry is not None and entry["projectId"] == project_id:
                 del store.time_entries[entry_id]
         return Response(status_code=204)
+
+
+def seed_xero_budgets(store: XeroStore, budgets: dict[tuple[str, str], dict[str, Any]], account: str, *, at: datetime) -> None:
+    """A tracking budget per project (an option of the "Project" tracking category), by month, on the labour cost account."""
+    code = account.partition(" ")[0]
+    labour = next((a for a in store.records["Accounts"].values() if a["Code"] == code), None)
+    category = str(uuid.uuid5(uuid.NAMESPACE_URL, "xero-sandbox/tracking/Project"))
+    for (project_id, name), months in sorted(budgets.items()):
+        budget_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"xero-sandbox/budget/{project_id}"))
+        store.records["Budgets"][budget_id] = {
+            "BudgetID": budget_id,
+            "Type": "TRACKING",
+            "Description": f"Project budget {project_id}",
+            "UpdatedDateUTC": msdate(at),
+            "BudgetLines": [
+                {
+                    **({"AccountID": labour["AccountID"]} if labour else {}),
+                    "AccountCode": code,
+                    "BudgetBalances": [{"Period": period, "Amount": float(amount)} for period, amount in sorted(months.items())],
+                }
+            ],
+            "Tracking": [
+                {
+                    "TrackingCategoryID": category,
+                    "TrackingOptionID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"xero-sandbox/tracking/{project_id}")),
+                    "Name": "Project",
+                    "Option": f"{project_id} {name}"[:100],
+                }
+            ],
+        }
 
 
 def seed_xero_expenses(store: XeroStore, expenses: Any, payees: list[dict[str, Any]], *, at: datetime, actuals: Any = None) -> None:

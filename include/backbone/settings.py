@@ -78,9 +78,10 @@ class Settings(BaseSettings):
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
     invoice_timing: Literal["on_pm_approval", "after_finance_approval"] = "on_pm_approval"
     """When an invoice goes to accounting: as soon as the PM approves it in the PSA, or only once finance has released it there."""
-    budget_source: Literal["psa"] = "psa"
+    budget_source: Literal["psa", "accounting"] = "psa"
     """Where project budgets live, the one source of truth: ``psa`` (the PSA holds budgets and each
-    month's project actuals are pushed to accounting as journals)."""
+    month's project actuals are pushed to accounting as journals) or ``accounting`` (accounting holds
+    them: each month's project budgets are read into the PSA warehouse, and no journal is sent)."""
     month_end_waits_for_time_export: bool = True
     """Month-end starts only once the weekly export has covered every week of the month, up to the
     week holding its last day (so T&M invoices reconcile against all of the month's time)."""

@@ -145,9 +145,12 @@ def gather(psa_warehouse: Engine, accounting_warehouse: Engine, period: str) -> 
     return projects
 
 
-def compute_actuals(psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, period: str) -> dict[str, Any]:
-    """Write the month's ``acct.project_actual`` rows and queue a journal for each project whose labour
-    cost differs from what its journals already carry. Hours without a cost rate are an exception."""
+def compute_actuals(
+    psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, period: str, journals: bool = True
+) -> dict[str, Any]:
+    """Write the month's ``acct.project_actual`` rows and (``journals``: budgets in the PSA) queue a
+    journal for each project whose labour cost differs from what its journals already carry. Hours
+    without a cost rate are an exception."""
     from backbone.cost_rates import load_cost_rates
     from backbone.warehouse.db import upsert
     from backbone.warehouse.tables import actuals_journal, project_actual
@@ -157,7 +160,7 @@ def compute_actuals(psa_warehouse: Engine, accounting_warehouse: Engine, run: Ru
     rates = load_cost_rates()
     projects = gather(psa_warehouse, accounting_warehouse, period)
     _, _, last_day = month_dates(period)
-    rows, journals, exceptions = [], [], []
+    rows, queued, exceptions = [], [], []
     with accounting_warehouse.begin() as connection:
         carried = _journaled(connection, period)
         next_seq = _next_seq(connection, period)
@@ -194,9 +197,9 @@ def compute_actuals(psa_warehouse: Engine, accounting_warehouse: Engine, run: Ru
                 }
             )
             difference = cost - carried.get(project_id, Decimal(0))
-            if abs(difference) >= CENT:
+            if journals and abs(difference) >= CENT:
                 seq = next_seq.get(project_id, 1)
-                journals.append(
+                queued.append(
                     {
                         "project_id": project_id,
                         "period": period,
@@ -213,8 +216,8 @@ def compute_actuals(psa_warehouse: Engine, accounting_warehouse: Engine, run: Ru
                     }
                 )
         upsert(connection, project_actual, rows, key=["project_id", "period"], bookkeeping=("run_id",))
-        if journals:
-            connection.execute(actuals_journal.insert(), journals)
+        if queued:
+            connection.execute(actuals_journal.insert(), queued)
         ops.add_quarantine(connection, run, exceptions)
         ops.record_run(
             connection,
@@ -225,14 +228,14 @@ def compute_actuals(psa_warehouse: Engine, accounting_warehouse: Engine, run: Ru
             details={
                 "period": period,
                 "projects": len(rows),
-                "journals_queued": len(journals),
+                "journals_queued": len(queued),
                 "labour_cost": str(sum((r["labour_cost"] for r in rows), Decimal(0))),
                 "expense_cost": str(sum((r["expense_cost"] for r in rows), Decimal(0))),
                 "currency": currency,
             },
         )
-    log.info("%s: %d projects, %d journals queued, %d with hours lacking a cost rate", period, len(rows), len(journals), len(exceptions))
-    return {"projects": len(rows), "journals_queued": len(journals), "exceptions": len(exceptions)}
+    log.info("%s: %d projects, %d journals queued, %d with hours lacking a cost rate", period, len(rows), len(queued), len(exceptions))
+    return {"projects": len(rows), "journals_queued": len(queued), "exceptions": len(exceptions)}
 
 
 def _description(p: ProjectActuals, period: str, seq: int, amount: Decimal) -> str:
@@ -254,6 +257,48 @@ def _next_seq(connection: Connection, period: str) -> dict[str, int]:
         "SELECT project_id, max(seq) + 1 FROM acct.actuals_journal WHERE period = %(period)s GROUP BY 1", {"period": period}
     )
     return {project_id: seq for project_id, seq in rows}
+
+
+def load_budgets(
+    accounting: AccountingSystem, psa_warehouse: Engine, accounting_warehouse: Engine, run: RunRef, *, period: str
+) -> dict[str, Any]:
+    """Budgets live in accounting (``BACKBONE_BUDGET_SOURCE=accounting``): the month's project budgets
+    read from it replace the month's rows of ``psa.project_budget`` (one transaction), so a budget
+    changed or removed in accounting is changed or gone after the next run."""
+    from backbone.warehouse.tables import project_budget
+
+    start, end, _ = month_dates(period)
+    budgets = [b for b in accounting.project_budgets(start, end) if b.period == period]
+    with psa_warehouse.begin() as connection:
+        connection.execute(project_budget.delete().where(project_budget.c.period == period))
+        if budgets:
+            connection.execute(
+                project_budget.insert(),
+                [
+                    {
+                        "project_id": b.project_id,
+                        "period": b.period,
+                        "amount": b.amount,
+                        "source": accounting.system,
+                        "budget_name": b.budget_name[:255],
+                        "run_id": run.run_id,
+                    }
+                    for b in budgets
+                ],
+            )
+    total = sum((b.amount for b in budgets), Decimal(0))
+    with accounting_warehouse.begin() as connection:
+        ops.record_run(connection, run, details={"budgets_read": len(budgets), "budget_total": str(total)})
+    log.info("%s: %d project budgets read from %s (%s in all)", period, len(budgets), accounting.system, total)
+    return {"budgets": len(budgets)}
+
+
+def reconcile_only(warehouse: Engine, run: RunRef, *, period: str) -> dict[str, int]:
+    """Budgets in accounting: nothing is sent; the two warehouses' hours are reconciled and recorded."""
+    reconciled = reconcile(warehouse, period, journals=False)
+    with warehouse.begin() as connection:
+        ops.record_run(connection, run, written_back=0, details={"reconciled": reconciled})
+    return reconciled
 
 
 def pending_journals(warehouse: Engine, period: str) -> list[dict[str, Any]]:
@@ -339,8 +384,9 @@ def _mark(warehouse: Engine, row: dict[str, Any], **values: Any) -> None:
         )
 
 
-def reconcile(warehouse: Engine, period: str) -> dict[str, int]:
-    """Mark each project of the month reconciled or not, with the difference in words."""
+def reconcile(warehouse: Engine, period: str, *, journals: bool = True) -> dict[str, int]:
+    """Mark each project of the month reconciled or not, with the difference in words: the two
+    warehouses' hours, and (``journals``: budgets in the PSA) the journals against the labour cost."""
     from backbone.warehouse.tables import project_actual
 
     with warehouse.begin() as connection:
@@ -361,7 +407,7 @@ def reconcile(warehouse: Engine, period: str) -> dict[str, int]:
             problems = []
             if psa_hours != exported_hours:
                 problems.append(f"the PSA counts {psa_hours} h, accounting holds {exported_hours} h")
-            if abs(journaled - cost) >= CENT:
+            if journals and abs(journaled - cost) >= CENT:
                 problems.append(f"labour cost {cost}, accounting's journals carry {journaled}")
             counts["reconciled" if not problems else "not_reconciled"] += 1
             connection.execute(

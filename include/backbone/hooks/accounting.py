@@ -147,6 +147,17 @@ class ActualsJournal(TypedDict, total=False):
     journal_date: date | str
 
 
+@dataclass(frozen=True)
+class ProjectBudget:
+    """One project's budget for one month, as accounting keeps it (the amounts of all its accounts)."""
+
+    project_id: str
+    """The first word of the QuickBooks class / Xero tracking option the budget is kept by: the PSA project id."""
+    period: str
+    amount: Decimal
+    budget_name: str
+
+
 ACCOUNTING_SYSTEMS = ("quickbooks", "xero")
 
 
@@ -258,6 +269,11 @@ class AccountingSystem(Protocol):
 
     def create_journal(self, journal: ActualsJournal, *, request_id: str) -> PostedObject:
         """Post an actuals journal (QuickBooks ``JournalEntry``, Xero ``ManualJournal``)."""
+        ...
+
+    def project_budgets(self, start: date, end: date) -> Iterator[ProjectBudget]:
+        """Project budgets for the months in ``[start, end)``: QuickBooks ``Budget`` details by class,
+        Xero tracking budgets by tracking option; each named by its project id."""
         ...
 
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:

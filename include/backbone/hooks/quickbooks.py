@@ -28,6 +28,7 @@ from backbone.hooks.accounting import (
     InvoiceRow,
     OutboxLine,
     PostedObject,
+    ProjectBudget,
     ReferenceRecord,
     invoice_note,
     request_id_for,
@@ -319,6 +320,22 @@ class QuickBooksHook(RotatingOAuthMixin, JsonApiHook):
 
     def create_journal(self, journal: ActualsJournal, *, request_id: str) -> PostedObject:
         return self.create("JournalEntry", journal_entry_body(journal), request_id=request_id)
+
+    def project_budgets(self, start: date, end: date) -> Iterator[ProjectBudget]:
+        """Active ``Budget`` details dated in ``[start, end)`` that name a class (QuickBooks tracks
+        projects by class here), summed per class and month over their accounts."""
+        amounts: dict[tuple[str, str], tuple[Decimal, str]] = {}
+        for page in self.query_all("Budget", "Active = true"):
+            for budget in page:
+                for detail in budget.get("BudgetDetail") or []:
+                    day, klass = str(detail.get("BudgetDate") or "")[:10], (detail.get("ClassRef") or {}).get("name")
+                    if not klass or not day or not (start.isoformat() <= day < end.isoformat()):
+                        continue
+                    key = (str(klass).split()[0], day[:7])
+                    amount, _ = amounts.get(key, (Decimal(0), ""))
+                    amounts[key] = (amount + Decimal(str(detail.get("Amount") or 0)), str(budget.get("Name") or ""))
+        for (project_id, period), (amount, name) in sorted(amounts.items()):
+            yield ProjectBudget(project_id, period, amount, name)
 
     def find_invoice(self, kind: InvoiceKind, number: str) -> tuple[str, Decimal] | None:
         found = self.find_by_doc_number(SALES_ENTITY[kind], number)

@@ -30,6 +30,7 @@ from backbone.hooks.accounting import (
     InvoiceRow,
     OutboxLine,
     PostedObject,
+    ProjectBudget,
     ReferenceRecord,
     invoice_note,
     request_id_for,
@@ -574,6 +575,33 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 if record.get("Narration") == narration and record.get("Status") not in ("DELETED", "VOIDED"):
                     return str(record["ManualJournalID"])
         return None
+
+    def project_budgets(self, start: date, end: date) -> Iterator[ProjectBudget]:
+        """Tracking budgets (``Type`` TRACKING, one per project option of the tracking category),
+        each read with its lines for the months in ``[start, end)``, summed per month over accounts."""
+        from datetime import timedelta
+
+        window = {"DateFrom": start.isoformat(), "DateTo": (end - timedelta(days=1)).isoformat()}
+        listed = self.call("GET", "/Budgets", params=window, description="Xero list Budgets") or {}
+        for summary in listed.get("Budgets") or []:
+            if summary.get("Type") != "TRACKING" or not summary.get("Tracking"):
+                continue
+            answer = self.call(
+                "GET", f"/Budgets/{summary['BudgetID']}", params=window, description=f"Xero read Budget {summary['BudgetID']}"
+            )
+            budget = ((answer or {}).get("Budgets") or [{}])[0]
+            option = str((budget.get("Tracking") or summary["Tracking"])[0].get("Option") or "").split()
+            if not option:
+                continue
+            project_id = option[0]
+            totals: dict[str, Decimal] = {}
+            for line in budget.get("BudgetLines") or []:
+                for balance in line.get("BudgetBalances") or []:
+                    period = str(balance.get("Period") or "")[:7]
+                    if start.isoformat()[:7] <= period < end.isoformat()[:7]:
+                        totals[period] = totals.get(period, Decimal(0)) + Decimal(str(balance.get("Amount") or 0))
+            for period, amount in sorted(totals.items()):
+                yield ProjectBudget(project_id, period, amount, str(budget.get("Description") or ""))
 
     # payments (Accounting API)
     def payments_since(self, moment: datetime) -> Iterator[AccountingPayment]:

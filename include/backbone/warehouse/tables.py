@@ -227,6 +227,21 @@ accounting_code = Table(
 """Accounting's items (service codes), GL accounts and tax codes as the PSA side knows them: kept
 by their accounting id, so a rename is a changed name and a retired one ``active`` false."""
 
+project_budget = Table(
+    "project_budget",
+    metadata,
+    Column("project_id", String(40), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("budget_name", String(255)),
+    Column("run_id", String(250), nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("project_id", "period"),
+    schema="psa",
+)
+"""Project budgets per month, read from accounting when budgets live there (``BACKBONE_BUDGET_SOURCE=accounting``)."""
+
 billing_code = Table(
     "billing_code",
     metadata,

@@ -58,6 +58,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("project_id", "period", "seq"),
         schema="acct",
     )
+    from backbone.warehouse.migrations.ops_ledger import FINANCE_READER_ROLE
+
+    op.execute(
+        f"GRANT SELECT ON acct.project_actual, acct.actuals_journal TO {FINANCE_READER_ROLE}"
+    )  # finance reads what each run computed and sent
 
 
 def downgrade() -> None:
