@@ -330,6 +330,8 @@ def test_sql_is_never_built_from_data():
         ("bi_schema.py", "FINANCE_READER_ROLE"),
         ("0010_bi_margin_and_pipeline.py", "FINANCE_READER_ROLE"),
         ("0011_accounting_codes.py", "FINANCE_READER_ROLE"),
+        ("0012_project_budgets.py", "FINANCE_READER_ROLE"),
+        ("0014_project_actuals.py", "FINANCE_READER_ROLE"),
         ("outbox.py", "self.table_name"),  # a VersionedOutbox's table and key columns: constants of the two exports
         ("outbox.py", "self.id_column"),
         ("outbox.py", "self.version_column"),

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -122,10 +123,16 @@ def _context() -> gx.data_context.AbstractDataContext:
     return context
 
 
-@cache
 def build_suite(entity_name: str, columns: frozenset[str] | None = None) -> gx.ExpectationSuite:
     """The entity's expectation suite, generated from its dictionary entry (once per process);
-    with ``columns``, only the expectations on those frame columns (a part of the suite)."""
+    with ``columns``, only the expectations on those frame columns (a part of the suite). However
+    it is called, one suite name is built once: building it again would leave the validation
+    definition that holds it stale (GE's freshness check)."""
+    return _suite(entity_name, columns)
+
+
+@cache
+def _suite(entity_name: str, columns: frozenset[str] | None) -> gx.ExpectationSuite:
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -143,8 +150,12 @@ def _part_name(entity_name: str, columns: frozenset[str] | None, what: str) -> s
     return f"{entity_name}_{what}_" + hashlib.sha1("|".join(sorted(columns)).encode()).hexdigest()[:12]
 
 
-@cache
 def _validation_definition(entity_name: str, columns: frozenset[str] | None = None) -> gx.ValidationDefinition:
+    return _definition(entity_name, columns)
+
+
+@cache
+def _definition(entity_name: str, columns: frozenset[str] | None) -> gx.ValidationDefinition:
     import great_expectations as gx
 
     context = _context()
@@ -189,10 +200,19 @@ VERDICT_CACHE_LIMIT = 200_000
 
 Failed = tuple[tuple[int, str, str], ...]
 """The expectations one value fails: (position in the suite, rule, reason) each."""
-_verdicts: dict[tuple[str, str], dict[str | None, Failed]] = {}
-"""(entity, field) → cleaned value → what it fails. A column expectation's verdict on a value
-depends on the value alone (``unique`` is a property of rows and never cached), and the suite
-is fixed for the process, so a value once judged is not sent to GE again."""
+_verdicts: dict[tuple[str, str, str], dict[str | None, Failed]] = {}
+"""(entity, field, the field's rules) → cleaned value → what it fails. A column expectation's
+verdict on a value depends on the value and the rule alone (``unique`` is a property of rows and
+never cached), so a value once judged by the same rules is not sent to GE again; a dictionary
+changed in the process (new rules) starts afresh."""
+
+
+def _rules_of(entity: EntitySpec) -> dict[str, str]:
+    """Field → a fingerprint of the expectations on it (and its numeric shadow), with their positions."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for order, (class_name, kwargs, rule, _) in enumerate(_expectation_specs(entity)):
+        found[str(kwargs["column"]).removesuffix(NUMBER_SUFFIX)].append(f"{order}:{class_name}:{rule}:{sorted(kwargs.items())!r}")
+    return {name: hashlib.sha1("|".join(specs).encode()).hexdigest() for name, specs in found.items()}
 
 
 def validate_rows(entity_name: str, rows: list[dict[str, Any]], *, compact: bool | None = None) -> ValidationOutcome:
@@ -284,9 +304,10 @@ def _judge_distinct(entity: EntitySpec, distinct: dict[str, tuple[Any, list[str 
     the suite), then each row takes the verdict of its value."""
     import numpy as np
 
+    rules = _rules_of(entity)
     new: dict[str, list[str | None]] = {}
     for name, (_, values) in distinct.items():
-        known = _verdicts.setdefault((entity.name, name), {})
+        known = _verdicts.setdefault((entity.name, name, rules.get(name, "")), {})
         if len(known) > VERDICT_CACHE_LIMIT:
             known.clear()
         unseen = list(dict.fromkeys(v for v in values if v not in known))
@@ -302,12 +323,12 @@ def _judge_distinct(entity: EntitySpec, distinct: dict[str, tuple[Any, list[str 
                 if position < len(values):  # beyond: padding, the first value again
                     judged[name][values[position]].append((order, failure.rule, failure.reason))
         for name, verdicts in judged.items():
-            known = _verdicts[(entity.name, name)]
+            known = _verdicts[(entity.name, name, rules.get(name, ""))]
             for value, fails in verdicts.items():
                 known[value] = tuple(dict.fromkeys(fails))
     by_expectation: dict[tuple[int, str, str], list[Any]] = {}
     for name, (codes, values) in distinct.items():
-        known = _verdicts[(entity.name, name)]
+        known = _verdicts[(entity.name, name, rules.get(name, ""))]
         failing = [(position, known[value]) for position, value in enumerate(values) if known[value]]
         if not failing:
             continue
