@@ -171,6 +171,20 @@ def test_sandbox_state_survives_a_restart(tmp_path):
     assert pickle.loads(pickle.dumps(resumed.crm)).objects.keys() == state.crm.objects.keys()
 
 
+def test_a_bench_sized_seed_approves_every_expense_inside_its_week():
+    """The benchmark seeds thousands of people: every expense is still approved before its week's end."""
+    from datetime import datetime, timedelta
+
+    from backbone_sandbox.app import SandboxConfig, SandboxState
+    from tests.conftest import ANCHOR
+
+    state = SandboxState.fresh(SandboxConfig(deals=30, people=600, weeks=1, anchor=ANCHOR))
+    week_end = state.psa_time.week_end
+    approved = [datetime.fromisoformat(e["approved_at"].replace("Z", "+00:00")) for e in state.psa_expenses.entries if e["approved_at"]]
+    assert len(approved) > 200
+    assert all(week_end - timedelta(days=7) < moment < week_end for moment in approved)
+
+
 # --- QuickBooks: Intuit publishes XSDs, not OpenAPI; JSON keys are the XSD's element and attribute names.
 QBO_XSD_DIR = Path(__file__).resolve().parent / "specs" / "quickbooks"
 XS = "{http://www.w3.org/2001/XMLSchema}"

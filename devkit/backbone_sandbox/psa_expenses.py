@@ -53,7 +53,9 @@ def seed_expenses(time_seed: TimeSeed, *, weeks: int, seed: int = 20261127) -> E
     for k, friday in enumerate(fridays):
         for n, person_id in enumerate(spenders):
             project_id = project_ids[(n * 3 + k) % len(project_ids)]
-            approved = _local(friday, 14, 30 + n, zone)
+            # 14:30 onwards a minute apart, then seconds apart from 16:30: always before Friday 17:00
+            spread = timedelta(minutes=30 + n) if n < 150 else timedelta(minutes=150, seconds=n % 1800)
+            approved = _local(friday, 14, 0, zone) + spread
             monday = friday - timedelta(days=4)
             for category, day, amount in (
                 ("TRAVEL", monday, f"{rng.randint(30, 180)}.{rng.randint(0, 99):02d}"),
