@@ -235,7 +235,7 @@ def accounting_warehouse(services) -> Iterator[object]:
         connection.execute(
             text(
                 "TRUNCATE acct.reference, acct.time_export, acct.expense_export, acct.invoice, acct.invoice_line, acct.reconciliation, "
-                "acct.project_actual, acct.actuals_journal, acct.payment, "
+                "acct.project_actual, acct.actuals_journal, acct.payment, acct.time_day_record, acct.time_day_member, "
                 "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine, ops.deadline_alert"
             )
         )

@@ -332,6 +332,7 @@ def test_sql_is_never_built_from_data():
         ("0011_accounting_codes.py", "FINANCE_READER_ROLE"),
         ("0012_project_budgets.py", "FINANCE_READER_ROLE"),
         ("0014_project_actuals.py", "FINANCE_READER_ROLE"),
+        ("0015_time_day_records.py", "FINANCE_READER_ROLE"),
         ("outbox.py", "self.table_name"),  # a VersionedOutbox's table and key columns: constants of the two exports
         ("outbox.py", "self.id_column"),
         ("outbox.py", "self.version_column"),

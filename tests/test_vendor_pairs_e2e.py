@@ -90,7 +90,7 @@ def empty(psa_warehouse, accounting_warehouse) -> None:
         connection.execute(
             text(
                 "TRUNCATE acct.reference, acct.time_export, acct.expense_export, acct.invoice, acct.invoice_line, acct.reconciliation, "
-                "acct.project_actual, acct.actuals_journal, "
+                "acct.project_actual, acct.actuals_journal, acct.time_day_record, acct.time_day_member, "
                 "acct.payment, "
                 "ops.flow_run, ops.flow_run_attempt, ops.staged_record, ops.quarantine"
             )

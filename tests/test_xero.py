@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from backbone.hooks.accounting import request_id_for
+from backbone.hooks.accounting import DayRecord, day_record_key, request_id_for
 from backbone.hooks.oauth import MemoryTokenStore
 from backbone.hooks.xero import XeroHook, parse_msdate
 from backbone.http import FatalApiError, QuotaExhaustedError
@@ -215,6 +215,46 @@ def test_time_moves_with_its_project_and_tasks_are_made_once(hook, sandbox):
     xero = sandbox.state.xero
     assert len(xero.projects) == 2 and len(xero.tasks) == 2 and len(xero.time_entries) == 2
     assert moved.object_id.split("/")[0] != first.object_id.split("/")[0]
+
+
+def test_a_day_record_is_created_replaced_found_by_its_marker_and_deleted_as_xero_documents(sandbox, tokens):
+    hook = XeroHook(token_store=tokens, session=SpecCheckedSession(f"{sandbox.url}/xero"))
+    line = a_line(sandbox.state, item_ref_id="CONSULT")
+    record = DayRecord(day_record_key(line), line, {"TE-1": 90, "TE-2": 30})
+    posted = hook.post_day_record(record, target=None, request_id="day-1")
+    held = sandbox.state.xero.time_entries[posted.object_id.split("/")[1]]
+    assert held["duration"] == 120 and held["description"].startswith(record.marker)
+    grown = DayRecord(record.key, line, {**record.entries, "TE-3": 60})
+    hook.post_day_record(grown, target=posted.object_id, request_id="day-1-v2")
+    assert sandbox.state.xero.time_entries[posted.object_id.split("/")[1]]["duration"] == 180
+    assert hook.find_day_record(grown).object_id == posted.object_id
+    assert hook.find_day_record(DayRecord(day_record_key({**line, "entry_id": "x", "project_id": "PJ-9"}), line, {"x": 1})) is None
+    assert hook.delete_time_entry(posted.object_id, request_id="day-1-del")
+    assert not sandbox.state.xero.time_entries
+    sent = set(hook.get_conn().requests_checked)
+    assert any(c.startswith("PUT /xero/projects.xro/2.0/Projects/") and "/Time/" in c for c in sent)
+    assert any(c.startswith("DELETE /xero/projects.xro/2.0/Projects/") for c in sent)
+
+
+def test_a_day_record_key_is_its_person_project_task_and_day_and_its_hash_its_members():
+    line = {
+        "person_ref_id": "U1",
+        "customer_ref_id": "C1",
+        "project_id": "PJ-1",
+        "item_ref_id": "I1",
+        "billable_status": "Billable",
+        "work_date": date(2026, 10, 26),
+        "billing_code": "CONSULT",
+        "project_name": "P",
+    }
+    assert day_record_key(line) == day_record_key({**line, "billing_code": "OTHER", "entry_id": "TE-9"})
+    for field, other in (("work_date", date(2026, 10, 27)), ("billable_status", "Non-Billable"), ("person_ref_id", "U2")):
+        assert day_record_key({**line, field: other}) != day_record_key(line)
+    one = DayRecord("k", line, {"TE-1": 60, "TE-2": 30})
+    assert one.minutes == 90 and one.content_hash == DayRecord("k", line, {"TE-2": 30, "TE-1": 60}).content_hash
+    assert one.content_hash != DayRecord("k", line, {"TE-1": 60, "TE-2": 45}).content_hash
+    many = DayRecord("k", line, {f"TE-{n}": 15 for n in range(8)})
+    assert many.description.startswith("PSA day k · 8 entries (") and "…" in many.description
 
 
 def test_refresh_token_rotates_and_a_missing_tenant_is_refused(sandbox, tokens):

@@ -86,6 +86,8 @@ class SandboxState:
     crm_writes: int = 0
     salesforce_calls: int = 0
     xero_concurrency_rejected: int = 0
+    xero_calls: int = 0
+    """Xero API calls that passed its limits (what counts against 60 a minute and 5,000 a day)."""
     resumed: bool = False
     """True when the state came from the state file (issued OAuth tokens are still valid)."""
 
@@ -234,6 +236,7 @@ class SandboxState:
             "xero_tenant_id": XERO_TENANT_ID,
             "xero_creates": dict(self.xero.creates),
             "xero_idempotent_replays": self.xero.replays,
+            "xero_calls": self.xero_calls,
             "xero_token_refreshes": self.xero.token_refreshes,
             "faults_fired": dict(self.faults.fired),
             "rate_limited": {

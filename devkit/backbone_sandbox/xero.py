@@ -668,6 +668,7 @@ def _add_tenant_limits(app: FastAPI, state: Any, store: Any) -> None:
                     headers={"Retry-After": "1", "X-Rate-Limit-Problem": "concurrent"},
                 )
             in_flight["count"] += 1
+            state.xero_calls += 1
         try:
             response = await call_next(request)
         finally:

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     """New time activities sent per QuickBooks batch call (at most 30, Intuit's limit); 1 posts one call per entry."""
     qbo_batch_requests_per_minute: float = 38
     """Client-side budget for QuickBooks batch calls (its limit is 40 a minute per company, apart from the 500)."""
+    xero_time_aggregation: Literal["entry", "day"] = "entry"
+    """How the weekly flow posts time to Xero: ``entry`` (one Projects time entry per PSA entry) or
+    ``day`` (one per person, project, task and day, summing its entries; the outbox keeps which
+    entries each holds). ``day`` cuts Xero calls by the entries per person-day, for tenants whose
+    week would not fit 60 calls a minute and 5,000 a day. Switch it between weeks, with nothing pending."""
     payments_overlap_hours: int = 48
     """Payments are read from this many hours before the interval start: accounting's clock and late edits."""
     invoice_timing: Literal["on_pm_approval", "after_finance_approval"] = "on_pm_approval"

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from backbone.accounting_mapping import AccountingReferences, load_mapping, normalise
 from backbone.data_dictionary import load_entity
+from backbone.flows.day_records import post_day_records, split_day_entries
 from backbone.flows.outbox import VersionedOutbox, version_key
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.accounting import RejectedByAccounting, TimeBatchPoster
@@ -744,6 +745,7 @@ def _post_entries(
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     latest = _latest_posted(warehouse, [versions[0]["entry_id"] for versions in entries])
     targets = {v[0]["entry_id"]: _target(latest[v[0]["entry_id"]], v[0]) for v in entries if v[0]["entry_id"] in latest}
+    by_day, entries = split_day_entries(accounting, warehouse, entries, targets)
     fresh, one_by_one = _split_for_batches(accounting, entries, targets)
 
     def flush() -> None:
@@ -753,6 +755,12 @@ def _post_entries(
             outcome["rejected"] += sum(1 for r in results if r["posting_status"] == "failed")
             results.clear()
 
+    if by_day:
+        day_results, outcome["error"] = post_day_records(accounting, warehouse, run, by_day, concurrency=concurrency)  # type: ignore[arg-type]
+        results.extend(_result(line, status, accounting_id=object_id, error=error) for line, status, object_id, error in day_results)
+        if outcome["error"] is not None:
+            flush()
+            return outcome
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="post") as pool:
         futures = [pool.submit(_post_new_batch, accounting, batch) for batch in fresh]
         futures += [pool.submit(_post_entry_versions, accounting, targets.get(v[0]["entry_id"]), v) for v in one_by_one]

@@ -308,3 +308,68 @@ class TimeBatchPoster(Protocol):
     def create_time_entries(self, lines: list[OutboxLine]) -> list[PostedObject | RejectedByAccounting]:
         """One answer per line, in order: the created record, or the refusal of that line alone."""
         ...
+
+
+DAY_RECORD_KEY_FIELDS = ("person_ref_id", "customer_ref_id", "project_id", "item_ref_id", "billable_status", "work_date")
+"""What one day record sums: a person's time on one project, task (billing item and billable
+status) and day. A change to any of these moves an entry to another day record."""
+
+
+def day_record_key(line: OutboxLine) -> str:
+    """The stable key of the day record an outbox line belongs to (a digest of its key fields)."""
+    parts = "\x1f".join(str(line[field]) for field in DAY_RECORD_KEY_FIELDS)  # type: ignore[literal-required]
+    return hashlib.sha256(parts.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class DayRecord:
+    """One accounting time record summing several PSA entries (``BACKBONE_XERO_TIME_AGGREGATION=day``).
+
+    ``line`` is a representative outbox line (the key fields, names and rate), ``entries`` the
+    member entries as ``{entry_id: minutes}``; the outbox keeps which entry versions it holds.
+    """
+
+    key: str
+    line: OutboxLine
+    entries: dict[str, int]
+
+    @property
+    def minutes(self) -> int:
+        return sum(self.entries.values())
+
+    @property
+    def content_hash(self) -> str:
+        members = ",".join(f"{entry}={minutes}" for entry, minutes in sorted(self.entries.items()))
+        return hashlib.sha256(members.encode()).hexdigest()[:16]
+
+    @property
+    def marker(self) -> str:
+        """The start of the record's description: our key for finding it again."""
+        return f"PSA day {self.key} · "
+
+    @property
+    def description(self) -> str:
+        shown = ", ".join(sorted(self.entries)[:5]) + (", …" if len(self.entries) > 5 else "")
+        line = self.line
+        return f"{self.marker}{len(self.entries)} entries ({shown}) · {line['billing_code']} · {line['project_name'] or line['project_id']}"
+
+
+@runtime_checkable
+class TimeDayPoster(Protocol):
+    """An accounting system that can take a person's day on one task as one time record (Xero's
+    Projects API, where every call counts against 60 a minute and 5,000 a day). The weekly flow
+    uses it only when ``time_aggregation`` is on; the outbox still keeps one line per entry."""
+
+    time_aggregation: bool
+
+    def post_day_record(self, record: DayRecord, *, target: str | None, request_id: str) -> PostedObject:
+        """Create the day record, or replace ``target``'s duration and description."""
+        ...
+
+    def find_day_record(self, record: DayRecord) -> PostedObject | None:
+        """The day record created by an earlier attempt whose answer was lost, found by its marker."""
+        ...
+
+    def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
+        """Remove a time record (a day record whose entries all left it)."""
+        ...

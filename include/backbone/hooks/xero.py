@@ -23,6 +23,7 @@ from backbone.accounting_mapping import normalise
 from backbone.hooks.accounting import (
     AccountingPayment,
     ActualsJournal,
+    DayRecord,
     ExpenseKind,
     ExpenseLine,
     InvoiceKind,
@@ -41,6 +42,7 @@ from backbone.hooks.base import JsonApiHook
 from backbone.hooks.oauth import AirflowVariableTokenStore, RotatingOAuthMixin, TokenStore
 from backbone.http import FatalApiError, QuotaExhaustedError, RateLimiter, parse_retry_after
 from backbone.paging import PageNumberPaginator, pages
+from backbone.settings import load_settings
 
 if TYPE_CHECKING:
     import requests
@@ -115,7 +117,8 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     client secret. Extras: ``tenant_id`` (required: the organisation's ``xero-tenant-id``),
     ``refresh_token`` (the first one; rotated tokens are kept in the Variable
     ``<conn_id>_refresh_token``), ``token_url`` (default Xero's identity server),
-    ``requests_per_minute`` (default 60) and ``max_concurrency`` (default 5), Xero's per-tenant limits.
+    ``requests_per_minute`` (default 60) and ``max_concurrency`` (default 5), Xero's per-tenant limits,
+    and ``time_aggregation`` (``entry`` or ``day``, else ``BACKBONE_XERO_TIME_AGGREGATION``).
     """
 
     conn_name_attr = "xero_conn_id"
@@ -160,6 +163,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     @cached_property
     def concurrency(self) -> threading.BoundedSemaphore:
         return threading.BoundedSemaphore(max(1, min(int(self.budget("max_concurrency", setting=None, default=5)), 5)))
+
+    @cached_property
+    def time_aggregation(self) -> bool:
+        """Whether new time goes as one record per person, project, task and day (``day``)."""
+        mode = str(self.extras.get("time_aggregation") or load_settings().xero_time_aggregation)
+        if mode not in ("entry", "day"):
+            raise ValueError(f"Connection {self.conn_id!r}: extra 'time_aggregation' must be 'entry' or 'day', not {mode!r}")
+        return mode == "day"
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -369,6 +380,44 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             self._delete_time_entry(target)
         return found
 
+    def post_day_record(self, record: DayRecord, *, target: str | None, request_id: str) -> PostedObject:
+        """Create one time entry for the day record, or ``PUT`` its new duration over ``target``
+        (a day record never changes project: its key holds the project)."""
+        line = record.line
+        project_id = self._project_for(line)
+        work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
+        body = {
+            "userId": line["person_ref_id"],
+            "taskId": self._task_for(project_id, line),
+            "dateUtc": f"{work_date.isoformat()}T12:00:00Z",
+            "duration": max(1, record.minutes),
+            "description": record.description,
+        }
+        if target is not None:
+            _, _, entry_id = target.partition("/")
+            self.call(
+                "PUT",
+                f"/Projects/{project_id}/Time/{entry_id}",
+                api=PROJECTS_PATH,
+                json=body,
+                idempotency_key=request_id,
+                description=f"Xero update day record {entry_id}",
+            )
+            return PostedObject("TimeEntry", target, record.content_hash, body)
+        created = self.call(
+            "POST",
+            f"/Projects/{project_id}/Time",
+            api=PROJECTS_PATH,
+            json=body,
+            idempotency_key=request_id,
+            description=f"Xero day record {record.key}",
+        )
+        return PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", record.content_hash, created)
+
+    def find_day_record(self, record: DayRecord) -> PostedObject | None:
+        """The day record's time entry, found by its marker in its project on its day."""
+        return self._find_by_marker(record.line, record.marker, record.content_hash)
+
     def delete_time_entry(self, object_id: str, *, request_id: str) -> bool:
         """``DELETE`` the Projects time entry ``<projectId>/<timeEntryId>``; 404 means an earlier attempt deleted it."""
         return self._delete_time_entry(object_id)
@@ -391,13 +440,15 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     def find_time_entry(self, line: OutboxLine) -> PostedObject | None:
         """The Projects time entry of this entry version, found by the description's key in the
         line's project on its work date (Idempotency-Keys are not kept for ever)."""
+        return self._find_by_marker(line, time_entry_marker(line), str(line["entry_version"]))
+
+    def _find_by_marker(self, line: OutboxLine, marker: str, sync_token: str) -> PostedObject | None:
         project_id = self._project_for(line)
-        marker = time_entry_marker(line)
         work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
         params = {"dateAfterUtc": f"{work_date.isoformat()}T00:00:00Z", "dateBeforeUtc": f"{work_date.isoformat()}T23:59:59Z"}
         for entry in self.projects_all(f"/Projects/{project_id}/Time", params):
             if str(entry.get("description") or "").startswith(marker):
-                return PostedObject("TimeEntry", f"{project_id}/{entry['timeEntryId']}", str(line["entry_version"]), entry)
+                return PostedObject("TimeEntry", f"{project_id}/{entry['timeEntryId']}", sync_token, entry)
         return None
 
     # invoices and credit notes (Accounting API)

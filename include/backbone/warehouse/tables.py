@@ -508,6 +508,43 @@ actuals_journal = Table(
 """The actuals outbox: one journal per project and month, then one per later change (the
 difference, signed), each posted once by its document number."""
 
+time_day_record = Table(
+    "time_day_record",
+    metadata,
+    Column("day_key", String(24), primary_key=True),
+    Column("person_ref_id", String(50), nullable=False),
+    Column("customer_ref_id", String(50), nullable=False),
+    Column("project_id", String(40), nullable=False),
+    Column("item_ref_id", String(50), nullable=False),
+    Column("billable_status", String(20), nullable=False),
+    Column("work_date", Date, nullable=False),
+    Column("line", JSONB, nullable=False),
+    Column("minutes", Integer, nullable=False, server_default="0"),
+    Column("entries", Integer, nullable=False, server_default="0"),
+    Column("content_hash", String(16)),
+    Column("accounting_id", String(100)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("run_id", String(250), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    schema="acct",
+)
+"""Day records (``BACKBONE_XERO_TIME_AGGREGATION=day``): one accounting time record per person,
+customer, project, task and day, as accounting holds it (``accounting_id``, total ``minutes``)."""
+
+time_day_member = Table(
+    "time_day_member",
+    metadata,
+    Column("entry_id", String(40), nullable=False),
+    Column("day_key", String(24), nullable=False),
+    Column("entry_version", Integer, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    PrimaryKeyConstraint("entry_id", "day_key"),
+    schema="acct",
+)
+"""Which entry version each day record holds, and its minutes. An entry is in one record, or in
+two while accounting refused the update that takes it out of its old one (counted twice until fixed)."""
+
 reconciliation = Table(
     "reconciliation",
     metadata,
@@ -676,6 +713,7 @@ Index("ix_time_export_run_status", time_export.c.run_id, time_export.c.posting_s
 Index("ix_time_export_person_day", time_export.c.person_id, time_export.c.work_date)
 Index("ix_expense_export_pending", expense_export.c.interval_end, postgresql_where=expense_export.c.posting_status == "pending")
 Index("ix_invoice_number", invoice.c.number)
+Index("ix_time_day_member_day", time_day_member.c.day_key)
 Index("ix_invoice_period", invoice.c.period, invoice.c.posting_status)
 
 WAREHOUSE_SCHEMAS = {"psa": frozenset({"ops", "psa", "hr"}), "accounting": frozenset({"ops", "acct"})}
