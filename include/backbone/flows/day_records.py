@@ -117,6 +117,7 @@ def post_day_records(
     tried_before = _count_attempts(warehouse, run, records, stored)
 
     outcomes: dict[str, DayOutcome] = {}
+    never_sent: list[str] = []
     error: BaseException | None = None
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="post-day") as pool:
         futures = {
@@ -128,9 +129,8 @@ def post_day_records(
             except Exception as exc:  # noqa: BLE001 - an outage: recorded so far, raised by the caller
                 if error is None:
                     error = exc
-                    for pending in futures.values():
-                        pending.cancel()
-    _save_days(warehouse, run, records, wanted, outcomes)
+                    never_sent = [other for other, pending in futures.items() if pending.cancel()]
+    _save_days(warehouse, run, records, wanted, outcomes, never_sent)
 
     results = []
     for versions in entries:
@@ -246,10 +246,12 @@ def _save_days(
     records: dict[str, DayRecord],
     wanted: dict[str, dict[str, tuple[int, int]]],
     outcomes: dict[str, DayOutcome],
+    never_sent: list[str],
 ) -> None:
     """Record what accounting now holds for every record that answered, in one transaction: new
     totals and members where it took the call, the refusal where it did not; a record whose
-    entries all left is removed."""
+    entries all left is removed. Records whose call never started (cancelled after an outage)
+    get their attempt back, so the next run sends them without a lookup."""
     held = {key: o for key, o in outcomes.items() if o.rejected is None}
     gone = [key for key in held if not records[key].entries]
     kept = [key for key in held if records[key].entries]
@@ -300,6 +302,11 @@ def _save_days(
                         ]
                     )
                 },
+            )
+        if never_sent:
+            connection.exec_driver_sql(
+                "UPDATE acct.time_day_record SET attempts = attempts - 1 WHERE day_key = ANY(%(k)s) AND attempts > 0",
+                {"k": never_sent},
             )
         refused = {key: str(o.rejected) for key, o in outcomes.items() if o.rejected is not None}
         if refused:
