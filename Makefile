@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test install browser redis celery-check bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
+.PHONY: demo test test-unit install browser redis celery-check bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
 
 # The venv gets the pinned development set, then this project as two editable distributions: the
 # backbone package and Airflow provider (pyproject.toml, code in include/) and the development kit
@@ -34,6 +34,9 @@ demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run 
 
 test: $(STAMP) browser redis lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, Redis, sandbox and Airflow services)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+test-unit: $(STAMP)  ## the unit layer alone: every test that starts nothing (no PostgreSQL, sandbox or Airflow DB), on all cores
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m unit -n auto --dist worksteal -q
 
 browser:  ## Debian's Chromium for the Finance page browser test (installed when missing and run as root)
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -92,10 +92,17 @@ def _owner_alive(run_dir: Path) -> bool:
     return owner.exists() and _alive(int(owner.read_text()))
 
 
+SERVICE_FIXTURES = frozenset({"services", "sandbox", "salesforce_sandbox", "psa_warehouse", "accounting_warehouse", "hr_warehouse", "dagbag"})
+"""Fixtures that start something (PostgreSQL, Airflow's DB, a sandbox server): a test using none is a unit test."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("e2e") or item.get_closest_marker("db"):
             item.fixturenames.insert(0, "services")
+        elif not item.get_closest_marker("celery") and not item.get_closest_marker("starts_services"):
+            if SERVICE_FIXTURES.isdisjoint(item.fixturenames):
+                item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
