@@ -92,7 +92,9 @@ def _owner_alive(run_dir: Path) -> bool:
     return owner.exists() and _alive(int(owner.read_text()))
 
 
-SERVICE_FIXTURES = frozenset({"services", "sandbox", "salesforce_sandbox", "psa_warehouse", "accounting_warehouse", "hr_warehouse", "dagbag"})
+SERVICE_FIXTURES = frozenset(
+    {"services", "sandbox", "salesforce_sandbox", "psa_warehouse", "accounting_warehouse", "hr_warehouse", "dagbag"}
+)
 """Fixtures that start something (PostgreSQL, Airflow's DB, a sandbox server): a test using none is a unit test."""
 
 
