@@ -234,6 +234,9 @@ def stage_unique(connection: Connection, run: RunRef, entity: str, records: Sequ
     return conflicts
 
 
+STAGED_FIELDS = ("source_key", "payload", "canonical", "status")
+
+
 def iter_staged(
     engine: Engine, run: RunRef, entity: str, *, status: str | None = None, chunk_size: int = 5000
 ) -> Iterator[list[dict[str, Any]]]:
@@ -244,7 +247,7 @@ def iter_staged(
     last_key = ""
     while True:
         query = (
-            select(staged_record.c.source_key, staged_record.c.payload, staged_record.c.canonical, staged_record.c.status)
+            select(*(staged_record.c[name] for name in STAGED_FIELDS))
             .where(
                 staged_record.c.flow == run.flow,
                 staged_record.c.run_id == run.run_id,
@@ -258,8 +261,8 @@ def iter_staged(
             query = query.where(staged_record.c.status == status)
         else:
             query = query.where(staged_record.c.status != UNSTORABLE)
-        with engine.connect() as connection:
-            rows = [dict(r._mapping) for r in connection.execute(query)]
+        with engine.connect() as connection:  # plain tuples zipped with the names: no mapping view per row
+            rows = [dict(zip(STAGED_FIELDS, r, strict=True)) for r in connection.execute(query).tuples()]
         if not rows:
             return
         yield rows
