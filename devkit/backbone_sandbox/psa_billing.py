@@ -130,6 +130,7 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime, expense
         if entry["task"]["billing_code"] in NON_BILLABLE_CODES or not entry["spent_date"].startswith(period):
             continue
         hours[entry["project"]["id"]][entry["user"]["id"]] += Decimal(entry["hours"])
+    rebillable = _rebillable_by_project(expenses, period)
     tm_invoices = []
     for project_id in sorted(hours):
         client = time_seed.clients[projects[project_id]["client_id"]]
@@ -149,7 +150,7 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime, expense
                     "milestone": None,
                 }
             )
-        lines += _rebilled_expense_lines(expenses, project_id, period, start=len(lines) + 1)
+        lines += _rebilled_expense_lines(rebillable.get(project_id, []), start=len(lines) + 1)
         tm_invoices.append(invoice(project_id, client, "time_and_materials", lines))
 
     # Fixed fee: milestones of deals sold at a fixed price, billed when completed in the month.
@@ -209,19 +210,25 @@ def seed_billing(time_seed: TimeSeed, crm: CrmSeed, *, anchor: datetime, expense
     return out
 
 
-def _rebilled_expense_lines(expenses: ExpenseSeed | None, project_id: str, period: str, *, start: int) -> list[dict[str, Any]]:
-    """The project's approved billable expenses spent in ``period``, billed on at cost (the planted bad ones left out)."""
+def _rebillable_by_project(expenses: ExpenseSeed | None, period: str) -> dict[str, list[dict[str, Any]]]:
+    """Each project's approved billable expenses spent in ``period`` (the planted bad ones left out),
+    in one pass: a scan per project made a 100,000-person seed take minutes."""
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if expenses is None:
-        return []
-    billed = [
-        e
-        for e in expenses.expenses
-        if e["project"]["id"] == project_id
-        and e["billable"]
-        and e["approval_status"] == "approved"
-        and e["spent_date"].startswith(period)
-        and e["id"] not in expenses.bad_expenses
-    ]
+        return found
+    for e in expenses.expenses:
+        if (
+            e["billable"]
+            and e["approval_status"] == "approved"
+            and e["spent_date"].startswith(period)
+            and e["id"] not in expenses.bad_expenses
+        ):
+            found[e["project"]["id"]].append(e)
+    return found
+
+
+def _rebilled_expense_lines(billed: list[dict[str, Any]], *, start: int) -> list[dict[str, Any]]:
+    """A project's re-billable expenses as invoice lines, billed on at cost."""
     return [
         {
             "line_id": f"L{line_no}",

@@ -338,18 +338,22 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
                 self._tasks[(project_id, name)] = str(task["taskId"])
             return self._tasks[(project_id, name)]
 
+    def _time_body(self, project_id: str, line: OutboxLine, minutes: int, description: str) -> dict[str, Any]:
+        """A Projects time entry: the person's project user, the item's task, noon UTC on the work date."""
+        work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
+        return {
+            "userId": line["person_ref_id"],
+            "taskId": self._task_for(project_id, line),
+            "dateUtc": f"{work_date.isoformat()}T12:00:00Z",
+            "duration": max(1, minutes),
+            "description": description,
+        }
+
     def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         """Create the time entry, or update ``target`` (``<projectId>/<timeEntryId>``); an entry that
         moved to another project is deleted there and created in the new one."""
         project_id = self._project_for(line)
-        work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
-        body = {
-            "userId": line["person_ref_id"],
-            "taskId": self._task_for(project_id, line),
-            "dateUtc": f"{work_date.isoformat()}T12:00:00Z",
-            "duration": max(1, int(line["minutes"])),
-            "description": time_entry_description(line),
-        }
+        body = self._time_body(project_id, line, int(line["minutes"]), time_entry_description(line))
         if target is not None:
             old_project, _, entry_id = target.partition("/")
             if old_project == project_id:
@@ -383,16 +387,8 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
     def post_day_record(self, record: DayRecord, *, target: str | None, request_id: str) -> PostedObject:
         """Create one time entry for the day record, or ``PUT`` its new duration over ``target``
         (a day record never changes project: its key holds the project)."""
-        line = record.line
-        project_id = self._project_for(line)
-        work_date = line["work_date"] if isinstance(line["work_date"], date) else date.fromisoformat(str(line["work_date"]))
-        body = {
-            "userId": line["person_ref_id"],
-            "taskId": self._task_for(project_id, line),
-            "dateUtc": f"{work_date.isoformat()}T12:00:00Z",
-            "duration": max(1, record.minutes),
-            "description": record.description,
-        }
+        project_id = self._project_for(record.line)
+        body = self._time_body(project_id, record.line, record.minutes, record.description)
         if target is not None:
             _, _, entry_id = target.partition("/")
             self.call(
