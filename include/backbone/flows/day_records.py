@@ -73,11 +73,12 @@ class DayOutcome:
 
 def split_day_entries(
     accounting: Any, warehouse: Engine, entries: list[list[dict[str, Any]]], targets: dict[str, str | None]
-) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
-    """``(entries for day records, entries posted one by one)``: an entry already in a day record
-    stays there; with aggregation on, so does any entry with no record of its own to update."""
+) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]], dict[str, list[str]]]:
+    """``(entries for day records, entries posted one by one, the day records already holding
+    entries)``: an entry already in a day record stays there; with aggregation on, so does any
+    entry with no record of its own to update."""
     if not isinstance(accounting, TimeDayPoster) or not entries:
-        return [], entries
+        return [], entries, {}
     held = _records_of_entries(warehouse, [versions[0]["entry_id"] for versions in entries])
     day_mode = bool(accounting.time_aggregation)
     by_day, one_by_one = [], []
@@ -87,17 +88,23 @@ def split_day_entries(
             by_day.append(versions)
         else:
             one_by_one.append(versions)
-    return by_day, one_by_one
+    return by_day, one_by_one, held
 
 
 def post_day_records(
-    accounting: TimeDayPoster, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int
+    accounting: TimeDayPoster,
+    warehouse: Engine,
+    run: RunRef,
+    entries: list[list[dict[str, Any]]],
+    old_keys: dict[str, list[str]],
+    *,
+    concurrency: int,
 ) -> tuple[list[tuple[dict[str, Any], str, str | None, str | None]], BaseException | None]:
-    """Post the day records these entries touch; answers ``(results, error)``, a result per line
-    as ``(line, status, accounting_id, error)``. Lines of a record that could not be sent (an
-    outage) get no result and stay pending; ``error`` is that outage, raised by the caller."""
+    """Post the day records these entries touch (``old_keys``: the records already holding them,
+    from :func:`split_day_entries`); answers ``(results, error)``, a result per line as ``(line,
+    status, accounting_id, error)``. Lines of a record that could not be sent (an outage) get no
+    result and stay pending; ``error`` is that outage, raised by the caller."""
     newest = {versions[0]["entry_id"]: versions[-1] for versions in entries}
-    old_keys = _records_of_entries(warehouse, list(newest))
     new_key = {entry_id: day_record_key(line) for entry_id, line in newest.items() if line["action"] != "delete"}  # type: ignore[arg-type]
     touched = {key for keys in old_keys.values() for key in keys} | set(new_key.values())
     if not touched:  # withdrawals of entries that never reached accounting

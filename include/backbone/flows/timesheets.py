@@ -745,7 +745,7 @@ def _post_entries(
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     latest = _latest_posted(warehouse, [versions[0]["entry_id"] for versions in entries])
     targets = {v[0]["entry_id"]: _target(latest[v[0]["entry_id"]], v[0]) for v in entries if v[0]["entry_id"] in latest}
-    by_day, entries = split_day_entries(accounting, warehouse, entries, targets)
+    by_day, entries, in_day_records = split_day_entries(accounting, warehouse, entries, targets)
     fresh, one_by_one = _split_for_batches(accounting, entries, targets)
 
     def flush() -> None:
@@ -756,7 +756,7 @@ def _post_entries(
             results.clear()
 
     if by_day:
-        day_results, outcome["error"] = post_day_records(accounting, warehouse, run, by_day, concurrency=concurrency)  # type: ignore[arg-type]
+        day_results, outcome["error"] = post_day_records(accounting, warehouse, run, by_day, in_day_records, concurrency=concurrency)  # type: ignore[arg-type]
         results.extend(_result(line, status, accounting_id=object_id, error=error) for line, status, object_id, error in day_results)
         if outcome["error"] is not None:
             flush()

@@ -349,6 +349,21 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
             "description": description,
         }
 
+    def _create_time(self, project_id: str, body: dict[str, Any], request_id: str, description: str) -> dict[str, Any]:
+        return self.call(
+            "POST", f"/Projects/{project_id}/Time", api=PROJECTS_PATH, json=body, idempotency_key=request_id, description=description
+        )
+
+    def _put_time(self, project_id: str, entry_id: str, body: dict[str, Any], request_id: str, description: str) -> None:
+        self.call(
+            "PUT",
+            f"/Projects/{project_id}/Time/{entry_id}",
+            api=PROJECTS_PATH,
+            json=body,
+            idempotency_key=request_id,
+            description=description,
+        )
+
     def post_time_entry(self, line: OutboxLine, *, target: str | None, request_id: str) -> PostedObject:
         """Create the time entry, or update ``target`` (``<projectId>/<timeEntryId>``); an entry that
         moved to another project is deleted there and created in the new one."""
@@ -357,28 +372,14 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         if target is not None:
             old_project, _, entry_id = target.partition("/")
             if old_project == project_id:
-                self.call(
-                    "PUT",
-                    f"/Projects/{project_id}/Time/{entry_id}",
-                    api=PROJECTS_PATH,
-                    json=body,
-                    idempotency_key=request_id,
-                    description=f"Xero update time entry {entry_id}",
-                )
+                self._put_time(project_id, entry_id, body, request_id, f"Xero update time entry {entry_id}")
                 return PostedObject("TimeEntry", target, str(line["entry_version"]), body)
         # A moved entry: the new one is created first (idempotent, and found again by its key on a
         # replay), then the old one deleted, so a crash between the two leaves the time once in
         # the new project plus an old entry the replay deletes, never no entry at all.
         found = self.find_time_entry(line) if target is not None else None
         if found is None:
-            created = self.call(
-                "POST",
-                f"/Projects/{project_id}/Time",
-                api=PROJECTS_PATH,
-                json=body,
-                idempotency_key=request_id,
-                description=f"Xero time entry {request_id}",
-            )
+            created = self._create_time(project_id, body, request_id, f"Xero time entry {request_id}")
             found = PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", str(line["entry_version"]), created)
         if target is not None:
             self._delete_time_entry(target)
@@ -391,23 +392,9 @@ class XeroHook(RotatingOAuthMixin, JsonApiHook):
         body = self._time_body(project_id, record.line, record.minutes, record.description)
         if target is not None:
             _, _, entry_id = target.partition("/")
-            self.call(
-                "PUT",
-                f"/Projects/{project_id}/Time/{entry_id}",
-                api=PROJECTS_PATH,
-                json=body,
-                idempotency_key=request_id,
-                description=f"Xero update day record {entry_id}",
-            )
+            self._put_time(project_id, entry_id, body, request_id, f"Xero update day record {entry_id}")
             return PostedObject("TimeEntry", target, record.content_hash, body)
-        created = self.call(
-            "POST",
-            f"/Projects/{project_id}/Time",
-            api=PROJECTS_PATH,
-            json=body,
-            idempotency_key=request_id,
-            description=f"Xero day record {record.key}",
-        )
+        created = self._create_time(project_id, body, request_id, f"Xero day record {record.key}")
         return PostedObject("TimeEntry", f"{project_id}/{created['timeEntryId']}", record.content_hash, created)
 
     def find_day_record(self, record: DayRecord) -> PostedObject | None:
