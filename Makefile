@@ -32,8 +32,13 @@ PSA ?= psa
 demo: $(STAMP)  ## run every flow end to end against the sandbox, print the run table (VENDORS=salesforce-xero, PSA=kantata for the others)
 	PATH=$(CURDIR)/$(BIN):$$PATH BACKBONE_DEMO_VENDORS=$(VENDORS) BACKBONE_DEMO_PSA=$(PSA) $(BIN)/python -m backbone_devtools demo
 
-test: $(STAMP) browser redis lint  ## lint, then the whole test suite (starts and stops its own PostgreSQL, Redis, sandbox and Airflow services)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+# The suite runs on TEST_WORKERS pytest-xdist workers, each with its own PostgreSQL, sandbox port and
+# Airflow home; most of an end-to-end test's time is spent waiting (retry delays, dag.test()'s polling,
+# slow-answer faults), so more workers than cores pays.
+TEST_WORKERS ?= 5
+
+test: $(STAMP) browser redis lint  ## lint, then the whole test suite on TEST_WORKERS workers (starts and stops its own PostgreSQL, Redis, sandbox and Airflow services)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15
 
 test-unit: $(STAMP)  ## the unit layer alone: every test that starts nothing (no PostgreSQL, sandbox or Airflow DB), on all cores
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m unit -n auto --dist worksteal -q

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -105,6 +106,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         elif not item.get_closest_marker("celery") and not item.get_closest_marker("starts_services"):
             if SERVICE_FIXTURES.isdisjoint(item.fixturenames):
                 item.add_marker(pytest.mark.unit)
+    # The distributed check (the longest test) first, unit tests last: on several workers the quick
+    # unit tests fill the gaps at the end instead of a long end-to-end test starting last.
+    items.sort(key=lambda item: (item.get_closest_marker("unit") is not None, item.get_closest_marker("celery") is None))
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +133,35 @@ def services() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
 
 
+SAME_WORKER = re.compile(r"^tests/test_reliability_faults\.py::test_(?:fault_free_reference|vendor_faults_\w+)\[(?P<flow>[a-z_]+)")
+"""Tests that must run on one worker, in collection order: a flow's fault-free reference, then its
+fault runs (which compare against it)."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``make test`` runs on several xdist workers; tests are handed out one by one except the groups
+    of :data:`SAME_WORKER`. (xdist's own ``--dist loadgroup`` renames nodeids through ``item._nodeid``,
+    which pytest 9 no longer reads, so its groups are silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SameWorkerGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = SAME_WORKER.match(nodeid)
+            return f"faults-{group['flow']}" if group else nodeid
+
+    return SameWorkerGroups(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001 - pytest-xdist hook
+    """A worker's fault-suite counts join the run's (the summary is printed by the controller)."""
+    from tests.reliability import REPORT
+
+    for key, value in getattr(node, "workeroutput", {}).get("reliability", {}).items():
+        REPORT[key] += value
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest hook
     from tests.reliability import REPORT, summary
 
@@ -138,6 +171,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: hand its fault-suite counts to the controller
+        from tests.reliability import REPORT
+
+        session.config.workeroutput["reliability"] = dict(REPORT)
     if not _started["postgres"]:
         shutil.rmtree(TEST_DIR, ignore_errors=True)  # Airflow made its home there on import; nothing else ran
         return

@@ -364,7 +364,9 @@ def test_sql_is_never_built_from_data():
 def test_the_sandbox_listens_on_loopback_only(tmp_path):
     import psutil
 
-    port = 8799
+    from tests.conftest import free_port
+
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "backbone_sandbox", "--port", str(port), "--deals", "10", "--people", "6"],
         env={**os.environ},

@@ -117,3 +117,18 @@ def test_new_lines_go_in_batch_calls_and_lines_tried_before_are_looked_up_one_by
     final = statuses(accounting_warehouse)
     assert final["TE-5"][0] == "failed" and final["TE-8"] == ("posted", already.object_id)
     assert {status for key, (status, _) in final.items() if key != "TE-5"} == {"posted"}
+
+
+def test_lines_read_ahead_but_never_sent_get_their_attempt_back(accounting_warehouse, outbox, monkeypatch):
+    """Posting reads the next batch while it sends this one; when the run stops, the batch read
+    ahead was never sent, so its lines are not looked up needlessly next time."""
+    from backbone.flows import timesheets
+
+    monkeypatch.setattr(timesheets, "POST_BATCH_ENTRIES", 2)
+    accounting = FakeAccounting(dead_connection=ReauthorisationRequired("QuickBooks refused the refresh token", status=400))
+    outbox(*(outbox_line(f"TE-{n}") for n in range(1, 7)))
+    with pytest.raises(ReauthorisationRequired):
+        timesheets.post_time_activities(accounting, accounting_warehouse, RUN, concurrency=2)
+    with accounting_warehouse.connect() as connection:
+        attempts = dict(connection.execute(text("SELECT entry_id, attempts FROM acct.time_export")).all())
+    assert attempts == {"TE-1": 1, "TE-2": 1, "TE-3": 0, "TE-4": 0, "TE-5": 0, "TE-6": 0}

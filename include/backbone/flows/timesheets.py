@@ -17,6 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from contextlib import closing
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from backbone.accounting_mapping import AccountingReferences, load_mapping, norm
 from backbone.data_dictionary import load_entity
 from backbone.flows.day_records import post_day_records, split_day_entries
 from backbone.flows.outbox import VersionedOutbox, version_key
+from backbone.flows.pipelining import BackgroundWriter, read_ahead
 from backbone.flows.references import load_references, refresh_references
 from backbone.hooks.accounting import RejectedByAccounting, TimeBatchPoster
 from backbone.hooks.oauth import ReauthorisationRequired
@@ -628,14 +630,19 @@ def post_time_activities(
     """
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     with ops.exclusive(warehouse, f"{run.flow}:post", what=f"another {run.flow} run is posting to accounting right now"):
-        for batch in _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES, in_scope=in_scope):
-            log.info("posting %d outbox lines of %d entries with %d workers", sum(map(len, batch)), len(batch), concurrency)
-            done = _post_entries(accounting, warehouse, run, batch, concurrency=concurrency)
-            outcome["posted"] += done["posted"]
-            outcome["rejected"] += done["rejected"]
-            if done["error"] is not None:
-                outcome["error"] = done["error"]
-                break
+        # The next batch is read (and its attempts counted) while this one is sent, and answers are
+        # recorded while later ones are sent; a batch read but never sent gets its attempts back.
+        batches = _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES, in_scope=in_scope)
+        ahead = read_ahead(batches, unused=lambda entries: _give_back_attempts(warehouse, entries))
+        with BackgroundWriter("record-results") as recorder, closing(ahead):
+            for batch in ahead:
+                log.info("posting %d outbox lines of %d entries with %d workers", sum(map(len, batch)), len(batch), concurrency)
+                done = _post_entries(accounting, warehouse, run, batch, concurrency=concurrency, recorder=recorder)
+                outcome["posted"] += done["posted"]
+                outcome["rejected"] += done["rejected"]
+                if done["error"] is not None:
+                    outcome["error"] = done["error"]
+                    break
     with warehouse.begin() as connection:
         posted_in_run = connection.exec_driver_sql(
             "SELECT count(*) FILTER (WHERE posting_status = 'posted'), count(*) FILTER (WHERE posting_status = 'failed') FROM "
@@ -736,11 +743,34 @@ def _pending_entries(
         last_entry = max(by_entry)
 
 
+def _give_back_attempts(warehouse: Engine, entries: list[list[dict[str, Any]]]) -> None:
+    """Lines whose attempt was counted but that were never sent (read ahead, then the run stopped):
+    the next run sends them without looking them up first."""
+    lines = [line for versions in entries for line in versions]
+    try:
+        with warehouse.begin() as connection:
+            connection.exec_driver_sql(
+                "UPDATE acct.time_export AS t SET attempts = t.attempts - 1 FROM (SELECT unnest(%(ids)s::text[]) AS entry_id, "
+                "unnest(%(versions)s::int[]) AS entry_version) AS v WHERE t.entry_id = v.entry_id AND t.entry_version = "
+                "v.entry_version AND t.attempts > 0 AND t.posting_status = 'pending'",
+                {"ids": [line["entry_id"] for line in lines], "versions": [line["entry_version"] for line in lines]},
+            )
+    except Exception:  # noqa: BLE001 - harmless if lost: those lines are looked up before they are sent
+        log.warning("could not give back the attempts of %d lines read but not sent", len(lines), exc_info=True)
+
+
 def _post_entries(
-    accounting: AccountingSystem, warehouse: Engine, run: RunRef, entries: list[list[dict[str, Any]]], *, concurrency: int
+    accounting: AccountingSystem,
+    warehouse: Engine,
+    run: RunRef,
+    entries: list[list[dict[str, Any]]],
+    *,
+    concurrency: int,
+    recorder: BackgroundWriter,
 ) -> dict[str, Any]:
     """Post a group of entries: first creates never tried before go in the vendor's batch calls
-    where it has them (``TimeBatchPoster``), every other entry in its own calls, in parallel."""
+    where it has them (``TimeBatchPoster``), every other entry in its own calls, in parallel;
+    ``recorder`` writes the answers."""
     results: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     latest = _latest_posted(warehouse, [versions[0]["entry_id"] for versions in entries])
@@ -750,7 +780,7 @@ def _post_entries(
 
     def flush() -> None:
         if results:
-            _record_results(warehouse, run, results)
+            recorder.submit(_record_results, warehouse, run, list(results))
             outcome["posted"] += sum(1 for r in results if r["posting_status"] == "posted")
             outcome["rejected"] += sum(1 for r in results if r["posting_status"] == "failed")
             results.clear()
