@@ -52,7 +52,7 @@ ENTITY = "time_entry"
 WITHDRAWAL = "time_entry_withdrawal"
 MAX_HOURS_PER_PERSON_DAY = Decimal("24")
 CENT = Decimal("0.01")
-RESULT_BATCH = 500
+RESULT_BATCH = 2000
 PSA_ENTRY_FIELDS = frozenset(
     {
         "id",
@@ -630,6 +630,11 @@ def post_time_activities(
     """
     outcome: dict[str, Any] = {"posted": 0, "rejected": 0, "error": None}
     with ops.exclusive(warehouse, f"{run.flow}:post", what=f"another {run.flow} run is posting to accounting right now"):
+        # Statistics as the load left the outbox: with the pre-load ones (few or no pending lines),
+        # PostgreSQL picks each next batch by scanning and sorting the whole table instead of
+        # walking its key (171 ms instead of 15 ms a batch at 100k lines).
+        with warehouse.begin() as connection:
+            connection.exec_driver_sql("ANALYZE acct.time_export")
         # The next batch is read (and its attempts counted) while this one is sent, and answers are
         # recorded while later ones are sent; a batch read but never sent gets its attempts back.
         batches = _pending_entries(warehouse, run, entries_per_batch=POST_BATCH_ENTRIES, in_scope=in_scope)

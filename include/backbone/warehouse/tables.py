@@ -349,6 +349,7 @@ time_export = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("entry_id", "entry_version"),
     schema="acct",
+    postgresql_with={"fillfactor": 70},  # room for posting's in-place (HOT) updates: accounting_0016
 )
 
 expense_export = Table(
@@ -709,7 +710,7 @@ Index("ix_project_crm_company_id", project.c.crm_company_id)
 Index("ix_time_entry_person_day", time_entry.c.person_id, time_entry.c.work_date)
 Index("ix_time_entry_project_day", time_entry.c.project_id, time_entry.c.work_date)
 Index("ix_time_off_day_person_day", hr_time_off_day.c.hr_id, hr_time_off_day.c.day)
-Index("ix_time_export_run_status", time_export.c.run_id, time_export.c.posting_status)
+Index("ix_time_export_run", time_export.c.run_id)
 Index("ix_time_export_person_day", time_export.c.person_id, time_export.c.work_date)
 Index("ix_expense_export_pending", expense_export.c.interval_end, postgresql_where=expense_export.c.posting_status == "pending")
 Index("ix_invoice_number", invoice.c.number)
