@@ -64,10 +64,9 @@ class BackgroundWriter:
             self._pool.shutdown(wait=True)
 
     def _raise_failed(self) -> None:
-        done = [f for f in self._pending if f.done()]
-        for future in done:
-            future.result()  # raises a failed write's error
+        for future in [f for f in self._pending if f.done()]:
             self._pending.remove(future)
+            future.result()  # raises a failed write's error (once: it is no longer pending)
 
     def __enter__(self) -> BackgroundWriter:
         return self
