@@ -195,8 +195,11 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 COMPACT_FROM_ROWS = 2000
 """From this many rows on, fields whose values repeat are validated on their distinct values."""
-VERDICT_CACHE_LIMIT = 200_000
-"""Distinct values per field whose verdicts are remembered (then the field's memory starts over)."""
+VERDICT_CACHE_LIMIT = 20_000
+"""Distinct values per field whose verdicts are remembered (then the field's memory starts over).
+At 200,000 the weekly flow at 1M entries (100,000 people) remembered 683,000 values and its peak
+went from 335 MB after extraction to 588 MB in validation; at 20,000 it remembers at most about
+105,000, peaks at 493 MB, and validates in the same time (144.6 s against 141.0 s)."""
 
 Failed = tuple[tuple[int, str, str], ...]
 """The expectations one value fails: (position in the suite, rule, reason) each."""
