@@ -71,11 +71,10 @@ class BackgroundWriter:
     def __enter__(self) -> BackgroundWriter:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        if exc_info[0] is None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:  # the writes already submitted land either way
             self.close()
-            return
-        try:  # already failing: let the writes already submitted land, keep the original error
-            self.close()
-        except Exception:  # noqa: BLE001 - the error being raised is the one that counts
-            log.warning("a background write failed while the loop was stopping", exc_info=True)
+        except Exception:
+            if exc_type is None:
+                raise
+            log.warning("a background write failed while the loop was stopping", exc_info=True)  # the loop's own error counts
