@@ -133,7 +133,7 @@ def test_a_deal_held_for_a_value_the_dictionary_did_not_allow_loads_once_the_dic
     project["fields"]["currency"]["allowed_values"].append("JPY")
     (dictionary / "project.yaml").write_text(yaml.safe_dump(project, allow_unicode=True))
     monkeypatch.setattr(data_dictionary, "DICTIONARY_DIR", dictionary)
-    for cached in (data_dictionary.load_entity, validation._suite, validation._definition):
+    for cached in (data_dictionary.load_entity, validation._suite, validation._batch_definition):
         cached.cache_clear()
     try:
         fixing_run = run_dag(dagbag, FLOW, ANCHOR + timedelta(minutes=30), retries=0)  # the deal itself did not change in the CRM
@@ -148,7 +148,7 @@ def test_a_deal_held_for_a_value_the_dictionary_did_not_allow_loads_once_the_dic
         assert state.psa.creates == creates  # once
     finally:
         monkeypatch.undo()
-        for cached in (data_dictionary.load_entity, validation._suite, validation._definition):
+        for cached in (data_dictionary.load_entity, validation._suite, validation._batch_definition):
             cached.cache_clear()
 
 

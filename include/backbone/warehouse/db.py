@@ -192,13 +192,11 @@ def copy_upsert(
     older version never overwrites a newer one). Identifiers come from the table definition,
     never from data; values travel as COPY text.
     """
-    import io
-
     if not rows:
         return 0
     columns = list(rows[0])
     key_cols = list(key)
-    buffer = io.StringIO(copy_text_rows(rows, columns))
+    buffer = CopyTextStream(rows, columns)
     for name in [*columns, *key_cols, *([newer_column] if newer_column else [])]:
         table.c[name]  # noqa: B018 - raises KeyError for a column the table does not have
     statements = _copy_upsert_sql(table, columns, key_cols, set(bookkeeping), insert_only=insert_only, newer_column=newer_column)
@@ -243,6 +241,30 @@ def _copy_upsert_sql(
             qualified, column_list, column_list, sql.SQL(", ").join(map(sql.Identifier, key_cols)), conflict
         ),
     }
+
+
+COPY_ROWS_PER_READ = 500
+"""Rows of COPY text built per read of a :class:`CopyTextStream`."""
+
+
+class CopyTextStream:
+    """``rows`` as COPY text (:func:`copy_text_rows`) for ``cursor.copy_expert``, built a part at a
+    time as the driver reads it. The driver sends each part before it asks for the next, so
+    PostgreSQL parses one part while this process builds the next; text built whole first made the
+    two take turns."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], columns: list[str], rows_per_read: int = COPY_ROWS_PER_READ):
+        self._rows = rows
+        self._columns = columns
+        self._rows_per_read = rows_per_read
+        self._offset = 0
+
+    def read(self, size: int = -1) -> str:  # noqa: ARG002 - the driver's read size; a part is whole rows
+        if self._offset >= len(self._rows):
+            return ""
+        part = self._rows[self._offset : self._offset + self._rows_per_read]
+        self._offset += self._rows_per_read
+        return copy_text_rows(part, self._columns)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
