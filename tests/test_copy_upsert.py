@@ -76,3 +76,36 @@ def test_hostile_text_round_trips_through_copy_upsert_and_an_update_rewrites_onl
         changed = [{**rows[0], "note": "changed", "last_run_id": "r2"}, *({**r, "last_run_id": "r2"} for r in rows[1:])]
         assert copy_upsert(connection, table, changed, key=["id"]) == 1  # bookkeeping alone changes nothing
         assert connection.execute(text("SELECT note FROM copy_roundtrip WHERE id = '0'")).scalar() == "changed"
+
+
+def test_new_keys_are_copied_straight_in_and_a_batch_meeting_a_present_or_repeated_key_is_upserted(psa_warehouse):
+    from sqlalchemy import Column, Integer, MetaData, Table, Text, text
+
+    from backbone.warehouse.db import copy_upsert
+
+    table = Table(
+        "copy_versions",
+        MetaData(),
+        Column("id", Text, primary_key=True),
+        Column("version", Integer, primary_key=True),
+        Column("note", Text),
+    )
+    with psa_warehouse.connect() as connection, connection.begin():
+        connection.execute(
+            text("CREATE TEMP TABLE copy_versions (id text, version int, note text, PRIMARY KEY (id, version)) ON COMMIT DROP")
+        )
+
+        def held() -> list[tuple]:
+            return [tuple(r) for r in connection.execute(text("SELECT id, version, note FROM copy_versions ORDER BY id, version"))]
+
+        first = [{"id": "a", "version": 1, "note": "one"}, {"id": "b", "version": 1, "note": "one"}]
+        assert copy_upsert(connection, table, first, key=["id", "version"]) == 2  # no key there: straight in
+        assert held() == [("a", 1, "one"), ("b", 1, "one")]
+
+        mixed = [{"id": "a", "version": 1, "note": "edited"}, {"id": "a", "version": 2, "note": "two"}]
+        assert copy_upsert(connection, table, mixed, key=["id", "version"]) == 2  # ("a", 1) is there: upserted
+        assert held() == [("a", 1, "edited"), ("a", 2, "two"), ("b", 1, "one")]
+
+        twice = [{"id": "c", "version": 1, "note": "first"}, {"id": "c", "version": 1, "note": "again"}]
+        assert copy_upsert(connection, table, twice, key=["id", "version"], insert_only=True) == 1  # the copy failed, upsert kept one
+        assert held() == [("a", 1, "edited"), ("a", 2, "two"), ("b", 1, "one"), ("c", 1, "first")]

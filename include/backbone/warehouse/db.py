@@ -187,28 +187,51 @@ def copy_upsert(
     """:func:`upsert` for volume: rows go in through ``COPY`` into a temporary table, then one
     ``INSERT … SELECT … ON CONFLICT DO UPDATE`` rewrites only rows whose values changed.
 
+    When no row's key is in the table yet (a new week's entries, a first load), every variant
+    comes down to inserting them all, and the rows are copied straight into the table instead:
+    one index probe per key to find that out, then PostgreSQL's bulk insert. That path runs in a
+    savepoint, so a key another writer added in between (or one the batch holds twice) sends the
+    batch down the upsert path as before, with nothing of the attempt left.
+
     ``insert_only`` keeps existing rows as they are (an outbox line is never rewritten);
     ``newer_column`` lets a row replace another only when its value there is not smaller (an
     older version never overwrites a newer one). Identifiers come from the table definition,
-    never from data; values travel as COPY text.
+    never from data; values travel as COPY text. Must run inside a transaction.
     """
     if not rows:
         return 0
     columns = list(rows[0])
     key_cols = list(key)
-    buffer = CopyTextStream(rows, columns)
     for name in [*columns, *key_cols, *([newer_column] if newer_column else [])]:
         table.c[name]  # noqa: B018 - raises KeyError for a column the table does not have
     statements = _copy_upsert_sql(table, columns, key_cols, set(bookkeeping), insert_only=insert_only, newer_column=newer_column)
     raw = connection.connection.driver_connection
     with raw.cursor() as cursor:
+        cursor.execute(statements["any_key_present"], [[row[k] for row in rows] for k in key_cols])
+        if not cursor.fetchone()[0] and _copied_into_table(cursor, statements["copy_into_table"].as_string(raw), rows, columns):
+            return len(rows)
         cursor.execute(statements["create"])
         cursor.execute("TRUNCATE _copy_upsert")
-        cursor.copy_expert(statements["copy"].as_string(raw), buffer)
+        cursor.copy_expert(statements["copy"].as_string(raw), CopyTextStream(rows, columns))
         cursor.execute(statements["upsert"])
         count = cursor.rowcount
         cursor.execute("DROP TABLE _copy_upsert")
     return count
+
+
+def _copied_into_table(cursor: Any, copy_sql: str, rows: Sequence[dict[str, Any]], columns: list[str]) -> bool:
+    """COPY ``rows`` straight into their table, in a savepoint; False (and nothing written) when a
+    key turned out to be there already."""
+    from psycopg2 import errors
+
+    cursor.execute("SAVEPOINT copy_upsert_new_rows")
+    try:
+        cursor.copy_expert(copy_sql, CopyTextStream(rows, columns))
+    except errors.UniqueViolation:
+        cursor.execute("ROLLBACK TO SAVEPOINT copy_upsert_new_rows")
+        return False
+    cursor.execute("RELEASE SAVEPOINT copy_upsert_new_rows")
+    return True
 
 
 def _copy_upsert_sql(
@@ -234,7 +257,13 @@ def _copy_upsert_sql(
         conflict = sql.SQL("DO UPDATE SET {} WHERE {}").format(assignments, condition)
     else:
         conflict = sql.SQL("DO NOTHING")
+    keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in key_cols)
+    key_arrays = sql.SQL(", ").join(sql.Placeholder() * len(key_cols))
     return {
+        "any_key_present": sql.SQL("SELECT EXISTS (SELECT 1 FROM {} AS t WHERE ({}) IN (SELECT * FROM unnest({})))").format(
+            qualified, keys, key_arrays
+        ),
+        "copy_into_table": sql.SQL("COPY {} ({}) FROM STDIN").format(qualified, column_list),
         "create": sql.SQL("CREATE TEMP TABLE IF NOT EXISTS _copy_upsert (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(qualified),
         "copy": sql.SQL("COPY _copy_upsert ({}) FROM STDIN").format(column_list),
         "upsert": sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM _copy_upsert ON CONFLICT ({}) {}").format(
