@@ -106,6 +106,10 @@ def test_new_keys_are_copied_straight_in_and_a_batch_meeting_a_present_or_repeat
         assert copy_upsert(connection, table, mixed, key=["id", "version"]) == 2  # ("a", 1) is there: upserted
         assert held() == [("a", 1, "edited"), ("a", 2, "two"), ("b", 1, "one")]
 
+        as_text = [{"id": "a", "version": "2", "note": "two, as text"}]  # COPY reads text: the key check types it too
+        assert copy_upsert(connection, table, as_text, key=["id", "version"]) == 1
+        assert held() == [("a", 1, "edited"), ("a", 2, "two, as text"), ("b", 1, "one")]
+
         twice = [{"id": "c", "version": 1, "note": "first"}, {"id": "c", "version": 1, "note": "again"}]
         assert copy_upsert(connection, table, twice, key=["id", "version"], insert_only=True) == 1  # the copy failed, upsert kept one
-        assert held() == [("a", 1, "edited"), ("a", 2, "two"), ("b", 1, "one"), ("c", 1, "first")]
+        assert held() == [("a", 1, "edited"), ("a", 2, "two, as text"), ("b", 1, "one"), ("c", 1, "first")]

@@ -257,8 +257,13 @@ def _copy_upsert_sql(
         conflict = sql.SQL("DO UPDATE SET {} WHERE {}").format(assignments, condition)
     else:
         conflict = sql.SQL("DO NOTHING")
+    from sqlalchemy.dialects import postgresql
+
     keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in key_cols)
-    key_arrays = sql.SQL(", ").join(sql.Placeholder() * len(key_cols))
+    # Each key list typed as its column (a version sent as text still compares as a number); the
+    # type names come from the table definition, as the identifiers do.
+    key_types = [table.c[c].type.compile(dialect=postgresql.dialect()) for c in key_cols]
+    key_arrays = sql.SQL(", ").join(sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(t)) for t in key_types)
     return {
         "any_key_present": sql.SQL("SELECT EXISTS (SELECT 1 FROM {} AS t WHERE ({}) IN (SELECT * FROM unnest({})))").format(
             qualified, keys, key_arrays
