@@ -136,7 +136,7 @@ def _suite(entity_name: str, columns: frozenset[str] | None) -> gx.ExpectationSu
     import great_expectations as gx
 
     context = _context()
-    suite = gx.ExpectationSuite(name=_part_name(entity_name, columns, "suite"))
+    suite = gx.ExpectationSuite(name=_suite_name(entity_name, columns))
     for order, (class_name, kwargs, rule, reason) in enumerate(_expectation_specs(load_entity(entity_name))):
         if columns is None or kwargs["column"] in columns:
             expectation = dictionary_expectation(class_name)(**kwargs, meta={"rule": rule, "reason": reason, "order": order})
@@ -144,19 +144,18 @@ def _suite(entity_name: str, columns: frozenset[str] | None) -> gx.ExpectationSu
     return context.suites.add_or_update(suite)
 
 
-def _part_name(entity_name: str, columns: frozenset[str] | None, what: str) -> str:
+def _suite_name(entity_name: str, columns: frozenset[str] | None) -> str:
     if columns is None:
-        return f"{entity_name}_{what}"
-    return f"{entity_name}_{what}_" + hashlib.sha1("|".join(sorted(columns)).encode()).hexdigest()[:12]
+        return f"{entity_name}_suite"
+    return f"{entity_name}_suite_" + hashlib.sha1("|".join(sorted(columns)).encode()).hexdigest()[:12]
 
 
 @cache
-def _batch_definition(entity_name: str, columns: frozenset[str] | None) -> gx.core.batch_definition.BatchDefinition:
-    """Where a frame of the entity (or of those columns) is handed to GE: a whole-dataframe batch."""
-    context = _context()
-    source = context.data_sources.add_or_update_pandas(_part_name(entity_name, columns, "frames"))
-    asset = source.add_dataframe_asset(_part_name(entity_name, columns, "frame"))
-    return asset.add_batch_definition_whole_dataframe("batch")
+def _batch_definition() -> gx.core.batch_definition.BatchDefinition:
+    """Where every frame is handed to GE: one whole-dataframe batch definition, whatever its entity
+    or columns (the suite a run checks is given with the batch, not kept beside it)."""
+    source = _context().data_sources.add_or_update_pandas("frames")
+    return source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("batch")
 
 
 def _clean(value: Any) -> str | None:
@@ -246,7 +245,7 @@ def _run_suite(entity_name: str, columns: frozenset[str] | None, frame: pd.DataF
     that would also serialise every result into the context's results store, which the ephemeral
     context keeps in memory for the life of the process (a fifth of a run's time, and memory that
     grows with every chunk). The outcome, with the failed rows and their reasons, is the record."""
-    batch = _batch_definition(entity_name, columns).get_batch(batch_parameters={"dataframe": frame})
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(build_suite(entity_name, columns), result_format={"result_format": "COMPLETE"})
     found = []
     for expectation_result in result.results:
