@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from backbone.warehouse.db import copy_text_rows
+from backbone.warehouse.db import copy_text_rows, json_for_database, json_from_database
 
 HOSTILE = [
     "plain",
@@ -37,6 +38,26 @@ def test_text_rows_write_values_as_postgresql_reads_them():
     row = {"id": "1", "amount": Decimal("12.50"), "flag": True, "payload": {"k": 'v "q" \\'}, "at": datetime(2026, 10, 30, 14, tzinfo=UTC)}
     assert copy_text_rows([row], list(row)) == '1\t12.50\tTrue\t{"k": "v \\\\"q\\\\" \\\\\\\\"}\t2026-10-30 14:00:00+00:00\n'
     assert copy_text_rows([{"only": None}], ["only"]) == "\\N\n"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '{"hours": "7.5", "user": {"id": "EMP-1"}, "tags": [1, 2.5, null, true]}',
+        '"\\u00e9 \\ud83d\\ude80"',
+        "123456789012345678901234567890",
+        "1e400",
+    ],
+)
+def test_json_from_the_database_reads_as_json_loads_does(document):
+    """msgspec decodes staged payloads; a number only ``jsonb`` can hold (beyond a float) still reads, as json.loads reads it."""
+    assert json_from_database(document) == json.loads(document)
+    assert json_from_database(document.encode()) == json.loads(document)
+
+
+def test_json_for_the_database_is_the_document_json_dumps_writes():
+    value = {"entry_id": "TE-1", "minutes": 465, "billable": True, "notes": None, "text": 'q " \\ é 🚀 \n'}
+    assert json.loads(json_for_database(value)) == value
 
 
 @pytest.mark.db

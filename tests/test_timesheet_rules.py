@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from datetime import date
+from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backbone.accounting_mapping import AccountingReferences, normalise
-from backbone.flows.timesheets import content_hash, entry_key, judge_chunk, map_entry
+from backbone.flows.timesheets import CONTENT_HASH_FIELDS, content_hash, entry_key, judge_chunk, map_entry
 from backbone.hooks.quickbooks import time_activity_body
 
 REFS = AccountingReferences.from_rows(
@@ -161,3 +166,15 @@ def test_non_billable_codes_are_never_billable():
     REFS.items[refs_row["match_key"]] = AccountingReferences.from_rows([refs_row]).items[refs_row["match_key"]]
     verdicts, quarantine = judge(entry(task__billing_code="TRAVEL", billable=True))
     assert quarantine == [] and verdicts[0][2]["billable_status"] == "NotBillable"
+
+
+@given(st.dictionaries(st.sampled_from(CONTENT_HASH_FIELDS), st.one_of(st.none(), st.text(), st.integers(), st.floats(), st.booleans())))
+def test_content_hash_is_the_sha256_of_json_dumps_of_the_field_texts_as_outbox_lines_hold_it(row):
+    """Lines already in the outbox carry hashes of ``json.dumps``; the faster spelling must give the same bytes."""
+    written = json.dumps([str(row.get(f)) for f in CONTENT_HASH_FIELDS])
+    assert content_hash(row) == hashlib.sha256(written.encode()).hexdigest()
+
+
+def test_content_hash_of_hostile_text_matches_json_dumps():
+    row = {"person_id": 'a"\\\n\x00\u2028é\ud800😀', "hours": Decimal("7.50"), "billable": True}
+    assert content_hash(row) == hashlib.sha256(json.dumps([str(row.get(f)) for f in CONTENT_HASH_FIELDS]).encode()).hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from backbone.warehouse.db import json_for_database
 from backbone.warehouse.tables import flow_run, quarantine, staged_record
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def set_verdicts(connection: Connection, run: RunRef, entity: str, verdicts: Seq
         {
             "keys": [v[0] for v in verdicts],
             "statuses": [v[1] for v in verdicts],
-            "canonicals": [json.dumps(v[2]) if v[2] is not None else None for v in verdicts],
+            "canonicals": [json_for_database(v[2]) if v[2] is not None else None for v in verdicts],
             "flow": run.flow,
             "run_id": run.run_id,
             "entity": entity,
