@@ -133,9 +133,13 @@ def services() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
 
 
-SAME_WORKER = re.compile(r"^tests/test_reliability_faults\.py::test_(?:fault_free_reference|vendor_faults_\w+)\[(?P<flow>[a-z_]+)")
-"""Tests that must run on one worker, in collection order: a flow's fault-free reference, then its
-fault runs (which compare against it)."""
+SAME_WORKER = re.compile(
+    r"^tests/test_reliability_faults\.py::test_(?:fault_free_reference|vendor_faults_\w+)\[(?P<flow>[a-z_]+)"
+    r"|^tests/(?P<file>test_month_end_e2e)\.py::"
+)
+"""Tests that run on one worker, in collection order: a flow's fault-free reference, then its fault
+runs (which compare against it); the month-end tests, which share the worlds the first of them
+builds (``tests/snapshots.py``) instead of building October once per worker."""
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -148,7 +152,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     class SameWorkerGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             group = SAME_WORKER.match(nodeid)
-            return f"faults-{group['flow']}" if group else nodeid
+            if group is None:
+                return nodeid
+            return f"faults-{group['flow']}" if group["flow"] else group["file"]
 
     return SameWorkerGroups(config, log)
 
