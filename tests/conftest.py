@@ -57,6 +57,7 @@ os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", base64.urlsafe_b64encode(os.u
 os.environ["BACKBONE_HTTP_MAX_BACKOFF_SECONDS"] = "2"
 os.environ["BACKBONE_CRM_LOOKBACK_MINUTES"] = "0"
 os.environ["BACKBONE_QBO_REQUESTS_PER_MINUTE"] = "60000"
+os.environ["BACKBONE_QBO_BATCH_REQUESTS_PER_MINUTE"] = "60000"  # the sandbox below allows as many (QuickBooks: 40)
 os.environ["BACKBONE_QBO_MAX_CONCURRENCY"] = "4"
 
 NEEDS_SERVICES = frozenset({"psa_warehouse", "accounting_warehouse", "hr_warehouse", "dagbag", "services"})
@@ -228,7 +229,7 @@ def start_sandbox(port: int, **config: object) -> tuple[RunningSandbox, object, 
 
     from backbone_sandbox.app import SandboxConfig, SandboxState, build_app
 
-    config = {"people": 12, "qbo_requests_per_minute": 0, "xero_requests_per_minute": 0, **config}
+    config = {"people": 12, "qbo_requests_per_minute": 0, "qbo_batch_requests_per_minute": 0, "xero_requests_per_minute": 0, **config}
     state = SandboxState.fresh(SandboxConfig(anchor=ANCHOR, **config))
     server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
