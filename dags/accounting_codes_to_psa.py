@@ -44,7 +44,7 @@ SETTINGS = load_settings()
     ),
 )
 def accounting_codes_to_psa() -> None:
-    @task
+    @task(multiple_outputs=False)
     def extract_codes(**context) -> dict[str, int]:
         from backbone.flows import accounting_codes
         from backbone.flows.runtime import open_flow_run
@@ -56,7 +56,7 @@ def accounting_codes_to_psa() -> None:
             accounting_hook(settings.accounting_conn_id), psa_hook(settings.psa_conn_id), warehouse, run, page_size=settings.psa_page_size
         )
 
-    @task
+    @task(multiple_outputs=False)
     def check_codes(extracted: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import accounting_codes
         from backbone.flows.runtime import run_ref
@@ -67,7 +67,7 @@ def accounting_codes_to_psa() -> None:
             engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size
         )
 
-    @task
+    @task(multiple_outputs=False)
     def load_codes(checked: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import accounting_codes
         from backbone.flows.runtime import run_ref
@@ -75,7 +75,7 @@ def accounting_codes_to_psa() -> None:
 
         return accounting_codes.load_codes(engine_for(load_settings().psa_warehouse_conn_id), run_ref(FLOW, context))
 
-    @task
+    @task(multiple_outputs=False)
     def update_psa(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import accounting_codes
         from backbone.flows.runtime import run_ref
@@ -87,7 +87,7 @@ def accounting_codes_to_psa() -> None:
             psa_hook(settings.psa_conn_id), engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context)
         )
 
-    @task
+    @task(multiple_outputs=False)
     def audit_systems(updated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import accounting_codes
         from backbone.flows.runtime import run_ref
@@ -95,7 +95,7 @@ def accounting_codes_to_psa() -> None:
 
         return accounting_codes.audit_systems(engine_for(load_settings().psa_warehouse_conn_id), run_ref(FLOW, context))
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

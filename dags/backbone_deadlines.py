@@ -33,7 +33,7 @@ SETTINGS = load_settings()
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=5)),
 )
 def backbone_deadlines() -> None:
-    @task
+    @task(multiple_outputs=False)
     def check_deadlines(**context) -> dict[str, int]:
         from backbone.deadlines import alert_overdue, newly_overdue
         from backbone.schedules import FLOW_WAREHOUSES
@@ -49,7 +49,7 @@ def backbone_deadlines() -> None:
         alert_overdue(overdue, timezone=settings.company_timezone)
         return {"overdue": len(overdue)}
 
-    @task
+    @task(multiple_outputs=False)
     def watch_utilization(**context) -> dict[str, int]:
         from zoneinfo import ZoneInfo
 

@@ -32,7 +32,7 @@ from airflow.sdk import dag, task
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=1)},
 )
 def backbone_setup() -> None:
-    @task
+    @task(multiple_outputs=False)
     def set_up_warehouses() -> None:
         from backbone.warehouse.__main__ import setup
 

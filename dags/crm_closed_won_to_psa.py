@@ -38,7 +38,7 @@ SETTINGS = load_settings()
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=2)),
 )
 def crm_closed_won_to_psa() -> None:
-    @task
+    @task(multiple_outputs=False)
     def extract_deals(**context) -> dict[str, int]:
         from airflow.sdk import timezone
 
@@ -52,7 +52,7 @@ def crm_closed_won_to_psa() -> None:
         extracted = closed_won.extract_deals(crm, warehouse, run, lookback=settings.crm_lookback)
         return {**extracted, **closed_won.snapshot_pipeline(crm, warehouse, run, taken_at=timezone.utcnow())}
 
-    @task
+    @task(multiple_outputs=False)
     def validate_deals(extracted: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import run_ref
@@ -61,7 +61,7 @@ def crm_closed_won_to_psa() -> None:
         settings = load_settings()
         return closed_won.validate_deals(engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size)
 
-    @task
+    @task(multiple_outputs=False)
     def load_projects(validated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import run_ref
@@ -70,7 +70,7 @@ def crm_closed_won_to_psa() -> None:
         settings = load_settings()
         return closed_won.load_projects(engine_for(settings.psa_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size)
 
-    @task
+    @task(multiple_outputs=False)
     def write_back(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import closed_won
         from backbone.flows.runtime import run_ref
@@ -89,7 +89,7 @@ def crm_closed_won_to_psa() -> None:
             chunk_size=settings.chunk_size,
         )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

@@ -46,7 +46,7 @@ SETTINGS = load_settings()
     ),
 )
 def expenses_weekly_to_accounting() -> None:
-    @task
+    @task(multiple_outputs=False)
     def extract_expenses(**context) -> dict[str, int]:
         from backbone.flows import expenses
         from backbone.flows.runtime import open_flow_run
@@ -58,7 +58,7 @@ def expenses_weekly_to_accounting() -> None:
             psa_hook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size
         )
 
-    @task
+    @task(multiple_outputs=False)
     def validate_expenses(extracted: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import expenses
         from backbone.flows.runtime import run_ref
@@ -72,7 +72,7 @@ def expenses_weekly_to_accounting() -> None:
             chunk_size=settings.chunk_size,
         )
 
-    @task
+    @task(multiple_outputs=False)
     def load_expenses(validated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import expenses
         from backbone.flows.runtime import run_ref
@@ -83,7 +83,7 @@ def expenses_weekly_to_accounting() -> None:
             engine_for(settings.accounting_warehouse_conn_id), run_ref(FLOW, context), chunk_size=settings.chunk_size
         )
 
-    @task
+    @task(multiple_outputs=False)
     def post_expenses(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import expenses
         from backbone.flows.runtime import continue_after_quota, run_ref
@@ -100,7 +100,7 @@ def expenses_weekly_to_accounting() -> None:
                 accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency
             )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

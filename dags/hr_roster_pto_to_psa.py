@@ -51,7 +51,7 @@ def _window(context):  # noqa: ANN001, ANN202 - task-context helper
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=5)),
 )
 def hr_roster_pto_to_psa() -> None:
-    @task
+    @task(multiple_outputs=False)
     def extract_roster(**context) -> dict[str, int]:
         from backbone.flows import roster
         from backbone.flows.runtime import open_flow_run
@@ -70,7 +70,7 @@ def hr_roster_pto_to_psa() -> None:
             window=window,
         )
 
-    @task
+    @task(multiple_outputs=False)
     def validate_roster(extracted: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
         from backbone.hooks.bamboohr import BambooHRHook
@@ -80,7 +80,7 @@ def hr_roster_pto_to_psa() -> None:
         run, _ = _window(context)
         return roster.validate_roster(engine_for(settings.psa_warehouse_conn_id), run, BambooHRHook(settings.hr_conn_id).records)
 
-    @task
+    @task(multiple_outputs=False)
     def load_roster(validated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
         from backbone.hooks.bamboohr import BambooHRHook
@@ -97,7 +97,7 @@ def hr_roster_pto_to_psa() -> None:
         records = BambooHRHook(settings.hr_conn_id).records
         return roster.load_roster(warehouse, run, records, full=full, window=window, country=settings.company_country)
 
-    @task
+    @task(multiple_outputs=False)
     def push_to_psa(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import roster
         from backbone.hooks.vendors import psa_hook
@@ -110,7 +110,7 @@ def hr_roster_pto_to_psa() -> None:
             return {"pilot": 1}
         return roster.push_to_psa(psa_hook(settings.psa_conn_id), engine_for(settings.psa_warehouse_conn_id), run, window=window)
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

@@ -42,7 +42,7 @@ SETTINGS = load_settings()
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=10)),
 )
 def invoices_month_end_to_accounting() -> None:
-    @task(inlets=[Asset(TIME_EXPORT_ASSET)])
+    @task(multiple_outputs=False, inlets=[Asset(TIME_EXPORT_ASSET)])
     def wait_for_time_export(**context) -> bool:
         """The month's time first: every week of the month exported, up to the week holding its last
         day. Until then the task is rescheduled (no worker held); after five days it fails and alerts."""

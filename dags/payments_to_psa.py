@@ -31,7 +31,7 @@ SETTINGS = load_settings()
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=5)),
 )
 def payments_to_psa() -> None:
-    @task
+    @task(multiple_outputs=False)
     def sync_payments(**context) -> dict[str, int]:
         from backbone.flows import payments
         from backbone.flows.runtime import open_flow_run
@@ -52,7 +52,7 @@ def payments_to_psa() -> None:
             pilot=is_pilot(FLOW),
         )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

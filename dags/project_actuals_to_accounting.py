@@ -46,14 +46,14 @@ SETTINGS = load_settings()
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=10)),
 )
 def project_actuals_to_accounting() -> None:
-    @task(inlets=[Asset(TIME_EXPORT_ASSET)])
+    @task(multiple_outputs=False, inlets=[Asset(TIME_EXPORT_ASSET)])
     def wait_for_time_export(**context) -> bool:
         """The month's time exported first (rescheduled, no worker held, until it is)."""
         from backbone.flows.runtime import wait_for_month_time
 
         return wait_for_month_time(FLOW, context)
 
-    @task
+    @task(multiple_outputs=False)
     def compute_actuals(ready: bool, **context) -> dict[str, int]:
         from backbone.flows import actuals
         from backbone.flows.invoicing import billing_period
@@ -71,7 +71,7 @@ def project_actuals_to_accounting() -> None:
             actuals.load_budgets(accounting, psa_warehouse, warehouse, run, period=period)
         return actuals.compute_actuals(psa_warehouse, warehouse, run, period=period, journals=budgets_in_psa)
 
-    @task
+    @task(multiple_outputs=False)
     def post_journals(computed: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import actuals
         from backbone.flows.invoicing import billing_period
@@ -89,7 +89,7 @@ def project_actuals_to_accounting() -> None:
             return pilot_actuals(warehouse, run, period)
         return actuals.post_journals(accounting_hook(settings.accounting_conn_id), warehouse, run, period=period)
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

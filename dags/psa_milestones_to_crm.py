@@ -30,7 +30,7 @@ SETTINGS = load_settings()
     **dag_arguments(FLOW, SETTINGS.company_timezone, retry_delay=timedelta(minutes=5)),
 )
 def psa_milestones_to_crm() -> None:
-    @task
+    @task(multiple_outputs=False)
     def push_milestones(**context) -> dict[str, int]:
         from backbone.flows import milestones
         from backbone.flows.runtime import open_flow_run
@@ -49,7 +49,7 @@ def psa_milestones_to_crm() -> None:
             pilot=is_pilot(FLOW),
         )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
 

@@ -50,7 +50,7 @@ SETTINGS = load_settings()
     ),
 )
 def timesheets_weekly_to_accounting() -> None:
-    @task
+    @task(multiple_outputs=False)
     def extract_time_entries(**context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import open_flow_run
@@ -62,7 +62,7 @@ def timesheets_weekly_to_accounting() -> None:
             psa_hook(settings.psa_conn_id), accounting_hook(settings.accounting_conn_id), warehouse, run, page_size=settings.psa_page_size
         )
 
-    @task
+    @task(multiple_outputs=False)
     def validate_time_entries(extracted: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import run_ref
@@ -76,7 +76,7 @@ def timesheets_weekly_to_accounting() -> None:
             chunk_size=settings.chunk_size,
         )
 
-    @task
+    @task(multiple_outputs=False)
     def load_time_entries(validated: dict[str, int], **context) -> dict[str, int]:
         from backbone.flows import timesheets
         from backbone.flows.runtime import run_ref
@@ -90,7 +90,7 @@ def timesheets_weekly_to_accounting() -> None:
             chunk_size=settings.chunk_size,
         )
 
-    @task
+    @task(multiple_outputs=False)
     def post_time_activities(loaded: dict[str, int], **context) -> dict[str, int]:
         from backbone import rollout
         from backbone.flows import timesheets
@@ -109,7 +109,7 @@ def timesheets_weekly_to_accounting() -> None:
                 accounting_hook(settings.accounting_conn_id), warehouse, run, concurrency=settings.qbo_max_concurrency, in_scope=in_scope
             )
 
-    @task(trigger_rule="all_done", retries=0, outlets=[Asset(TIME_EXPORT_ASSET)])
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0, outlets=[Asset(TIME_EXPORT_ASSET)])
     def record_run(**context) -> dict[str, object]:
         """Closes the run record; on success Airflow records an event of the time-export Asset (month-end's input)."""
         from backbone.flows.runtime import finish_flow_run

@@ -22,7 +22,7 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
     became postable (each judged against its own month). Returns a function that wires the tasks
     after an upstream task's result (or at the start, given None)."""
 
-    @task
+    @task(multiple_outputs=False)
     def extract_invoices(ready: Any = None, **context: Any) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import open_flow_run
@@ -41,7 +41,7 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
             timing=settings.invoice_timing,
         )
 
-    @task
+    @task(multiple_outputs=False)
     def check_invoices(extracted: dict[str, int], **context: Any) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import run_ref
@@ -57,7 +57,7 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
             company_timezone=settings.company_timezone,
         )
 
-    @task
+    @task(multiple_outputs=False)
     def load_invoices(checked: dict[str, int], **context: Any) -> dict[str, int]:
         from backbone.flows import invoicing
         from backbone.flows.runtime import run_ref
@@ -70,7 +70,7 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
             engine_for(settings.accounting_warehouse_conn_id), run, period=period_of(run, settings.company_timezone)
         )
 
-    @task
+    @task(multiple_outputs=False)
     def post_invoices(loaded: dict[str, int], **context: Any) -> dict[str, int]:
         from backbone import rollout
         from backbone.flows import invoicing
@@ -88,7 +88,7 @@ def invoice_tasks(flow: str, period_of: Callable[[RunRef, str], str | None]) -> 
         with continue_after_quota(run, warehouse, pending=lambda: invoicing.pending_invoices(warehouse)):
             return invoicing.post_invoices(accounting_hook(settings.accounting_conn_id), warehouse, run, in_scope=in_scope)
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(multiple_outputs=False, trigger_rule="all_done", retries=0)
     def record_run(**context: Any) -> dict[str, object]:
         from backbone.flows.runtime import finish_flow_run
         from backbone.settings import load_settings
