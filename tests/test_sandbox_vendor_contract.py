@@ -164,3 +164,25 @@ def test_an_unknown_path_is_answered_in_the_vendors_envelope_not_a_framework_def
 def test_bamboohr_unknown_path_says_why_in_its_header(sandbox):
     answer = requests.get(f"{sandbox.url}/bamboohr/api/v1/nothing", auth=("sandbox-token", "x"), timeout=10)
     assert answer.status_code == 404 and answer.headers.get("X-BambooHR-Error-Message") and not answer.content
+
+
+def test_quickbooks_batch_calls_have_a_budget_of_their_own_and_a_41st_in_a_minute_is_throttled(sandbox):
+    """Intuit's throttling: 40 batch requests a minute per company, beside the 500 of single calls,
+    answered with its ``ThrottleExceeded`` fault. The tests' sandboxes switch this budget off (they
+    post many weeks a minute, and the hook would pace itself to 38); here it is QuickBooks' own."""
+    import dataclasses
+
+    sandbox.state.config = dataclasses.replace(sandbox.state.config, qbo_batch_requests_per_minute=40)
+    headers = {"Authorization": f"Bearer {quickbooks_access_token(sandbox)}", "Accept": "application/json"}
+    url = f"{sandbox.url}/quickbooks/v3/company/{quickbooks.REALM_ID}/batch"
+    body = {"BatchItemRequest": [{"bId": "1", "Query": "SELECT * FROM Customer MAXRESULTS 1"}]}
+    answers = [requests.post(url, json=body, headers=headers, timeout=10) for _ in range(41)]
+    assert [a.status_code for a in answers[:40]] == [200] * 40
+    assert answers[40].status_code == 429 and "ThrottleExceeded" in answers[40].text
+    single = requests.post(
+        url.removesuffix("/batch") + "/query",
+        data="SELECT * FROM Customer MAXRESULTS 1",
+        headers=headers | {"Content-Type": "application/text"},
+        timeout=10,
+    )
+    assert single.status_code == 200  # the single-call budget is a separate one
