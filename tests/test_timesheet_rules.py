@@ -178,3 +178,18 @@ def test_content_hash_is_the_sha256_of_json_dumps_of_the_field_texts_as_outbox_l
 def test_content_hash_of_hostile_text_matches_json_dumps():
     row = {"person_id": 'a"\\\n\x00\u2028é\ud800😀', "hours": Decimal("7.50"), "billable": True}
     assert content_hash(row) == hashlib.sha256(json.dumps([str(row.get(f)) for f in CONTENT_HASH_FIELDS]).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "changes", [{"user__id": ["EMP-1"]}, {"client__id": ["CL-1"]}, {"client__name": ["Acme B.V."]}, {"user__email": {"a": 1}}]
+)
+def test_an_id_or_name_sent_as_a_list_or_object_gets_a_verdict_instead_of_stopping_the_chunk(changes):
+    """Hostile shapes where text belongs: each entry is judged (the dictionary judges a value by its
+    text; the accounting lookups do not remember what they cannot key), and the good entry beside it
+    goes out."""
+    hostile = entry(**changes, id="TE-2")
+    verdicts, quarantine = judge(hostile, entry())
+    assert [v[0] for v in verdicts] == ["TE-2:v1", "TE-1:v1"]
+    assert verdicts[1][1] == "valid"
+    if changes.keys() & {"client__name", "user__email"}:
+        assert verdicts[0][1] == "quarantined" and quarantine

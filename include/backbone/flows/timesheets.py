@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextlib import closing
 from datetime import date, datetime, timedelta
@@ -393,10 +393,7 @@ class _AccountingMatch:
 
     def billing_code(self, billing_code: Any) -> tuple[Any, Any, list[RuleFailure]]:
         """(code mapping, accounting item, failures) of a PSA billing code."""
-        found = self._codes.get(billing_code)
-        if found is None:
-            found = self._codes[billing_code] = self._match_code(billing_code)
-        return found
+        return _remembered(self._codes, billing_code, lambda: self._match_code(billing_code))
 
     def _match_code(self, billing_code: Any) -> tuple[Any, Any, list[RuleFailure]]:
         references = self.references
@@ -415,16 +412,33 @@ class _AccountingMatch:
         return code, item, []
 
     def customer(self, client_id: Any, client_name: Any) -> Any:
-        key = (client_id, client_name)
-        if key not in self._customers:
-            self._customers[key] = self.references.customers.get(self.mapping.customer_key(client_id, client_name))
-        return self._customers[key]
+        key = self.mapping.customer_key
+        return _remembered(self._customers, (client_id, client_name), lambda: self.references.customers.get(key(client_id, client_name)))
 
     def person(self, person_id: Any, email: Any) -> Any:
-        key = (person_id, email)
-        if key not in self._people:
-            self._people[key] = self.references.people.get(self.mapping.person_key(person_id, email))
-        return self._people[key]
+        key = self.mapping.person_key
+        return _remembered(self._people, (person_id, email), lambda: self.references.people.get(key(person_id, email)))
+
+
+def _remembered(found: dict[Any, Any], key: Any, look_up: Callable[[], Any]) -> Any:
+    """``look_up()``, remembered under ``key``. A key holding a list or an object (hostile input,
+    which the dictionary judges by its text) cannot be remembered: it is looked up every time."""
+    try:
+        if key in found:
+            return found[key]
+    except TypeError:
+        return look_up()
+    found[key] = value = look_up()
+    return value
+
+
+def _is_overfull(row: dict[str, Any], overfull_days: set[tuple[str, str]]) -> bool:
+    """Is the entry's person-day one whose hours add up to more than a day? A person id that is not
+    text (a list sent as an id) was never summed per day by that key."""
+    try:
+        return (row["person_id"], row["work_date"]) in overfull_days
+    except TypeError:
+        return False
 
 
 @lru_cache(maxsize=4096, typed=True)
@@ -469,7 +483,7 @@ def _flow_rules(
                 f"({last_work_date})",
             )
         )
-    if (row["person_id"], row["work_date"]) in overfull_days:
+    if _is_overfull(row, overfull_days):
         failures.append(
             RuleFailure(
                 "time_entry.person_day_hours.max",
