@@ -313,8 +313,12 @@ print(json.dumps({{"hubspot_requests": pages, "hubspot_seconds": hub, "qbo_reque
 
 
 def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int = 500) -> subprocess.Popen:
+    import socket
     import urllib.request
 
+    with socket.socket() as probe:  # another sandbox there would answer in this one's place, with its own state
+        if probe.connect_ex(("127.0.0.1", SANDBOX_PORT)) == 0:
+            raise RuntimeError(f"port {SANDBOX_PORT} is already in use (an earlier sandbox still running?): the bench starts its own there")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -338,6 +342,8 @@ def start_sandbox(env: dict, *, people: int = 12, deals: int = 30, qbo_rate: int
         stderr=subprocess.DEVNULL,
     )
     for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError(f"the sandbox exited with {process.returncode} before it answered")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/info", timeout=2):
                 return process
