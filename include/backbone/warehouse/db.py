@@ -90,8 +90,10 @@ def json_from_database(text: str | bytes) -> Any:
 
 
 def json_for_database(value: Any) -> str:
-    """Text for a ``jsonb`` parameter, the same document as ``json.dumps`` writes (without its
-    spaces, which ``jsonb`` drops anyway), encoded by msgspec."""
+    """Text for a ``jsonb`` parameter, encoded by msgspec. For plain JSON values (text, numbers,
+    booleans, None, lists, dicts: what validated rows hold) it is the document ``json.dumps`` writes,
+    without the spaces ``jsonb`` drops anyway. Unlike ``json.dumps`` it also writes a ``Decimal`` or a
+    datetime as text and a float NaN as null, so callers pass plain values only."""
     import msgspec
 
     return msgspec.json.encode(value).decode()
