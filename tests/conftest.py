@@ -132,6 +132,9 @@ def services() -> None:
 
     pg.ensure_login(ADMIN_URL, FINANCE_LOGIN, FINANCE_LOCAL_PASSWORD, FINANCE_READER_ROLE)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+    from backbone_devtools.dagtest import skip_unchanged_bundle_syncs
+
+    skip_unchanged_bundle_syncs()  # dag.test() re-syncs the DAG folder only when it changed
 
 
 SAME_WORKER = re.compile(

@@ -10,6 +10,9 @@ demo runs a dozen intervals, so it sends them here instead, over a pipe:
   line, ``{"ok": true|false, "state": ...}``;
 - an empty line or the end of input ends it.
 
+``dag.test()`` writes the DAG folder to the metadata database before every run; here it does so only
+when the folder's DAGs changed (:mod:`backbone_devtools.dagtest`).
+
 Anything printed between runs (loading the DAGs) goes to stderr.
 """
 
@@ -52,6 +55,9 @@ def output_to(path: Path) -> Any:
 
 def serve(requests: IO[str], replies: IO[str], dagbag: Any = None) -> int:
     if dagbag is None:
+        from backbone_devtools.dagtest import skip_unchanged_bundle_syncs
+
+        skip_unchanged_bundle_syncs()  # each run re-syncs the DAG folder to the metadata DB only when it changed
         from airflow.dag_processing.dagbag import DagBag
 
         dagbag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
