@@ -117,3 +117,44 @@ def test_a_pilot_run_says_what_it_would_have_sent():
     report = {"would_post": 3, "unit": "PSA projects", "by_action": {"create": 2, "update": 1}}
     assert _pilot_note(report) == "pilot: would send 3 PSA projects (create 2, update 1)"
     assert _pilot_note(None) == ""
+
+
+def test_loading_the_plugin_imports_no_page_and_the_first_request_serves_the_real_app():
+    """Every Airflow process and every task loads the plugins: the pages (their templates, Altair and
+    pandas for the charts) are imported only when the API server first serves ``/finance``."""
+    import asyncio
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plugin_file = Path(__file__).resolve().parents[1] / "plugins" / "finance_page.py"
+    probe = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('finance_page', {str(plugin_file)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('backbone.finance.app', 'backbone.finance.charts', 'altair', 'pandas') if m in sys.modules))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+    spec = importlib.util.spec_from_file_location("finance_page_under_test", plugin_file)
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    (mounted,) = plugin.FinancePagePlugin.fastapi_apps
+    assert mounted["url_prefix"] == "/finance"
+    sent: list[dict] = []
+    scope = {"type": "http", "method": "GET", "path": "/nowhere", "raw_path": b"/nowhere", "root_path": "", "query_string": b""}
+    scope["headers"] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(mounted["app"](scope, receive, send))
+    from backbone.finance.app import app
+
+    assert mounted["app"].app is app
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] in (401, 404)  # the real app answered
