@@ -30,7 +30,6 @@ from typing import Any
 _WRAPPED = "_backbone_skips_unchanged"
 _HASHES = "_backbone_dag_hashes"
 
-
 TASK_CONTEXT_VARIABLES = "AIRFLOW_CTX_"
 """Airflow's task runner exports the running task's context (``AIRFLOW_CTX_DAG_RUN_ID``, …) into the
 environment and leaves it there: different after every run, and no input of a parse."""
@@ -64,7 +63,6 @@ def reuse_unchanged_bag(original: Any) -> Any:
         return last[key]
 
     bundle_dag_bag.__wrapped__ = original  # type: ignore[attr-defined]
-    setattr(bundle_dag_bag, _WRAPPED, True)
     return bundle_dag_bag
 
 
