@@ -140,11 +140,14 @@ def services() -> None:
 
 SAME_WORKER = re.compile(
     r"^tests/test_reliability_faults\.py::test_(?:fault_free_reference|vendor_faults_\w+)\[(?P<flow>[a-z_]+)"
-    r"|^tests/(?P<file>test_month_end_e2e)\.py::"
+    r"|^tests/test_month_end_e2e\.py::"
+    r"|^tests/test_project_actuals_e2e\.py::test_(?:labour_actuals_\w+\[quickbooks|a_journal_\w+|with_budgets_\w+\[quickbooks)"
+    r"|^tests/test_pilot_mode\.py::test_payments_and_milestones_in_pilot_"
 )
 """Tests that run on one worker, in collection order: a flow's fault-free reference, then its fault
-runs (which compare against it); the month-end tests, which share the worlds the first of them
-builds (``tests/snapshots.py``) instead of building October once per worker."""
+runs (which compare against it); the tests that start from October's worlds (the month-end tests,
+project actuals on QuickBooks, payments in pilot), which share the worlds the first of them builds
+(``tests/snapshots.py``, ``tests/test_month_end_e2e.py``) instead of building October once per test."""
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -159,7 +162,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             group = SAME_WORKER.match(nodeid)
             if group is None:
                 return nodeid
-            return f"faults-{group['flow']}" if group["flow"] else group["file"]
+            return f"faults-{group['flow']}" if group["flow"] else "october"
 
     return SameWorkerGroups(config, log)
 

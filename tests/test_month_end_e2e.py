@@ -36,10 +36,15 @@ def export_october_time(dagbag, sandbox):
     """Every week of October, up to the week holding the 31st (it ends on Friday 6 November): month-end waits for it.
     The expenses of those weeks too (the first week, then one run catching up to 6 November): T&M
     invoices re-bill them, and month-end reconciles each such line with the exported expense."""
+    export_october_weeks(dagbag, sandbox)
+    export_october_expenses(dagbag, sandbox)
+
+
+def export_october_weeks(dagbag, sandbox):
+    """The weekly time export of every week of October, up to the week holding the 31st."""
     weeks = sandbox.state.psa_time.week_ends()
     for week_end in [*weeks, weeks[-1] + timedelta(days=7)]:
         run(dagbag, TIMESHEETS, week_end)
-    export_october_expenses(dagbag, sandbox)
 
 
 def export_october_expenses(dagbag, sandbox):
@@ -60,14 +65,27 @@ _BUILT: dict[str, WorldSnapshot] = {}
 """Worlds this worker built first, by name; the later tests that need one get it restored."""
 
 
+def october_time_exported(dagbag, sandbox, psa_warehouse, accounting_warehouse) -> None:
+    """:func:`export_october_weeks` on the default sandbox: run for the first test on a worker, the
+    same world restored (warehouses, sandbox stores, rotated tokens) for later ones, 7 runs less each.
+    Tests of other files that start from it run on this file's worker (``SAME_WORKER`` in conftest)."""
+    engines = [psa_warehouse, accounting_warehouse]
+    if "time" in _BUILT:
+        _BUILT["time"].restore(sandbox.state, engines)
+        return
+    export_october_weeks(dagbag, sandbox)
+    _BUILT["time"] = WorldSnapshot.take(sandbox.state, engines)
+
+
 def october_exported(dagbag, sandbox, psa_warehouse, accounting_warehouse) -> None:
-    """:func:`export_october_time` on the default sandbox: run for the first test on a worker, the
-    same world restored (warehouses, sandbox stores, rotated tokens) for later ones, 45 s less each."""
+    """:func:`export_october_time` on the default sandbox, built once per worker on
+    :func:`october_time_exported` (45 s less for each later test)."""
     engines = [psa_warehouse, accounting_warehouse]
     if "exported" in _BUILT:
         _BUILT["exported"].restore(sandbox.state, engines)
         return
-    export_october_time(dagbag, sandbox)
+    october_time_exported(dagbag, sandbox, psa_warehouse, accounting_warehouse)
+    export_october_expenses(dagbag, sandbox)
     _BUILT["exported"] = WorldSnapshot.take(sandbox.state, engines)
 
 
