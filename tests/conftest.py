@@ -307,11 +307,13 @@ def accounting_warehouse(services) -> Iterator[object]:
 
 
 def forget_rotated_tokens() -> None:
-    """A fresh sandbox only knows its first refresh token: drop the one a previous test stored."""
+    """A fresh sandbox only knows its first refresh token: drop the tokens a previous test stored."""
     from airflow.models import Variable
 
-    Variable.delete("quickbooks_default_refresh_token")
-    Variable.delete("xero_default_refresh_token")
+    from tests.snapshots import ROTATED_TOKEN_VARIABLES
+
+    for key in ROTATED_TOKEN_VARIABLES:
+        Variable.delete(key)
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ import pickle
 from dataclasses import dataclass, fields
 from typing import Any
 
-ROTATED_TOKEN_VARIABLES = ("quickbooks_default_refresh_token", "xero_default_refresh_token")
+from backbone.hooks.oauth import token_variable_names
+
+ROTATED_TOKEN_VARIABLES = token_variable_names("quickbooks_default", "xero_default")
+"""The tokens the OAuth hooks keep in Variables: they belong to the sandbox state they were issued by."""
 SANDBOX_FIELDS_NOT_RESTORED = frozenset({"config", "faults", "limits"})
 """What a test's own sandbox keeps: its configuration, its (empty) fault board and its rate windows."""
 

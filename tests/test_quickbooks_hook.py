@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -64,10 +66,36 @@ def test_refresh_token_rotates_and_the_new_one_is_stored(hook, sandbox, tokens):
     list(hook.query_all("Item"))
     stored = tokens.tokens["quickbooks_default_refresh_token"]
     assert stored in sandbox.state.qbo.refresh_tokens
-    # A second hook (the next task) authenticates with the stored token; the first one is gone.
+    # Once the shared access token is past its use, the next hook (the next task) refreshes with
+    # the stored refresh token; the first one is gone.
+    shared = json.loads(tokens.tokens["quickbooks_default_access_token"])
+    tokens.save("quickbooks_default_access_token", json.dumps({**shared, "use_until": time.time() - 1}))
     list(QuickBooksHook(token_store=tokens).query_all("Customer"))
     assert tokens.tokens["quickbooks_default_refresh_token"] != stored
     assert sandbox.state.qbo.token_refreshes == 2
+
+
+def test_the_next_task_reuses_the_access_token_until_shortly_before_it_expires(hook, sandbox, tokens):
+    """Intuit: access tokens are valid for one hour; use them until then rather than refreshing
+    (Intuit's blog "OAuth token management done the right way", 2024-06-03). Spending the rotating
+    refresh token once an hour, not once a task, also leaves a killed worker far fewer moments in
+    which the vendor has rotated it and the new one is not stored yet."""
+    list(hook.query_all("Item"))
+    token = hook.access_token()
+    shared = json.loads(tokens.tokens["quickbooks_default_access_token"])
+    assert shared["access_token"] == token
+    assert 3600 - 300 - 60 < shared["use_until"] - time.time() <= 3600 - 300  # the sandbox's (and Intuit's) hour, less the margin
+    for _ in range(3):  # three more tasks within the hour
+        next_task = QuickBooksHook(token_store=tokens)
+        list(next_task.query_all("Customer"))
+        assert next_task.access_token() == token
+    assert sandbox.state.qbo.token_refreshes == 1
+    # A token the vendor refuses (revoked early) is never taken again, from the hook or the store.
+    sandbox.state.qbo.access_tokens.clear()
+    after_refusal = QuickBooksHook(token_store=tokens)
+    assert sum(len(p) for p in after_refusal.query_all("Item")) == len(sandbox.state.qbo.entities["Item"])
+    assert after_refusal.access_token() != token and sandbox.state.qbo.token_refreshes == 2
+    assert json.loads(tokens.tokens["quickbooks_default_access_token"])["access_token"] == after_refusal.access_token()
 
 
 def test_a_lost_refresh_token_fails_at_once_with_a_clear_message(sandbox):

@@ -374,7 +374,9 @@ def demo() -> int:
             f"accounting Connection {env['BACKBONE_ACCOUNTING_CONN_ID']}, PSA Connection {env['BACKBONE_PSA_CONN_ID']})"
         )
         if not info["resumed"]:  # a new sandbox knows only its first refresh tokens
-            for variable in ("quickbooks_default_refresh_token", "xero_default_refresh_token"):
+            from backbone.hooks.oauth import token_variable_names
+
+            for variable in token_variable_names("quickbooks_default", "xero_default"):
                 subprocess.run(["airflow", "variables", "delete", variable], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(DEMO_DIR / "logs", ignore_errors=True)
         (DEMO_DIR / "logs").mkdir()
