@@ -82,6 +82,23 @@ def test_docker_compose_is_consistent_with_what_the_code_reads(tmp_path):
     )
 
 
+def test_celery_workers_use_airflows_configuration_and_import_the_task_runtime_once():
+    """``backbone.celery_worker.CELERY_CONFIG`` is Airflow's default, its ``worker_init`` handler
+    names modules that exist, and compose's workers use it (``make celery-check`` runs with it)."""
+    import importlib.util
+
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+    from celery.signals import worker_init
+
+    from backbone import celery_worker
+
+    assert celery_worker.CELERY_CONFIG == DEFAULT_CELERY_CONFIG
+    assert any(receiver() is celery_worker.preload_task_modules for _, receiver in worker_init.receivers)
+    assert all(importlib.util.find_spec(name) is not None for name in celery_worker.PRELOADED_MODULES)
+    for name in AIRFLOW_SERVICES:
+        assert compose()["services"][name]["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "backbone.celery_worker.CELERY_CONFIG"
+
+
 def test_astro_project_files():
     config = yaml.safe_load((ROOT / ".astro" / "config.yaml").read_text())
     assert config["project"]["name"]

@@ -160,6 +160,7 @@ def check_environment(directory: Path, ports: dict[str, int]) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "backbone.celery_worker.CELERY_CONFIG",  # as docker-compose.yaml sets it
         "BACKBONE_RETRY_DELAY_SECONDS": "5",
         "BACKBONE_MONTH_END_WAITS_FOR_TIME_EXPORT": "false",  # the wait itself is an end-to-end test of its own
     }
