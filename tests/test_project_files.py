@@ -95,8 +95,9 @@ def test_celery_workers_use_airflows_configuration_and_import_the_task_runtime_o
     assert celery_worker.CELERY_CONFIG == DEFAULT_CELERY_CONFIG
     assert any(receiver() is celery_worker.preload_task_modules for _, receiver in worker_init.receivers)
     assert all(importlib.util.find_spec(name) is not None for name in celery_worker.PRELOADED_MODULES)
+    services = compose()["services"]
     for name in AIRFLOW_SERVICES:
-        assert compose()["services"][name]["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "backbone.celery_worker.CELERY_CONFIG"
+        assert services[name]["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "backbone.celery_worker.CELERY_CONFIG"
 
 
 def test_astro_project_files():
