@@ -143,11 +143,13 @@ SAME_WORKER = re.compile(
     r"|^tests/test_month_end_e2e\.py::"
     r"|^tests/test_project_actuals_e2e\.py::test_(?:labour_actuals_\w+\[quickbooks|a_journal_\w+|with_budgets_\w+\[quickbooks)"
     r"|^tests/test_pilot_mode\.py::test_payments_and_milestones_in_pilot_"
+    r"|^tests/test_finance_ledger\.py::test_finance_(?P<api_server>routes_refuse_anonymous_and_garbage_tokens|and_leadership_pages_in_a_real_browser)"
 )
 """Tests that run on one worker, in collection order: a flow's fault-free reference, then its fault
 runs (which compare against it); the tests that start from October's worlds (the month-end tests,
 project actuals on QuickBooks, payments in pilot), which share the worlds the first of them builds
-(``tests/snapshots.py``, ``tests/test_month_end_e2e.py``) instead of building October once per test."""
+(``tests/snapshots.py``, ``tests/test_month_end_e2e.py``) instead of building October once per test;
+the Finance page's tests through Airflow's API server, which share one server (``api_server``)."""
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -162,7 +164,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             group = SAME_WORKER.match(nodeid)
             if group is None:
                 return nodeid
-            return f"faults-{group['flow']}" if group["flow"] else "october"
+            if group["flow"]:
+                return f"faults-{group['flow']}"
+            return "api-server" if group["api_server"] else "october"
 
     return SameWorkerGroups(config, log)
 

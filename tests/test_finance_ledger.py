@@ -238,12 +238,15 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dic
         return error.code, error.read().decode(), dict(error.headers)
 
 
-@pytest.fixture
-def api_server(tmp_path):
+@pytest.fixture(scope="module")
+def api_server(services, tmp_path_factory):
     """Airflow's own API server on a free loopback port, with the simple auth manager's users
-    ``finance`` (viewer) and no anonymous admin; yields its URL and the finance password."""
+    ``finance`` (viewer) and no anonymous admin; yields its URL and the finance password. One
+    server for the module's tests (``SAME_WORKER`` keeps them on one worker): it holds no state of
+    its own, every page reads the warehouses as the test left them."""
     import json
 
+    tmp_path = tmp_path_factory.mktemp("api-server")
     port = _free_port()
     passwords = tmp_path / "passwords.json"
     passwords.write_text(json.dumps({"finance": "finance-page-test", "admin": "admin-test"}))
