@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := false
 # subprocess and Celery task pays its share. So the targets below write the cache.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-unit install browser redis celery-check bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
+.PHONY: demo test test-profile test-unit install browser redis celery-check bench bench-quick sandbox airflow demo-reset lint clean wheel help compose-env
 
 # The venv gets the pinned development set, then this project as two editable distributions: the
 # backbone package and Airflow provider (pyproject.toml, code in include/) and the development kit
@@ -45,6 +45,9 @@ TEST_WORKERS ?= 5
 
 test: $(STAMP) browser redis lint  ## lint, then the whole test suite on TEST_WORKERS workers (starts and stops its own PostgreSQL, Redis, sandbox and Airflow services)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15
+
+test-profile: $(STAMP) browser redis  ## the whole suite as `make test` runs it, plus where its CPU went: per file and test (process, children, PostgreSQL, DAG runs), the machine's busy CPU (.test-profile/latest.md)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(TEST_WORKERS) -p backbone_devtools.suite_profile -q
 
 test-unit: $(STAMP)  ## the unit layer alone: every test that starts nothing (no PostgreSQL, sandbox or Airflow DB), on all cores
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m unit -n auto --dist worksteal -q

@@ -41,6 +41,7 @@ SANDBOX_PORT = int(os.environ.get("BACKBONE_TEST_SANDBOX_PORT") or free_port())
 TEST_ROOT = ROOT / ".test"
 TEST_DIR = TEST_ROOT / f"run-{PG_PORT}"
 """This run's PostgreSQL data and Airflow home (each run its own, next to any other run's)."""
+os.environ["BACKBONE_TEST_PGDATA"] = str(TEST_DIR / "pgdata")  # where `make test-profile` finds this run's PostgreSQL
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
 ADMIN_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
 ANCHOR = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
