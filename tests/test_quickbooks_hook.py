@@ -276,3 +276,19 @@ def test_a_batch_throttled_without_retry_after_is_retried(hook, sandbox):
     sandbox.state.faults.arm([FaultRule(kind="status", status=429, path_contains="/batch", times=2)])
     answers = hook.create_time_entries(outbox_lines(sandbox.state, 5))
     assert len(answers) == 5 and len(sandbox.state.qbo.entities["TimeActivity"]) == 5
+
+
+def test_an_access_token_that_cannot_be_shared_still_serves_its_own_task(sandbox, caplog):
+    """Sharing only spares later tasks a refresh: the rotated refresh token must be stored, the access token need not."""
+
+    class NoSharing(MemoryTokenStore):
+        def save(self, key: str, token: str) -> None:
+            if key.endswith("_access_token"):
+                raise OSError("the Variable backend is down")
+            super().save(key, token)
+
+    tokens = NoSharing()
+    hook = QuickBooksHook(token_store=tokens)
+    assert sum(len(p) for p in hook.query_all("Item")) == len(sandbox.state.qbo.entities["Item"])
+    assert tokens.load("quickbooks_default_refresh_token") in sandbox.state.qbo.refresh_tokens
+    assert "could not share the access token" in caplog.text

@@ -218,7 +218,10 @@ class RotatingOAuthMixin:
         shared = {"access_token": self._access_token, "use_until": self._access_use_until}
         if isinstance(body.get("scope"), str):
             shared["scope"] = body["scope"]
-        self.token_store.save(self.access_token_key, json.dumps(shared))
+        try:
+            self.token_store.save(self.access_token_key, json.dumps(shared))
+        except Exception:  # noqa: BLE001 - sharing only spares later tasks a refresh; this task has its token
+            log.warning("could not share the access token of %s; later tasks will refresh their own", self.conn_id, exc_info=True)
 
     def _exchange(self, refresh_token: str | None) -> dict[str, Any]:
         import requests
