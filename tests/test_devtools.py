@@ -51,6 +51,7 @@ def test_make_airflow_refuses_a_port_held_by_something_that_is_not_this_projects
             devtools._running_sandbox()
     finally:
         server.shutdown()
+        server.server_close()  # else the port still accepts connections and the check below waits out its timeout
     assert devtools._running_sandbox() is False  # nothing there: start ours
 
 

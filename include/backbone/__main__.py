@@ -166,10 +166,13 @@ def run(args: argparse.Namespace) -> int:
         return audit(args)
     if args.command == "check":
         return check(args)
+    from backbone.settings import load_settings
+
+    # bad input is answered before any warehouse Connection is looked up (that imports Airflow: seconds)
     check_paging(args.page, args.page_size)
-    ledger = Ledger.from_settings()
     flow = resolve_flow(args.flow)
-    period = parse_period(period_text(args), ledger.timezone)
+    period = parse_period(period_text(args), load_settings().company_timezone)
+    ledger = Ledger.from_settings()
     if args.command == "history":
         rows, total = ledger.runs(flow=flow, period=period, status=args.status, page=args.page, page_size=args.page_size)
         if args.csv or args.json:
