@@ -187,10 +187,15 @@ class RotatingOAuthMixin:
         from airflow.sdk.log import mask_secret
 
         mask_secret(token)
-        self._access_token, self._access_use_until = token, use_until
-        if isinstance(shared.get("scope"), str):
-            self.granted_scopes = frozenset(shared["scope"].split())
+        self._take_access_token(shared)
         return True
+
+    def _take_access_token(self, record: dict[str, Any]) -> None:
+        """Use the access token of ``record`` (``access_token``, ``use_until``, optional ``scope``),
+        the shape the token store shares it in."""
+        self._access_token, self._access_use_until = str(record["access_token"]), float(record["use_until"])
+        if isinstance(record.get("scope"), str):
+            self.granted_scopes = frozenset(record["scope"].split())
 
     def _refresh_access_token(self) -> None:
         """Refresh, called under the Connection's lock; reads the newest refresh token inside it.
@@ -210,16 +215,13 @@ class RotatingOAuthMixin:
             mask_secret(new_refresh)
             self.token_store.save(self.token_key, new_refresh)
             log.info("%s rotated the refresh token of %s; stored the new one", self.system_name, self.conn_id)
-        if isinstance(body.get("scope"), str):
-            self.granted_scopes = frozenset(body["scope"].split())
-        self._access_token = body["access_token"]
         lifetime = int(body.get("expires_in", 3600))
-        self._access_use_until = time.time() + max(60, lifetime - ACCESS_TOKEN_MARGIN_SECONDS)
-        shared = {"access_token": self._access_token, "use_until": self._access_use_until}
+        record = {"access_token": body["access_token"], "use_until": time.time() + max(60, lifetime - ACCESS_TOKEN_MARGIN_SECONDS)}
         if isinstance(body.get("scope"), str):
-            shared["scope"] = body["scope"]
+            record["scope"] = body["scope"]
+        self._take_access_token(record)
         try:
-            self.token_store.save(self.access_token_key, json.dumps(shared))
+            self.token_store.save(self.access_token_key, json.dumps(record))
         except Exception:  # noqa: BLE001 - sharing only spares later tasks a refresh; this task has its token
             log.warning("could not share the access token of %s; later tasks will refresh their own", self.conn_id, exc_info=True)
 
